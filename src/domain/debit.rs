@@ -1,0 +1,21 @@
+//! Debits: credits spent on texts that went out (R1: one credit per text),
+//! and refunds of the ones that were not delivered.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::hold::Part;
+use super::lot::Breakdown;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Debit {
+    pub id: String,
+    pub credits: i64,
+    pub refunded: i64,
+    pub reference: Option<String>,
+    pub description: Option<String>,
+    pub created_at: Timestamp,
+    pub breakdown: Breakdown,
+    /// Credits per lot that a refund may still return, in spending order.
+    pub parts: Vec<Part>,
+}

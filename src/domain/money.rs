@@ -1,0 +1,259 @@
+//! Money, exactly: integer micro-units of a currency inside (`$0.01` is
+//! 10,000 micros), decimal strings at the edges (`"0.01"`).
+//!
+//! No float ever touches an amount. Parsing rejects a sign, more than six
+//! decimals and anything that would overflow; arithmetic is checked.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::DomainError;
+
+/// Micro-units in one unit of currency.
+pub const MICROS_PER_UNIT: i64 = 1_000_000;
+
+/// The highest unit price an account may have: $1,000 per credit. With
+/// [`super::credits::MAX_CREDITS_PER_OPERATION`] the largest single amount is
+/// 10^18 micros, inside `i64`.
+pub const MAX_UNIT_PRICE_MICROS: i64 = 1_000 * MICROS_PER_UNIT;
+
+/// Default price of one purchased credit: $0.01.
+pub const DEFAULT_UNIT_PRICE_MICROS: i64 = 10_000;
+
+/// An amount of money in micro-units. Negative for refund lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Micros(pub i64);
+
+impl Micros {
+    /// Parses a non-negative decimal string with at most six decimals:
+    /// `"5"`, `"0.01"`, `"12.345678"`.
+    pub fn parse(text: &str) -> Result<Micros, DomainError> {
+        let bad = |why: &str| DomainError::invalid(format!("invalid amount {text:?}: {why}"));
+        let (whole, frac) = match text.split_once('.') {
+            Some((w, f)) => (w, f),
+            None => (text, ""),
+        };
+        if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad("expected a decimal number such as 0.01, without sign"));
+        }
+        if text.contains('.') && frac.is_empty() {
+            return Err(bad("expected digits after the decimal point"));
+        }
+        if !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad("expected a decimal number such as 0.01, without sign"));
+        }
+        if frac.len() > 6 {
+            return Err(bad("at most 6 decimals"));
+        }
+        let too_large = || bad("too large");
+        let whole: i64 = whole.parse().map_err(|_| too_large())?;
+        let mut frac_micros: i64 = if frac.is_empty() {
+            0
+        } else {
+            frac.parse().map_err(|_| too_large())?
+        };
+        for _ in frac.len()..6 {
+            frac_micros *= 10;
+        }
+        whole
+            .checked_mul(MICROS_PER_UNIT)
+            .and_then(|w| w.checked_add(frac_micros))
+            .map(Micros)
+            .ok_or_else(too_large)
+    }
+
+    /// Parses a unit price: a [`Micros::parse`] amount no higher than
+    /// [`MAX_UNIT_PRICE_MICROS`].
+    pub fn parse_unit_price(text: &str) -> Result<Micros, DomainError> {
+        let price = Micros::parse(text)?;
+        if price.0 > MAX_UNIT_PRICE_MICROS {
+            return Err(DomainError::invalid(format!(
+                "unit price {text} is above the maximum of {}",
+                Micros(MAX_UNIT_PRICE_MICROS)
+            )));
+        }
+        Ok(price)
+    }
+
+    /// `credits × unit price`, checked.
+    pub fn times(self, credits: i64) -> Result<Micros, DomainError> {
+        self.0
+            .checked_mul(credits)
+            .map(Micros)
+            .ok_or_else(|| DomainError::invalid("amount overflows".to_string()))
+    }
+
+    pub fn checked_add(self, other: Micros) -> Result<Micros, DomainError> {
+        self.0
+            .checked_add(other.0)
+            .map(Micros)
+            .ok_or_else(|| DomainError::invalid("amount overflows".to_string()))
+    }
+}
+
+/// Decimal string with at least two decimals and no trailing zeros beyond
+/// them: `5.00`, `0.01`, `0.0125`, `-3.50`.
+impl fmt::Display for Micros {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let abs = self.0.unsigned_abs();
+        let whole = abs / MICROS_PER_UNIT as u64;
+        let frac = format!("{:06}", abs % MICROS_PER_UNIT as u64);
+        let frac = frac.trim_end_matches('0');
+        let frac = if frac.len() < 2 {
+            &format!("{frac:0<2}")
+        } else {
+            frac
+        };
+        write!(f, "{sign}{whole}.{frac}")
+    }
+}
+
+impl Serialize for Micros {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Micros {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let negative = text.strip_prefix('-');
+        let parsed = Micros::parse(negative.unwrap_or(&text)).map_err(serde::de::Error::custom)?;
+        Ok(if negative.is_some() {
+            Micros(-parsed.0)
+        } else {
+            parsed
+        })
+    }
+}
+
+/// An ISO 4217 currency code: three upper-case letters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Currency(String);
+
+impl Currency {
+    pub fn new(code: &str) -> Result<Currency, DomainError> {
+        if code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()) {
+            Ok(Currency(code.to_string()))
+        } else {
+            Err(DomainError::invalid(format!(
+                "currency must be a three-letter ISO 4217 code such as USD, got {code:?}"
+            )))
+        }
+    }
+
+    pub fn usd() -> Currency {
+        Currency("USD".to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// How a person reads an amount: `$5.00`, `€5.00`, `CHF 5.00`.
+    pub fn display(&self, amount: Micros) -> String {
+        let symbol = match self.0.as_str() {
+            "USD" => "$",
+            "EUR" => "€",
+            "GBP" => "£",
+            "JPY" => "¥",
+            _ => "",
+        };
+        let (sign, abs) = if amount.0 < 0 {
+            ("-", Micros(-amount.0))
+        } else {
+            ("", amount)
+        };
+        if symbol.is_empty() {
+            format!("{sign}{} {abs}", self.0)
+        } else {
+            format!("{sign}{symbol}{abs}")
+        }
+    }
+}
+
+impl TryFrom<String> for Currency {
+    type Error = DomainError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Currency::new(&s)
+    }
+}
+
+impl From<Currency> for String {
+    fn from(c: Currency) -> String {
+        c.0
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_exact_decimals() {
+        assert_eq!(Micros::parse("0.01").unwrap(), Micros(10_000));
+        assert_eq!(Micros::parse("5").unwrap(), Micros(5_000_000));
+        assert_eq!(Micros::parse("12.345678").unwrap(), Micros(12_345_678));
+        assert_eq!(Micros::parse("0").unwrap(), Micros(0));
+    }
+
+    #[test]
+    fn rejects_bad_amounts() {
+        for bad in [
+            "",
+            "-0.01",
+            "+1",
+            "0.0000001",
+            "1.",
+            ".5",
+            "1,00",
+            "abc",
+            "1e3",
+            "9223372036854.775808",
+            "99999999999999999999",
+        ] {
+            assert!(Micros::parse(bad).is_err(), "{bad:?} must be rejected");
+        }
+    }
+
+    #[test]
+    fn formats_with_two_to_six_decimals() {
+        assert_eq!(Micros(5_000_000).to_string(), "5.00");
+        assert_eq!(Micros(10_000).to_string(), "0.01");
+        assert_eq!(Micros(12_500).to_string(), "0.0125");
+        assert_eq!(Micros(-3_500_000).to_string(), "-3.50");
+        assert_eq!(Micros(1).to_string(), "0.000001");
+    }
+
+    #[test]
+    fn format_and_parse_round_trip() {
+        for m in [0, 1, 10_000, 12_345_678, 999_999_999_999] {
+            assert_eq!(Micros::parse(&Micros(m).to_string()).unwrap(), Micros(m));
+        }
+    }
+
+    #[test]
+    fn unit_price_has_a_ceiling() {
+        assert!(Micros::parse_unit_price("1000").is_ok());
+        assert!(Micros::parse_unit_price("1000.000001").is_err());
+    }
+
+    #[test]
+    fn currency_display() {
+        assert_eq!(Currency::usd().display(Micros(5_000_000)), "$5.00");
+        assert_eq!(
+            Currency::new("CHF").unwrap().display(Micros(-10_000)),
+            "-CHF 0.01"
+        );
+        assert!(Currency::new("usd").is_err());
+    }
+}

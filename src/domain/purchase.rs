@@ -1,0 +1,188 @@
+//! Purchases of paid credits (R4) and their refunds. A purchase is billed on
+//! the 1st of the month after it was made, local time (R5); a refund takes
+//! back only unused credits: before billing it shrinks the purchase's line
+//! on the coming statement, after billing it is a negative line on the next.
+
+use jiff::{Timestamp, civil::Date};
+use serde::{Deserialize, Serialize};
+
+use super::money::{Currency, Micros};
+use super::period::Month;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purchase {
+    pub id: String,
+    pub credits: i64,
+    pub unit_price: Micros,
+    pub currency: Currency,
+    pub purchased_at: Timestamp,
+    /// The local month it was bought in, so billed in.
+    pub month: Month,
+    pub refunded_credits: i64,
+    /// Refunded before billing: these credits never reach a statement.
+    pub refunded_unbilled_credits: i64,
+    pub statement_id: Option<String>,
+}
+
+impl Purchase {
+    pub fn amount(&self) -> Micros {
+        Micros(self.unit_price.0 * self.credits)
+    }
+
+    pub fn bills_on(&self) -> Date {
+        self.month.next().first_day()
+    }
+
+    /// Credits its statement line will charge.
+    pub fn billable_credits(&self) -> i64 {
+        self.credits - self.refunded_unbilled_credits
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurchaseRefund {
+    pub id: String,
+    pub purchase_id: String,
+    pub credits: i64,
+    pub unit_price: Micros,
+    pub created_at: Timestamp,
+    /// The local month of the refund: the statement its negative line goes on.
+    pub month: Month,
+    /// The purchase was already billed: the refund needs a negative line.
+    pub needs_line: bool,
+    pub statement_id: Option<String>,
+}
+
+impl PurchaseRefund {
+    pub fn amount(&self) -> Micros {
+        Micros(self.unit_price.0 * self.credits)
+    }
+}
+
+use super::DomainError;
+use super::credits::Credits;
+use super::entry::EntryKind;
+use super::lot::{Lot, LotKind};
+use super::state::{AccountState, Changes, NewEntry};
+use super::view::{PurchaseRefundView, PurchaseView};
+
+/// Buys `credits` at the account's unit price (R4): usable at once, never
+/// expiring, billed on the 1st of next month (R5).
+pub fn purchase(
+    state: &mut AccountState,
+    id: String,
+    credits: Credits,
+    now: Timestamp,
+    changes: &mut Changes,
+) -> Result<PurchaseView, DomainError> {
+    let a = &state.account;
+    if let Some(statement_id) = &a.suspended_by {
+        return Err(DomainError::PurchasesSuspended {
+            statement_id: statement_id.clone(),
+        });
+    }
+    let month = Month::of(now, &a.zone);
+    if let Some(billed) = a.billed_through.filter(|&b| month <= b) {
+        return Err(DomainError::invalid(format!(
+            "month {month} is already billed (statements are closed through {billed}); check the clock"
+        )));
+    }
+    let n = credits.get();
+    let limit = a.monthly_purchase_limit;
+    if limit > 0 && state.month_purchased_credits + n > limit {
+        let remaining = (limit - state.month_purchased_credits).max(0);
+        return Err(DomainError::PurchaseLimitExceeded { limit, remaining });
+    }
+    a.unit_price.times(n)?;
+    let p = Purchase {
+        id,
+        credits: n,
+        unit_price: a.unit_price,
+        currency: a.currency.clone(),
+        purchased_at: now,
+        month,
+        refunded_credits: 0,
+        refunded_unbilled_credits: 0,
+        statement_id: None,
+    };
+    state.lots.push(Lot {
+        id: p.id.clone(),
+        kind: LotKind::Purchase,
+        original: n,
+        remaining: n,
+        held: 0,
+        expires_at: None,
+        expired: false,
+        created_at: now,
+        unit_price: Some(p.unit_price),
+    });
+    let i = state.lots.len() - 1;
+    state.record(
+        changes,
+        NewEntry::new(EntryKind::Purchase, i, n, now).source(Some(&p.id)),
+    );
+    state.month_purchased_credits += n;
+    let view = PurchaseView::of(a.id.as_str(), &p);
+    changes.purchases.push(p);
+    Ok(view)
+}
+
+/// Takes back unused credits of a purchase (default: all of them).
+pub fn refund_purchase(
+    state: &mut AccountState,
+    refund_id: String,
+    purchase_id: &str,
+    credits: Option<Credits>,
+    now: Timestamp,
+    changes: &mut Changes,
+) -> Result<PurchaseRefundView, DomainError> {
+    let not_found = || DomainError::not_found("purchase", purchase_id);
+    let p = state
+        .purchases
+        .iter()
+        .position(|p| p.id == purchase_id)
+        .ok_or_else(not_found)?;
+    let i = state.lot_index(purchase_id).ok_or_else(not_found)?;
+    let unused = state.lots[i].remaining;
+    let n = credits.map_or(unused, Credits::get);
+    if n == 0 || n > unused {
+        return Err(DomainError::invalid(format!(
+            "cannot refund {n} credits of purchase {purchase_id}: {unused} are unused"
+        )));
+    }
+    state.lots[i].remaining -= n;
+    state.record(
+        changes,
+        NewEntry::new(EntryKind::Refund, i, -n, now).source(Some(purchase_id)),
+    );
+    let a = &state.account;
+    let purchase = &mut state.purchases[p];
+    purchase.refunded_credits += n;
+    let needs_line = purchase.statement_id.is_some();
+    if !needs_line {
+        purchase.refunded_unbilled_credits += n;
+    }
+    // A refund's negative line goes on the statement of its own month, or
+    // the first one still open if the clock is behind the billing.
+    let mut month = Month::of(now, &a.zone);
+    if let Some(billed) = a.billed_through.filter(|&b| month <= b) {
+        month = billed.next();
+    }
+    let refund = PurchaseRefund {
+        id: refund_id,
+        purchase_id: purchase_id.to_string(),
+        credits: n,
+        unit_price: purchase.unit_price,
+        created_at: now,
+        month,
+        needs_line,
+        statement_id: None,
+    };
+    let view = PurchaseRefundView::of(&refund, &a.currency, state.available());
+    changes.purchases.push(state.purchases[p].clone());
+    if needs_line {
+        state.pending_refunds.push(refund.clone());
+    }
+    changes.refunds.push(refund);
+    Ok(view)
+}

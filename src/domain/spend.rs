@@ -1,0 +1,272 @@
+//! Spending credits: debits, holds and their capture or release, refunds of
+//! undelivered messages, and the read-only quote. Every one of them takes
+//! lots in spending order (R6) and all or nothing (R8).
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::DomainError;
+use super::credits::Credits;
+use super::debit::Debit;
+use super::entry::EntryKind;
+use super::hold::{self, Hold, HoldStatus, Part};
+use super::lot::{self, Breakdown, Lot};
+use super::state::{AccountState, Changes, NewEntry};
+use super::text;
+use super::view::{DebitRefundView, DebitView, HoldView, QuoteView};
+
+/// Takes `credits` out of the lots in spending order, or nothing (R8).
+fn take(
+    state: &mut AccountState,
+    credits: i64,
+) -> Result<(Vec<(usize, i64)>, Breakdown), DomainError> {
+    let parts = lot::allocate(&state.lots, credits).map_err(|available| {
+        DomainError::InsufficientCredits {
+            available,
+            requested: credits,
+            shortfall: credits - available,
+        }
+    })?;
+    let mut breakdown = Breakdown::default();
+    for &(i, n) in &parts {
+        state.lots[i].remaining -= n;
+        breakdown.add(state.lots[i].kind, n);
+    }
+    Ok((parts, breakdown))
+}
+
+fn to_parts(lots: &[Lot], taken: &[(usize, i64)]) -> Vec<Part> {
+    taken
+        .iter()
+        .map(|&(i, n)| Part {
+            lot_id: lots[i].id.clone(),
+            credits: n,
+        })
+        .collect()
+}
+
+pub struct DebitRequest<'a> {
+    pub id: String,
+    pub credits: Credits,
+    pub reference: Option<&'a str>,
+    pub description: Option<&'a str>,
+    pub now: Timestamp,
+}
+
+pub fn debit(
+    state: &mut AccountState,
+    req: DebitRequest<'_>,
+    changes: &mut Changes,
+) -> Result<DebitView, DomainError> {
+    text::check_reference(req.reference)?;
+    text::check_description("description", req.description)?;
+    let (taken, breakdown) = take(state, req.credits.get())?;
+    for &(i, n) in &taken {
+        let entry = NewEntry::new(EntryKind::Debit, i, -n, req.now)
+            .source(Some(&req.id))
+            .reference(req.reference);
+        state.record(changes, entry);
+    }
+    let debit = Debit {
+        id: req.id,
+        credits: req.credits.get(),
+        refunded: 0,
+        reference: req.reference.map(str::to_string),
+        description: req.description.map(str::to_string),
+        created_at: req.now,
+        breakdown,
+        parts: to_parts(&state.lots, &taken),
+    };
+    let view = DebitView::of(&debit, state.available());
+    changes.debits.push(debit);
+    Ok(view)
+}
+
+pub struct HoldRequest<'a> {
+    pub id: String,
+    pub credits: Credits,
+    pub reference: Option<&'a str>,
+    pub ttl_seconds: Option<i64>,
+    pub now: Timestamp,
+}
+
+pub fn hold(
+    state: &mut AccountState,
+    req: HoldRequest<'_>,
+    changes: &mut Changes,
+) -> Result<HoldView, DomainError> {
+    text::check_reference(req.reference)?;
+    let ttl_seconds = req.ttl_seconds.unwrap_or(hold::DEFAULT_HOLD_TTL_SECONDS);
+    hold::check_ttl(ttl_seconds)?;
+    let (taken, _) = take(state, req.credits.get())?;
+    for &(i, n) in &taken {
+        state.lots[i].held += n;
+        let entry = NewEntry::new(EntryKind::Hold, i, -n, req.now)
+            .held(n)
+            .source(Some(&req.id))
+            .reference(req.reference);
+        state.record(changes, entry);
+    }
+    let h = Hold {
+        id: req.id,
+        credits: req.credits.get(),
+        captured: 0,
+        status: HoldStatus::Held,
+        expires_at: req.now + SignedDuration::from_secs(ttl_seconds),
+        reference: req.reference.map(str::to_string),
+        created_at: req.now,
+        parts: to_parts(&state.lots, &taken),
+    };
+    let view = HoldView::of(&h);
+    state.holds.push(h);
+    Ok(view)
+}
+
+fn hold_index(state: &AccountState, hold_id: &str) -> Result<usize, DomainError> {
+    state
+        .holds
+        .iter()
+        .position(|h| h.id == hold_id)
+        .ok_or_else(|| DomainError::not_found("hold", hold_id))
+}
+
+/// Spends `credits` of a hold (the texts actually sent) and releases the rest.
+pub fn capture(
+    state: &mut AccountState,
+    hold_id: &str,
+    credits: i64,
+    now: Timestamp,
+    changes: &mut Changes,
+) -> Result<HoldView, DomainError> {
+    let h = hold_index(state, hold_id)?;
+    state.holds[h].ensure_active()?;
+    let held = state.holds[h].held();
+    if !(0..=held).contains(&credits) {
+        return Err(DomainError::invalid(format!(
+            "capture must be between 0 and the {held} credits held, got {credits}"
+        )));
+    }
+    let mut left = credits;
+    let reference = state.holds[h].reference.clone();
+    for p in 0..state.holds[h].parts.len() {
+        let n = left.min(state.holds[h].parts[p].credits);
+        if n == 0 {
+            continue;
+        }
+        left -= n;
+        state.holds[h].parts[p].credits -= n;
+        let i = state
+            .lot_index(&state.holds[h].parts[p].lot_id)
+            .expect("lots of active holds are loaded");
+        state.lots[i].held -= n;
+        let entry = NewEntry::new(EntryKind::Capture, i, 0, now)
+            .held(-n)
+            .source(Some(hold_id))
+            .reference(reference.as_deref());
+        state.record(changes, entry);
+    }
+    state.holds[h].parts.retain(|p| p.credits > 0);
+    state.release_hold(h, now, changes);
+    state.holds[h].captured = credits;
+    state.holds[h].status = HoldStatus::Captured;
+    Ok(HoldView::of(&state.holds[h]))
+}
+
+pub fn release(
+    state: &mut AccountState,
+    hold_id: &str,
+    now: Timestamp,
+    changes: &mut Changes,
+) -> Result<HoldView, DomainError> {
+    let h = hold_index(state, hold_id)?;
+    state.holds[h].ensure_active()?;
+    state.release_hold(h, now, changes);
+    state.holds[h].status = HoldStatus::Released;
+    Ok(HoldView::of(&state.holds[h]))
+}
+
+/// Gives back credits of undelivered messages to the lots they came from,
+/// the longest-lived first; those of a lot that has expired since (last
+/// month's free credits) expire again at once.
+pub fn refund_debit(
+    state: &mut AccountState,
+    debit_id: &str,
+    credits: Credits,
+    now: Timestamp,
+    changes: &mut Changes,
+) -> Result<DebitRefundView, DomainError> {
+    let mut debit = state
+        .debit
+        .take()
+        .filter(|d| d.id == debit_id)
+        .ok_or_else(|| DomainError::not_found("debit", debit_id))?;
+    let refundable = debit.credits - debit.refunded;
+    let mut left = credits.get();
+    if left > refundable {
+        return Err(DomainError::invalid(format!(
+            "cannot refund {left} credits of debit {debit_id}: {refundable} are still refundable"
+        )));
+    }
+    let mut expired_credits = 0;
+    for part in debit.parts.iter_mut().rev() {
+        let n = left.min(part.credits);
+        if n == 0 {
+            continue;
+        }
+        left -= n;
+        part.credits -= n;
+        let i = state
+            .lot_index(&part.lot_id)
+            .expect("the store loads the lots of the debit");
+        state.lots[i].remaining += n;
+        state.record(
+            changes,
+            NewEntry::new(EntryKind::Refund, i, n, now).source(Some(debit_id)),
+        );
+        if state.lots[i].expired {
+            state.lots[i].remaining -= n;
+            expired_credits += n;
+            state.record(
+                changes,
+                NewEntry::new(EntryKind::Expire, i, -n, now).source(Some(debit_id)),
+            );
+        }
+    }
+    debit.parts.retain(|p| p.credits > 0);
+    debit.refunded += credits.get();
+    let view = DebitRefundView {
+        debit_id: debit.id.clone(),
+        credits: credits.get(),
+        expired_credits,
+        refunded_credits: debit.refunded,
+        balance_after: state.available(),
+        created_at: now,
+    };
+    changes.debits.push(debit);
+    Ok(view)
+}
+
+/// Can a campaign of `credits` texts go out now, and from which lots? The
+/// state must be rolled forward to now; nothing changes.
+pub fn quote(state: &AccountState, credits: Credits) -> Result<QuoteView, DomainError> {
+    let requested = credits.get();
+    let available = state.available();
+    let mut breakdown = Breakdown::default();
+    let mut left = requested;
+    for i in lot::spending_order(&state.lots) {
+        let n = left.min(state.lots[i].remaining);
+        breakdown.add(state.lots[i].kind, n);
+        left -= n;
+    }
+    let a = &state.account;
+    Ok(QuoteView {
+        credits: requested,
+        available,
+        covered: left == 0,
+        from_free: breakdown.from_free,
+        from_grants: breakdown.from_grants,
+        from_paid: breakdown.from_paid,
+        shortfall: left,
+        shortfall_amount: a.unit_price.times(left)?,
+        currency: a.currency.clone(),
+    })
+}

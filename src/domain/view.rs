@@ -1,0 +1,421 @@
+//! What the outside world sees: the JSON shapes of API.md, shared by the CLI
+//! (`--json`) and the HTTP API, and stored as the first answer of an
+//! idempotent request so a replay returns exactly the same bytes of meaning.
+
+use jiff::{Timestamp, civil::Date};
+use serde::{Deserialize, Serialize};
+
+use super::account::{Account, AutoRecharge};
+use super::debit::Debit;
+use super::entry::Entry;
+use super::hold::Hold;
+use super::lot::{Breakdown, LotKind};
+use super::money::{Currency, Micros};
+use super::period::Month;
+use super::purchase::{Purchase, PurchaseRefund};
+use super::state::AccountState;
+use super::statement::{Line, Statement};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountView {
+    pub id: String,
+    pub name: String,
+    pub time_zone: String,
+    pub monthly_free_credits: i64,
+    pub unit_price: Micros,
+    pub currency: Currency,
+    pub auto_recharge: Option<AutoRecharge>,
+    pub low_balance_threshold: i64,
+    pub monthly_purchase_limit: i64,
+    pub purchases_suspended_by: Option<String>,
+    pub created_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<BalanceView>,
+}
+
+impl AccountView {
+    pub fn of(a: &Account) -> AccountView {
+        AccountView {
+            id: a.id.to_string(),
+            name: a.name.clone(),
+            time_zone: a.zone.name().to_string(),
+            monthly_free_credits: a.monthly_free_credits,
+            unit_price: a.unit_price,
+            currency: a.currency.clone(),
+            auto_recharge: a.auto_recharge.clone(),
+            low_balance_threshold: a.low_balance_threshold,
+            monthly_purchase_limit: a.monthly_purchase_limit,
+            purchases_suspended_by: a.suspended_by.clone(),
+            created_at: a.created_at,
+            balance: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FreeView {
+    pub allowance: i64,
+    pub used: i64,
+    pub remaining: i64,
+    pub resets_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemainingView {
+    pub remaining: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnbilledView {
+    pub credits: i64,
+    pub amount: Micros,
+    pub currency: Currency,
+    pub bills_on: Date,
+}
+
+/// R7: the balance of an account at one instant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceView {
+    pub account_id: String,
+    pub as_of: Timestamp,
+    pub free: FreeView,
+    pub paid: RemainingView,
+    pub grants: RemainingView,
+    pub held: i64,
+    pub available: i64,
+    pub unbilled: UnbilledView,
+}
+
+impl BalanceView {
+    /// `state` must be rolled forward to `now` and carry every unbilled
+    /// purchase and pending refund.
+    pub fn of(state: &AccountState, now: Timestamp) -> BalanceView {
+        let a = &state.account;
+        let month = Month::of(now, &a.zone);
+        let by_kind = |kind: LotKind| -> i64 {
+            state
+                .lots
+                .iter()
+                .filter(|l| l.kind == kind && l.is_spendable())
+                .map(|l| l.remaining)
+                .sum()
+        };
+        let (allowance, used, remaining) = match state.free_lot() {
+            Some(l) => (l.original, l.original - l.remaining - l.held, l.remaining),
+            None => (a.monthly_free_credits, 0, a.monthly_free_credits),
+        };
+        BalanceView {
+            account_id: a.id.to_string(),
+            as_of: now,
+            free: FreeView {
+                allowance,
+                used,
+                remaining,
+                resets_at: month.end(&a.zone),
+            },
+            paid: RemainingView {
+                remaining: by_kind(LotKind::Purchase),
+            },
+            grants: RemainingView {
+                remaining: by_kind(LotKind::Grant),
+            },
+            held: state.held(),
+            available: state.available(),
+            unbilled: unbilled(state, month),
+        }
+    }
+}
+
+/// What the next statement charges so far: unbilled purchases less their
+/// refunds, and negative lines still to come; billed on the 1st after the
+/// oldest month among them (or after this month when there are none).
+fn unbilled(state: &AccountState, month: Month) -> UnbilledView {
+    let mut credits = 0;
+    let mut amount = 0i64;
+    let mut oldest = month;
+    for p in state.purchases.iter().filter(|p| p.statement_id.is_none()) {
+        credits += p.billable_credits();
+        amount += p.unit_price.0 * p.billable_credits();
+        oldest = oldest.min(p.month);
+    }
+    for r in state.pending_refunds.iter() {
+        credits -= r.credits;
+        amount -= r.amount().0;
+        oldest = oldest.min(r.month);
+    }
+    UnbilledView {
+        credits,
+        amount: Micros(amount),
+        currency: state.account.currency.clone(),
+        bills_on: oldest.next().first_day(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuoteView {
+    pub credits: i64,
+    pub available: i64,
+    pub covered: bool,
+    pub from_free: i64,
+    pub from_grants: i64,
+    pub from_paid: i64,
+    pub shortfall: i64,
+    pub shortfall_amount: Micros,
+    pub currency: Currency,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurchaseView {
+    pub id: String,
+    pub account_id: String,
+    pub credits: i64,
+    pub unit_price: Micros,
+    pub amount: Micros,
+    pub currency: Currency,
+    pub purchased_at: Timestamp,
+    pub bills_on: Date,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement_id: Option<String>,
+    pub refunded_credits: i64,
+}
+
+impl PurchaseView {
+    pub fn of(account: &str, p: &Purchase) -> PurchaseView {
+        PurchaseView {
+            id: p.id.clone(),
+            account_id: account.to_string(),
+            credits: p.credits,
+            unit_price: p.unit_price,
+            amount: p.amount(),
+            currency: p.currency.clone(),
+            purchased_at: p.purchased_at,
+            bills_on: p.bills_on(),
+            status: if p.statement_id.is_some() {
+                "billed"
+            } else {
+                "unbilled"
+            }
+            .to_string(),
+            statement_id: p.statement_id.clone(),
+            refunded_credits: p.refunded_credits,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurchaseRefundView {
+    pub id: String,
+    pub purchase_id: String,
+    pub credits: i64,
+    pub amount: Micros,
+    pub currency: Currency,
+    pub created_at: Timestamp,
+    /// `before_billing`: the purchase's line shrinks; `after_billing`: a
+    /// negative line goes on the statement of `month`.
+    pub billing: String,
+    pub month: Month,
+    pub balance_after: i64,
+}
+
+impl PurchaseRefundView {
+    pub fn of(r: &PurchaseRefund, currency: &Currency, balance_after: i64) -> PurchaseRefundView {
+        PurchaseRefundView {
+            id: r.id.clone(),
+            purchase_id: r.purchase_id.clone(),
+            credits: r.credits,
+            amount: r.amount(),
+            currency: currency.clone(),
+            created_at: r.created_at,
+            billing: if r.needs_line {
+                "after_billing"
+            } else {
+                "before_billing"
+            }
+            .to_string(),
+            month: r.month,
+            balance_after,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebitView {
+    pub id: String,
+    pub credits: i64,
+    pub reference: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub from_free: i64,
+    pub from_grants: i64,
+    pub from_paid: i64,
+    pub refunded_credits: i64,
+    pub balance_after: i64,
+    pub created_at: Timestamp,
+}
+
+impl DebitView {
+    pub fn of(d: &Debit, balance_after: i64) -> DebitView {
+        let Breakdown {
+            from_free,
+            from_grants,
+            from_paid,
+        } = d.breakdown;
+        DebitView {
+            id: d.id.clone(),
+            credits: d.credits,
+            reference: d.reference.clone(),
+            description: d.description.clone(),
+            from_free,
+            from_grants,
+            from_paid,
+            refunded_credits: d.refunded,
+            balance_after,
+            created_at: d.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebitRefundView {
+    pub debit_id: String,
+    pub credits: i64,
+    /// Credits that went back to lots that had already expired, and so
+    /// expired again at once.
+    pub expired_credits: i64,
+    pub refunded_credits: i64,
+    pub balance_after: i64,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldView {
+    pub id: String,
+    pub credits: i64,
+    pub captured: i64,
+    pub status: String,
+    pub expires_at: Timestamp,
+    pub reference: Option<String>,
+    pub created_at: Timestamp,
+}
+
+impl HoldView {
+    pub fn of(h: &Hold) -> HoldView {
+        HoldView {
+            id: h.id.clone(),
+            credits: h.credits,
+            captured: h.captured,
+            status: h.status.as_str().to_string(),
+            expires_at: h.expires_at,
+            reference: h.reference.clone(),
+            created_at: h.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantView {
+    pub id: String,
+    pub credits: i64,
+    pub expires_at: Option<Timestamp>,
+    pub reason: String,
+    pub balance_after: i64,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineView {
+    pub purchase_id: String,
+    pub credits: i64,
+    pub unit_price: Micros,
+    pub amount: Micros,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatementView {
+    pub id: String,
+    pub account_id: String,
+    pub month: Month,
+    pub issued_on: Date,
+    pub lines: Vec<LineView>,
+    pub total: Micros,
+    pub currency: Currency,
+    pub status: String,
+}
+
+impl StatementView {
+    pub fn of(s: &Statement) -> StatementView {
+        let line = |l: &Line| LineView {
+            purchase_id: l.purchase_id.clone(),
+            credits: l.credits,
+            unit_price: l.unit_price,
+            amount: l.amount,
+        };
+        StatementView {
+            id: s.id.clone(),
+            account_id: s.account_id.to_string(),
+            month: s.month,
+            issued_on: s.issued_on,
+            lines: s.lines.iter().map(line).collect(),
+            total: s.total,
+            currency: s.currency.clone(),
+            status: s.status.as_str().to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryView {
+    pub id: i64,
+    pub kind: String,
+    pub lot_id: String,
+    pub lot_kind: String,
+    pub credits: i64,
+    pub held_credits: i64,
+    pub balance_after: i64,
+    pub source: Option<String>,
+    pub reference: Option<String>,
+    pub effective_at: Timestamp,
+    pub created_at: Timestamp,
+}
+
+impl EntryView {
+    pub fn of(e: &Entry) -> EntryView {
+        EntryView {
+            id: e.id,
+            kind: e.kind.as_str().to_string(),
+            lot_id: e.lot_id.clone(),
+            lot_kind: LotKind::of_lot_id(&e.lot_id).as_str().to_string(),
+            credits: e.delta_credits,
+            held_credits: e.held_delta_credits,
+            balance_after: e.balance_after,
+            source: e.source.clone(),
+            reference: e.reference.clone(),
+            effective_at: e.effective_at,
+            created_at: e.created_at,
+        }
+    }
+}
+
+/// Usage of one local month, from the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageView {
+    pub month: Month,
+    pub free_granted: i64,
+    pub free_used: i64,
+    pub free_expired: i64,
+    pub paid_purchased: i64,
+    pub paid_used: i64,
+    pub grants_granted: i64,
+    pub grants_used: i64,
+    pub grants_expired: i64,
+    /// Credits of undelivered messages given back (debit refunds).
+    pub refunded: i64,
+}
+
+/// A page of a list, newest first (API.md "Lists").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub next_cursor: Option<String>,
+}

@@ -1,0 +1,15 @@
+//! textcredits: the SMS text-marketing credits of many merchant accounts.
+//!
+//! Layout (each layer depends only on those above it; see ARCHITECTURE.md):
+//!
+//! - [`domain`]: pure rules: credits, money, months, lots, transitions.
+//! - [`ledger`]: the application service: one function per operation, the
+//!   store trait it needs, idempotency, audit.
+//! - [`store`]: the store implementations (SQLite).
+//! - [`cli`]: the `textcredits` command line, the only place that reads the
+//!   clock or the environment.
+
+pub mod cli;
+pub mod domain;
+pub mod ledger;
+pub mod store;
