@@ -1,1 +1,765 @@
+//! The `textcredits` command line: the edge where the clock, the
+//! environment and the arguments come in, and exit codes go out.
+//!
+//! Exit codes: 0 done; 2 bad input or an operation the rules refuse (one
+//! line on stderr, starting `error:`); 1 an internal failure.
+//! Architecture invariant: this is the only module (with the HTTP edge to
+//! come) that reads the system clock, through [`now`].
 
+mod batch;
+mod output;
+mod table;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use jiff::Timestamp;
+
+use crate::domain::DomainError;
+use crate::domain::account::{AccountId, AccountPatch, AutoRecharge, NewAccount};
+use crate::domain::command::{Command, Outcome};
+use crate::domain::credits::Credits;
+use crate::domain::period::{Month, Zone};
+use crate::domain::statement::StatementStatus;
+use crate::ledger::{IdempotencyKey, Ledger, LedgerError, PageRequest, Store};
+use crate::store::DatabaseUrl;
+use crate::store::sqlite::SqliteStore;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "textcredits",
+    version,
+    about = "SMS text-marketing credits: balances, purchases, spending, statements"
+)]
+struct Cli {
+    /// Where the data lives: sqlite:PATH or postgres://...
+    #[arg(
+        long,
+        global = true,
+        env = "TEXTCREDITS_DATABASE",
+        default_value = "sqlite:textcredits.db"
+    )]
+    database: String,
+    /// Print answers as JSON (the shapes of the HTTP API).
+    #[arg(long, global = true)]
+    json: bool,
+    /// Act as if it were this instant (RFC 3339), instead of the clock.
+    #[arg(long, global = true, value_name = "RFC3339")]
+    now: Option<String>,
+    /// Time zone of new accounts that name none.
+    #[arg(
+        long,
+        global = true,
+        env = "TEXTCREDITS_DEFAULT_TIME_ZONE",
+        default_value = "UTC"
+    )]
+    default_time_zone: String,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Args, Debug, Clone)]
+struct KeyArg {
+    /// Idempotency key: a retry with the same key applies once. Generated
+    /// (and printed on stderr) when omitted.
+    #[arg(long)]
+    key: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+struct PageArgs {
+    #[arg(long, allow_negative_numbers = true)]
+    limit: Option<i64>,
+    #[arg(long)]
+    cursor: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create, show, list and configure accounts.
+    #[command(subcommand)]
+    Account(AccountCmd),
+    /// Buy credits at the account's unit price (billed on the 1st of next month).
+    Purchase {
+        account: String,
+        #[arg(allow_negative_numbers = true)]
+        credits: String,
+        #[command(flatten)]
+        key: KeyArg,
+    },
+    /// Spend credits on texts sent (1 credit per text).
+    Debit {
+        account: String,
+        #[arg(allow_negative_numbers = true)]
+        credits: String,
+        #[arg(long)]
+        reference: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        key: KeyArg,
+    },
+    /// Can a campaign of this many texts go out now? Changes nothing.
+    Quote {
+        account: String,
+        #[arg(allow_negative_numbers = true)]
+        credits: String,
+    },
+    /// Reserve credits for a campaign.
+    Hold {
+        account: String,
+        #[arg(allow_negative_numbers = true)]
+        credits: String,
+        #[arg(long)]
+        reference: Option<String>,
+        /// Seconds before an uncaptured hold is released (default 86400).
+        #[arg(long, allow_negative_numbers = true)]
+        ttl: Option<i64>,
+        #[command(flatten)]
+        key: KeyArg,
+    },
+    /// Spend the credits of a hold actually sent; release the rest.
+    Capture {
+        account: String,
+        hold_id: String,
+        #[arg(allow_negative_numbers = true)]
+        credits: String,
+        #[command(flatten)]
+        key: KeyArg,
+    },
+    /// Release a hold without spending.
+    Release {
+        account: String,
+        hold_id: String,
+        #[command(flatten)]
+        key: KeyArg,
+    },
+    /// Show a hold.
+    ShowHold { account: String, hold_id: String },
+    /// Refund undelivered messages of a debit, or unused credits of a purchase.
+    #[command(subcommand)]
+    Refund(RefundCmd),
+    /// Give promotional credits.
+    Grant {
+        account: String,
+        #[arg(allow_negative_numbers = true)]
+        credits: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long, value_name = "RFC3339")]
+        expires_at: Option<String>,
+        #[command(flatten)]
+        key: KeyArg,
+    },
+    /// Balance now (R7).
+    Balance { account: String },
+    /// Purchase history, newest first.
+    Purchases {
+        account: String,
+        #[arg(long)]
+        month: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Ledger entries, newest first.
+    Ledger {
+        account: String,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Usage per month (default: this month).
+    Usage {
+        account: String,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Close months and record payments.
+    #[command(subcommand)]
+    Billing(BillingCmd),
+    /// Statements of an account, or of every account for a month.
+    Statements {
+        account: Option<String>,
+        #[arg(long)]
+        month: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Replay the ledger and prove every balance; exit 1 on any mismatch.
+    Audit,
+    /// Apply operations from a JSON-lines file (or - for stdin), one answer
+    /// line each; rerunning after a crash is safe when each line has a key.
+    Batch {
+        #[arg(default_value = "-")]
+        file: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AccountCmd {
+    Create {
+        id: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        time_zone: Option<String>,
+        #[arg(long, allow_negative_numbers = true)]
+        monthly_free_credits: Option<i64>,
+        #[arg(long)]
+        unit_price: Option<String>,
+        #[arg(long)]
+        currency: Option<String>,
+    },
+    Show {
+        id: String,
+    },
+    List {
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    Set {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        time_zone: Option<String>,
+        #[arg(long, allow_negative_numbers = true)]
+        monthly_free_credits: Option<i64>,
+        #[arg(long)]
+        unit_price: Option<String>,
+        #[arg(long, allow_negative_numbers = true)]
+        low_balance_threshold: Option<i64>,
+        #[arg(long, allow_negative_numbers = true)]
+        monthly_purchase_limit: Option<i64>,
+        /// THRESHOLD:CREDITS:MONTHLY_CAP
+        #[arg(long, conflicts_with = "no_auto_recharge")]
+        auto_recharge: Option<String>,
+        #[arg(long)]
+        no_auto_recharge: bool,
+        #[command(flatten)]
+        key: KeyArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RefundCmd {
+    Debit {
+        account: String,
+        debit_id: String,
+        #[arg(allow_negative_numbers = true)]
+        credits: String,
+        #[command(flatten)]
+        key: KeyArg,
+    },
+    Purchase {
+        account: String,
+        purchase_id: String,
+        /// Default: every unused credit.
+        #[arg(allow_negative_numbers = true)]
+        credits: Option<String>,
+        #[command(flatten)]
+        key: KeyArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BillingCmd {
+    /// Close ended months into statements (default: every ended month).
+    Close {
+        #[arg(long)]
+        month: Option<String>,
+    },
+    /// Record a statement as paid or failed.
+    Status {
+        statement_id: String,
+        status: String,
+    },
+}
+
+/// A CLI failure: the exit code says whose fault it is.
+enum Failure {
+    /// Bad input or refused by the rules: exit 2.
+    Refused(String),
+    /// Something broke: exit 1.
+    Broken(String),
+}
+
+impl From<LedgerError> for Failure {
+    fn from(e: LedgerError) -> Failure {
+        match e {
+            LedgerError::Unavailable(_) | LedgerError::Internal(_) => {
+                Failure::Broken(e.to_string())
+            }
+            _ => Failure::Refused(e.to_string()),
+        }
+    }
+}
+
+impl From<DomainError> for Failure {
+    fn from(e: DomainError) -> Failure {
+        Failure::Refused(e.to_string())
+    }
+}
+
+/// The system clock, truncated to the microseconds the stores keep.
+pub fn now() -> Timestamp {
+    let t = Timestamp::now();
+    Timestamp::from_microsecond(t.as_microsecond()).expect("the clock is within range")
+}
+
+fn parse_time(flag: &str, text: &str) -> Result<Timestamp, Failure> {
+    let t: Timestamp = text.parse().map_err(|e| {
+        Failure::Refused(format!(
+            "invalid {flag} {text:?}: expected RFC 3339 such as 2026-11-24T18:00:00Z ({e})"
+        ))
+    })?;
+    Ok(Timestamp::from_microsecond(t.as_microsecond()).expect("parsed timestamps are in range"))
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("error: invalid arguments");
+            eprintln!("{first}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let result = match runtime {
+        Ok(rt) => rt.block_on(run(cli)),
+        Err(e) => Err(Failure::Broken(format!("cannot start the runtime: {e}"))),
+    };
+    match result {
+        Ok(code) => code,
+        Err(Failure::Refused(m)) => {
+            eprintln!("error: {}", one_line(&m));
+            ExitCode::from(2)
+        }
+        Err(Failure::Broken(m)) => {
+            eprintln!("error: {}", one_line(&m));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn one_line(m: &str) -> String {
+    m.replace('\n', " ")
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    let now = match &cli.now {
+        Some(t) => parse_time("--now", t)?,
+        None => now(),
+    };
+    let zone = Zone::parse(&cli.default_time_zone)?;
+    match DatabaseUrl::parse(&cli.database)? {
+        DatabaseUrl::Sqlite(path) => {
+            let store = SqliteStore::open(&path)?;
+            let out = Out { json: cli.json };
+            dispatch(Ledger::new(store, zone), cli.command, now, out).await
+        }
+        DatabaseUrl::Postgres(_) => Err(Failure::Refused(
+            "the PostgreSQL store is not available in this build yet: use sqlite:PATH".to_string(),
+        )),
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Out {
+    json: bool,
+}
+
+impl Out {
+    fn print<T: serde::Serialize>(self, value: &T, human: impl FnOnce(&T) -> String) {
+        let text = if self.json {
+            output::json(value)
+        } else {
+            human(value)
+        };
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(text.as_bytes());
+        let _ = stdout.flush();
+    }
+
+    /// An outcome prints as its API shape, without the type tag.
+    fn print_outcome(self, outcome: &Outcome) {
+        self.print(&output::body(outcome), |_| output::outcome(outcome));
+    }
+}
+
+fn account_id(s: &str) -> Result<AccountId, Failure> {
+    Ok(AccountId::parse(s)?)
+}
+
+fn credits(s: &str) -> Result<Credits, Failure> {
+    Ok(Credits::parse(s)?)
+}
+
+fn month(s: &str) -> Result<Month, Failure> {
+    Ok(Month::parse(s)?)
+}
+
+fn key(k: &KeyArg) -> Result<IdempotencyKey, Failure> {
+    match &k.key {
+        Some(k) => Ok(IdempotencyKey::parse(k)?),
+        None => {
+            let generated = IdempotencyKey::generate();
+            eprintln!("idempotency key: {generated}");
+            Ok(generated)
+        }
+    }
+}
+
+fn page(p: &PageArgs) -> Result<PageRequest, Failure> {
+    Ok(PageRequest::new(p.cursor.clone(), p.limit)?)
+}
+
+/// A mutation: validate everything local first, then one call.
+async fn mutate<S: Store>(
+    ledger: &Ledger<S>,
+    account: &str,
+    command: Command,
+    k: &KeyArg,
+    now: Timestamp,
+    out: Out,
+) -> Result<ExitCode, Failure> {
+    let id = account_id(account)?;
+    let key = key(k)?;
+    let done = ledger.execute(&id, command, Some(key), now).await?;
+    if done.replayed {
+        eprintln!("replayed: this key was already used; nothing changed");
+    }
+    out.print_outcome(&done.outcome);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn dispatch<S: Store>(
+    ledger: Ledger<S>,
+    cmd: Cmd,
+    now: Timestamp,
+    out: Out,
+) -> Result<ExitCode, Failure> {
+    let l = &ledger;
+    match cmd {
+        Cmd::Account(a) => return account_cmd(l, a, now, out).await,
+        Cmd::Purchase {
+            account,
+            credits: c,
+            key,
+        } => {
+            return mutate(
+                l,
+                &account,
+                Command::Purchase {
+                    credits: credits(&c)?,
+                },
+                &key,
+                now,
+                out,
+            )
+            .await;
+        }
+        Cmd::Debit {
+            account,
+            credits: c,
+            reference,
+            description,
+            key,
+        } => {
+            let command = Command::Debit {
+                credits: credits(&c)?,
+                reference,
+                description,
+            };
+            return mutate(l, &account, command, &key, now, out).await;
+        }
+        Cmd::Hold {
+            account,
+            credits: c,
+            reference,
+            ttl,
+            key,
+        } => {
+            let command = Command::Hold {
+                credits: credits(&c)?,
+                reference,
+                ttl_seconds: ttl,
+            };
+            return mutate(l, &account, command, &key, now, out).await;
+        }
+        Cmd::Capture {
+            account,
+            hold_id,
+            credits: c,
+            key,
+        } => {
+            let n: i64 = c.parse().map_err(|_| {
+                Failure::Refused(format!("credits must be a whole number, got {c:?}"))
+            })?;
+            return mutate(
+                l,
+                &account,
+                Command::Capture {
+                    hold_id,
+                    credits: n,
+                },
+                &key,
+                now,
+                out,
+            )
+            .await;
+        }
+        Cmd::Release {
+            account,
+            hold_id,
+            key,
+        } => {
+            return mutate(l, &account, Command::Release { hold_id }, &key, now, out).await;
+        }
+        Cmd::Refund(RefundCmd::Debit {
+            account,
+            debit_id,
+            credits: c,
+            key,
+        }) => {
+            let command = Command::RefundDebit {
+                debit_id,
+                credits: credits(&c)?,
+            };
+            return mutate(l, &account, command, &key, now, out).await;
+        }
+        Cmd::Refund(RefundCmd::Purchase {
+            account,
+            purchase_id,
+            credits: c,
+            key,
+        }) => {
+            let credits = c.as_deref().map(credits).transpose()?;
+            return mutate(
+                l,
+                &account,
+                Command::RefundPurchase {
+                    purchase_id,
+                    credits,
+                },
+                &key,
+                now,
+                out,
+            )
+            .await;
+        }
+        Cmd::Grant {
+            account,
+            credits: c,
+            reason,
+            expires_at,
+            key,
+        } => {
+            let expires_at = expires_at
+                .map(|t| parse_time("--expires-at", &t))
+                .transpose()?;
+            let command = Command::Grant {
+                credits: credits(&c)?,
+                expires_at,
+                reason,
+            };
+            return mutate(l, &account, command, &key, now, out).await;
+        }
+        Cmd::Quote {
+            account,
+            credits: c,
+        } => {
+            let (id, c) = (account_id(&account)?, credits(&c)?);
+            out.print(&l.quote(&id, c, now).await?, output::quote);
+        }
+        Cmd::ShowHold { account, hold_id } => out.print(
+            &l.hold(&account_id(&account)?, &hold_id, now).await?,
+            output::hold,
+        ),
+        Cmd::Balance { account } => out.print(
+            &l.balance(&account_id(&account)?, now).await?,
+            output::balance,
+        ),
+        Cmd::Purchases {
+            account,
+            month: m,
+            page: p,
+        } => {
+            let (id, m, p) = (
+                account_id(&account)?,
+                m.as_deref().map(month).transpose()?,
+                page(&p)?,
+            );
+            out.print(&l.purchases(&id, m, p).await?, output::purchase_list);
+        }
+        Cmd::Ledger { account, page: p } => {
+            let (id, p) = (account_id(&account)?, page(&p)?);
+            out.print(&l.entries(&id, p).await?, output::entry_list);
+        }
+        Cmd::Usage { account, from, to } => {
+            let id = account_id(&account)?;
+            let zone = l.account(&id, now).await?.time_zone;
+            let current = Month::of(now, &Zone::parse(&zone)?);
+            let from = from.as_deref().map(month).transpose()?.unwrap_or(current);
+            let to = to
+                .as_deref()
+                .map(month)
+                .transpose()?
+                .unwrap_or(current.max(from));
+            out.print(&l.usage(&id, from, to, now).await?, |u| output::usage(u));
+        }
+        Cmd::Billing(BillingCmd::Close { month: m }) => {
+            let through = m.as_deref().map(month).transpose()?;
+            let report = l.close_all(through, now).await?;
+            out.print(&report.statements, |s| {
+                output::outcome(&Outcome::Closed(s.clone()))
+            });
+        }
+        Cmd::Billing(BillingCmd::Status {
+            statement_id,
+            status,
+        }) => {
+            let status = match StatementStatus::parse(&status) {
+                Some(s @ (StatementStatus::Paid | StatementStatus::Failed)) => s,
+                _ => {
+                    return Err(Failure::Refused(format!(
+                        "status must be paid or failed, got {status:?}"
+                    )));
+                }
+            };
+            let (account, _) = crate::domain::statement::Statement::parse_id(&statement_id)?;
+            let command = Command::SetStatementStatus {
+                statement_id,
+                status,
+            };
+            let done = l.execute(&account, command, None, now).await?;
+            out.print_outcome(&done.outcome);
+        }
+        Cmd::Statements {
+            account,
+            month: m,
+            page: p,
+        } => {
+            let id = account.as_deref().map(account_id).transpose()?;
+            let (m, p) = (m.as_deref().map(month).transpose()?, page(&p)?);
+            if id.is_none() && m.is_none() {
+                return Err(Failure::Refused(
+                    "give an account, or --month for every account's statements".into(),
+                ));
+            }
+            out.print(
+                &l.statements(id.as_ref(), m, p).await?,
+                output::statement_page,
+            );
+        }
+        Cmd::Audit => {
+            let report = l.audit().await?;
+            out.print(&report, output::audit);
+            if !report.ok() {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Cmd::Batch { file } => return batch::run(l, &file, now).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn account_cmd<S: Store>(
+    l: &Ledger<S>,
+    cmd: AccountCmd,
+    now: Timestamp,
+    out: Out,
+) -> Result<ExitCode, Failure> {
+    match cmd {
+        AccountCmd::Create {
+            id,
+            name,
+            time_zone,
+            monthly_free_credits,
+            unit_price,
+            currency,
+        } => {
+            let new = NewAccount {
+                id,
+                name,
+                time_zone,
+                monthly_free_credits,
+                unit_price,
+                currency,
+            };
+            let (view, created) = l.create_account(new, now).await?;
+            if !created {
+                eprintln!(
+                    "account {} already exists with these settings; nothing changed",
+                    view.id
+                );
+            }
+            out.print(&view, output::account);
+        }
+        AccountCmd::Show { id } => {
+            out.print(&l.account(&account_id(&id)?, now).await?, output::account)
+        }
+        AccountCmd::List { page: p } => {
+            out.print(&l.accounts(page(&p)?).await?, output::account_list)
+        }
+        AccountCmd::Set {
+            id,
+            name,
+            time_zone,
+            monthly_free_credits,
+            unit_price,
+            low_balance_threshold,
+            monthly_purchase_limit,
+            auto_recharge,
+            no_auto_recharge,
+            key,
+        } => {
+            let auto_recharge = match (auto_recharge, no_auto_recharge) {
+                (Some(spec), _) => Some(Some(parse_auto_recharge(&spec)?)),
+                (None, true) => Some(None),
+                (None, false) => None,
+            };
+            let patch = AccountPatch {
+                name,
+                time_zone,
+                monthly_free_credits,
+                unit_price,
+                auto_recharge,
+                low_balance_threshold,
+                monthly_purchase_limit,
+            };
+            return mutate(l, &id, Command::UpdateAccount { patch }, &key, now, out).await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_auto_recharge(spec: &str) -> Result<AutoRecharge, Failure> {
+    let bad = || {
+        Failure::Refused(format!(
+            "--auto-recharge must be THRESHOLD:CREDITS:MONTHLY_CAP, got {spec:?}"
+        ))
+    };
+    let parts: Vec<i64> = spec
+        .split(':')
+        .map(|p| p.parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    let [threshold, credits, monthly_cap] = parts[..] else {
+        return Err(bad());
+    };
+    Ok(AutoRecharge {
+        threshold,
+        credits,
+        monthly_cap,
+    })
+}

@@ -80,16 +80,16 @@ pub enum Command {
 
 /// What a store must load besides the account, its active lots and holds.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Needs<'a> {
-    pub hold: Option<&'a str>,
-    pub debit: Option<&'a str>,
-    pub purchase: Option<&'a str>,
+pub struct Needs {
+    pub hold: Option<String>,
+    pub debit: Option<String>,
+    pub purchase: Option<String>,
     /// Every purchase and refund not yet on a statement (close, balance).
     pub unbilled: bool,
     /// Net credits purchased in the current month (the purchase limit).
     pub month_purchases: bool,
     /// This statement, and every `failed` one of the account.
-    pub statement: Option<&'a str>,
+    pub statement: Option<String>,
 }
 
 impl Command {
@@ -129,18 +129,18 @@ impl Command {
         }
     }
 
-    pub fn needs(&self) -> Needs<'_> {
+    pub fn needs(&self) -> Needs {
         match self {
             Command::Capture { hold_id, .. } | Command::Release { hold_id } => Needs {
-                hold: Some(hold_id),
+                hold: Some(hold_id.clone()),
                 ..Needs::default()
             },
             Command::RefundDebit { debit_id, .. } => Needs {
-                debit: Some(debit_id),
+                debit: Some(debit_id.clone()),
                 ..Needs::default()
             },
             Command::RefundPurchase { purchase_id, .. } => Needs {
-                purchase: Some(purchase_id),
+                purchase: Some(purchase_id.clone()),
                 ..Needs::default()
             },
             Command::Purchase { .. } => Needs {
@@ -152,7 +152,7 @@ impl Command {
                 ..Needs::default()
             },
             Command::SetStatementStatus { statement_id, .. } => Needs {
-                statement: Some(statement_id),
+                statement: Some(statement_id.clone()),
                 ..Needs::default()
             },
             _ => Needs::default(),

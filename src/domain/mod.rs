@@ -25,6 +25,7 @@ pub mod spend;
 pub mod state;
 pub mod statement;
 pub mod text;
+pub mod usage;
 pub mod view;
 
 pub use error::DomainError;

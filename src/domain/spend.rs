@@ -14,24 +14,13 @@ use super::state::{AccountState, Changes, NewEntry};
 use super::text;
 use super::view::{DebitRefundView, DebitView, HoldView, QuoteView};
 
-/// Takes `credits` out of the lots in spending order, or nothing (R8).
-fn take(
-    state: &mut AccountState,
-    credits: i64,
-) -> Result<(Vec<(usize, i64)>, Breakdown), DomainError> {
-    let parts = lot::allocate(&state.lots, credits).map_err(|available| {
-        DomainError::InsufficientCredits {
-            available,
-            requested: credits,
-            shortfall: credits - available,
-        }
-    })?;
-    let mut breakdown = Breakdown::default();
-    for &(i, n) in &parts {
-        state.lots[i].remaining -= n;
-        breakdown.add(state.lots[i].kind, n);
-    }
-    Ok((parts, breakdown))
+/// Which lots pay for `credits` (R6), or nothing at all (R8).
+fn allocate(state: &AccountState, credits: i64) -> Result<Vec<(usize, i64)>, DomainError> {
+    lot::allocate(&state.lots, credits).map_err(|available| DomainError::InsufficientCredits {
+        available,
+        requested: credits,
+        shortfall: credits - available,
+    })
 }
 
 fn to_parts(lots: &[Lot], taken: &[(usize, i64)]) -> Vec<Part> {
@@ -59,8 +48,11 @@ pub fn debit(
 ) -> Result<DebitView, DomainError> {
     text::check_reference(req.reference)?;
     text::check_description("description", req.description)?;
-    let (taken, breakdown) = take(state, req.credits.get())?;
+    let taken = allocate(state, req.credits.get())?;
+    let mut breakdown = Breakdown::default();
     for &(i, n) in &taken {
+        state.lots[i].remaining -= n;
+        breakdown.add(state.lots[i].kind, n);
         let entry = NewEntry::new(EntryKind::Debit, i, -n, req.now)
             .source(Some(&req.id))
             .reference(req.reference);
@@ -97,8 +89,9 @@ pub fn hold(
     text::check_reference(req.reference)?;
     let ttl_seconds = req.ttl_seconds.unwrap_or(hold::DEFAULT_HOLD_TTL_SECONDS);
     hold::check_ttl(ttl_seconds)?;
-    let (taken, _) = take(state, req.credits.get())?;
+    let taken = allocate(state, req.credits.get())?;
     for &(i, n) in &taken {
+        state.lots[i].remaining -= n;
         state.lots[i].held += n;
         let entry = NewEntry::new(EntryKind::Hold, i, -n, req.now)
             .held(n)

@@ -406,6 +406,8 @@ pub struct UsageView {
     pub free_expired: i64,
     pub paid_purchased: i64,
     pub paid_used: i64,
+    /// Unused purchased credits taken back by purchase refunds.
+    pub paid_refunded: i64,
     pub grants_granted: i64,
     pub grants_used: i64,
     pub grants_expired: i64,

@@ -1,1 +1,262 @@
+//! The ledger service: one entry point per operation, over any [`Store`].
+//!
+//! It takes `now` as an argument (the clock is read only at the edges), makes
+//! the random ids of new objects, and turns reads into views: a read loads a
+//! snapshot, rolls it forward to `now` in memory and throws the copy away,
+//! so balances are exact at any instant without writing.
 
+mod audit;
+mod error;
+mod key;
+mod store;
+
+use jiff::Timestamp;
+
+use crate::domain::account::{AccountId, NewAccount};
+use crate::domain::command::{Command, Needs};
+use crate::domain::credits::Credits;
+use crate::domain::period::{Month, Zone};
+use crate::domain::spend;
+use crate::domain::state::{AccountState, Changes};
+use crate::domain::usage;
+use crate::domain::view::{
+    AccountView, BalanceView, EntryView, HoldView, Page, PurchaseView, QuoteView, StatementView,
+    UsageView,
+};
+
+pub use audit::{AccountRecords, AuditReport};
+pub use error::LedgerError;
+pub use key::IdempotencyKey;
+pub use store::{
+    DEFAULT_PAGE_LIMIT, Executed, MAX_PAGE_LIMIT, Operation, PageRequest, Store, StoredAnswer, Tx,
+    run_in,
+};
+
+/// A fresh random id suffix: 16 characters of base32 (80 bits).
+pub fn random_id() -> String {
+    const ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the operating system's random source is available");
+    bytes
+        .iter()
+        .map(|b| ALPHABET[(b & 31) as usize] as char)
+        .collect()
+}
+
+#[derive(Clone)]
+pub struct Ledger<S> {
+    store: S,
+    default_zone: Zone,
+}
+
+/// What `close_all` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CloseReport {
+    pub accounts: usize,
+    pub statements: Vec<StatementView>,
+}
+
+impl<S: Store> Ledger<S> {
+    pub fn new(store: S, default_zone: Zone) -> Ledger<S> {
+        Ledger {
+            store,
+            default_zone,
+        }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub async fn create_account(
+        &self,
+        new: NewAccount,
+        now: Timestamp,
+    ) -> Result<(AccountView, bool), LedgerError> {
+        self.store
+            .create_account(new, self.default_zone.clone(), now)
+            .await
+    }
+
+    /// Runs one mutation; see [`Command`] for the list.
+    pub async fn execute(
+        &self,
+        account: &AccountId,
+        command: Command,
+        key: Option<IdempotencyKey>,
+        now: Timestamp,
+    ) -> Result<Executed, LedgerError> {
+        let op = Operation {
+            account: account.clone(),
+            command,
+            key,
+            now,
+            new_id: random_id(),
+        };
+        self.store.execute(op).await
+    }
+
+    /// The account's state as of `now`, computed on a copy.
+    async fn state_at(
+        &self,
+        account: &AccountId,
+        needs: Needs,
+        now: Timestamp,
+    ) -> Result<AccountState, LedgerError> {
+        let mut state = self.store.state(account.clone(), needs).await?;
+        state.roll_forward(now, &mut Changes::default());
+        Ok(state)
+    }
+
+    pub async fn balance(
+        &self,
+        account: &AccountId,
+        now: Timestamp,
+    ) -> Result<BalanceView, LedgerError> {
+        let state = self
+            .state_at(
+                account,
+                Needs {
+                    unbilled: true,
+                    ..Needs::default()
+                },
+                now,
+            )
+            .await?;
+        Ok(BalanceView::of(&state, now))
+    }
+
+    pub async fn account(
+        &self,
+        account: &AccountId,
+        now: Timestamp,
+    ) -> Result<AccountView, LedgerError> {
+        let state = self
+            .state_at(
+                account,
+                Needs {
+                    unbilled: true,
+                    ..Needs::default()
+                },
+                now,
+            )
+            .await?;
+        let mut view = AccountView::of(&state.account);
+        view.balance = Some(BalanceView::of(&state, now));
+        Ok(view)
+    }
+
+    /// Can `credits` texts go out now? Changes nothing.
+    pub async fn quote(
+        &self,
+        account: &AccountId,
+        credits: Credits,
+        now: Timestamp,
+    ) -> Result<QuoteView, LedgerError> {
+        let state = self.state_at(account, Needs::default(), now).await?;
+        Ok(spend::quote(&state, credits)?)
+    }
+
+    pub async fn hold(
+        &self,
+        account: &AccountId,
+        hold_id: &str,
+        now: Timestamp,
+    ) -> Result<HoldView, LedgerError> {
+        let needs = Needs {
+            hold: Some(hold_id.to_string()),
+            ..Needs::default()
+        };
+        let state = self.state_at(account, needs, now).await?;
+        let hold = state.holds.iter().find(|h| h.id == hold_id);
+        let hold = hold.ok_or_else(|| crate::domain::DomainError::not_found("hold", hold_id))?;
+        Ok(HoldView::of(hold))
+    }
+
+    pub async fn accounts(&self, page: PageRequest) -> Result<Page<AccountView>, LedgerError> {
+        self.store.accounts(page).await
+    }
+
+    pub async fn purchases(
+        &self,
+        account: &AccountId,
+        month: Option<Month>,
+        page: PageRequest,
+    ) -> Result<Page<PurchaseView>, LedgerError> {
+        self.store.purchases(account.clone(), month, page).await
+    }
+
+    pub async fn entries(
+        &self,
+        account: &AccountId,
+        page: PageRequest,
+    ) -> Result<Page<EntryView>, LedgerError> {
+        self.store.entries(account.clone(), page).await
+    }
+
+    /// Usage per local month of `from..=to` (R7 reports), from the entries
+    /// as they stand plus what time has brought since (rolled forward).
+    pub async fn usage(
+        &self,
+        account: &AccountId,
+        from: Month,
+        to: Month,
+        now: Timestamp,
+    ) -> Result<Vec<UsageView>, LedgerError> {
+        usage::months(from, to)?;
+        let state = self.store.state(account.clone(), Needs::default()).await?;
+        let zone = state.account.zone.clone();
+        let mut entries = self
+            .store
+            .entries_between(account.clone(), from.start(&zone), to.end(&zone))
+            .await?;
+        let mut rolled = state;
+        let mut changes = Changes::default();
+        rolled.roll_forward(now, &mut changes);
+        entries.extend(changes.entries);
+        Ok(usage::usage(&entries, &zone, from, to)?)
+    }
+
+    pub async fn statements(
+        &self,
+        account: Option<&AccountId>,
+        month: Option<Month>,
+        page: PageRequest,
+    ) -> Result<Page<StatementView>, LedgerError> {
+        self.store.statements(account.cloned(), month, page).await
+    }
+
+    /// Closes every account's ended months through `through` (default: the
+    /// last month that has ended in each account's zone). Accounts for which
+    /// `through` has not ended yet are left for later.
+    pub async fn close_all(
+        &self,
+        through: Option<Month>,
+        now: Timestamp,
+    ) -> Result<CloseReport, LedgerError> {
+        let mut report = CloseReport::default();
+        for account in self.store.accounts_to_bill().await? {
+            let command = Command::CloseMonths { through };
+            match self.execute(&account, command, None, now).await {
+                Ok(Executed {
+                    outcome: crate::domain::command::Outcome::Closed(statements),
+                    ..
+                }) => {
+                    report.accounts += 1;
+                    report.statements.extend(statements);
+                }
+                Ok(other) => {
+                    return Err(LedgerError::Internal(format!("close answered {other:?}")));
+                }
+                Err(LedgerError::Domain(crate::domain::DomainError::Invalid(_)))
+                    if through.is_some() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(report)
+    }
+
+    pub async fn audit(&self) -> Result<AuditReport, LedgerError> {
+        self.store.audit().await
+    }
+}

@@ -1,0 +1,319 @@
+//! The audit: replays an account's entries and proves every derived row
+//! (lots, holds, debits, purchases, statements, balances) against them.
+//!
+//! Stores feed it one account at a time ([`AccountRecords`]), so memory is
+//! bounded by the largest account's history, not by the database.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::domain::account::Account;
+use crate::domain::debit::Debit;
+use crate::domain::entry::{Entry, EntryKind};
+use crate::domain::hold::{Hold, HoldStatus};
+use crate::domain::lot::{Breakdown, Lot, LotKind};
+use crate::domain::money::Micros;
+use crate::domain::purchase::{Purchase, PurchaseRefund};
+use crate::domain::statement::Statement;
+
+/// How many mismatches a report keeps in full; the count goes on.
+pub const MAX_REPORTED_MISMATCHES: usize = 100;
+
+/// Everything stored for one account.
+#[derive(Debug, Clone)]
+pub struct AccountRecords {
+    pub account: Account,
+    pub lots: Vec<Lot>,
+    pub holds: Vec<Hold>,
+    pub debits: Vec<Debit>,
+    pub purchases: Vec<Purchase>,
+    pub refunds: Vec<PurchaseRefund>,
+    pub statements: Vec<Statement>,
+    /// In id order.
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AuditReport {
+    pub accounts: u64,
+    pub entries: u64,
+    pub lots: u64,
+    pub holds: u64,
+    pub debits: u64,
+    pub purchases: u64,
+    pub statements: u64,
+    pub mismatch_count: u64,
+    pub mismatches: Vec<String>,
+}
+
+impl AuditReport {
+    pub fn ok(&self) -> bool {
+        self.mismatch_count == 0
+    }
+
+    fn mismatch(&mut self, account: &Account, what: String) {
+        self.mismatch_count += 1;
+        if self.mismatches.len() < MAX_REPORTED_MISMATCHES {
+            self.mismatches
+                .push(format!("account {}: {what}", account.id));
+        }
+    }
+
+    /// Adds one account's checks to the report.
+    pub fn check(&mut self, r: &AccountRecords) {
+        self.accounts += 1;
+        self.entries += r.entries.len() as u64;
+        self.lots += r.lots.len() as u64;
+        self.holds += r.holds.len() as u64;
+        self.debits += r.debits.len() as u64;
+        self.purchases += r.purchases.len() as u64;
+        self.statements += r.statements.len() as u64;
+        self.check_chain(r);
+        self.check_lots(r);
+        self.check_holds(r);
+        self.check_debits(r);
+        self.check_purchases(r);
+        self.check_statements(r);
+    }
+
+    /// Entry ids increase, and each `balance_after` is the running sum.
+    fn check_chain(&mut self, r: &AccountRecords) {
+        let mut balance = 0i64;
+        let mut last_id = 0i64;
+        for e in &r.entries {
+            if e.id <= last_id {
+                self.mismatch(
+                    &r.account,
+                    format!("entry {} does not follow entry {last_id}", e.id),
+                );
+            }
+            last_id = e.id;
+            balance += e.delta_credits;
+            if e.balance_after != balance {
+                self.mismatch(
+                    &r.account,
+                    format!(
+                        "entry {}: balance_after {} but entries sum to {balance}",
+                        e.id, e.balance_after
+                    ),
+                );
+            }
+        }
+        let available: i64 = r.lots.iter().map(|l| l.remaining).sum();
+        if available != balance {
+            self.mismatch(
+                &r.account,
+                format!("lots hold {available} available credits, entries sum to {balance}"),
+            );
+        }
+    }
+
+    fn check_lots(&mut self, r: &AccountRecords) {
+        let mut sums: BTreeMap<&str, (i64, i64, i64)> = BTreeMap::new();
+        for e in &r.entries {
+            let s = sums.entry(e.lot_id.as_str()).or_default();
+            s.0 += e.delta_credits;
+            s.1 += e.held_delta_credits;
+            if matches!(
+                e.kind,
+                EntryKind::GrantMonthly | EntryKind::Purchase | EntryKind::Grant
+            ) {
+                s.2 += e.delta_credits;
+            }
+        }
+        for l in &r.lots {
+            let (remaining, held, original) = sums.remove(l.id.as_str()).unwrap_or_default();
+            if (remaining, held, original) != (l.remaining, l.held, l.original) {
+                self.mismatch(
+                    &r.account,
+                    format!(
+                        "lot {}: stored remaining/held/original {}/{}/{}, entries give {remaining}/{held}/{original}",
+                        l.id, l.remaining, l.held, l.original
+                    ),
+                );
+            }
+            if l.remaining < 0 || l.held < 0 || (l.expired && l.remaining != 0) {
+                self.mismatch(&r.account, format!("lot {} is inconsistent: {l:?}", l.id));
+            }
+        }
+        for lot_id in sums.keys() {
+            self.mismatch(
+                &r.account,
+                format!("entries name lot {lot_id}, which is not stored"),
+            );
+        }
+    }
+
+    fn check_holds(&mut self, r: &AccountRecords) {
+        let mut per_lot: BTreeMap<&str, i64> = BTreeMap::new();
+        for h in &r.holds {
+            let entries = r
+                .entries
+                .iter()
+                .filter(|e| e.source.as_deref() == Some(&h.id));
+            let (mut held, mut captured) = (0, 0);
+            for e in entries {
+                held += e.held_delta_credits;
+                if e.kind == EntryKind::Capture {
+                    captured -= e.held_delta_credits;
+                }
+            }
+            let active = h.status == HoldStatus::Held;
+            if held != h.held()
+                || captured != h.captured
+                || (!active && held != 0)
+                || (active && held != h.credits)
+            {
+                self.mismatch(
+                    &r.account,
+                    format!("hold {} ({}): stores {} held, {} captured; entries give {held}, {captured}", h.id, h.status.as_str(), h.held(), h.captured),
+                );
+            }
+            for p in &h.parts {
+                *per_lot.entry(p.lot_id.as_str()).or_default() += p.credits;
+            }
+        }
+        for l in &r.lots {
+            let in_holds = per_lot.get(l.id.as_str()).copied().unwrap_or(0);
+            if in_holds != l.held {
+                self.mismatch(
+                    &r.account,
+                    format!(
+                        "lot {}: {} held, active holds hold {in_holds}",
+                        l.id, l.held
+                    ),
+                );
+            }
+        }
+    }
+
+    fn check_debits(&mut self, r: &AccountRecords) {
+        for d in &r.debits {
+            let mut spent = Breakdown::default();
+            let mut refunded = 0;
+            for e in r
+                .entries
+                .iter()
+                .filter(|e| e.source.as_deref() == Some(&d.id))
+            {
+                match e.kind {
+                    EntryKind::Debit => spent.add(LotKind::of_lot_id(&e.lot_id), -e.delta_credits),
+                    EntryKind::Refund => refunded += e.delta_credits,
+                    _ => {}
+                }
+            }
+            let total = spent.from_free + spent.from_grants + spent.from_paid;
+            let refundable: i64 = d.parts.iter().map(|p| p.credits).sum();
+            if total != d.credits
+                || spent != d.breakdown
+                || refunded != d.refunded
+                || refundable != d.credits - d.refunded
+            {
+                self.mismatch(&r.account, format!("debit {}: stored {} credits, {} refunded; entries give {total}, {refunded}", d.id, d.credits, d.refunded));
+            }
+        }
+    }
+
+    fn check_purchases(&mut self, r: &AccountRecords) {
+        for p in &r.purchases {
+            let (mut bought, mut refunded) = (0, 0);
+            for e in r
+                .entries
+                .iter()
+                .filter(|e| e.source.as_deref() == Some(&p.id))
+            {
+                match e.kind {
+                    EntryKind::Purchase => bought += e.delta_credits,
+                    EntryKind::Refund => refunded -= e.delta_credits,
+                    _ => {}
+                }
+            }
+            let refunds: i64 = r
+                .refunds
+                .iter()
+                .filter(|f| f.purchase_id == p.id)
+                .map(|f| f.credits)
+                .sum();
+            let lot_ok = r.lots.iter().any(|l| {
+                l.id == p.id && l.original == p.credits && l.unit_price == Some(p.unit_price)
+            });
+            if bought != p.credits
+                || refunded != p.refunded_credits
+                || refunds != refunded
+                || !lot_ok
+            {
+                self.mismatch(&r.account, format!("purchase {}: stored {} credits, {} refunded; entries give {bought}, {refunded}", p.id, p.credits, p.refunded_credits));
+            }
+        }
+    }
+
+    fn check_statements(&mut self, r: &AccountRecords) {
+        let mut billed: BTreeSet<&str> = BTreeSet::new();
+        for s in &r.statements {
+            let mut total = Micros(0);
+            for line in &s.lines {
+                total = Micros(total.0 + line.amount.0);
+                if line.amount.0 != line.unit_price.0 * line.credits {
+                    self.mismatch(
+                        &r.account,
+                        format!(
+                            "statement {}: line of {} is not credits x unit price",
+                            s.id, line.purchase_id
+                        ),
+                    );
+                }
+                if line.credits > 0 {
+                    let p = r.purchases.iter().find(|p| p.id == line.purchase_id);
+                    let ok = p.is_some_and(|p| {
+                        p.statement_id.as_deref() == Some(&s.id)
+                            && p.billable_credits() == line.credits
+                            && p.month == s.month
+                    });
+                    if !ok || !billed.insert(&line.purchase_id) {
+                        self.mismatch(
+                            &r.account,
+                            format!(
+                                "statement {}: line of {} does not match the purchase",
+                                s.id, line.purchase_id
+                            ),
+                        );
+                    }
+                }
+            }
+            if total != s.total {
+                self.mismatch(
+                    &r.account,
+                    format!(
+                        "statement {}: total {} but lines sum to {total}",
+                        s.id, s.total
+                    ),
+                );
+            }
+            let refund_lines = s.lines.iter().filter(|l| l.credits < 0).count();
+            let refunds = r
+                .refunds
+                .iter()
+                .filter(|f| f.statement_id.as_deref() == Some(&s.id))
+                .count();
+            if refund_lines != refunds {
+                self.mismatch(
+                    &r.account,
+                    format!(
+                        "statement {}: {refund_lines} refund lines for {refunds} refunds",
+                        s.id
+                    ),
+                );
+            }
+        }
+        for p in r.purchases.iter().filter(|p| p.statement_id.is_some()) {
+            if !billed.contains(p.id.as_str()) {
+                self.mismatch(
+                    &r.account,
+                    format!(
+                        "purchase {} is marked billed but on no statement line",
+                        p.id
+                    ),
+                );
+            }
+        }
+    }
+}

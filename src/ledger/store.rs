@@ -1,0 +1,221 @@
+//! What the ledger needs from a store, and the one transaction body every
+//! store runs for a mutation ([`run_in`]), so idempotency and the order
+//! "check key, lock and load, apply, save, remember key" exist once.
+//!
+//! Architecture invariant: a store never decides a rule. It loads state,
+//! saves what [`crate::domain::command::apply`] changed, and answers lists.
+
+use std::future::Future;
+
+use jiff::Timestamp;
+
+use crate::domain::account::{AccountId, NewAccount};
+use crate::domain::command::{self, Command, Ctx, Needs, Outcome};
+use crate::domain::entry::Entry;
+use crate::domain::period::{Month, Zone};
+use crate::domain::state::{AccountState, Changes};
+use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView};
+
+use super::LedgerError;
+use super::audit::AuditReport;
+use super::key::IdempotencyKey;
+
+/// One mutation of one account, with everything it needs from outside.
+#[derive(Debug, Clone)]
+pub struct Operation {
+    pub account: AccountId,
+    pub command: Command,
+    pub key: Option<IdempotencyKey>,
+    pub now: Timestamp,
+    /// Random suffix for the id of whatever the command creates.
+    pub new_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Executed {
+    pub outcome: Outcome,
+    /// The answer comes from an earlier request with the same key.
+    pub replayed: bool,
+}
+
+/// A page request: newest first, at most [`MAX_PAGE_LIMIT`] items.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    pub cursor: Option<String>,
+    pub limit: usize,
+}
+
+pub const DEFAULT_PAGE_LIMIT: usize = 50;
+pub const MAX_PAGE_LIMIT: usize = 500;
+
+impl PageRequest {
+    pub fn new(cursor: Option<String>, limit: Option<i64>) -> Result<PageRequest, LedgerError> {
+        let limit = limit.unwrap_or(DEFAULT_PAGE_LIMIT as i64);
+        if !(1..=MAX_PAGE_LIMIT as i64).contains(&limit) {
+            return Err(LedgerError::invalid(format!(
+                "limit must be between 1 and {MAX_PAGE_LIMIT}, got {limit}"
+            )));
+        }
+        Ok(PageRequest {
+            cursor,
+            limit: limit as usize,
+        })
+    }
+
+    pub fn first(limit: usize) -> PageRequest {
+        PageRequest {
+            cursor: None,
+            limit,
+        }
+    }
+}
+
+/// What a loaded answer of an earlier request looks like.
+pub struct StoredAnswer {
+    pub request: String,
+    pub response: String,
+}
+
+/// One open write transaction, holding the lock of the account it loads.
+pub trait Tx {
+    fn find_key(
+        &mut self,
+        account: &AccountId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<StoredAnswer>, LedgerError>;
+    /// The account's state with what `needs` names; `None` if no such account.
+    fn load(
+        &mut self,
+        account: &AccountId,
+        needs: &Needs,
+        now: Timestamp,
+    ) -> Result<Option<AccountState>, LedgerError>;
+    /// Writes what changed from `before` to `after`, and the new entries
+    /// (assigning their ids), all stamped with `key` and `now`.
+    fn save(
+        &mut self,
+        before: &AccountState,
+        after: &AccountState,
+        changes: Changes,
+        key: Option<&IdempotencyKey>,
+        now: Timestamp,
+    ) -> Result<(), LedgerError>;
+    fn remember_key(
+        &mut self,
+        account: &AccountId,
+        key: &IdempotencyKey,
+        answer: &StoredAnswer,
+        now: Timestamp,
+    ) -> Result<(), LedgerError>;
+}
+
+/// The body of every mutation's transaction. The caller commits if this
+/// returns `Ok` and rolls back otherwise: a refused operation changes nothing.
+pub fn run_in(tx: &mut impl Tx, op: &Operation) -> Result<Executed, LedgerError> {
+    op.command.validate()?;
+    let request =
+        serde_json::to_string(&op.command).map_err(|e| LedgerError::Internal(e.to_string()))?;
+    if let Some(key) = &op.key
+        && let Some(stored) = tx.find_key(&op.account, key)?
+    {
+        if stored.request != request {
+            return Err(LedgerError::IdempotencyConflict {
+                key: key.to_string(),
+            });
+        }
+        let outcome = serde_json::from_str(&stored.response)
+            .map_err(|e| LedgerError::Internal(format!("stored answer of key {key}: {e}")))?;
+        return Ok(Executed {
+            outcome,
+            replayed: true,
+        });
+    }
+    let before = tx
+        .load(&op.account, &op.command.needs(), op.now)?
+        .ok_or_else(|| LedgerError::AccountNotFound(op.account.to_string()))?;
+    let mut after = before.clone();
+    let ctx = Ctx {
+        now: op.now,
+        new_id: op.new_id.clone(),
+    };
+    let (outcome, changes) = command::apply(&mut after, &op.command, &ctx)?;
+    tx.save(&before, &after, changes, op.key.as_ref(), op.now)?;
+    if let Some(key) = &op.key {
+        let response =
+            serde_json::to_string(&outcome).map_err(|e| LedgerError::Internal(e.to_string()))?;
+        tx.remember_key(
+            &op.account,
+            key,
+            &StoredAnswer { request, response },
+            op.now,
+        )?;
+    }
+    Ok(Executed {
+        outcome,
+        replayed: false,
+    })
+}
+
+/// A place the ledger keeps its accounts. Implemented by
+/// [`crate::store::sqlite::SqliteStore`]; a PostgreSQL store implements
+/// the same methods with row locks per account.
+pub trait Store: Clone + Send + Sync + 'static {
+    /// Runs one mutation atomically (see [`run_in`]).
+    fn execute(&self, op: Operation) -> impl Future<Output = Result<Executed, LedgerError>> + Send;
+
+    /// Creates an account, or answers the existing one if it has the same
+    /// settings (`false`: nothing was created).
+    fn create_account(
+        &self,
+        new: NewAccount,
+        default_zone: Zone,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(AccountView, bool), LedgerError>> + Send;
+
+    /// A consistent snapshot of an account's state, for reads.
+    fn state(
+        &self,
+        account: AccountId,
+        needs: Needs,
+    ) -> impl Future<Output = Result<AccountState, LedgerError>> + Send;
+
+    fn accounts(
+        &self,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<Page<AccountView>, LedgerError>> + Send;
+
+    fn purchases(
+        &self,
+        account: AccountId,
+        month: Option<Month>,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<Page<PurchaseView>, LedgerError>> + Send;
+
+    fn entries(
+        &self,
+        account: AccountId,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<Page<EntryView>, LedgerError>> + Send;
+
+    /// Entries whose `effective_at` lies in `[from, to)`, in id order.
+    fn entries_between(
+        &self,
+        account: AccountId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> impl Future<Output = Result<Vec<Entry>, LedgerError>> + Send;
+
+    /// Statements of one account, or of every account for one month.
+    fn statements(
+        &self,
+        account: Option<AccountId>,
+        month: Option<Month>,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<Page<StatementView>, LedgerError>> + Send;
+
+    /// Accounts with purchases or refunds not yet on a statement.
+    fn accounts_to_bill(&self) -> impl Future<Output = Result<Vec<AccountId>, LedgerError>> + Send;
+
+    /// Replays every account's entries and checks every derived row.
+    fn audit(&self) -> impl Future<Output = Result<AuditReport, LedgerError>> + Send;
+}

@@ -1,0 +1,330 @@
+//! The SQLite store: one file, WAL, one writer thread with group commit.
+//!
+//! Every mutation is queued to the writer thread, which takes whatever is
+//! waiting (up to [`MAX_GROUP_OPS`]), runs each operation in its own
+//! savepoint inside one `BEGIN IMMEDIATE` transaction, commits once, and
+//! only then answers each caller. A refused operation rolls back to its
+//! savepoint and changes nothing; a failed commit fails every operation of
+//! the group (none was acknowledged). With `synchronous = FULL` (the
+//! default here) a commit is on disk before anyone hears of it.
+//!
+//! Reads run on separate connections (WAL readers never wait for the
+//! writer), each inside a transaction so a snapshot is consistent.
+//! Other processes (a CLI next to a server) take turns through SQLite's own
+//! lock and the busy timeout.
+
+mod lists;
+mod rows;
+mod schema;
+mod tx;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::account::{AccountId, NewAccount};
+use crate::domain::command::{self, Needs};
+use crate::domain::entry::Entry;
+use crate::domain::period::{Month, Zone};
+use crate::domain::state::AccountState;
+use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView};
+use crate::ledger::{AuditReport, Executed, LedgerError, Operation, PageRequest, Store, run_in};
+
+pub use schema::SCHEMA_VERSION;
+
+/// Most operations committed in one transaction.
+pub const MAX_GROUP_OPS: usize = 256;
+/// Operations waiting for the writer before callers wait to enqueue.
+pub const WRITE_QUEUE_CAPACITY: usize = 4_096;
+/// How long a connection waits for another process's lock.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read connections kept open for reuse.
+pub const MAX_IDLE_READERS: usize = 8;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: mpsc::Sender<Box<dyn Job>>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+/// Maps SQLite failures: lock timeouts and unopenable files are worth a
+/// retry (`Unavailable`); anything else is a bug or corruption.
+pub(crate) fn sql_error(e: rusqlite::Error) -> LedgerError {
+    match e.sqlite_error_code() {
+        Some(
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::CannotOpen
+            | ErrorCode::DiskFull,
+        ) => LedgerError::Unavailable(e.to_string()),
+        _ => LedgerError::Internal(e.to_string()),
+    }
+}
+
+fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database file.
+    pub fn open(path: &Path) -> Result<SqliteStore, LedgerError> {
+        let mut conn = open_connection(path).map_err(|e| {
+            LedgerError::Unavailable(format!("cannot open database {}: {e}", path.display()))
+        })?;
+        schema::migrate(&mut conn)
+            .map_err(sql_error)?
+            .map_err(LedgerError::Internal)?;
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| LedgerError::Internal(format!("cannot start the writer thread: {e}")))?;
+        let inner = Inner {
+            path: path.to_path_buf(),
+            writer: tx,
+            readers: Mutex::new(Vec::new()),
+        };
+        Ok(SqliteStore {
+            inner: Arc::new(inner),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `work` in the writer's next group, in its own savepoint.
+    async fn write<T, F>(&self, work: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, LedgerError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(TypedJob {
+            work: Some(work),
+            result: None,
+            reply,
+        });
+        self.inner
+            .writer
+            .send(job)
+            .await
+            .map_err(|_| LedgerError::Unavailable("the database writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| LedgerError::Internal("the database writer dropped an operation".into()))?
+    }
+
+    /// Runs `f` on a read connection inside one read transaction.
+    async fn read<T, F>(&self, f: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, LedgerError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = match inner.readers.lock().expect("reader pool lock").pop() {
+                Some(c) => c,
+                None => open_connection(&inner.path).map_err(sql_error)?,
+            };
+            let result = conn
+                .unchecked_transaction()
+                .map_err(sql_error)
+                .and_then(|tx| f(&tx));
+            let mut idle = inner.readers.lock().expect("reader pool lock");
+            if idle.len() < MAX_IDLE_READERS {
+                idle.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| LedgerError::Internal(format!("read task failed: {e}")))?
+    }
+}
+
+/// An operation queued for the writer, its result kept until the commit.
+trait Job: Send {
+    /// Runs the work; `true` if it succeeded and its savepoint stays.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller once the group's fate is known.
+    fn finish(self: Box<Self>, commit: Result<(), LedgerError>);
+}
+
+struct TypedJob<T, F> {
+    work: Option<F>,
+    result: Option<Result<T, LedgerError>>,
+    reply: oneshot::Sender<Result<T, LedgerError>>,
+}
+
+impl<T, F> Job for TypedJob<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T, LedgerError> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let work = self.work.take().expect("a job runs once");
+        let result = catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|_| {
+            Err(LedgerError::Internal(
+                "an operation panicked; it was rolled back".into(),
+            ))
+        });
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), LedgerError>) {
+        let answer = match (commit, self.result) {
+            (Ok(()), Some(result)) => result,
+            (Err(e), _) => Err(e),
+            (Ok(()), None) => Err(LedgerError::Internal("operation was never run".into())),
+        };
+        // The caller may have gone away (a cancelled request): nothing to do.
+        let _ = self.reply.send(answer);
+    }
+}
+
+fn writer_loop(conn: Connection, mut queue: mpsc::Receiver<Box<dyn Job>>) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP_OPS {
+            match queue.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let commit = run_group(&conn, &mut group).map_err(sql_error);
+        if commit.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for job in group {
+            job.finish(commit.clone());
+        }
+    }
+}
+
+fn run_group(conn: &Connection, group: &mut [Box<dyn Job>]) -> rusqlite::Result<()> {
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    for job in group.iter_mut() {
+        conn.prepare_cached("SAVEPOINT op")?.execute([])?;
+        if !job.run(conn) {
+            conn.prepare_cached("ROLLBACK TO op")?.execute([])?;
+        }
+        conn.prepare_cached("RELEASE op")?.execute([])?;
+    }
+    conn.prepare_cached("COMMIT")?.execute([])?;
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    async fn execute(&self, op: Operation) -> Result<Executed, LedgerError> {
+        self.write(move |conn| run_in(&mut tx::SqliteTx { conn }, &op))
+            .await
+    }
+
+    async fn create_account(
+        &self,
+        new: NewAccount,
+        default_zone: Zone,
+        now: Timestamp,
+    ) -> Result<(AccountView, bool), LedgerError> {
+        self.write(move |conn| {
+            let id = AccountId::parse(&new.id)?;
+            let sql = format!(
+                "SELECT {} FROM accounts WHERE account_id = ?1",
+                rows::ACCOUNT_COLS
+            );
+            let existing = conn
+                .prepare_cached(&sql)
+                .and_then(|mut s| s.query_row([id.as_str()], rows::account).optional())
+                .map_err(sql_error)?;
+            let (account, created) =
+                command::create_account(&new, existing.as_ref(), &default_zone, now)?;
+            if created {
+                rows::insert_account(conn, &account).map_err(sql_error)?;
+            }
+            Ok((AccountView::of(&account), created))
+        })
+        .await
+    }
+
+    async fn state(&self, account: AccountId, needs: Needs) -> Result<AccountState, LedgerError> {
+        self.read(move |conn| {
+            // `now` only sizes the purchase-limit window, which reads never ask for.
+            tx::load_state(conn, &account, &needs, Timestamp::UNIX_EPOCH)
+                .map_err(sql_error)?
+                .ok_or_else(|| LedgerError::AccountNotFound(account.to_string()))
+        })
+        .await
+    }
+
+    async fn accounts(&self, page: PageRequest) -> Result<Page<AccountView>, LedgerError> {
+        self.read(move |conn| lists::accounts(conn, &page)).await
+    }
+
+    async fn purchases(
+        &self,
+        account: AccountId,
+        month: Option<Month>,
+        page: PageRequest,
+    ) -> Result<Page<PurchaseView>, LedgerError> {
+        self.read(move |conn| lists::purchases(conn, &account, month, &page))
+            .await
+    }
+
+    async fn entries(
+        &self,
+        account: AccountId,
+        page: PageRequest,
+    ) -> Result<Page<EntryView>, LedgerError> {
+        self.read(move |conn| lists::entries(conn, &account, &page))
+            .await
+    }
+
+    async fn entries_between(
+        &self,
+        account: AccountId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<Entry>, LedgerError> {
+        self.read(move |conn| lists::entries_between(conn, &account, from, to))
+            .await
+    }
+
+    async fn statements(
+        &self,
+        account: Option<AccountId>,
+        month: Option<Month>,
+        page: PageRequest,
+    ) -> Result<Page<StatementView>, LedgerError> {
+        self.read(move |conn| lists::statements(conn, account.as_ref(), month, &page))
+            .await
+    }
+
+    async fn accounts_to_bill(&self) -> Result<Vec<AccountId>, LedgerError> {
+        self.read(lists::accounts_to_bill).await
+    }
+
+    async fn audit(&self) -> Result<AuditReport, LedgerError> {
+        self.read(lists::audit).await
+    }
+}

@@ -1,0 +1,175 @@
+//! The SQLite schema and its versioned migrations, applied on open inside
+//! one `BEGIN IMMEDIATE` transaction, so two processes opening the same new
+//! file cannot both migrate it. `PRAGMA user_version` is the version.
+//!
+//! Every table's key starts with `account_id` (DESIGN.md §3), the same
+//! layout the PostgreSQL store shards on. Tables are `WITHOUT ROWID` so the
+//! key is the storage order: an account's rows sit together.
+//! Timestamps are integer microseconds since the Unix epoch, UTC.
+
+use rusqlite::Connection;
+
+/// Each migration moves the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE accounts (
+    account_id TEXT NOT NULL PRIMARY KEY,
+    name TEXT NOT NULL,
+    time_zone TEXT NOT NULL,
+    monthly_free_credits INTEGER NOT NULL CHECK (monthly_free_credits >= 0),
+    unit_price_micros INTEGER NOT NULL CHECK (unit_price_micros >= 0),
+    currency TEXT NOT NULL,
+    auto_recharge TEXT,
+    low_balance_threshold INTEGER NOT NULL,
+    monthly_purchase_limit INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    free_month TEXT,
+    billed_through TEXT,
+    suspended_by TEXT
+) WITHOUT ROWID;
+CREATE INDEX accounts_by_creation ON accounts (created_at, account_id);
+
+CREATE TABLE lots (
+    account_id TEXT NOT NULL REFERENCES accounts (account_id),
+    lot_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    original INTEGER NOT NULL,
+    remaining INTEGER NOT NULL CHECK (remaining >= 0),
+    held INTEGER NOT NULL CHECK (held >= 0),
+    expires_at INTEGER,
+    expired INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    unit_price_micros INTEGER,
+    active INTEGER NOT NULL,
+    PRIMARY KEY (account_id, lot_id)
+) WITHOUT ROWID;
+CREATE INDEX lots_active ON lots (account_id) WHERE active = 1;
+
+CREATE TABLE holds (
+    account_id TEXT NOT NULL REFERENCES accounts (account_id),
+    hold_id TEXT NOT NULL,
+    credits INTEGER NOT NULL,
+    captured INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    reference TEXT,
+    created_at INTEGER NOT NULL,
+    parts TEXT NOT NULL,
+    PRIMARY KEY (account_id, hold_id)
+) WITHOUT ROWID;
+CREATE INDEX holds_active ON holds (account_id) WHERE status = 'held';
+
+CREATE TABLE debits (
+    account_id TEXT NOT NULL REFERENCES accounts (account_id),
+    debit_id TEXT NOT NULL,
+    credits INTEGER NOT NULL,
+    refunded INTEGER NOT NULL,
+    reference TEXT,
+    description TEXT,
+    created_at INTEGER NOT NULL,
+    from_free INTEGER NOT NULL,
+    from_grants INTEGER NOT NULL,
+    from_paid INTEGER NOT NULL,
+    parts TEXT NOT NULL,
+    PRIMARY KEY (account_id, debit_id)
+) WITHOUT ROWID;
+
+CREATE TABLE purchases (
+    account_id TEXT NOT NULL REFERENCES accounts (account_id),
+    purchase_id TEXT NOT NULL,
+    credits INTEGER NOT NULL,
+    unit_price_micros INTEGER NOT NULL,
+    currency TEXT NOT NULL,
+    purchased_at INTEGER NOT NULL,
+    month TEXT NOT NULL,
+    refunded_credits INTEGER NOT NULL,
+    refunded_unbilled_credits INTEGER NOT NULL,
+    statement_id TEXT,
+    PRIMARY KEY (account_id, purchase_id)
+) WITHOUT ROWID;
+CREATE INDEX purchases_by_time ON purchases (account_id, purchased_at);
+CREATE INDEX purchases_unbilled ON purchases (account_id)
+    WHERE statement_id IS NULL AND credits > refunded_unbilled_credits;
+
+CREATE TABLE purchase_refunds (
+    account_id TEXT NOT NULL REFERENCES accounts (account_id),
+    refund_id TEXT NOT NULL,
+    purchase_id TEXT NOT NULL,
+    credits INTEGER NOT NULL,
+    unit_price_micros INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    month TEXT NOT NULL,
+    needs_line INTEGER NOT NULL,
+    statement_id TEXT,
+    PRIMARY KEY (account_id, refund_id)
+) WITHOUT ROWID;
+CREATE INDEX refunds_pending ON purchase_refunds (account_id)
+    WHERE needs_line = 1 AND statement_id IS NULL;
+
+CREATE TABLE statements (
+    account_id TEXT NOT NULL REFERENCES accounts (account_id),
+    month TEXT NOT NULL,
+    statement_id TEXT NOT NULL,
+    issued_on TEXT NOT NULL,
+    lines TEXT NOT NULL,
+    total_micros INTEGER NOT NULL,
+    currency TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (account_id, month)
+) WITHOUT ROWID;
+CREATE INDEX statements_by_month ON statements (month, account_id);
+CREATE INDEX statements_failed ON statements (account_id) WHERE status = 'failed';
+
+CREATE TABLE entries (
+    account_id TEXT NOT NULL REFERENCES accounts (account_id),
+    entry_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    lot_id TEXT NOT NULL,
+    delta_credits INTEGER NOT NULL,
+    held_delta_credits INTEGER NOT NULL,
+    balance_after INTEGER NOT NULL,
+    source TEXT,
+    reference TEXT,
+    idempotency_key TEXT,
+    effective_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (account_id, entry_id)
+) WITHOUT ROWID;
+
+CREATE TABLE idempotency_keys (
+    account_id TEXT NOT NULL REFERENCES accounts (account_id),
+    key TEXT NOT NULL,
+    request TEXT NOT NULL,
+    response TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (account_id, key)
+) WITHOUT ROWID;
+
+-- The one global row: the last entry id handed out (ids are monotonic per
+-- database; SQLite has one writer at a time, so this row never contends).
+CREATE TABLE sequences (
+    name TEXT NOT NULL PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO sequences (name, value) VALUES ('entry', 0);
+"#];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database to [`SCHEMA_VERSION`]; refuses a newer one.
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<Result<(), String>> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Ok(Err(format!(
+            "the database has schema version {version}, newer than this binary's {SCHEMA_VERSION}: upgrade textcredits"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+    }
+    tx.commit()?;
+    Ok(Ok(()))
+}
