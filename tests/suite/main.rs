@@ -1,1 +1,13 @@
+//! The one integration-test binary (as ripgrep and cargo do): a module per
+//! area, shared fixtures in `util`.
 
+/// Shared fixtures: databases, the binary, timestamps.
+mod util;
+/// Bad input and whole flows through the real `textcredits` binary.
+mod cli;
+/// SIGKILL in the middle of writes: nothing acknowledged is lost.
+mod crash;
+/// Random operation sequences against a reference model (proptest).
+mod props;
+/// The rules R1-R8, run against every store (the conformance suite).
+mod rules;
