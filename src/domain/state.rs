@@ -17,7 +17,7 @@ use super::account::Account;
 use super::debit::Debit;
 use super::entry::{Entry, EntryKind};
 use super::hold::{Hold, HoldStatus};
-use super::lot::{self, Lot, LotKind};
+use super::lot::{Lot, LotKind};
 use super::period::Month;
 use super::purchase::{Purchase, PurchaseRefund};
 use super::statement::Statement;
@@ -72,8 +72,13 @@ impl AccountState {
         }
     }
 
+    /// Credits available to spend: the sum of every loaded lot's
+    /// `remaining`. Lots not loaded have none, and an expired lot has none
+    /// except for the instant between a credit coming back to it (a
+    /// release, a refund) and its expiry entry, which this sum shows so that
+    /// every entry's `balance_after` is the running sum of the ledger.
     pub fn available(&self) -> i64 {
-        lot::available(&self.lots)
+        self.lots.iter().map(|l| l.remaining).sum()
     }
 
     pub fn held(&self) -> i64 {
