@@ -170,6 +170,18 @@ impl PartialEq for Zone {
 }
 impl Eq for Zone {}
 
+impl Serialize for Zone {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name)
+    }
+}
+
+impl<'de> Deserialize<'de> for Zone {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Zone::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,17 +250,5 @@ mod tests {
             assert!(Zone::parse(bad).is_err(), "{bad:?}");
         }
         assert!(Zone::parse("Europe/Berlin").is_ok());
-    }
-}
-
-impl Serialize for Zone {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.name)
-    }
-}
-
-impl<'de> Deserialize<'de> for Zone {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Zone::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }

@@ -6,8 +6,14 @@
 use jiff::{Timestamp, civil::Date};
 use serde::{Deserialize, Serialize};
 
+use super::DomainError;
+use super::credits::Credits;
+use super::entry::EntryKind;
+use super::lot::{Lot, LotKind};
 use super::money::{Currency, Micros};
 use super::period::Month;
+use super::state::{AccountState, Changes, NewEntry};
+use super::view::{PurchaseRefundView, PurchaseView};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Purchase {
@@ -58,13 +64,6 @@ impl PurchaseRefund {
         Micros(self.unit_price.0 * self.credits)
     }
 }
-
-use super::DomainError;
-use super::credits::Credits;
-use super::entry::EntryKind;
-use super::lot::{Lot, LotKind};
-use super::state::{AccountState, Changes, NewEntry};
-use super::view::{PurchaseRefundView, PurchaseView};
 
 /// Buys `credits` at the account's unit price (R4): usable at once, never
 /// expiring, billed on the 1st of next month (R5).

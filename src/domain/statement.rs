@@ -9,6 +9,8 @@ use super::DomainError;
 use super::account::AccountId;
 use super::money::{Currency, Micros};
 use super::period::Month;
+use super::state::{AccountState, Changes};
+use super::view::StatementView;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -79,33 +81,6 @@ impl Statement {
         Ok((account, month))
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn statement_ids_round_trip() {
-        let account = AccountId::parse("cafe_1.x-2").unwrap();
-        let month = Month::parse("2026-11").unwrap();
-        let id = Statement::id_for(&account, month);
-        assert_eq!(id, "st_2026-11_cafe_1.x-2");
-        assert_eq!(Statement::parse_id(&id).unwrap(), (account, month));
-        for bad in [
-            "",
-            "st_",
-            "st_2026-11_",
-            "st_2026-13_a",
-            "pur_x",
-            "st_2026-11xa",
-        ] {
-            assert!(Statement::parse_id(bad).is_err(), "{bad:?}");
-        }
-    }
-}
-
-use super::state::{AccountState, Changes};
-use super::view::StatementView;
 
 /// Closes every month up to `through` that has purchases or refund lines
 /// not yet on a statement: one statement per such month, oldest first.
@@ -246,4 +221,28 @@ pub fn set_status(
         .find(|s| s.status == StatementStatus::Failed)
         .map(|s| s.id.clone());
     Ok(StatementView::of(&state.statements[i]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statement_ids_round_trip() {
+        let account = AccountId::parse("cafe_1.x-2").unwrap();
+        let month = Month::parse("2026-11").unwrap();
+        let id = Statement::id_for(&account, month);
+        assert_eq!(id, "st_2026-11_cafe_1.x-2");
+        assert_eq!(Statement::parse_id(&id).unwrap(), (account, month));
+        for bad in [
+            "",
+            "st_",
+            "st_2026-11_",
+            "st_2026-13_a",
+            "pur_x",
+            "st_2026-11xa",
+        ] {
+            assert!(Statement::parse_id(bad).is_err(), "{bad:?}");
+        }
+    }
 }

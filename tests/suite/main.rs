@@ -1,8 +1,6 @@
 //! The one integration-test binary (as ripgrep and cargo do): a module per
 //! area, shared fixtures in `util`.
 
-/// Shared fixtures: databases, the binary, timestamps.
-mod util;
 /// Bad input and whole flows through the real `textcredits` binary.
 mod cli;
 /// SIGKILL in the middle of writes: nothing acknowledged is lost.
@@ -11,3 +9,5 @@ mod crash;
 mod props;
 /// The rules R1-R8, run against every store (the conformance suite).
 mod rules;
+/// Shared fixtures: databases, the binary, timestamps.
+mod util;

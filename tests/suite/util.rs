@@ -119,6 +119,8 @@ pub async fn account<S: textcredits::ledger::Store>(
         monthly_free_credits: Some(free),
         ..Default::default()
     };
-    l.create_account(new, now).await.expect("account is created");
+    l.create_account(new, now)
+        .await
+        .expect("account is created");
     id(account)
 }
