@@ -6,10 +6,12 @@
 //! - [`ledger`]: the application service: one function per operation, the
 //!   store trait it needs, idempotency, audit.
 //! - [`store`]: the store implementations (SQLite).
-//! - [`cli`]: the `textcredits` command line, the only place that reads the
-//!   clock or the environment.
+//! - [`http`]: the HTTP API v1 (axum).
+//! - [`cli`]: the `textcredits` command line, the only place (with `http`)
+//!   that reads the clock or the environment.
 
 pub mod cli;
 pub mod domain;
+pub mod http;
 pub mod ledger;
 pub mod store;

@@ -72,7 +72,7 @@ pub async fn run<S: Store>(
         };
         let answer = match result {
             Ok(done) => {
-                json!({"line": n + 1, "ok": true, "replayed": done.replayed, "result": super::output::body(&done.outcome)})
+                json!({"line": n + 1, "ok": true, "replayed": done.replayed, "result": done.outcome.body()})
             }
             Err(e @ (LedgerError::Internal(_) | LedgerError::Unavailable(_))) => {
                 return Err(Failure::from(e));

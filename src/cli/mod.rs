@@ -22,6 +22,7 @@ use crate::domain::command::{Command, Outcome};
 use crate::domain::credits::Credits;
 use crate::domain::period::{Month, Zone};
 use crate::domain::statement::StatementStatus;
+use crate::http::{self, LogFormat, ServeConfig};
 use crate::ledger::{IdempotencyKey, Ledger, LedgerError, PageRequest, Store};
 use crate::store::DatabaseUrl;
 use crate::store::sqlite::SqliteStore;
@@ -77,6 +78,21 @@ struct PageArgs {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Run the HTTP API (API.md) on this database.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "TEXTCREDITS_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// The admin token; generated and kept beside the database when unset.
+        #[arg(long, env = "TEXTCREDITS_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+        /// Let the admin move time with PUT /v1/test-clock (for testing month ends).
+        #[arg(long)]
+        test_clock: bool,
+        /// Log lines as text or JSON (stderr).
+        #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+        log_format: String,
+    },
     /// Create, show, list and configure accounts.
     #[command(subcommand)]
     Account(AccountCmd),
@@ -365,6 +381,33 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match DatabaseUrl::parse(&cli.database)? {
         DatabaseUrl::Sqlite(path) => {
             let store = SqliteStore::open(&path)?;
+            if let Cmd::Serve {
+                listen,
+                admin_token,
+                test_clock,
+                log_format,
+            } = cli.command
+            {
+                let data_dir = match path.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                    _ => std::path::PathBuf::from("."),
+                };
+                let format = if log_format == "json" {
+                    LogFormat::Json
+                } else {
+                    LogFormat::Text
+                };
+                http::init_logging(format);
+                let config = ServeConfig {
+                    listen,
+                    admin_token,
+                    test_clock,
+                    default_zone: zone,
+                    data_dir,
+                };
+                http::serve(store, config).await?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let out = Out { json: cli.json };
             dispatch(Ledger::new(store, zone), cli.command, now, out).await
         }
@@ -393,7 +436,7 @@ impl Out {
 
     /// An outcome prints as its API shape, without the type tag.
     fn print_outcome(self, outcome: &Outcome) {
-        self.print(&output::body(outcome), |_| output::outcome(outcome));
+        self.print(&outcome.body(), |_| output::outcome(outcome));
     }
 }
 
@@ -670,6 +713,7 @@ async fn dispatch<S: Store>(
             }
         }
         Cmd::Batch { file } => return batch::run(l, &file, now).await,
+        Cmd::Serve { .. } => unreachable!("serve is dispatched in run()"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -18,14 +18,6 @@ pub fn json<T: Serialize>(value: &T) -> String {
     s
 }
 
-/// The API shape of an outcome: its body, without the type tag.
-pub fn body(o: &Outcome) -> serde_json::Value {
-    match serde_json::to_value(o).expect("outcomes serialize") {
-        serde_json::Value::Object(mut m) => m.remove("body").unwrap_or_default(),
-        other => other,
-    }
-}
-
 fn money(currency: &Currency, amount: Micros) -> String {
     currency.display(amount)
 }

@@ -175,6 +175,16 @@ pub enum Outcome {
     Statement(StatementView),
 }
 
+impl Outcome {
+    /// The API shape of the answer: its body, without the type tag.
+    pub fn body(&self) -> serde_json::Value {
+        match serde_json::to_value(self).expect("outcomes serialize") {
+            serde_json::Value::Object(mut m) => m.remove("body").unwrap_or_default(),
+            other => other,
+        }
+    }
+}
+
 /// What a transition takes from outside besides the state: the time and a
 /// fresh random suffix for the id of anything it creates (the domain reads
 /// no clock and no random source).

@@ -28,8 +28,8 @@ pub use audit::{AccountRecords, AuditReport};
 pub use error::LedgerError;
 pub use key::IdempotencyKey;
 pub use store::{
-    DEFAULT_PAGE_LIMIT, Executed, MAX_PAGE_LIMIT, Operation, PageRequest, Store, StoredAnswer, Tx,
-    run_in,
+    DEFAULT_PAGE_LIMIT, Executed, MAX_PAGE_LIMIT, NewToken, Operation, PageRequest, Store,
+    StoredAnswer, Tally, Tx, run_in,
 };
 
 /// A fresh random id suffix: 16 characters of base32 (80 bits).

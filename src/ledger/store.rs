@@ -11,7 +11,7 @@ use jiff::Timestamp;
 
 use crate::domain::account::{AccountId, NewAccount};
 use crate::domain::command::{self, Command, Ctx, Needs, Outcome};
-use crate::domain::entry::Entry;
+use crate::domain::entry::{Entry, EntryKind};
 use crate::domain::period::{Month, Zone};
 use crate::domain::state::{AccountState, Changes};
 use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView};
@@ -19,6 +19,15 @@ use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementV
 use super::LedgerError;
 use super::audit::AuditReport;
 use super::key::IdempotencyKey;
+
+/// An account token to store: its id, its label, the hash of its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewToken {
+    pub id: String,
+    pub label: String,
+    pub secret_sha256: String,
+    pub created_at: Timestamp,
+}
 
 /// One mutation of one account, with everything it needs from outside.
 #[derive(Debug, Clone)]
@@ -36,6 +45,42 @@ pub struct Executed {
     pub outcome: Outcome,
     /// The answer comes from an earlier request with the same key.
     pub replayed: bool,
+    /// Credits this execution moved, by kind (empty for a replay): what the
+    /// server's metrics count.
+    pub tally: Tally,
+}
+
+/// Credits moved by one execution, summed from its entries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub purchased: u64,
+    /// Debited, or captured from a hold.
+    pub spent: u64,
+    pub expired: u64,
+    /// Monthly free credits and promotional grants.
+    pub granted: u64,
+    /// Credits of undelivered messages given back.
+    pub refunded: u64,
+}
+
+impl Tally {
+    pub fn of(entries: &[Entry]) -> Tally {
+        let mut t = Tally::default();
+        for e in entries {
+            let up = e.delta_credits.max(0).unsigned_abs();
+            let down = e.delta_credits.min(0).unsigned_abs();
+            match e.kind {
+                EntryKind::Purchase => t.purchased += up,
+                EntryKind::Debit => t.spent += down,
+                EntryKind::Capture => t.spent += e.held_delta_credits.min(0).unsigned_abs(),
+                EntryKind::Expire => t.expired += down,
+                EntryKind::GrantMonthly | EntryKind::Grant => t.granted += up,
+                EntryKind::Refund => t.refunded += up,
+                _ => {}
+            }
+        }
+        t
+    }
 }
 
 /// A page request: newest first, at most [`MAX_PAGE_LIMIT`] items.
@@ -128,6 +173,7 @@ pub fn run_in(tx: &mut impl Tx, op: &Operation) -> Result<Executed, LedgerError>
         return Ok(Executed {
             outcome,
             replayed: true,
+            tally: Tally::default(),
         });
     }
     let before = tx
@@ -139,6 +185,7 @@ pub fn run_in(tx: &mut impl Tx, op: &Operation) -> Result<Executed, LedgerError>
         new_id: op.new_id.clone(),
     };
     let (outcome, changes) = command::apply(&mut after, &op.command, &ctx)?;
+    let tally = Tally::of(&changes.entries);
     tx.save(&before, &after, changes, op.key.as_ref(), op.now)?;
     if let Some(key) = &op.key {
         let response =
@@ -153,6 +200,7 @@ pub fn run_in(tx: &mut impl Tx, op: &Operation) -> Result<Executed, LedgerError>
     Ok(Executed {
         outcome,
         replayed: false,
+        tally,
     })
 }
 
@@ -215,6 +263,20 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Accounts with purchases or refunds not yet on a statement.
     fn accounts_to_bill(&self) -> impl Future<Output = Result<Vec<AccountId>, LedgerError>> + Send;
+
+    /// Stores an account token (only the SHA-256 of its secret, hex).
+    fn add_token(
+        &self,
+        account: AccountId,
+        token: NewToken,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// Whether `secret_sha256` (hex) is a token of `account`.
+    fn token_exists(
+        &self,
+        account: AccountId,
+        secret_sha256: String,
+    ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
 
     /// Replays every account's entries and checks every derived row.
     fn audit(&self) -> impl Future<Output = Result<AuditReport, LedgerError>> + Send;

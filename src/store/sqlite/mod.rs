@@ -33,7 +33,9 @@ use crate::domain::entry::Entry;
 use crate::domain::period::{Month, Zone};
 use crate::domain::state::AccountState;
 use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView};
-use crate::ledger::{AuditReport, Executed, LedgerError, Operation, PageRequest, Store, run_in};
+use crate::ledger::{
+    AuditReport, Executed, LedgerError, NewToken, Operation, PageRequest, Store, run_in,
+};
 
 pub use schema::SCHEMA_VERSION;
 
@@ -322,6 +324,49 @@ impl Store for SqliteStore {
 
     async fn accounts_to_bill(&self) -> Result<Vec<AccountId>, LedgerError> {
         self.read(lists::accounts_to_bill).await
+    }
+
+    async fn add_token(&self, account: AccountId, token: NewToken) -> Result<(), LedgerError> {
+        self.write(move |conn| {
+            let exists = conn
+                .prepare_cached("SELECT 1 FROM accounts WHERE account_id = ?1")
+                .and_then(|mut s| s.exists([account.as_str()]))
+                .map_err(sql_error)?;
+            if !exists {
+                return Err(LedgerError::AccountNotFound(account.to_string()));
+            }
+            conn.prepare_cached(
+                "INSERT INTO account_tokens (account_id, token_id, label, secret_sha256, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| {
+                s.execute(rusqlite::params![
+                    account.as_str(),
+                    token.id,
+                    token.label,
+                    token.secret_sha256,
+                    token.created_at.as_microsecond()
+                ])
+            })
+            .map_err(sql_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn token_exists(
+        &self,
+        account: AccountId,
+        secret_sha256: String,
+    ) -> Result<bool, LedgerError> {
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT 1 FROM account_tokens WHERE account_id = ?1 AND secret_sha256 = ?2",
+            )
+            .and_then(|mut s| s.exists([account.as_str(), &secret_sha256]))
+            .map_err(sql_error)
+        })
+        .await
     }
 
     async fn audit(&self) -> Result<AuditReport, LedgerError> {

@@ -10,7 +10,8 @@
 use rusqlite::Connection;
 
 /// Each migration moves the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE accounts (
     account_id TEXT NOT NULL PRIMARY KEY,
     name TEXT NOT NULL,
@@ -152,7 +153,20 @@ CREATE TABLE sequences (
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
 INSERT INTO sequences (name, value) VALUES ('entry', 0);
-"#];
+"#,
+    r#"
+-- Account tokens for the HTTP API: only a SHA-256 of the secret is kept.
+CREATE TABLE account_tokens (
+    account_id TEXT NOT NULL REFERENCES accounts (account_id),
+    token_id TEXT NOT NULL,
+    label TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (account_id, token_id)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX account_tokens_by_secret ON account_tokens (account_id, secret_sha256);
+"#,
+];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -1,0 +1,126 @@
+//! `/v1/accounts`: create, list, show, configure, tokens, balance, quote.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::{Caller, new_account_token};
+use super::error::ApiError;
+use super::extract::{Body, Key, Q, account_id};
+use super::{AppState, ListParams, executed};
+use crate::domain::account::{AccountPatch, NewAccount};
+use crate::domain::command::Command;
+use crate::domain::credits::Credits;
+use crate::domain::text;
+use crate::ledger::{NewToken, Store, random_id};
+
+pub async fn create<S: Store>(
+    State(st): State<AppState<S>>,
+    caller: Caller,
+    Body(new): Body<NewAccount>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let (view, created) = st.ledger.create_account(new, st.clock.now()).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(view)).into_response())
+}
+
+pub async fn list<S: Store>(
+    State(st): State<AppState<S>>,
+    caller: Caller,
+    Q(q): Q<ListParams>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    Ok(Json(st.ledger.accounts(q.page()?).await?).into_response())
+}
+
+pub async fn show<S: Store>(
+    State(st): State<AppState<S>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = account_id(&id)?;
+    caller.may_access(&id)?;
+    Ok(Json(st.ledger.account(&id, st.clock.now()).await?).into_response())
+}
+
+pub async fn update<S: Store>(
+    State(st): State<AppState<S>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    key: Key,
+    Body(patch): Body<AccountPatch>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let id = account_id(&id)?;
+    let done = st
+        .ledger
+        .execute(&id, Command::UpdateAccount { patch }, key.0, st.clock.now())
+        .await?;
+    Ok(executed(&st, done, StatusCode::OK))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    pub label: String,
+}
+
+pub async fn create_token<S: Store>(
+    State(st): State<AppState<S>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(body): Body<TokenBody>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let id = account_id(&id)?;
+    text::check_description("label", Some(&body.label))?;
+    let (token, secret_sha256) = new_account_token(&id);
+    let token_id = format!("tok_{}", random_id());
+    let new = NewToken {
+        id: token_id.clone(),
+        label: body.label,
+        secret_sha256,
+        created_at: st.clock.now(),
+    };
+    st.ledger.store().add_token(id, new).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": token_id, "token": token})),
+    )
+        .into_response())
+}
+
+pub async fn balance<S: Store>(
+    State(st): State<AppState<S>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = account_id(&id)?;
+    caller.may_access(&id)?;
+    Ok(Json(st.ledger.balance(&id, st.clock.now()).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuoteBody {
+    pub credits: Credits,
+}
+
+pub async fn quote<S: Store>(
+    State(st): State<AppState<S>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(body): Body<QuoteBody>,
+) -> Result<Response, ApiError> {
+    let id = account_id(&id)?;
+    caller.may_access(&id)?;
+    Ok(Json(st.ledger.quote(&id, body.credits, st.clock.now()).await?).into_response())
+}

@@ -1,0 +1,157 @@
+//! Who is calling: the admin, or one account through an account token.
+//!
+//! Account tokens look like `tck_<account id>_<secret>`: the account id in
+//! the token routes the check to that account's rows (and shard); only the
+//! SHA-256 of the secret is stored. Every comparison of secrets compares
+//! digests in constant time. Checked tokens are cached in memory (tokens are
+//! never revoked in this version).
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::domain::account::AccountId;
+use crate::ledger::{Store, random_id};
+
+/// Most tokens remembered as valid.
+const MAX_CACHED_TOKENS: usize = 100_000;
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub struct Auth {
+    admin_sha256: Vec<u8>,
+    valid: Mutex<HashSet<(String, String)>>,
+}
+
+impl Auth {
+    pub fn new(admin_token: &str) -> Auth {
+        Auth {
+            admin_sha256: Sha256::digest(admin_token.as_bytes()).to_vec(),
+            valid: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn is_admin(&self, token: &str) -> bool {
+        constant_time_eq(&Sha256::digest(token.as_bytes()), &self.admin_sha256)
+    }
+}
+
+/// A new account token: what to show once, and the hash to store.
+pub fn new_account_token(account: &AccountId) -> (String, String) {
+    let secret = format!("{}{}", random_id(), random_id());
+    (
+        format!("tck_{account}_{secret}"),
+        sha256_hex(secret.as_bytes()),
+    )
+}
+
+fn parse_account_token(token: &str) -> Option<(AccountId, &str)> {
+    let rest = token.strip_prefix("tck_")?;
+    let (account, secret) = rest.rsplit_once('_')?;
+    Some((AccountId::parse(account).ok()?, secret))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Admin,
+    Account(AccountId),
+}
+
+impl Caller {
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self {
+            Caller::Admin => Ok(()),
+            Caller::Account(_) => Err(ApiError::forbidden()),
+        }
+    }
+
+    /// An account token sees its own account only; any other answers 404,
+    /// so it never learns whether another account exists.
+    pub fn may_access(&self, account: &AccountId) -> Result<(), ApiError> {
+        match self {
+            Caller::Admin => Ok(()),
+            Caller::Account(own) if own == account => Ok(()),
+            Caller::Account(_) => Err(ApiError::not_found(format!("account {account} not found"))),
+        }
+    }
+}
+
+impl<S: Store> FromRequestParts<AppState<S>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState<S>,
+    ) -> Result<Caller, ApiError> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let token = header
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(ApiError::unauthorized)?;
+        if state.auth.is_admin(token) {
+            return Ok(Caller::Admin);
+        }
+        let (account, secret) = parse_account_token(token).ok_or_else(ApiError::unauthorized)?;
+        let digest = sha256_hex(secret.as_bytes());
+        let key = (account.to_string(), digest);
+        if state.auth.valid.lock().expect("token cache").contains(&key) {
+            return Ok(Caller::Account(account));
+        }
+        let known = state
+            .ledger
+            .store()
+            .token_exists(account.clone(), key.1.clone())
+            .await
+            .map_err(ApiError::from)?;
+        if !known {
+            return Err(ApiError::unauthorized());
+        }
+        let mut cache = state.auth.valid.lock().expect("token cache");
+        if cache.len() < MAX_CACHED_TOKENS {
+            cache.insert(key);
+        }
+        Ok(Caller::Account(account))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_tokens_name_their_account() {
+        let account = AccountId::parse("cafe_1.x").unwrap();
+        let (token, hash) = new_account_token(&account);
+        let (parsed, secret) = parse_account_token(&token).unwrap();
+        assert_eq!(parsed, account);
+        assert_eq!(sha256_hex(secret.as_bytes()), hash);
+        assert!(parse_account_token("tck_").is_none());
+        assert!(parse_account_token("Bearer x").is_none());
+    }
+
+    #[test]
+    fn admin_check_is_exact() {
+        let auth = Auth::new("s3cret");
+        assert!(auth.is_admin("s3cret"));
+        assert!(!auth.is_admin("s3cre"));
+        assert!(!auth.is_admin(""));
+    }
+}

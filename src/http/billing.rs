@@ -1,0 +1,139 @@
+//! Statements, closing months, payment status, and the test clock.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use jiff::Timestamp;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::extract::{Body, Key, Q, account_id};
+use super::{AppState, ListParams, executed};
+use crate::domain::command::Command;
+use crate::domain::period::Month;
+use crate::domain::statement::{Statement, StatementStatus};
+use crate::ledger::Store;
+
+fn month_param(m: &Option<String>) -> Result<Option<Month>, ApiError> {
+    m.as_deref()
+        .map(Month::parse)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+pub async fn account_statements<S: Store>(
+    State(st): State<AppState<S>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Q(q): Q<ListParams>,
+) -> Result<Response, ApiError> {
+    let id = account_id(&id)?;
+    caller.may_access(&id)?;
+    let month = month_param(&q.month)?;
+    Ok(Json(st.ledger.statements(Some(&id), month, q.page()?).await?).into_response())
+}
+
+pub async fn month_statements<S: Store>(
+    State(st): State<AppState<S>>,
+    caller: Caller,
+    Q(q): Q<ListParams>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let month =
+        month_param(&q.month)?.ok_or_else(|| ApiError::bad_request("month=YYYY-MM is required"))?;
+    Ok(Json(st.ledger.statements(None, Some(month), q.page()?).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloseBody {
+    #[serde(default)]
+    pub month: Option<Month>,
+}
+
+pub async fn close<S: Store>(
+    State(st): State<AppState<S>>,
+    caller: Caller,
+    Body(body): Body<CloseBody>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let report = st.ledger.close_all(body.month, st.clock.now()).await?;
+    Ok(
+        Json(json!({"closed": report.statements.len(), "statements": report.statements}))
+            .into_response(),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusBody {
+    pub status: String,
+}
+
+pub async fn set_status<S: Store>(
+    State(st): State<AppState<S>>,
+    caller: Caller,
+    Path(statement_id): Path<String>,
+    key: Key,
+    Body(body): Body<StatusBody>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let status = match StatementStatus::parse(&body.status) {
+        Some(s @ (StatementStatus::Paid | StatementStatus::Failed)) => s,
+        _ => {
+            return Err(ApiError::invalid(format!(
+                "status must be \"paid\" or \"failed\", got {:?}",
+                body.status
+            )));
+        }
+    };
+    let (account, _) = Statement::parse_id(&statement_id)?;
+    let command = Command::SetStatementStatus {
+        statement_id,
+        status,
+    };
+    let done = st
+        .ledger
+        .execute(&account, command, key.0, st.clock.now())
+        .await?;
+    Ok(executed(&st, done, StatusCode::OK))
+}
+
+fn test_clock_only<S>(st: &AppState<S>) -> Result<(), ApiError> {
+    if st.clock.is_test() {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(
+            "no test clock: start the server with --test-clock",
+        ))
+    }
+}
+
+pub async fn get_clock<S: Store>(
+    State(st): State<AppState<S>>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    test_clock_only(&st)?;
+    caller.require_admin()?;
+    Ok(Json(json!({"now": st.clock.now()})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockBody {
+    pub now: Timestamp,
+}
+
+pub async fn set_clock<S: Store>(
+    State(st): State<AppState<S>>,
+    caller: Caller,
+    Body(body): Body<ClockBody>,
+) -> Result<Response, ApiError> {
+    test_clock_only(&st)?;
+    caller.require_admin()?;
+    let now = st.clock.set(body.now).map_err(ApiError::invalid)?;
+    Ok(Json(json!({"now": now})).into_response())
+}

@@ -1,0 +1,117 @@
+//! Request parts, parsed strictly and failing as problem+json: JSON bodies
+//! (size-limited, `application/json` only, unknown fields refused), query
+//! strings, and the `Idempotency-Key` header.
+
+use axum::body::to_bytes;
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use crate::domain::account::AccountId;
+use crate::ledger::IdempotencyKey;
+
+/// Largest request body, in bytes. Every request body of the API is a few
+/// hundred bytes; anything bigger is a mistake or an attack.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A JSON body. An empty body reads as `{}` (routes whose fields are all
+/// optional need no body).
+pub struct Body<T>(pub T);
+
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Body<T>, ApiError> {
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap_or("invalid").to_string());
+        let bytes = to_bytes(req.into_body(), MAX_BODY_BYTES)
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request",
+                    format!("request body larger than {MAX_BODY_BYTES} bytes"),
+                )
+            })?;
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        if bytes != b"{}" && !content_type.as_deref().is_some_and(is_json) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid_request",
+                "send the body as JSON with Content-Type: application/json",
+            ));
+        }
+        serde_json::from_slice(bytes).map(Body).map_err(|e| {
+            if e.is_data() {
+                ApiError::invalid(format!("invalid body: {e}"))
+            } else {
+                ApiError::bad_request(format!("malformed JSON: {e}"))
+            }
+        })
+    }
+}
+
+/// A query string. Unknown parameters are ignored; bad values are 400.
+pub struct Q<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Q<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Q<T>, ApiError> {
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|Query(q)| Q(q))
+            .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))
+    }
+}
+
+/// The `Idempotency-Key` header, when sent.
+pub struct Key(pub Option<IdempotencyKey>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Key {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Key, ApiError> {
+        let Some(value) = parts.headers.get("idempotency-key") else {
+            return Ok(Key(None));
+        };
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::bad_request("Idempotency-Key must be printable ASCII"))?;
+        IdempotencyKey::parse(text)
+            .map(|k| Key(Some(k)))
+            .map_err(|e| ApiError::bad_request(e.to_string()))
+    }
+}
+
+impl Key {
+    /// Purchases, debits and holds cannot go without one (API.md).
+    pub fn required(self) -> Result<IdempotencyKey, ApiError> {
+        self.0
+            .ok_or_else(|| ApiError::bad_request("this request needs an Idempotency-Key header"))
+    }
+}
+
+/// An account id from a path: one that cannot exist is simply not found.
+pub fn account_id(text: &str) -> Result<AccountId, ApiError> {
+    AccountId::parse(text).map_err(|_| ApiError::not_found(format!("account {text} not found")))
+}

@@ -1,0 +1,185 @@
+//! The HTTP API v1 (API.md) over the ledger: axum routes, auth, errors as
+//! problem+json, idempotency headers, the test clock, metrics, health and
+//! the OpenAPI document.
+//!
+//! Architecture invariant: only this module knows axum and HTTP. Handlers
+//! parse, authorize, call one ledger method and shape the answer; they
+//! decide no rule. [`app`] builds the whole router so tests can serve it.
+
+mod accounts;
+mod auth;
+mod billing;
+mod clock;
+mod error;
+mod extract;
+mod metrics;
+mod openapi;
+mod ops;
+mod serve;
+mod spending;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+pub use auth::Auth;
+pub use clock::Clock;
+pub use error::ApiError;
+pub use extract::MAX_BODY_BYTES;
+pub use metrics::Metrics;
+pub use serve::{LogFormat, ServeConfig, init_logging, serve};
+
+use crate::ledger::{Executed, Ledger, PageRequest, Store};
+
+/// Longest a request may take before it answers 503 (the client retries
+/// with the same idempotency key; an operation already queued still
+/// commits once).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Everything a handler needs; cheap to clone.
+pub struct AppState<S> {
+    pub ledger: Ledger<S>,
+    pub auth: Arc<Auth>,
+    pub clock: Clock,
+    pub metrics: Arc<Metrics>,
+}
+
+impl<S: Clone> Clone for AppState<S> {
+    fn clone(&self) -> Self {
+        AppState {
+            ledger: self.ledger.clone(),
+            auth: self.auth.clone(),
+            clock: self.clock.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// `cursor`, `limit` and `month` of list routes.
+#[derive(Deserialize)]
+pub struct ListParams {
+    pub cursor: Option<String>,
+    pub limit: Option<i64>,
+    pub month: Option<String>,
+}
+
+impl ListParams {
+    fn page(&self) -> Result<PageRequest, ApiError> {
+        Ok(PageRequest::new(self.cursor.clone(), self.limit)?)
+    }
+}
+
+/// The answer of a mutation: its body, the status of a first answer, and
+/// `Idempotent-Replayed: true` on a replay.
+fn executed<S>(st: &AppState<S>, done: Executed, status: StatusCode) -> Response {
+    st.metrics.record_tally(&done.tally);
+    let mut response = (status, axum::Json(done.outcome.body())).into_response();
+    if done.replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// The whole application: every route of API.md, the fallbacks, metrics,
+/// and the request timeout.
+pub fn app<S: Store>(state: AppState<S>) -> Router {
+    let acct = "/v1/accounts/{id}";
+    let mut v1 = Router::new()
+        .route(
+            "/v1/accounts",
+            post(accounts::create::<S>).get(accounts::list::<S>),
+        )
+        .route(acct, get(accounts::show::<S>).patch(accounts::update::<S>))
+        .route(&format!("{acct}/tokens"), post(accounts::create_token::<S>))
+        .route(&format!("{acct}/balance"), get(accounts::balance::<S>))
+        .route(&format!("{acct}/quote"), post(accounts::quote::<S>))
+        .route(
+            &format!("{acct}/purchases"),
+            post(spending::purchase::<S>).get(spending::purchases::<S>),
+        )
+        .route(
+            &format!("{acct}/purchases/{{pid}}/refund"),
+            post(spending::refund_purchase::<S>),
+        )
+        .route(&format!("{acct}/debits"), post(spending::debit::<S>))
+        .route(
+            &format!("{acct}/debits/{{did}}/refund"),
+            post(spending::refund_debit::<S>),
+        )
+        .route(&format!("{acct}/holds"), post(spending::hold::<S>))
+        .route(
+            &format!("{acct}/holds/{{hid}}"),
+            get(spending::show_hold::<S>),
+        )
+        .route(
+            &format!("{acct}/holds/{{hid}}/capture"),
+            post(spending::capture::<S>),
+        )
+        .route(
+            &format!("{acct}/holds/{{hid}}/release"),
+            post(spending::release::<S>),
+        )
+        .route(&format!("{acct}/grants"), post(spending::grant::<S>))
+        .route(&format!("{acct}/ledger"), get(spending::ledger::<S>))
+        .route(&format!("{acct}/usage"), get(spending::usage::<S>))
+        .route(
+            &format!("{acct}/statements"),
+            get(billing::account_statements::<S>),
+        )
+        .route("/v1/statements", get(billing::month_statements::<S>))
+        .route(
+            "/v1/statements/{sid}/status",
+            post(billing::set_status::<S>),
+        )
+        .route("/v1/billing/close", post(billing::close::<S>));
+    if state.clock.is_test() {
+        v1 = v1.route(
+            "/v1/test-clock",
+            get(billing::get_clock::<S>).put(billing::set_clock::<S>),
+        );
+    }
+    v1.route("/", get(ops::index))
+        .route("/healthz", get(ops::healthz::<S>))
+        .route("/metrics", get(ops::metrics::<S>))
+        .route("/openapi.json", get(ops::openapi))
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), observe::<S>))
+        .with_state(state)
+}
+
+/// Times out slow requests and records each request's route, status and
+/// latency.
+async fn observe<S: Store>(State(st): State<AppState<S>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched".to_string(), |p| p.as_str().to_string());
+    let response = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the request timed out; retry with the same Idempotency-Key",
+        )
+        .into_response(),
+    };
+    st.metrics.record_request(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}

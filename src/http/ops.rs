@@ -1,0 +1,58 @@
+//! Operational routes: health, metrics, the OpenAPI document, the landing
+//! page, and the answers for unknown routes and methods.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::ledger::{PageRequest, Store};
+
+/// Healthy when the database answers a read.
+pub async fn healthz<S: Store>(State(st): State<AppState<S>>) -> Response {
+    match st.ledger.accounts(PageRequest::first(1)).await {
+        Ok(_) => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"status": "ok"})),
+        )
+            .into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+pub async fn metrics<S: Store>(State(st): State<AppState<S>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.metrics.render(),
+    )
+        .into_response()
+}
+
+pub async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        super::openapi::document_json(),
+    )
+        .into_response()
+}
+
+pub async fn index() -> Html<&'static str> {
+    Html(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>textcredits</title></head><body>\
+         <h1>textcredits</h1><p>SMS credits API v1. The dashboard comes here soon.</p>\
+         <p>API description: <a href=\"/openapi.json\">/openapi.json</a></p></body></html>",
+    )
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; see /openapi.json")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request",
+        "this route does not take that method",
+    )
+}

@@ -1,0 +1,165 @@
+//! `textcredits serve`: open the store, settle the admin token, bind, log
+//! each request with an id, and stop gracefully on SIGTERM or SIGINT
+//! (in-flight requests finish, then the process exits 0).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::http::{HeaderName, Request};
+use tokio::net::TcpListener;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
+
+use super::{AppState, Auth, Clock, Metrics, app};
+use crate::domain::period::Zone;
+use crate::ledger::{Ledger, LedgerError, Store, random_id};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: String,
+    pub admin_token: Option<String>,
+    pub test_clock: bool,
+    pub default_zone: Zone,
+    /// Where a generated admin token is kept (beside the SQLite file).
+    pub data_dir: PathBuf,
+}
+
+/// Request ids: a random prefix per process and a counter, short and unique.
+#[derive(Clone)]
+struct Ids {
+    prefix: Arc<String>,
+    next: Arc<AtomicU64>,
+}
+
+impl MakeRequestId for Ids {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("req_{}_{n}", self.prefix)
+            .parse()
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TEXTCREDITS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// The admin token: given, or read from the data directory, or generated
+/// there (mode 0600) on first start. Returns it and whether it is new.
+fn admin_token(config: &ServeConfig) -> Result<(String, Option<PathBuf>), LedgerError> {
+    if let Some(t) = &config.admin_token {
+        if t.len() < 16 {
+            return Err(LedgerError::invalid(
+                "the admin token must be at least 16 characters",
+            ));
+        }
+        return Ok((t.clone(), None));
+    }
+    let path = config.data_dir.join("textcredits-admin-token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        return Ok((t.trim().to_string(), Some(path)));
+    }
+    let token = format!("tca_{}{}", random_id(), random_id());
+    write_private(&path, &token)
+        .map_err(|e| LedgerError::Internal(format!("cannot write {}: {e}", path.display())))?;
+    Ok((token, Some(path)))
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()
+}
+
+pub async fn serve<S: Store>(store: S, config: ServeConfig) -> Result<(), LedgerError> {
+    let (token, token_file) = admin_token(&config)?;
+    let clock = if config.test_clock {
+        Clock::test(crate::cli::now())
+    } else {
+        Clock::System
+    };
+    let state = AppState {
+        ledger: Ledger::new(store, config.default_zone.clone()),
+        auth: Arc::new(Auth::new(&token)),
+        clock,
+        metrics: Arc::new(Metrics::default()),
+    };
+    let ids = Ids {
+        prefix: Arc::new(random_id()[..6].to_string()),
+        next: Arc::new(AtomicU64::new(1)),
+    };
+    let header = HeaderName::from_static("x-request-id");
+    let router = app(state)
+        .layer(PropagateRequestIdLayer::new(header.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(header, ids));
+    let listener = TcpListener::bind(&config.listen).await.map_err(|e| {
+        LedgerError::Unavailable(format!("cannot listen on {}: {e}", config.listen))
+    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| LedgerError::Internal(e.to_string()))?;
+    // The first lines a person (or a test harness) reads: where, and how to get in.
+    println!("textcredits listening on http://{addr}");
+    match token_file {
+        Some(path) => println!("admin token: {token} (kept in {})", path.display()),
+        None => println!("admin token: from --admin-token / TEXTCREDITS_ADMIN_TOKEN"),
+    }
+    if config.test_clock {
+        println!("test clock: on (PUT /v1/test-clock moves time)");
+    }
+    tracing::info!(%addr, test_clock = config.test_clock, "serving");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| LedgerError::Internal(format!("server failed: {e}")))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
