@@ -65,7 +65,7 @@ impl fmt::Display for AccountId {
 
 /// Buy `credits` when available falls below `threshold`, spending at most
 /// `monthly_cap` credits of such purchases a month (0 = no cap).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AutoRecharge {
     pub threshold: i64,
@@ -110,7 +110,7 @@ pub struct Account {
 }
 
 /// What a platform sends to create an account; unset fields take defaults.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAccount {
     pub id: String,
@@ -165,7 +165,7 @@ impl NewAccount {
 
 /// Settings an operator may change. `None` leaves a field as it is;
 /// `auto_recharge: Some(None)` turns auto-recharge off.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]

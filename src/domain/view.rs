@@ -16,7 +16,7 @@ use super::purchase::{Purchase, PurchaseRefund};
 use super::state::AccountState;
 use super::statement::{Line, Statement};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AccountView {
     pub id: String,
     pub name: String,
@@ -52,7 +52,7 @@ impl AccountView {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FreeView {
     pub allowance: i64,
     pub used: i64,
@@ -60,12 +60,12 @@ pub struct FreeView {
     pub resets_at: Timestamp,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RemainingView {
     pub remaining: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UnbilledView {
     pub credits: i64,
     pub amount: Micros,
@@ -74,7 +74,7 @@ pub struct UnbilledView {
 }
 
 /// R7: the balance of an account at one instant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BalanceView {
     pub account_id: String,
     pub as_of: Timestamp,
@@ -151,7 +151,7 @@ fn unbilled(state: &AccountState, month: Month) -> UnbilledView {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QuoteView {
     pub credits: i64,
     pub available: i64,
@@ -164,7 +164,7 @@ pub struct QuoteView {
     pub currency: Currency,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PurchaseView {
     pub id: String,
     pub account_id: String,
@@ -203,7 +203,7 @@ impl PurchaseView {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PurchaseRefundView {
     pub id: String,
     pub purchase_id: String,
@@ -239,7 +239,7 @@ impl PurchaseRefundView {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DebitView {
     pub id: String,
     pub credits: i64,
@@ -276,7 +276,7 @@ impl DebitView {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DebitRefundView {
     pub debit_id: String,
     pub credits: i64,
@@ -288,7 +288,7 @@ pub struct DebitRefundView {
     pub created_at: Timestamp,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HoldView {
     pub id: String,
     pub credits: i64,
@@ -313,7 +313,7 @@ impl HoldView {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GrantView {
     pub id: String,
     pub credits: i64,
@@ -323,7 +323,7 @@ pub struct GrantView {
     pub created_at: Timestamp,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LineView {
     pub purchase_id: String,
     pub credits: i64,
@@ -331,7 +331,7 @@ pub struct LineView {
     pub amount: Micros,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatementView {
     pub id: String,
     pub account_id: String,
@@ -364,7 +364,7 @@ impl StatementView {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EntryView {
     pub id: i64,
     pub kind: String,
@@ -398,7 +398,7 @@ impl EntryView {
 }
 
 /// Usage of one local month, from the ledger.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UsageView {
     pub month: Month,
     pub free_granted: i64,
@@ -416,7 +416,7 @@ pub struct UsageView {
 }
 
 /// A page of a list, newest first (API.md "Lists").
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub data: Vec<T>,
     pub next_cursor: Option<String>,

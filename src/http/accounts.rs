@@ -5,7 +5,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::auth::{Caller, new_account_token};
 use super::error::ApiError;
@@ -15,8 +14,10 @@ use crate::domain::account::{AccountPatch, NewAccount};
 use crate::domain::command::Command;
 use crate::domain::credits::Credits;
 use crate::domain::text;
+use crate::domain::view::{AccountView, BalanceView, Page, QuoteView};
 use crate::ledger::{NewToken, Store, random_id};
 
+#[utoipa::path(post, path = "/v1/accounts", tag = "accounts", request_body(content = NewAccount, content_type = "application/json"), responses((status = 201, description = "Created", body = AccountView), (status = 200, description = "Exists with the same settings", body = AccountView), super::openapi::Errors))]
 pub async fn create<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -32,6 +33,7 @@ pub async fn create<S: Store>(
     Ok((status, Json(view)).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/accounts", tag = "accounts", params(ListParams), responses((status = 200, description = "Accounts, newest first", body = Page<AccountView>), super::openapi::Errors))]
 pub async fn list<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -41,6 +43,7 @@ pub async fn list<S: Store>(
     Ok(Json(st.ledger.accounts(q.page()?).await?).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/accounts/{id}", tag = "accounts", params(("id" = String, Path, description = "Account id")), responses((status = 200, description = "The account with its balance", body = AccountView), super::openapi::Errors))]
 pub async fn show<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -51,6 +54,7 @@ pub async fn show<S: Store>(
     Ok(Json(st.ledger.account(&id, st.clock.now()).await?).into_response())
 }
 
+#[utoipa::path(patch, path = "/v1/accounts/{id}", tag = "accounts", request_body(content = AccountPatch, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = Option<String>, Header, description = "Optional idempotency key")), responses((status = 200, description = "Updated settings", body = AccountView), super::openapi::Errors))]
 pub async fn update<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -67,12 +71,20 @@ pub async fn update<S: Store>(
     Ok(executed(&st, done, StatusCode::OK))
 }
 
-#[derive(Deserialize)]
+/// A new account token: `token` is shown this once, only its hash is kept.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct TokenView {
+    pub id: String,
+    pub token: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenBody {
     pub label: String,
 }
 
+#[utoipa::path(post, path = "/v1/accounts/{id}/tokens", tag = "accounts", request_body(content = TokenBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id")), responses((status = 201, description = "The token, shown once", body = TokenView), super::openapi::Errors))]
 pub async fn create_token<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -93,11 +105,15 @@ pub async fn create_token<S: Store>(
     st.ledger.store().add_token(id, new).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"id": token_id, "token": token})),
+        Json(TokenView {
+            id: token_id,
+            token,
+        }),
     )
         .into_response())
 }
 
+#[utoipa::path(get, path = "/v1/accounts/{id}/balance", tag = "accounts", params(("id" = String, Path, description = "Account id")), responses((status = 200, description = "Balance now (R7)", body = BalanceView), super::openapi::Errors))]
 pub async fn balance<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -108,12 +124,13 @@ pub async fn balance<S: Store>(
     Ok(Json(st.ledger.balance(&id, st.clock.now()).await?).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuoteBody {
     pub credits: Credits,
 }
 
+#[utoipa::path(post, path = "/v1/accounts/{id}/quote", tag = "spending", request_body(content = QuoteBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id")), responses((status = 200, description = "Whether the campaign is covered; changes nothing", body = QuoteView), super::openapi::Errors))]
 pub async fn quote<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,

@@ -15,6 +15,7 @@ use super::{AppState, ListParams, executed};
 use crate::domain::command::Command;
 use crate::domain::period::Month;
 use crate::domain::statement::{Statement, StatementStatus};
+use crate::domain::view::{Page, StatementView};
 use crate::ledger::Store;
 
 fn month_param(m: &Option<String>) -> Result<Option<Month>, ApiError> {
@@ -24,6 +25,7 @@ fn month_param(m: &Option<String>) -> Result<Option<Month>, ApiError> {
         .map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
+#[utoipa::path(get, path = "/v1/accounts/{id}/statements", tag = "billing", params(("id" = String, Path, description = "Account id"), ListParams), responses((status = 200, description = "Statements, newest first", body = Page<StatementView>), super::openapi::Errors))]
 pub async fn account_statements<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -36,6 +38,7 @@ pub async fn account_statements<S: Store>(
     Ok(Json(st.ledger.statements(Some(&id), month, q.page()?).await?).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/statements", tag = "billing", params(ListParams), responses((status = 200, description = "Every statement of a month", body = Page<StatementView>), super::openapi::Errors))]
 pub async fn month_statements<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -47,13 +50,21 @@ pub async fn month_statements<S: Store>(
     Ok(Json(st.ledger.statements(None, Some(month), q.page()?).await?).into_response())
 }
 
-#[derive(Deserialize)]
+/// What a close did: how many statements it issued, and them.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct CloseView {
+    pub closed: usize,
+    pub statements: Vec<StatementView>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CloseBody {
     #[serde(default)]
     pub month: Option<Month>,
 }
 
+#[utoipa::path(post, path = "/v1/billing/close", tag = "billing", request_body(content = CloseBody, content_type = "application/json"), responses((status = 200, description = "Statements issued", body = CloseView), super::openapi::Errors))]
 pub async fn close<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -61,18 +72,20 @@ pub async fn close<S: Store>(
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
     let report = st.ledger.close_all(body.month, st.clock.now()).await?;
-    Ok(
-        Json(json!({"closed": report.statements.len(), "statements": report.statements}))
-            .into_response(),
-    )
+    Ok(Json(CloseView {
+        closed: report.statements.len(),
+        statements: report.statements,
+    })
+    .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusBody {
     pub status: String,
 }
 
+#[utoipa::path(post, path = "/v1/statements/{sid}/status", tag = "billing", request_body(content = StatusBody, content_type = "application/json"), params(("sid" = String, Path, description = "Statement id"), ("Idempotency-Key" = Option<String>, Header, description = "Optional idempotency key")), responses((status = 200, description = "The statement", body = StatementView), super::openapi::Errors))]
 pub async fn set_status<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -112,6 +125,7 @@ fn test_clock_only<S>(st: &AppState<S>) -> Result<(), ApiError> {
     }
 }
 
+#[utoipa::path(get, path = "/v1/test-clock", tag = "test clock", responses((status = 200, description = "The test clock (only with --test-clock; else 404)", body = ClockBody), super::openapi::Errors))]
 pub async fn get_clock<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -121,12 +135,13 @@ pub async fn get_clock<S: Store>(
     Ok(Json(json!({"now": st.clock.now()})).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClockBody {
     pub now: Timestamp,
 }
 
+#[utoipa::path(put, path = "/v1/test-clock", tag = "test clock", request_body(content = ClockBody, content_type = "application/json"), responses((status = 200, description = "Moved (forward only)", body = ClockBody), super::openapi::Errors))]
 pub async fn set_clock<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,

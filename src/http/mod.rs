@@ -63,10 +63,14 @@ impl<S: Clone> Clone for AppState<S> {
 }
 
 /// `cursor`, `limit` and `month` of list routes.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Items per page, 1-500 (default 50).
     pub limit: Option<i64>,
+    /// Only this month, YYYY-MM (purchases, statements).
     pub month: Option<String>,
 }
 

@@ -1,5 +1,184 @@
-//! The OpenAPI 3.1 document (placeholder until the annotations land).
+//! The OpenAPI 3.1 document, generated from the code by utoipa: each
+//! handler carries its `#[utoipa::path]`, each body and view derives its
+//! schema, and this module gathers them with the error responses every
+//! route may give. Served at `GET /openapi.json`.
 
-pub fn document_json() -> String {
-    serde_json::json!({"openapi": "3.1.0", "info": {"title": "textcredits", "version": "1"}, "paths": {}}).to_string()
+use std::sync::OnceLock;
+
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{RefOr, Required};
+use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
+
+use crate::domain::credits::{Credits, MAX_CREDITS_PER_OPERATION};
+use crate::domain::money::{Currency, Micros};
+use crate::domain::period::Month;
+
+/// `application/problem+json` (RFC 9457), with API.md's `code`.
+#[derive(serde::Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// One of: invalid_request, unauthorized, forbidden, not_found, conflict,
+    /// idempotency_conflict, insufficient_credits, purchase_limit_exceeded,
+    /// purchases_suspended, hold_not_active, unavailable, internal.
+    pub code: String,
+    /// insufficient_credits: credits available now.
+    pub available: Option<i64>,
+    /// insufficient_credits: credits asked for.
+    pub requested: Option<i64>,
+    /// insufficient_credits: what is missing.
+    pub shortfall: Option<i64>,
+    /// purchase_limit_exceeded: the monthly limit.
+    pub limit: Option<i64>,
+    /// purchase_limit_exceeded: credits still purchasable this month.
+    pub remaining: Option<i64>,
+    /// purchases_suspended: the failed statement.
+    pub statement_id: Option<String>,
+}
+
+/// Errors any authenticated route may answer.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum Errors {
+    /// Malformed JSON, bad query string or header, missing Idempotency-Key.
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(Problem),
+    /// Missing or unknown bearer token.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// An account token on an admin-only route.
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
+    /// No such account or object (or not this token's account).
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(Problem),
+    /// Idempotency key reused with another body, object exists, hold not active.
+    #[response(status = 409, content_type = "application/problem+json")]
+    Conflict(Problem),
+    /// Body larger than 64 KiB.
+    #[response(status = 413, content_type = "application/problem+json")]
+    TooLarge(Problem),
+    /// Body not sent as application/json.
+    #[response(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Problem),
+    /// Wrong types, unknown fields, out-of-range values; purchase limit; suspended purchases.
+    #[response(status = 422, content_type = "application/problem+json")]
+    Invalid(Problem),
+    /// The database cannot be reached, or the request timed out: retry.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+}
+
+/// The 402 of spending routes.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum Spending {
+    /// Not enough credits; nothing was consumed (R8).
+    #[response(status = 402, content_type = "application/problem+json")]
+    InsufficientCredits(Problem),
+}
+
+fn string_schema(description: &str, pattern: &str, example: &str) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
+        .pattern(Some(pattern))
+        .examples([example])
+        .into()
+}
+
+impl PartialSchema for Micros {
+    fn schema() -> RefOr<Schema> {
+        string_schema(
+            "Exact decimal amount of money (up to 6 decimals).",
+            r"^-?[0-9]+\.[0-9]{2,6}$",
+            "5.00",
+        )
+    }
+}
+impl ToSchema for Micros {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Money".into()
+    }
+}
+
+impl PartialSchema for Currency {
+    fn schema() -> RefOr<Schema> {
+        string_schema("ISO 4217 currency code.", "^[A-Z]{3}$", "USD")
+    }
+}
+impl ToSchema for Currency {}
+
+impl PartialSchema for Month {
+    fn schema() -> RefOr<Schema> {
+        string_schema(
+            "A calendar month, YYYY-MM.",
+            "^[0-9]{4}-(0[1-9]|1[0-2])$",
+            "2026-11",
+        )
+    }
+}
+impl ToSchema for Month {}
+
+impl PartialSchema for Credits {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Int64,
+            )))
+            .description(Some("Whole credits; one credit is one text to one patron."))
+            .minimum(Some(1))
+            .maximum(Some(MAX_CREDITS_PER_OPERATION))
+            .into()
+    }
+}
+impl ToSchema for Credits {}
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        let bearer = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some("The admin token, or an account token (tck_...)"))
+            .build();
+        components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
+        let _ = Required::True;
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "textcredits", version = "1", description = "SMS text-marketing credits: balances, purchases, spending, statements. See API.md."),
+    paths(
+        super::accounts::create, super::accounts::list, super::accounts::show, super::accounts::update,
+        super::accounts::create_token, super::accounts::balance, super::accounts::quote,
+        super::spending::purchase, super::spending::purchases, super::spending::refund_purchase,
+        super::spending::debit, super::spending::refund_debit, super::spending::hold, super::spending::capture,
+        super::spending::release, super::spending::show_hold, super::spending::grant, super::spending::ledger,
+        super::spending::usage, super::billing::account_statements, super::billing::month_statements,
+        super::billing::close, super::billing::set_status, super::billing::get_clock, super::billing::set_clock,
+        super::ops::healthz, super::ops::metrics, super::ops::openapi,
+    ),
+    components(schemas(Micros, Currency, Month, Credits, Problem)),
+    modifiers(&Security),
+    security(("bearer" = [])),
+)]
+pub struct ApiDoc;
+
+/// The document as JSON, built once.
+pub fn document_json() -> &'static str {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| {
+        ApiDoc::openapi()
+            .to_json()
+            .expect("the OpenAPI document serializes")
+    })
 }

@@ -10,6 +10,7 @@ use super::error::ApiError;
 use crate::ledger::{PageRequest, Store};
 
 /// Healthy when the database answers a read.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The database answers", body = Object), (status = 503, description = "The database cannot be reached", body = super::openapi::Problem, content_type = "application/problem+json")), security(()))]
 pub async fn healthz<S: Store>(State(st): State<AppState<S>>) -> Response {
     match st.ledger.accounts(PageRequest::first(1)).await {
         Ok(_) => (
@@ -21,6 +22,7 @@ pub async fn healthz<S: Store>(State(st): State<AppState<S>>) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")), security(()))]
 pub async fn metrics<S: Store>(State(st): State<AppState<S>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -29,6 +31,7 @@ pub async fn metrics<S: Store>(State(st): State<AppState<S>>) -> Response {
         .into_response()
 }
 
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "This document", body = Object)), security(()))]
 pub async fn openapi() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],

@@ -15,14 +15,19 @@ use super::{AppState, ListParams, executed};
 use crate::domain::command::Command;
 use crate::domain::credits::Credits;
 use crate::domain::period::{Month, Zone};
+use crate::domain::view::{
+    DebitRefundView, DebitView, EntryView, GrantView, HoldView, Page, PurchaseRefundView,
+    PurchaseView, UsageView,
+};
 use crate::ledger::Store;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PurchaseBody {
     pub credits: Credits,
 }
 
+#[utoipa::path(post, path = "/v1/accounts/{id}/purchases", tag = "purchases", request_body(content = PurchaseBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Purchased", body = PurchaseView), super::openapi::Errors))]
 pub async fn purchase<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -47,6 +52,7 @@ pub async fn purchase<S: Store>(
     Ok(executed(&st, done, StatusCode::CREATED))
 }
 
+#[utoipa::path(get, path = "/v1/accounts/{id}/purchases", tag = "purchases", params(("id" = String, Path, description = "Account id"), ListParams), responses((status = 200, description = "Purchase history, newest first", body = Page<PurchaseView>), super::openapi::Errors))]
 pub async fn purchases<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -64,13 +70,14 @@ pub async fn purchases<S: Store>(
     Ok(Json(st.ledger.purchases(&id, month, q.page()?).await?).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefundPurchaseBody {
     #[serde(default)]
     pub credits: Option<Credits>,
 }
 
+#[utoipa::path(post, path = "/v1/accounts/{id}/purchases/{pid}/refund", tag = "purchases", request_body(content = RefundPurchaseBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("pid" = String, Path, description = "Purchase id"), ("Idempotency-Key" = Option<String>, Header, description = "Optional idempotency key")), responses((status = 201, description = "Refunded unused credits", body = PurchaseRefundView), super::openapi::Errors))]
 pub async fn refund_purchase<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -91,7 +98,7 @@ pub async fn refund_purchase<S: Store>(
     Ok(executed(&st, done, StatusCode::CREATED))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DebitBody {
     pub credits: Credits,
@@ -101,6 +108,7 @@ pub struct DebitBody {
     pub description: Option<String>,
 }
 
+#[utoipa::path(post, path = "/v1/accounts/{id}/debits", tag = "spending", request_body(content = DebitBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Debited", body = DebitView), super::openapi::Errors, super::openapi::Spending))]
 pub async fn debit<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -123,12 +131,13 @@ pub async fn debit<S: Store>(
     Ok(executed(&st, done, StatusCode::CREATED))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreditsBody {
     pub credits: Credits,
 }
 
+#[utoipa::path(post, path = "/v1/accounts/{id}/debits/{did}/refund", tag = "spending", request_body(content = CreditsBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("did" = String, Path, description = "Debit id"), ("Idempotency-Key" = Option<String>, Header, description = "Optional idempotency key")), responses((status = 201, description = "Credits of undelivered messages given back", body = DebitRefundView), super::openapi::Errors))]
 pub async fn refund_debit<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -149,7 +158,7 @@ pub async fn refund_debit<S: Store>(
     Ok(executed(&st, done, StatusCode::CREATED))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HoldBody {
     pub credits: Credits,
@@ -159,6 +168,7 @@ pub struct HoldBody {
     pub ttl_seconds: Option<i64>,
 }
 
+#[utoipa::path(post, path = "/v1/accounts/{id}/holds", tag = "spending", request_body(content = HoldBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Held", body = HoldView), super::openapi::Errors, super::openapi::Spending))]
 pub async fn hold<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -181,12 +191,13 @@ pub async fn hold<S: Store>(
     Ok(executed(&st, done, StatusCode::CREATED))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaptureBody {
     pub credits: i64,
 }
 
+#[utoipa::path(post, path = "/v1/accounts/{id}/holds/{hid}/capture", tag = "spending", request_body(content = CaptureBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("hid" = String, Path, description = "Hold id"), ("Idempotency-Key" = Option<String>, Header, description = "Optional idempotency key")), responses((status = 200, description = "Captured; the rest released", body = HoldView), super::openapi::Errors))]
 pub async fn capture<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -207,10 +218,11 @@ pub async fn capture<S: Store>(
     Ok(executed(&st, done, StatusCode::OK))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
 
+#[utoipa::path(post, path = "/v1/accounts/{id}/holds/{hid}/release", tag = "spending", params(("id" = String, Path, description = "Account id"), ("hid" = String, Path, description = "Hold id"), ("Idempotency-Key" = Option<String>, Header, description = "Optional idempotency key")), responses((status = 200, description = "Released", body = HoldView), super::openapi::Errors))]
 pub async fn release<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -227,6 +239,7 @@ pub async fn release<S: Store>(
     Ok(executed(&st, done, StatusCode::OK))
 }
 
+#[utoipa::path(get, path = "/v1/accounts/{id}/holds/{hid}", tag = "spending", params(("id" = String, Path, description = "Account id"), ("hid" = String, Path, description = "Hold id")), responses((status = 200, description = "The hold", body = HoldView), super::openapi::Errors))]
 pub async fn show_hold<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -237,7 +250,7 @@ pub async fn show_hold<S: Store>(
     Ok(Json(st.ledger.hold(&id, &hold_id, st.clock.now()).await?).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrantBody {
     pub credits: Credits,
@@ -246,6 +259,7 @@ pub struct GrantBody {
     pub reason: String,
 }
 
+#[utoipa::path(post, path = "/v1/accounts/{id}/grants", tag = "spending", request_body(content = GrantBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = Option<String>, Header, description = "Optional idempotency key")), responses((status = 201, description = "Granted", body = GrantView), super::openapi::Errors))]
 pub async fn grant<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -267,6 +281,7 @@ pub async fn grant<S: Store>(
     Ok(executed(&st, done, StatusCode::CREATED))
 }
 
+#[utoipa::path(get, path = "/v1/accounts/{id}/ledger", tag = "spending", params(("id" = String, Path, description = "Account id"), ListParams), responses((status = 200, description = "Ledger entries, newest first", body = Page<EntryView>), super::openapi::Errors))]
 pub async fn ledger<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -278,12 +293,16 @@ pub async fn ledger<S: Store>(
     Ok(Json(st.ledger.entries(&id, q.page()?).await?).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsageParams {
+    /// First month, YYYY-MM (default: this month).
     pub from: Option<String>,
+    /// Last month, YYYY-MM (default: this month).
     pub to: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/accounts/{id}/usage", tag = "spending", params(("id" = String, Path, description = "Account id"), UsageParams), responses((status = 200, description = "Usage per month", body = Page<UsageView>), super::openapi::Errors))]
 pub async fn usage<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
