@@ -342,9 +342,7 @@ pub fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("error: invalid arguments");
-            eprintln!("{first}");
+            eprintln!("{}", clap_error_line(&e.render().to_string()));
             return ExitCode::from(2);
         }
     };
@@ -366,6 +364,26 @@ pub fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// clap's message in one line: its first line, plus the list it announces
+/// ("the following required arguments were not provided: --reason <REASON>"),
+/// without the usage and help hints.
+fn clap_error_line(text: &str) -> String {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let mut line = lines
+        .next()
+        .unwrap_or("error: invalid arguments")
+        .trim_end()
+        .to_string();
+    if line.ends_with(':') {
+        let items: Vec<&str> = lines
+            .take_while(|l| l.starts_with(' '))
+            .map(str::trim)
+            .collect();
+        line = format!("{line} {}", items.join(", "));
+    }
+    line
 }
 
 fn one_line(m: &str) -> String {
@@ -452,14 +470,11 @@ fn month(s: &str) -> Result<Month, Failure> {
     Ok(Month::parse(s)?)
 }
 
-fn key(k: &KeyArg) -> Result<IdempotencyKey, Failure> {
+/// The given key, or a generated one (`true`: print it once it worked).
+fn key(k: &KeyArg) -> Result<(IdempotencyKey, bool), Failure> {
     match &k.key {
-        Some(k) => Ok(IdempotencyKey::parse(k)?),
-        None => {
-            let generated = IdempotencyKey::generate();
-            eprintln!("idempotency key: {generated}");
-            Ok(generated)
-        }
+        Some(k) => Ok((IdempotencyKey::parse(k)?, false)),
+        None => Ok((IdempotencyKey::generate(), true)),
     }
 }
 
@@ -477,8 +492,12 @@ async fn mutate<S: Store>(
     out: Out,
 ) -> Result<ExitCode, Failure> {
     let id = account_id(account)?;
-    let key = key(k)?;
-    let done = ledger.execute(&id, command, Some(key), now).await?;
+    let (key, generated) = key(k)?;
+    let done = ledger.execute(&id, command, Some(key.clone()), now).await?;
+    if generated {
+        // After success only: a refusal prints exactly one line.
+        eprintln!("idempotency key: {key}");
+    }
     if done.replayed {
         eprintln!("replayed: this key was already used; nothing changed");
     }

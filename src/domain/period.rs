@@ -136,8 +136,9 @@ impl Zone {
     pub fn parse(name: &str) -> Result<Zone, DomainError> {
         let known = !name.is_empty() && name.len() <= 64;
         match TimeZone::get(name) {
+            // Stored under the database's spelling: `utc` and `UTC` are one zone.
             Ok(tz) if known => Ok(Zone {
-                name: name.to_string(),
+                name: tz.iana_name().unwrap_or(name).to_string(),
                 tz,
             }),
             _ => Err(DomainError::invalid(format!(
@@ -250,5 +251,10 @@ mod tests {
             assert!(Zone::parse(bad).is_err(), "{bad:?}");
         }
         assert!(Zone::parse("Europe/Berlin").is_ok());
+        assert_eq!(
+            Zone::parse("america/new_york").unwrap().name(),
+            "America/New_York"
+        );
+        assert_eq!(Zone::parse("utc").unwrap(), Zone::utc());
     }
 }
