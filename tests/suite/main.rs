@@ -11,3 +11,7 @@ mod props;
 mod rules;
 /// Shared fixtures: databases, the binary, timestamps.
 mod util;
+/// The HTTP API end to end: the real server over loopback.
+mod http;
+/// Bad input through HTTP: every field of every POST, bodies of every size.
+mod http_input;

@@ -124,3 +124,109 @@ pub async fn account<S: textcredits::ledger::Store>(
         .expect("account is created");
     id(account)
 }
+
+/// The admin token the test servers run with.
+pub const ADMIN: &str = "test-admin-token-0123456789";
+
+/// A real `textcredits serve` process on a free loopback port.
+pub struct Server {
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+/// One HTTP answer: status, headers, and the body as JSON (or `Null`).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// A problem+json answer with this status and code.
+    pub fn assert_problem(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(self.header("content-type"), Some("application/problem+json"), "{self:?}");
+        assert_eq!(self.body["code"], code, "{self:?}");
+        assert_eq!(self.body["status"], status, "{self:?}");
+    }
+}
+
+impl Server {
+    /// Starts `serve` on `db` with `--admin-token ADMIN` and `extra` flags,
+    /// and waits until it says where it listens.
+    pub fn start(db: &Db, extra: &[&str]) -> Server {
+        use std::io::BufRead as _;
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--admin-token", ADMIN];
+        args.extend_from_slice(extra);
+        let mut child = db
+            .command(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the server starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let first = lines.next().expect("a first line").expect("readable");
+        let base = first.strip_prefix("textcredits listening on ").expect("the listen line").to_string();
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, base, client: reqwest::Client::new() }
+    }
+
+    /// Sends a request with an optional bearer token, idempotency key and
+    /// JSON body.
+    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, key: Option<&str>, body: Option<Value>) -> Answer {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        Answer::from(req.send().await.expect("the server answers")).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Answer {
+        self.call("GET", path, Some(token), None, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, key: Option<&str>, body: Value) -> Answer {
+        self.call("POST", path, Some(token), key, Some(body)).await
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.child.wait().expect("the server exits")
+    }
+}
+
+impl Answer {
+    pub async fn from(r: reqwest::Response) -> Answer {
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Answer { status, headers, body, text }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
