@@ -15,3 +15,5 @@ mod util;
 mod http;
 /// Bad input through HTTP: every field of every POST, bodies of every size.
 mod http_input;
+/// The OpenAPI contract, checked by schemathesis against the real server.
+mod contract;
