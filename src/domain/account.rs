@@ -68,8 +68,11 @@ impl fmt::Display for AccountId {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AutoRecharge {
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub threshold: i64,
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub credits: i64,
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub monthly_cap: i64,
 }
 
@@ -113,15 +116,25 @@ pub struct Account {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAccount {
+    #[schema(pattern = r"^[A-Za-z0-9_.-]{1,64}$", example = "cafe-1")]
     pub id: String,
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+    )]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "America/Los_Angeles")]
     pub time_zone: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub monthly_free_credits: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[0-9]{1,4}(\.[0-9]{1,6})?$", example = "0.01")]
     pub unit_price: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[A-Z]{3}$", example = "USD")]
     pub currency: Option<String>,
 }
 
@@ -169,12 +182,20 @@ impl NewAccount {
 #[serde(deny_unknown_fields)]
 pub struct AccountPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+    )]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "America/Los_Angeles")]
     pub time_zone: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub monthly_free_credits: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[0-9]{1,4}(\.[0-9]{1,6})?$", example = "0.01")]
     pub unit_price: Option<String>,
     #[serde(
         default,
@@ -183,8 +204,10 @@ pub struct AccountPatch {
     )]
     pub auto_recharge: Option<Option<AutoRecharge>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub low_balance_threshold: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub monthly_purchase_limit: Option<i64>,
 }
 

@@ -81,6 +81,7 @@ pub struct TokenView {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenBody {
+    #[schema(min_length = 1, max_length = 500, pattern = r"^[^\x00-\x1f\x7f]+$")]
     pub label: String,
 }
 

@@ -82,6 +82,7 @@ pub async fn close<S: Store>(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusBody {
+    #[schema(pattern = "^(paid|failed)$", example = "paid")]
     pub status: String,
 }
 

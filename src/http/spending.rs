@@ -103,8 +103,10 @@ pub async fn refund_purchase<S: Store>(
 pub struct DebitBody {
     pub credits: Credits,
     #[serde(default)]
+    #[schema(pattern = r"^[!-~]{1,128}$")]
     pub reference: Option<String>,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 500, pattern = r"^[^\x00-\x1f\x7f]+$")]
     pub description: Option<String>,
 }
 
@@ -163,8 +165,10 @@ pub async fn refund_debit<S: Store>(
 pub struct HoldBody {
     pub credits: Credits,
     #[serde(default)]
+    #[schema(pattern = r"^[!-~]{1,128}$")]
     pub reference: Option<String>,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 2_592_000)]
     pub ttl_seconds: Option<i64>,
 }
 
@@ -194,6 +198,8 @@ pub async fn hold<S: Store>(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaptureBody {
+    /// Credits actually sent: 0 up to the credits held.
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub credits: i64,
 }
 
@@ -256,6 +262,7 @@ pub struct GrantBody {
     pub credits: Credits,
     #[serde(default)]
     pub expires_at: Option<Timestamp>,
+    #[schema(min_length = 1, max_length = 500, pattern = r"^[^\x00-\x1f\x7f]+$")]
     pub reason: String,
 }
 
@@ -297,8 +304,10 @@ pub async fn ledger<S: Store>(
 #[into_params(parameter_in = Query)]
 pub struct UsageParams {
     /// First month, YYYY-MM (default: this month).
+    #[param(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$")]
     pub from: Option<String>,
     /// Last month, YYYY-MM (default: this month).
+    #[param(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$")]
     pub to: Option<String>,
 }
 
