@@ -127,7 +127,8 @@ impl<'de> Deserialize<'de> for Micros {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
         let magnitude = text.strip_prefix('-');
-        Micros::parse_signed(magnitude.unwrap_or(&text), magnitude.is_some()).map_err(serde::de::Error::custom)
+        Micros::parse_signed(magnitude.unwrap_or(&text), magnitude.is_some())
+            .map_err(serde::de::Error::custom)
     }
 }
 
