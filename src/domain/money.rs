@@ -29,6 +29,12 @@ impl Micros {
     /// Parses a non-negative decimal string with at most six decimals:
     /// `"5"`, `"0.01"`, `"12.345678"`.
     pub fn parse(text: &str) -> Result<Micros, DomainError> {
+        Micros::parse_signed(text, false)
+    }
+
+    /// Parses a magnitude, negated when `negative`, so that `i64::MIN` (whose
+    /// magnitude is not an `i64`) parses too.
+    fn parse_signed(text: &str, negative: bool) -> Result<Micros, DomainError> {
         let bad = |why: &str| DomainError::invalid(format!("invalid amount {text:?}: {why}"));
         let (whole, frac) = match text.split_once('.') {
             Some((w, f)) => (w, f),
@@ -47,8 +53,8 @@ impl Micros {
             return Err(bad("at most 6 decimals"));
         }
         let too_large = || bad("too large");
-        let whole: i64 = whole.parse().map_err(|_| too_large())?;
-        let mut frac_micros: i64 = if frac.is_empty() {
+        let whole: i128 = whole.parse().map_err(|_| too_large())?;
+        let mut frac_micros: i128 = if frac.is_empty() {
             0
         } else {
             frac.parse().map_err(|_| too_large())?
@@ -56,11 +62,12 @@ impl Micros {
         for _ in frac.len()..6 {
             frac_micros *= 10;
         }
-        whole
-            .checked_mul(MICROS_PER_UNIT)
+        let magnitude = whole
+            .checked_mul(i128::from(MICROS_PER_UNIT))
             .and_then(|w| w.checked_add(frac_micros))
-            .map(Micros)
-            .ok_or_else(too_large)
+            .ok_or_else(too_large)?;
+        let value = if negative { -magnitude } else { magnitude };
+        i64::try_from(value).map(Micros).map_err(|_| too_large())
     }
 
     /// Parses a unit price: a [`Micros::parse`] amount no higher than
@@ -119,13 +126,9 @@ impl Serialize for Micros {
 impl<'de> Deserialize<'de> for Micros {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        let negative = text.strip_prefix('-');
-        let parsed = Micros::parse(negative.unwrap_or(&text)).map_err(serde::de::Error::custom)?;
-        Ok(if negative.is_some() {
-            Micros(-parsed.0)
-        } else {
-            parsed
-        })
+        let magnitude = text.strip_prefix('-');
+        Micros::parse_signed(magnitude.unwrap_or(&text), magnitude.is_some())
+            .map_err(serde::de::Error::custom)
     }
 }
 
