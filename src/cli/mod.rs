@@ -89,6 +89,9 @@ enum Cmd {
         /// Let the admin move time with PUT /v1/test-clock (for testing month ends).
         #[arg(long)]
         test_clock: bool,
+        /// Seconds between automatic closes of ended months (R5); 0 = never.
+        #[arg(long, default_value_t = 60)]
+        close_interval_seconds: u64,
         /// Log lines as text or JSON (stderr).
         #[arg(long, value_parser = ["text", "json"], default_value = "text")]
         log_format: String,
@@ -403,6 +406,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 listen,
                 admin_token,
                 test_clock,
+                close_interval_seconds,
                 log_format,
             } = cli.command
             {
@@ -416,12 +420,15 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     LogFormat::Text
                 };
                 http::init_logging(format);
+                let close_every = (close_interval_seconds > 0)
+                    .then(|| std::time::Duration::from_secs(close_interval_seconds));
                 let config = ServeConfig {
                     listen,
                     admin_token,
                     test_clock,
                     default_zone: zone,
                     data_dir,
+                    close_every,
                 };
                 http::serve(store, config).await?;
                 return Ok(ExitCode::SUCCESS);

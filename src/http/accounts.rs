@@ -90,9 +90,17 @@ pub async fn create_token<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
     Path(id): Path<String>,
+    key: Key,
     Body(body): Body<TokenBody>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
+    if key.0.is_some() {
+        // The answer holds a secret that is stored only as a hash, so it
+        // could not be replayed: refuse the key rather than ignore it.
+        return Err(ApiError::bad_request(
+            "token creation cannot be replayed (the token is shown once): send it without Idempotency-Key",
+        ));
+    }
     let id = account_id(&id)?;
     text::check_description("label", Some(&body.label))?;
     let (token, secret_sha256) = new_account_token(&id);

@@ -66,6 +66,16 @@ fn parse_account_token(token: &str) -> Option<(AccountId, &str)> {
     Some((AccountId::parse(account).ok()?, secret))
 }
 
+/// The credentials of `Bearer <token>`; the scheme name is
+/// case-insensitive (RFC 9110 §11.1).
+fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
     Admin,
@@ -102,10 +112,7 @@ impl<S: Store> FromRequestParts<AppState<S>> for Caller {
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let token = header
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or_else(ApiError::unauthorized)?;
+        let token = header.and_then(bearer).ok_or_else(ApiError::unauthorized)?;
         if state.auth.is_admin(token) {
             return Ok(Caller::Admin);
         }
@@ -145,6 +152,15 @@ mod tests {
         assert_eq!(sha256_hex(secret.as_bytes()), hash);
         assert!(parse_account_token("tck_").is_none());
         assert!(parse_account_token("Bearer x").is_none());
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer "), None);
+        assert_eq!(bearer("Bearer"), None);
     }
 
     #[test]

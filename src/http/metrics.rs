@@ -31,6 +31,7 @@ pub struct Metrics {
     expired: AtomicU64,
     granted: AtomicU64,
     refunded: AtomicU64,
+    statements: AtomicU64,
 }
 
 impl Metrics {
@@ -58,6 +59,10 @@ impl Metrics {
         self.expired.fetch_add(t.expired, Ordering::Relaxed);
         self.granted.fetch_add(t.granted, Ordering::Relaxed);
         self.refunded.fetch_add(t.refunded, Ordering::Relaxed);
+    }
+
+    pub fn record_statements(&self, n: u64) {
+        self.statements.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn render(&self) -> String {
@@ -131,6 +136,13 @@ impl Metrics {
                 value.load(Ordering::Relaxed)
             );
         }
+        out.push_str("# HELP textcredits_statements_issued_total Statements issued by the automatic close.\n");
+        out.push_str("# TYPE textcredits_statements_issued_total counter\n");
+        let _ = writeln!(
+            out,
+            "textcredits_statements_issued_total {}",
+            self.statements.load(Ordering::Relaxed)
+        );
         out
     }
 }

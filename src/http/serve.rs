@@ -32,6 +32,8 @@ pub struct ServeConfig {
     pub default_zone: Zone,
     /// Where a generated admin token is kept (beside the SQLite file).
     pub data_dir: PathBuf,
+    /// How often the server closes ended months (R5); `None` = never.
+    pub close_every: Option<std::time::Duration>,
 }
 
 /// Request ids: a random prefix per process and a counter, short and unique.
@@ -110,12 +112,15 @@ pub async fn serve<S: Store>(store: S, config: ServeConfig) -> Result<(), Ledger
         clock,
         metrics: Arc::new(Metrics::default()),
     };
+    if let Some(every) = config.close_every {
+        tokio::spawn(close_months_forever(state.clone(), every));
+    }
     let ids = Ids {
         prefix: Arc::new(random_id()[..6].to_string()),
         next: Arc::new(AtomicU64::new(1)),
     };
     let header = HeaderName::from_static("x-request-id");
-    let router = app(state)
+    let router = app(state.clone())
         .layer(PropagateRequestIdLayer::new(header.clone()))
         .layer(
             TraceLayer::new_for_http()
@@ -148,6 +153,29 @@ pub async fn serve<S: Store>(store: S, config: ServeConfig) -> Result<(), Ledger
         .map_err(|e| LedgerError::Internal(format!("server failed: {e}")))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// R5: statements are issued without anyone asking. Every `every`, close
+/// each account's ended months (idempotent, so a slow or repeated pass, or
+/// another replica's, changes nothing). Failures are logged and retried.
+async fn close_months_forever<S: Store>(state: AppState<S>, every: std::time::Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match state.ledger.close_all(None, state.clock.now()).await {
+            Ok(report) if !report.statements.is_empty() => {
+                tracing::info!(statements = report.statements.len(), "closed ended months");
+                state
+                    .metrics
+                    .record_statements(report.statements.len() as u64);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "closing ended months failed; retrying at the next tick")
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -25,15 +25,34 @@ fn schemathesis() -> Option<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_contract_violation() {
     let Some(st) = schemathesis() else {
-        assert!(std::env::var_os("CI").is_none(), "CI must run the contract test: install schemathesis (.ci/run does)");
-        eprintln!("SKIPPED contract test: schemathesis not installed (see tests/suite/contract.rs)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the contract test: install schemathesis (.ci/run does)"
+        );
+        eprintln!(
+            "SKIPPED contract test: schemathesis not installed (see tests/suite/contract.rs)"
+        );
         return;
     };
     let db = Db::new();
     let server = Server::start(&db, &["--test-clock"]);
-    let created = server.post("/v1/accounts", ADMIN, None, json!({"id": "cafe-1", "name": "Cafe One"})).await;
+    let created = server
+        .post(
+            "/v1/accounts",
+            ADMIN,
+            None,
+            json!({"id": "cafe-1", "name": "Cafe One"}),
+        )
+        .await;
     assert_eq!(created.status, 201, "{created:?}");
-    let bought = server.post("/v1/accounts/cafe-1/purchases", ADMIN, Some("seed-1"), json!({"credits": 5000})).await;
+    let bought = server
+        .post(
+            "/v1/accounts/cafe-1/purchases",
+            ADMIN,
+            Some("seed-1"),
+            json!({"credits": 5000}),
+        )
+        .await;
     assert_eq!(bought.status, 201, "{bought:?}");
     let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/contract/schemathesis.toml");
     let base = server.base.clone();
@@ -45,14 +64,21 @@ async fn schemathesis_finds_no_contract_violation() {
             .arg(format!("{base}/openapi.json"))
             .args(["-H", &format!("Authorization: Bearer {ADMIN}")])
             .args(["--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"])
-            .args(["--max-examples", "25", "--workers", "2", "--seed", "20261125", "--no-color"])
+            // One worker: with two, hypothesis once failed the run with an
+            // internal "AST constructor recursion depth mismatch" (its
+            // lambda-source cache), nothing to do with the API.
+            .args(["--max-examples", "25", "--workers", "1", "--seed", "20261125", "--no-color"])
             .output()
             .expect("schemathesis runs")
     })
     .await
     .expect("the run finishes");
     let report = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "schemathesis found problems:\n{report}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "schemathesis found problems:\n{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(report.contains("passed"), "{report}");
     db.assert_audit();
 }
