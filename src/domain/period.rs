@@ -8,7 +8,10 @@
 
 use std::fmt;
 
-use jiff::{Timestamp, civil, tz::TimeZone};
+use std::sync::OnceLock;
+
+use jiff::tz::{TimeZone, TimeZoneDatabase};
+use jiff::{Timestamp, civil};
 use serde::{Deserialize, Serialize};
 
 use super::DomainError;
@@ -133,11 +136,18 @@ pub struct Zone {
 }
 
 impl Zone {
+    /// Looks `name` up in the IANA database bundled into the binary, never
+    /// the host's files: an account's month boundaries must not depend on
+    /// how a server is set up (`localtime` names the host's own zone).
     pub fn parse(name: &str) -> Result<Zone, DomainError> {
-        let known = !name.is_empty() && name.len() <= 64;
-        match TimeZone::get(name) {
+        static BUNDLED: OnceLock<TimeZoneDatabase> = OnceLock::new();
+        let db = BUNDLED.get_or_init(TimeZoneDatabase::bundled);
+        // "Factory" is a placeholder zone of the database, not a place.
+        let plausible =
+            !name.is_empty() && name.len() <= 64 && !name.eq_ignore_ascii_case("factory");
+        match db.get(name) {
             // Stored under the database's spelling: `utc` and `UTC` are one zone.
-            Ok(tz) if known => Ok(Zone {
+            Ok(tz) if plausible => Ok(Zone {
                 name: tz.iana_name().unwrap_or(name).to_string(),
                 tz,
             }),
@@ -247,7 +257,14 @@ mod tests {
 
     #[test]
     fn unknown_zones_are_rejected() {
-        for bad in ["Mars/Olympus", "", "America/New York"] {
+        for bad in [
+            "Mars/Olympus",
+            "",
+            "America/New York",
+            "localtime",
+            "posixrules",
+            "Factory",
+        ] {
             assert!(Zone::parse(bad).is_err(), "{bad:?}");
         }
         assert!(Zone::parse("Europe/Berlin").is_ok());

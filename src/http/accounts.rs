@@ -1,14 +1,14 @@
 //! `/v1/accounts`: create, list, show, configure, tokens, balance, quote.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::auth::{Caller, new_account_token};
 use super::error::ApiError;
-use super::extract::{Body, Key, Q, account_id};
+use super::extract::{Body, Ids, Key, Q, account_id};
 use super::{AppState, ListParams, executed};
 use crate::domain::account::{AccountPatch, NewAccount};
 use crate::domain::command::Command;
@@ -40,14 +40,20 @@ pub async fn list<S: Store>(
     Q(q): Q<ListParams>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
-    Ok(Json(st.ledger.accounts(q.page()?).await?).into_response())
+    Ok(Json(
+        st.ledger
+            .accounts(q.page()?)
+            .await
+            .map_err(super::list_error)?,
+    )
+    .into_response())
 }
 
 #[utoipa::path(get, path = "/v1/accounts/{id}", tag = "accounts", params(("id" = String, Path, description = "Account id")), responses((status = 200, description = "The account with its balance", body = AccountView), super::openapi::Errors))]
 pub async fn show<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
 ) -> Result<Response, ApiError> {
     let id = account_id(&id)?;
     caller.may_access(&id)?;
@@ -58,7 +64,7 @@ pub async fn show<S: Store>(
 pub async fn update<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
     key: Key,
     Body(patch): Body<AccountPatch>,
 ) -> Result<Response, ApiError> {
@@ -89,7 +95,7 @@ pub struct TokenBody {
 pub async fn create_token<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
     key: Key,
     Body(body): Body<TokenBody>,
 ) -> Result<Response, ApiError> {
@@ -126,7 +132,7 @@ pub async fn create_token<S: Store>(
 pub async fn balance<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
 ) -> Result<Response, ApiError> {
     let id = account_id(&id)?;
     caller.may_access(&id)?;
@@ -143,7 +149,7 @@ pub struct QuoteBody {
 pub async fn quote<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
     Body(body): Body<QuoteBody>,
 ) -> Result<Response, ApiError> {
     let id = account_id(&id)?;

@@ -1,7 +1,7 @@
 //! Statements, closing months, payment status, and the test clock.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::extract::{Body, Key, Q, account_id};
+use super::extract::{Body, Ids, Key, Q, account_id};
 use super::{AppState, ListParams, executed};
 use crate::domain::command::Command;
 use crate::domain::period::Month;
@@ -29,13 +29,19 @@ fn month_param(m: &Option<String>) -> Result<Option<Month>, ApiError> {
 pub async fn account_statements<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
     Q(q): Q<ListParams>,
 ) -> Result<Response, ApiError> {
     let id = account_id(&id)?;
     caller.may_access(&id)?;
     let month = month_param(&q.month)?;
-    Ok(Json(st.ledger.statements(Some(&id), month, q.page()?).await?).into_response())
+    Ok(Json(
+        st.ledger
+            .statements(Some(&id), month, q.page()?)
+            .await
+            .map_err(super::list_error)?,
+    )
+    .into_response())
 }
 
 #[utoipa::path(get, path = "/v1/statements", tag = "billing", params(ListParams), responses((status = 200, description = "Every statement of a month", body = Page<StatementView>), super::openapi::Errors))]
@@ -47,7 +53,13 @@ pub async fn month_statements<S: Store>(
     caller.require_admin()?;
     let month =
         month_param(&q.month)?.ok_or_else(|| ApiError::bad_request("month=YYYY-MM is required"))?;
-    Ok(Json(st.ledger.statements(None, Some(month), q.page()?).await?).into_response())
+    Ok(Json(
+        st.ledger
+            .statements(None, Some(month), q.page()?)
+            .await
+            .map_err(super::list_error)?,
+    )
+    .into_response())
 }
 
 /// What a close did: how many statements it issued, and them.
@@ -90,7 +102,7 @@ pub struct StatusBody {
 pub async fn set_status<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
-    Path(statement_id): Path<String>,
+    Ids(statement_id): Ids<String>,
     key: Key,
     Body(body): Body<StatusBody>,
 ) -> Result<Response, ApiError> {

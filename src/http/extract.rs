@@ -2,7 +2,6 @@
 //! (size-limited, `application/json` only, unknown fields refused), query
 //! strings, and the `Idempotency-Key` header.
 
-use axum::body::to_bytes;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
@@ -40,34 +39,87 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             .headers()
             .get(CONTENT_TYPE)
             .map(|v| v.to_str().unwrap_or("invalid").to_string());
-        let bytes = to_bytes(req.into_body(), MAX_BODY_BYTES)
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "invalid_request",
-                    format!("request body larger than {MAX_BODY_BYTES} bytes"),
-                )
-            })?;
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &bytes
-        };
-        if bytes != b"{}" && !content_type.as_deref().is_some_and(is_json) {
+        let bytes = read_limited(req.into_body()).await?;
+        let empty = bytes.iter().all(u8::is_ascii_whitespace);
+        if !empty && !content_type.as_deref().is_some_and(is_json) {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "invalid_request",
                 "send the body as JSON with Content-Type: application/json",
             ));
         }
-        serde_json::from_slice(bytes).map(Body).map_err(|e| {
-            if e.is_data() {
-                ApiError::invalid(format!("invalid body: {e}"))
-            } else {
-                ApiError::bad_request(format!("malformed JSON: {e}"))
-            }
-        })
+        parse_object(if empty { b"{}" } else { &bytes }).map(Body)
+    }
+}
+
+/// Most bytes read (and thrown away) from a body that is too large before
+/// the 413 goes out, so an ordinary client reads the answer instead of a
+/// reset connection. Beyond it the connection is simply closed.
+const MAX_DRAINED_BYTES: usize = 4 * 1024 * 1024;
+
+async fn read_limited(mut body: axum::body::Body) -> Result<Vec<u8>, ApiError> {
+    use http_body_util::BodyExt as _;
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|_| ApiError::bad_request("the request body could not be read"))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len();
+        if seen <= MAX_BODY_BYTES {
+            kept.extend_from_slice(&data);
+        } else if seen > MAX_DRAINED_BYTES {
+            break;
+        }
+    }
+    if seen > MAX_BODY_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            format!("request body larger than {MAX_BODY_BYTES} bytes"),
+        ));
+    }
+    Ok(kept)
+}
+
+/// Every request body of the API is a JSON object without arrays: serde
+/// would fill a struct from an array field by field, in order, which nobody
+/// means (`[500]` is not a purchase of 500 credits).
+fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::invalid("the body must be a JSON object"));
+    }
+    if has_array(&value) {
+        return Err(ApiError::invalid("no field of this API takes an array"));
+    }
+    // From the bytes again, not the value: serde then refuses a field given
+    // twice, which a parsed value has already resolved to the last one.
+    serde_json::from_slice(bytes).map_err(|e| ApiError::invalid(format!("invalid body: {e}")))
+}
+
+fn has_array(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Array(_) => true,
+        serde_json::Value::Object(m) => m.values().any(has_array),
+        _ => false,
+    }
+}
+
+/// Ids in the path. One that cannot even be decoded names nothing: 404.
+pub struct Ids<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Ids<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Ids<T>, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(t)| Ids(t))
+            .map_err(|e| ApiError::not_found(format!("no such resource: {}", e.body_text())))
     }
 }
 

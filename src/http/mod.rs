@@ -77,8 +77,22 @@ pub struct ListParams {
 }
 
 impl ListParams {
+    /// A bad `limit` is a bad query string: 400, as every other bad query
+    /// value (an unusable cursor is found by the store: 422).
     fn page(&self) -> Result<PageRequest, ApiError> {
-        Ok(PageRequest::new(self.cursor.clone(), self.limit)?)
+        PageRequest::new(self.cursor.clone(), self.limit)
+            .map_err(|e| ApiError::bad_request(e.to_string()))
+    }
+}
+
+/// Errors of list reads: anything invalid came from the query string, so
+/// it is a 400 like every other bad query value.
+fn list_error(e: crate::ledger::LedgerError) -> ApiError {
+    match e {
+        crate::ledger::LedgerError::Domain(crate::domain::DomainError::Invalid(why)) => {
+            ApiError::bad_request(why)
+        }
+        other => other.into(),
     }
 }
 

@@ -2,7 +2,7 @@
 //! refunds, the ledger and usage reports.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::extract::{Body, Key, Q, account_id};
+use super::extract::{Body, Ids, Key, Q, account_id};
 use super::{AppState, ListParams, executed};
 use crate::domain::command::Command;
 use crate::domain::credits::Credits;
@@ -31,7 +31,7 @@ pub struct PurchaseBody {
 pub async fn purchase<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
     key: Key,
     Body(body): Body<PurchaseBody>,
 ) -> Result<Response, ApiError> {
@@ -56,7 +56,7 @@ pub async fn purchase<S: Store>(
 pub async fn purchases<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
     Q(q): Q<ListParams>,
 ) -> Result<Response, ApiError> {
     let id = account_id(&id)?;
@@ -67,7 +67,13 @@ pub async fn purchases<S: Store>(
         .map(Month::parse)
         .transpose()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(Json(st.ledger.purchases(&id, month, q.page()?).await?).into_response())
+    Ok(Json(
+        st.ledger
+            .purchases(&id, month, q.page()?)
+            .await
+            .map_err(super::list_error)?,
+    )
+    .into_response())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -81,7 +87,7 @@ pub struct RefundPurchaseBody {
 pub async fn refund_purchase<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
-    Path((id, purchase_id)): Path<(String, String)>,
+    Ids((id, purchase_id)): Ids<(String, String)>,
     key: Key,
     Body(body): Body<RefundPurchaseBody>,
 ) -> Result<Response, ApiError> {
@@ -114,7 +120,7 @@ pub struct DebitBody {
 pub async fn debit<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
     key: Key,
     Body(body): Body<DebitBody>,
 ) -> Result<Response, ApiError> {
@@ -143,7 +149,7 @@ pub struct CreditsBody {
 pub async fn refund_debit<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
-    Path((id, debit_id)): Path<(String, String)>,
+    Ids((id, debit_id)): Ids<(String, String)>,
     key: Key,
     Body(body): Body<CreditsBody>,
 ) -> Result<Response, ApiError> {
@@ -176,7 +182,7 @@ pub struct HoldBody {
 pub async fn hold<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
     key: Key,
     Body(body): Body<HoldBody>,
 ) -> Result<Response, ApiError> {
@@ -207,7 +213,7 @@ pub struct CaptureBody {
 pub async fn capture<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
-    Path((id, hold_id)): Path<(String, String)>,
+    Ids((id, hold_id)): Ids<(String, String)>,
     key: Key,
     Body(body): Body<CaptureBody>,
 ) -> Result<Response, ApiError> {
@@ -232,7 +238,7 @@ pub struct Empty {}
 pub async fn release<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
-    Path((id, hold_id)): Path<(String, String)>,
+    Ids((id, hold_id)): Ids<(String, String)>,
     key: Key,
     Body(Empty {}): Body<Empty>,
 ) -> Result<Response, ApiError> {
@@ -249,7 +255,7 @@ pub async fn release<S: Store>(
 pub async fn show_hold<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
-    Path((id, hold_id)): Path<(String, String)>,
+    Ids((id, hold_id)): Ids<(String, String)>,
 ) -> Result<Response, ApiError> {
     let id = account_id(&id)?;
     caller.may_access(&id)?;
@@ -270,7 +276,7 @@ pub struct GrantBody {
 pub async fn grant<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
     key: Key,
     Body(body): Body<GrantBody>,
 ) -> Result<Response, ApiError> {
@@ -292,12 +298,18 @@ pub async fn grant<S: Store>(
 pub async fn ledger<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
     Q(q): Q<ListParams>,
 ) -> Result<Response, ApiError> {
     let id = account_id(&id)?;
     caller.may_access(&id)?;
-    Ok(Json(st.ledger.entries(&id, q.page()?).await?).into_response())
+    Ok(Json(
+        st.ledger
+            .entries(&id, q.page()?)
+            .await
+            .map_err(super::list_error)?,
+    )
+    .into_response())
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -315,7 +327,7 @@ pub struct UsageParams {
 pub async fn usage<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
     Q(q): Q<UsageParams>,
 ) -> Result<Response, ApiError> {
     let id = account_id(&id)?;

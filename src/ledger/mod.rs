@@ -234,6 +234,15 @@ impl<S: Store> Ledger<S> {
         through: Option<Month>,
         now: Timestamp,
     ) -> Result<CloseReport, LedgerError> {
+        if let Some(month) = through {
+            // The first month end anywhere is on the easternmost zone (UTC+14).
+            let first_end = month.end(&Zone::utc()) - jiff::SignedDuration::from_hours(14);
+            if now < first_end {
+                return Err(LedgerError::invalid(format!(
+                    "month {month} has not ended yet in any time zone"
+                )));
+            }
+        }
         let mut report = CloseReport::default();
         for account in self.store.accounts_to_bill().await? {
             let command = Command::CloseMonths { through };

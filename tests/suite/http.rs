@@ -1777,14 +1777,12 @@ async fn lists_page_newest_first_with_a_cursor() {
         "the pages together are the whole list, in order"
     );
 
-    for bad in ["limit=0", "limit=501", "cursor=garbage"] {
+    // Every bad query value is a 400.
+    for bad in ["limit=0", "limit=501", "cursor=garbage", "limit=abc"] {
         s.get(&format!("/v1/accounts/cafe/ledger?{bad}"), ADMIN)
             .await
-            .assert_problem(422, "invalid_request");
+            .assert_problem(400, "invalid_request");
     }
-    s.get("/v1/accounts/cafe/ledger?limit=abc", ADMIN)
-        .await
-        .assert_problem(400, "invalid_request");
     let accounts = expect(s.get("/v1/accounts?limit=1", ADMIN).await, 200, "accounts");
     assert_eq!(
         accounts["data"].as_array().map(Vec::len),

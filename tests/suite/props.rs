@@ -67,6 +67,15 @@ fn credits(n: i64) -> Credits {
 // does not share the code it checks.
 
 /// The 1st of the local month `t` falls in.
+/// A zone from the IANA database bundled into the binary, the one the code
+/// uses (the host's may be older: Debian's 2025b still has Cuba leave DST
+/// in November 2026).
+fn bundled_zone(name: &str) -> TimeZone {
+    jiff::tz::TimeZoneDatabase::bundled()
+        .get(name)
+        .expect("known zone")
+}
+
 fn month_of(t: Timestamp, tz: &TimeZone) -> civil::Date {
     t.to_zoned(tz.clone()).date().first_of_month()
 }
@@ -218,7 +227,7 @@ impl Model {
     fn new(id: AccountId, zone: &str, allowance: i64, now: Timestamp) -> Model {
         Model {
             id,
-            tz: TimeZone::get(zone).expect("known zone"),
+            tz: bundled_zone(zone),
             allowance,
             created_at: now,
             free_month: None,
@@ -1396,7 +1405,7 @@ fn months_start_at_their_first_local_instant_in_every_month() {
     let (mut gaps, mut folds) = (Vec::new(), Vec::new());
     for name in ZONES {
         let zone = Zone::parse(name).expect("known zone");
-        let tz = TimeZone::get(name).expect("known zone");
+        let tz = bundled_zone(name);
         for year in 1971..=2100 {
             for month in 1..=12 {
                 let m = Month::new(year, month).expect("in range");
@@ -1419,13 +1428,13 @@ fn months_start_at_their_first_local_instant_in_every_month() {
         }
     }
     // The zone list must keep both kinds of month start covered (Asuncion
-    // 2023-10 starts at 01:00, Havana 2026-11 has two midnights).
+    // 2023-10 starts at 01:00, Havana 2020-11 had two midnights).
     assert!(
         gaps.contains(&"America/Asuncion 2023-10".to_string()),
         "{gaps:?}"
     );
     assert!(
-        folds.contains(&"America/Havana 2026-11".to_string()),
+        folds.contains(&"America/Havana 2020-11".to_string()),
         "{folds:?}"
     );
 }

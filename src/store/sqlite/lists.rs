@@ -184,7 +184,10 @@ pub fn statements(
             all(conn, &sql, params, rows::statement).map_err(sql_error)?
         }
         (None, Some(month)) => {
-            let after = req.cursor.clone().unwrap_or_default();
+            let after = match &req.cursor {
+                Some(c) => AccountId::parse(c).map_err(|_| bad_cursor())?.to_string(),
+                None => String::new(),
+            };
             let sql = format!(
                 "SELECT {} FROM statements WHERE month = ?1 AND account_id > ?2 ORDER BY account_id LIMIT ?3",
                 rows::STATEMENT_COLS
