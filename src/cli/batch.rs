@@ -23,9 +23,7 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 fn parse_line(line: &str) -> Result<(AccountId, Option<IdempotencyKey>, Command), LedgerError> {
     let mut v: Value =
         serde_json::from_str(line).map_err(|e| LedgerError::invalid(format!("not JSON: {e}")))?;
-    let obj = v
-        .as_object_mut()
-        .ok_or_else(|| LedgerError::invalid("each line must be a JSON object"))?;
+    let obj = v.as_object_mut().ok_or_else(|| LedgerError::invalid("each line must be a JSON object"))?;
     let account = match obj.remove("account") {
         Some(Value::String(s)) => AccountId::parse(&s)?,
         _ => return Err(LedgerError::invalid("missing \"account\" (a string)")),
@@ -35,35 +33,28 @@ fn parse_line(line: &str) -> Result<(AccountId, Option<IdempotencyKey>, Command)
         None | Some(Value::Null) => None,
         Some(_) => return Err(LedgerError::invalid("\"key\" must be a string")),
     };
-    let command = serde_json::from_value(v)
-        .map_err(|e| LedgerError::invalid(format!("bad operation: {e}")))?;
+    let command =
+        serde_json::from_value(v).map_err(|e| LedgerError::invalid(format!("bad operation: {e}")))?;
     Ok((account, key, command))
 }
 
-pub async fn run<S: Store>(
-    ledger: &Ledger<S>,
-    file: &str,
-    now: Timestamp,
-) -> Result<ExitCode, Failure> {
+pub async fn run<S: Store>(ledger: &Ledger<S>, file: &str, now: Timestamp) -> Result<ExitCode, Failure> {
     let reader: Box<dyn BufRead> = if file == "-" {
         Box::new(BufReader::new(std::io::stdin()))
     } else {
-        let f = std::fs::File::open(file)
-            .map_err(|e| Failure::Refused(format!("cannot read {file}: {e}")))?;
+        let f =
+            std::fs::File::open(file).map_err(|e| Failure::Refused(format!("cannot read {file}: {e}")))?;
         Box::new(BufReader::new(f))
     };
     let mut refused = 0u64;
     let mut stdout = std::io::stdout().lock();
     for (n, line) in reader.lines().enumerate() {
-        let line =
-            line.map_err(|e| Failure::Refused(format!("cannot read line {}: {e}", n + 1)))?;
+        let line = line.map_err(|e| Failure::Refused(format!("cannot read line {}: {e}", n + 1)))?;
         if line.trim().is_empty() {
             continue;
         }
         let result = if line.len() > MAX_LINE_BYTES {
-            Err(LedgerError::invalid(format!(
-                "line longer than {MAX_LINE_BYTES} bytes"
-            )))
+            Err(LedgerError::invalid(format!("line longer than {MAX_LINE_BYTES} bytes")))
         } else {
             match parse_line(&line) {
                 Ok((account, key, command)) => ledger.execute(&account, command, key, now).await,
@@ -85,9 +76,5 @@ pub async fn run<S: Store>(
         let _ = writeln!(stdout, "{answer}");
         let _ = stdout.flush();
     }
-    Ok(if refused == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(2)
-    })
+    Ok(if refused == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }

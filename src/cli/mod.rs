@@ -35,12 +35,7 @@ use crate::store::sqlite::SqliteStore;
 )]
 struct Cli {
     /// Where the data lives: sqlite:PATH or postgres://...
-    #[arg(
-        long,
-        global = true,
-        env = "TEXTCREDITS_DATABASE",
-        default_value = "sqlite:textcredits.db"
-    )]
+    #[arg(long, global = true, env = "TEXTCREDITS_DATABASE", default_value = "sqlite:textcredits.db")]
     database: String,
     /// Print answers as JSON (the shapes of the HTTP API).
     #[arg(long, global = true)]
@@ -49,12 +44,7 @@ struct Cli {
     #[arg(long, global = true, value_name = "RFC3339")]
     now: Option<String>,
     /// Time zone of new accounts that name none.
-    #[arg(
-        long,
-        global = true,
-        env = "TEXTCREDITS_DEFAULT_TIME_ZONE",
-        default_value = "UTC"
-    )]
+    #[arg(long, global = true, env = "TEXTCREDITS_DEFAULT_TIME_ZONE", default_value = "UTC")]
     default_time_zone: String,
     #[command(subcommand)]
     command: Cmd,
@@ -291,10 +281,7 @@ enum BillingCmd {
         month: Option<String>,
     },
     /// Record a statement as paid or failed.
-    Status {
-        statement_id: String,
-        status: String,
-    },
+    Status { statement_id: String, status: String },
 }
 
 /// A CLI failure: the exit code says whose fault it is.
@@ -308,9 +295,7 @@ enum Failure {
 impl From<LedgerError> for Failure {
     fn from(e: LedgerError) -> Failure {
         match e {
-            LedgerError::Unavailable(_) | LedgerError::Internal(_) => {
-                Failure::Broken(e.to_string())
-            }
+            LedgerError::Unavailable(_) | LedgerError::Internal(_) => Failure::Broken(e.to_string()),
             _ => Failure::Refused(e.to_string()),
         }
     }
@@ -349,9 +334,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
     let result = match runtime {
         Ok(rt) => rt.block_on(run(cli)),
         Err(e) => Err(Failure::Broken(format!("cannot start the runtime: {e}"))),
@@ -374,16 +357,9 @@ pub fn main() -> ExitCode {
 /// without the usage and help hints.
 fn clap_error_line(text: &str) -> String {
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let mut line = lines
-        .next()
-        .unwrap_or("error: invalid arguments")
-        .trim_end()
-        .to_string();
+    let mut line = lines.next().unwrap_or("error: invalid arguments").trim_end().to_string();
     if line.ends_with(':') {
-        let items: Vec<&str> = lines
-            .take_while(|l| l.starts_with(' '))
-            .map(str::trim)
-            .collect();
+        let items: Vec<&str> = lines.take_while(|l| l.starts_with(' ')).map(str::trim).collect();
         line = format!("{line} {}", items.join(", "));
     }
     line
@@ -402,23 +378,14 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match DatabaseUrl::parse(&cli.database)? {
         DatabaseUrl::Sqlite(path) => {
             let store = SqliteStore::open(&path)?;
-            if let Cmd::Serve {
-                listen,
-                admin_token,
-                test_clock,
-                close_interval_seconds,
-                log_format,
-            } = cli.command
+            if let Cmd::Serve { listen, admin_token, test_clock, close_interval_seconds, log_format } =
+                cli.command
             {
                 let data_dir = match path.parent() {
                     Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
                     _ => std::path::PathBuf::from("."),
                 };
-                let format = if log_format == "json" {
-                    LogFormat::Json
-                } else {
-                    LogFormat::Text
-                };
+                let format = if log_format == "json" { LogFormat::Json } else { LogFormat::Text };
                 http::init_logging(format);
                 let close_every = (close_interval_seconds > 0)
                     .then(|| std::time::Duration::from_secs(close_interval_seconds));
@@ -449,11 +416,7 @@ struct Out {
 
 impl Out {
     fn print<T: serde::Serialize>(self, value: &T, human: impl FnOnce(&T) -> String) {
-        let text = if self.json {
-            output::json(value)
-        } else {
-            human(value)
-        };
+        let text = if self.json { output::json(value) } else { human(value) };
         let mut stdout = std::io::stdout().lock();
         let _ = stdout.write_all(text.as_bytes());
         let _ = stdout.flush();
@@ -521,154 +484,52 @@ async fn dispatch<S: Store>(
     let l = &ledger;
     match cmd {
         Cmd::Account(a) => return account_cmd(l, a, now, out).await,
-        Cmd::Purchase {
-            account,
-            credits: c,
-            key,
-        } => {
-            return mutate(
-                l,
-                &account,
-                Command::Purchase {
-                    credits: credits(&c)?,
-                },
-                &key,
-                now,
-                out,
-            )
-            .await;
+        Cmd::Purchase { account, credits: c, key } => {
+            return mutate(l, &account, Command::Purchase { credits: credits(&c)? }, &key, now, out).await;
         }
-        Cmd::Debit {
-            account,
-            credits: c,
-            reference,
-            description,
-            key,
-        } => {
-            let command = Command::Debit {
-                credits: credits(&c)?,
-                reference,
-                description,
-            };
+        Cmd::Debit { account, credits: c, reference, description, key } => {
+            let command = Command::Debit { credits: credits(&c)?, reference, description };
             return mutate(l, &account, command, &key, now, out).await;
         }
-        Cmd::Hold {
-            account,
-            credits: c,
-            reference,
-            ttl,
-            key,
-        } => {
-            let command = Command::Hold {
-                credits: credits(&c)?,
-                reference,
-                ttl_seconds: ttl,
-            };
+        Cmd::Hold { account, credits: c, reference, ttl, key } => {
+            let command = Command::Hold { credits: credits(&c)?, reference, ttl_seconds: ttl };
             return mutate(l, &account, command, &key, now, out).await;
         }
-        Cmd::Capture {
-            account,
-            hold_id,
-            credits: c,
-            key,
-        } => {
-            let n: i64 = c.parse().map_err(|_| {
-                Failure::Refused(format!("credits must be a whole number, got {c:?}"))
-            })?;
-            return mutate(
-                l,
-                &account,
-                Command::Capture {
-                    hold_id,
-                    credits: n,
-                },
-                &key,
-                now,
-                out,
-            )
-            .await;
+        Cmd::Capture { account, hold_id, credits: c, key } => {
+            let n: i64 = c
+                .parse()
+                .map_err(|_| Failure::Refused(format!("credits must be a whole number, got {c:?}")))?;
+            return mutate(l, &account, Command::Capture { hold_id, credits: n }, &key, now, out).await;
         }
-        Cmd::Release {
-            account,
-            hold_id,
-            key,
-        } => {
+        Cmd::Release { account, hold_id, key } => {
             return mutate(l, &account, Command::Release { hold_id }, &key, now, out).await;
         }
-        Cmd::Refund(RefundCmd::Debit {
-            account,
-            debit_id,
-            credits: c,
-            key,
-        }) => {
-            let command = Command::RefundDebit {
-                debit_id,
-                credits: credits(&c)?,
-            };
+        Cmd::Refund(RefundCmd::Debit { account, debit_id, credits: c, key }) => {
+            let command = Command::RefundDebit { debit_id, credits: credits(&c)? };
             return mutate(l, &account, command, &key, now, out).await;
         }
-        Cmd::Refund(RefundCmd::Purchase {
-            account,
-            purchase_id,
-            credits: c,
-            key,
-        }) => {
+        Cmd::Refund(RefundCmd::Purchase { account, purchase_id, credits: c, key }) => {
             let credits = c.as_deref().map(credits).transpose()?;
-            return mutate(
-                l,
-                &account,
-                Command::RefundPurchase {
-                    purchase_id,
-                    credits,
-                },
-                &key,
-                now,
-                out,
-            )
-            .await;
+            return mutate(l, &account, Command::RefundPurchase { purchase_id, credits }, &key, now, out)
+                .await;
         }
-        Cmd::Grant {
-            account,
-            credits: c,
-            reason,
-            expires_at,
-            key,
-        } => {
-            let expires_at = expires_at
-                .map(|t| parse_time("--expires-at", &t))
-                .transpose()?;
-            let command = Command::Grant {
-                credits: credits(&c)?,
-                expires_at,
-                reason,
-            };
+        Cmd::Grant { account, credits: c, reason, expires_at, key } => {
+            let expires_at = expires_at.map(|t| parse_time("--expires-at", &t)).transpose()?;
+            let command = Command::Grant { credits: credits(&c)?, expires_at, reason };
             return mutate(l, &account, command, &key, now, out).await;
         }
-        Cmd::Quote {
-            account,
-            credits: c,
-        } => {
+        Cmd::Quote { account, credits: c } => {
             let (id, c) = (account_id(&account)?, credits(&c)?);
             out.print(&l.quote(&id, c, now).await?, output::quote);
         }
-        Cmd::ShowHold { account, hold_id } => out.print(
-            &l.hold(&account_id(&account)?, &hold_id, now).await?,
-            output::hold,
-        ),
-        Cmd::Balance { account } => out.print(
-            &l.balance(&account_id(&account)?, now).await?,
-            output::balance,
-        ),
-        Cmd::Purchases {
-            account,
-            month: m,
-            page: p,
-        } => {
-            let (id, m, p) = (
-                account_id(&account)?,
-                m.as_deref().map(month).transpose()?,
-                page(&p)?,
-            );
+        Cmd::ShowHold { account, hold_id } => {
+            out.print(&l.hold(&account_id(&account)?, &hold_id, now).await?, output::hold)
+        }
+        Cmd::Balance { account } => {
+            out.print(&l.balance(&account_id(&account)?, now).await?, output::balance)
+        }
+        Cmd::Purchases { account, month: m, page: p } => {
+            let (id, m, p) = (account_id(&account)?, m.as_deref().map(month).transpose()?, page(&p)?);
             out.print(&l.purchases(&id, m, p).await?, output::purchase_list);
         }
         Cmd::Ledger { account, page: p } => {
@@ -680,45 +541,27 @@ async fn dispatch<S: Store>(
             let zone = l.account(&id, now).await?.time_zone;
             let current = Month::of(now, &Zone::parse(&zone)?);
             let from = from.as_deref().map(month).transpose()?.unwrap_or(current);
-            let to = to
-                .as_deref()
-                .map(month)
-                .transpose()?
-                .unwrap_or(current.max(from));
+            let to = to.as_deref().map(month).transpose()?.unwrap_or(current.max(from));
             out.print(&l.usage(&id, from, to, now).await?, |u| output::usage(u));
         }
         Cmd::Billing(BillingCmd::Close { month: m }) => {
             let through = m.as_deref().map(month).transpose()?;
             let report = l.close_all(through, now).await?;
-            out.print(&report.statements, |s| {
-                output::outcome(&Outcome::Closed(s.clone()))
-            });
+            out.print(&report.statements, |s| output::outcome(&Outcome::Closed(s.clone())));
         }
-        Cmd::Billing(BillingCmd::Status {
-            statement_id,
-            status,
-        }) => {
+        Cmd::Billing(BillingCmd::Status { statement_id, status }) => {
             let status = match StatementStatus::parse(&status) {
                 Some(s @ (StatementStatus::Paid | StatementStatus::Failed)) => s,
                 _ => {
-                    return Err(Failure::Refused(format!(
-                        "status must be paid or failed, got {status:?}"
-                    )));
+                    return Err(Failure::Refused(format!("status must be paid or failed, got {status:?}")));
                 }
             };
             let (account, _) = crate::domain::statement::Statement::parse_id(&statement_id)?;
-            let command = Command::SetStatementStatus {
-                statement_id,
-                status,
-            };
+            let command = Command::SetStatementStatus { statement_id, status };
             let done = l.execute(&account, command, None, now).await?;
             out.print_outcome(&done.outcome);
         }
-        Cmd::Statements {
-            account,
-            month: m,
-            page: p,
-        } => {
+        Cmd::Statements { account, month: m, page: p } => {
             let id = account.as_deref().map(account_id).transpose()?;
             let (m, p) = (m.as_deref().map(month).transpose()?, page(&p)?);
             if id.is_none() && m.is_none() {
@@ -726,10 +569,7 @@ async fn dispatch<S: Store>(
                     "give an account, or --month for every account's statements".into(),
                 ));
             }
-            out.print(
-                &l.statements(id.as_ref(), m, p).await?,
-                output::statement_page,
-            );
+            out.print(&l.statements(id.as_ref(), m, p).await?, output::statement_page);
         }
         Cmd::Audit => {
             let report = l.audit().await?;
@@ -751,37 +591,16 @@ async fn account_cmd<S: Store>(
     out: Out,
 ) -> Result<ExitCode, Failure> {
     match cmd {
-        AccountCmd::Create {
-            id,
-            name,
-            time_zone,
-            monthly_free_credits,
-            unit_price,
-            currency,
-        } => {
-            let new = NewAccount {
-                id,
-                name,
-                time_zone,
-                monthly_free_credits,
-                unit_price,
-                currency,
-            };
+        AccountCmd::Create { id, name, time_zone, monthly_free_credits, unit_price, currency } => {
+            let new = NewAccount { id, name, time_zone, monthly_free_credits, unit_price, currency };
             let (view, created) = l.create_account(new, now).await?;
             if !created {
-                eprintln!(
-                    "account {} already exists with these settings; nothing changed",
-                    view.id
-                );
+                eprintln!("account {} already exists with these settings; nothing changed", view.id);
             }
             out.print(&view, output::account);
         }
-        AccountCmd::Show { id } => {
-            out.print(&l.account(&account_id(&id)?, now).await?, output::account)
-        }
-        AccountCmd::List { page: p } => {
-            out.print(&l.accounts(page(&p)?).await?, output::account_list)
-        }
+        AccountCmd::Show { id } => out.print(&l.account(&account_id(&id)?, now).await?, output::account),
+        AccountCmd::List { page: p } => out.print(&l.accounts(page(&p)?).await?, output::account_list),
         AccountCmd::Set {
             id,
             name,
@@ -815,21 +634,11 @@ async fn account_cmd<S: Store>(
 }
 
 fn parse_auto_recharge(spec: &str) -> Result<AutoRecharge, Failure> {
-    let bad = || {
-        Failure::Refused(format!(
-            "--auto-recharge must be THRESHOLD:CREDITS:MONTHLY_CAP, got {spec:?}"
-        ))
-    };
-    let parts: Vec<i64> = spec
-        .split(':')
-        .map(|p| p.parse().map_err(|_| bad()))
-        .collect::<Result<_, _>>()?;
+    let bad =
+        || Failure::Refused(format!("--auto-recharge must be THRESHOLD:CREDITS:MONTHLY_CAP, got {spec:?}"));
+    let parts: Vec<i64> = spec.split(':').map(|p| p.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
     let [threshold, credits, monthly_cap] = parts[..] else {
         return Err(bad());
     };
-    Ok(AutoRecharge {
-        threshold,
-        credits,
-        monthly_cap,
-    })
+    Ok(AutoRecharge { threshold, credits, monthly_cap })
 }

@@ -7,8 +7,7 @@ use super::table::{Table, fields};
 use crate::domain::command::Outcome;
 use crate::domain::money::{Currency, Micros};
 use crate::domain::view::{
-    AccountView, BalanceView, EntryView, HoldView, Page, PurchaseView, QuoteView, StatementView,
-    UsageView,
+    AccountView, BalanceView, EntryView, HoldView, Page, PurchaseView, QuoteView, StatementView, UsageView,
 };
 use crate::ledger::AuditReport;
 
@@ -58,10 +57,7 @@ pub fn outcome(o: &Outcome) -> String {
         Outcome::Grant(g) => fields(&[
             ("grant", g.id.clone()),
             ("credits", g.credits.to_string()),
-            (
-                "expires",
-                g.expires_at.map_or("never".to_string(), |t| t.to_string()),
-            ),
+            ("expires", g.expires_at.map_or("never".to_string(), |t| t.to_string())),
             ("reason", g.reason.clone()),
             ("available", g.balance_after.to_string()),
         ]),
@@ -89,17 +85,12 @@ pub fn account(a: &AccountView) -> String {
         (
             "auto-recharge",
             a.auto_recharge.as_ref().map_or("off".to_string(), |r| {
-                format!(
-                    "buy {} below {} (cap {}/month)",
-                    r.credits, r.threshold, r.monthly_cap
-                )
+                format!("buy {} below {} (cap {}/month)", r.credits, r.threshold, r.monthly_cap)
             }),
         ),
         (
             "purchases",
-            a.purchases_suspended_by
-                .as_ref()
-                .map_or("allowed".into(), |s| format!("suspended by {s}")),
+            a.purchases_suspended_by.as_ref().map_or("allowed".into(), |s| format!("suspended by {s}")),
         ),
         ("created", a.created_at.to_string()),
     ]);
@@ -111,14 +102,7 @@ pub fn account(a: &AccountView) -> String {
 }
 
 pub fn account_list(page: &Page<AccountView>) -> String {
-    let mut t = Table::new(&[
-        "account",
-        "name",
-        "time zone",
-        ">free/month",
-        ">unit price",
-        "created",
-    ]);
+    let mut t = Table::new(&["account", "name", "time zone", ">free/month", ">unit price", "created"]);
     for a in &page.data {
         t.row(vec![
             a.id.clone(),
@@ -152,15 +136,7 @@ pub fn balance(b: &BalanceView) -> String {
         ("grants remaining", b.grants.remaining.to_string()),
         ("held", b.held.to_string()),
         ("available", b.available.to_string()),
-        (
-            "unbilled",
-            format!(
-                "{} credits, {} on {}",
-                u.credits,
-                money(&u.currency, u.amount),
-                u.bills_on
-            ),
-        ),
+        ("unbilled", format!("{} credits, {} on {}", u.credits, money(&u.currency, u.amount), u.bills_on)),
     ])
 }
 
@@ -306,15 +282,7 @@ pub fn statement(s: &StatementView) -> String {
 }
 
 pub fn statement_list(statements: &[StatementView]) -> String {
-    let mut t = Table::new(&[
-        "statement",
-        "account",
-        "month",
-        "issued on",
-        ">lines",
-        ">total",
-        "status",
-    ]);
+    let mut t = Table::new(&["statement", "account", "month", "issued on", ">lines", ">total", "status"]);
     for s in statements {
         t.row(vec![
             s.id.clone(),
@@ -347,10 +315,6 @@ pub fn audit(r: &AuditReport) -> String {
     for m in &r.mismatches {
         out.push_str(&format!("mismatch: {m}\n"));
     }
-    out.push_str(if r.ok() {
-        "audit passed\n"
-    } else {
-        "audit FAILED\n"
-    });
+    out.push_str(if r.ok() { "audit passed\n" } else { "audit FAILED\n" });
     out
 }

@@ -73,9 +73,6 @@ mod tests {
         let mut t = Table::new(&["id", ">credits"]);
         t.row(vec!["a".into(), "5".into()]);
         t.row(vec!["long-id".into(), "1000".into()]);
-        assert_eq!(
-            t.render(),
-            "ID       CREDITS\na              5\nlong-id     1000\n"
-        );
+        assert_eq!(t.render(), "ID       CREDITS\na              5\nlong-id     1000\n");
     }
 }

@@ -27,9 +27,7 @@ impl AccountId {
     pub fn parse(text: &str) -> Result<AccountId, DomainError> {
         let ok = !text.is_empty()
             && text.len() <= MAX_ACCOUNT_ID_LEN
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
+            && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
         if ok {
             Ok(AccountId(text.to_string()))
         } else {
@@ -146,9 +144,7 @@ impl NewAccount {
             Some(name) => Zone::parse(name)?,
             None => default_zone.clone(),
         };
-        let monthly_free_credits = self
-            .monthly_free_credits
-            .unwrap_or(DEFAULT_MONTHLY_FREE_CREDITS);
+        let monthly_free_credits = self.monthly_free_credits.unwrap_or(DEFAULT_MONTHLY_FREE_CREDITS);
         check_quantity("monthly_free_credits", monthly_free_credits)?;
         let unit_price = match &self.unit_price {
             Some(text) => Micros::parse_unit_price(text)?,
@@ -197,11 +193,7 @@ pub struct AccountPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = r"^[0-9]{1,4}(\.[0-9]{1,6})?$", example = "0.01")]
     pub unit_price: Option<String>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "double_option"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "double_option")]
     pub auto_recharge: Option<Option<AutoRecharge>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0, maximum = 1_000_000_000)]
@@ -275,10 +267,7 @@ fn check_quantity(field: &str, n: i64) -> Result<(), DomainError> {
 mod double_option {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub fn serialize<T: Serialize, S: Serializer>(
-        v: &Option<Option<T>>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub fn serialize<T: Serialize, S: Serializer>(v: &Option<Option<T>>, s: S) -> Result<S::Ok, S::Error> {
         match v {
             Some(inner) => inner.serialize(s),
             None => s.serialize_none(),
@@ -309,13 +298,9 @@ mod tests {
     #[test]
     fn new_account_defaults() {
         let now: Timestamp = "2026-11-01T00:00:00Z".parse().unwrap();
-        let a = NewAccount {
-            id: "cafe-1".into(),
-            name: "Cafe".into(),
-            ..Default::default()
-        }
-        .build(&Zone::utc(), now)
-        .unwrap();
+        let a = NewAccount { id: "cafe-1".into(), name: "Cafe".into(), ..Default::default() }
+            .build(&Zone::utc(), now)
+            .unwrap();
         assert_eq!(a.monthly_free_credits, 1_000);
         assert_eq!(a.unit_price, Micros(10_000));
         assert_eq!(a.currency.as_str(), "USD");

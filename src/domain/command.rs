@@ -116,9 +116,7 @@ impl Command {
             Command::Capture { hold_id, .. } | Command::Release { hold_id } => {
                 text::check_object_id("hold", "hold_", hold_id)
             }
-            Command::RefundDebit { debit_id, .. } => {
-                text::check_object_id("debit", "deb_", debit_id)
-            }
+            Command::RefundDebit { debit_id, .. } => text::check_object_id("debit", "deb_", debit_id),
             Command::RefundPurchase { purchase_id, .. } => {
                 text::check_object_id("purchase", "pur_", purchase_id)
             }
@@ -131,30 +129,20 @@ impl Command {
 
     pub fn needs(&self) -> Needs {
         match self {
-            Command::Capture { hold_id, .. } | Command::Release { hold_id } => Needs {
-                hold: Some(hold_id.clone()),
-                ..Needs::default()
-            },
-            Command::RefundDebit { debit_id, .. } => Needs {
-                debit: Some(debit_id.clone()),
-                ..Needs::default()
-            },
-            Command::RefundPurchase { purchase_id, .. } => Needs {
-                purchase: Some(purchase_id.clone()),
-                ..Needs::default()
-            },
-            Command::Purchase { .. } => Needs {
-                month_purchases: true,
-                ..Needs::default()
-            },
-            Command::CloseMonths { .. } => Needs {
-                unbilled: true,
-                ..Needs::default()
-            },
-            Command::SetStatementStatus { statement_id, .. } => Needs {
-                statement: Some(statement_id.clone()),
-                ..Needs::default()
-            },
+            Command::Capture { hold_id, .. } | Command::Release { hold_id } => {
+                Needs { hold: Some(hold_id.clone()), ..Needs::default() }
+            }
+            Command::RefundDebit { debit_id, .. } => {
+                Needs { debit: Some(debit_id.clone()), ..Needs::default() }
+            }
+            Command::RefundPurchase { purchase_id, .. } => {
+                Needs { purchase: Some(purchase_id.clone()), ..Needs::default() }
+            }
+            Command::Purchase { .. } => Needs { month_purchases: true, ..Needs::default() },
+            Command::CloseMonths { .. } => Needs { unbilled: true, ..Needs::default() },
+            Command::SetStatementStatus { statement_id, .. } => {
+                Needs { statement: Some(statement_id.clone()), ..Needs::default() }
+            }
             _ => Needs::default(),
         }
     }
@@ -196,11 +184,7 @@ pub struct Ctx {
 
 /// Applies `cmd` to `state` at `ctx.now`: rolls time forward, then runs the
 /// operation. On error the caller must discard `state` and the changes.
-pub fn apply(
-    state: &mut AccountState,
-    cmd: &Command,
-    ctx: &Ctx,
-) -> Result<(Outcome, Changes), DomainError> {
+pub fn apply(state: &mut AccountState, cmd: &Command, ctx: &Ctx) -> Result<(Outcome, Changes), DomainError> {
     cmd.validate()?;
     let now = ctx.now;
     let id = |prefix: &str| format!("{prefix}_{}", ctx.new_id);
@@ -211,11 +195,7 @@ pub fn apply(
         Command::Purchase { credits } => {
             Outcome::Purchase(purchase::purchase(state, id("pur"), *credits, now, c)?)
         }
-        Command::Debit {
-            credits,
-            reference,
-            description,
-        } => {
+        Command::Debit { credits, reference, description } => {
             let req = DebitRequest {
                 id: id("deb"),
                 credits: *credits,
@@ -225,11 +205,7 @@ pub fn apply(
             };
             Outcome::Debit(spend::debit(state, req, c)?)
         }
-        Command::Hold {
-            credits,
-            reference,
-            ttl_seconds,
-        } => {
+        Command::Hold { credits, reference, ttl_seconds } => {
             let req = HoldRequest {
                 id: id("hold"),
                 credits: *credits,
@@ -246,39 +222,20 @@ pub fn apply(
         Command::RefundDebit { debit_id, credits } => {
             Outcome::DebitRefund(spend::refund_debit(state, debit_id, *credits, now, c)?)
         }
-        Command::RefundPurchase {
-            purchase_id,
-            credits,
-        } => Outcome::PurchaseRefund(purchase::refund_purchase(
-            state,
-            id("prf"),
-            purchase_id,
-            *credits,
-            now,
-            c,
-        )?),
-        Command::Grant {
-            credits,
-            expires_at,
-            reason,
-        } => {
-            let req = GrantRequest {
-                id: id("grt"),
-                credits: *credits,
-                expires_at: *expires_at,
-                reason,
-                now,
-            };
+        Command::RefundPurchase { purchase_id, credits } => Outcome::PurchaseRefund(
+            purchase::refund_purchase(state, id("prf"), purchase_id, *credits, now, c)?,
+        ),
+        Command::Grant { credits, expires_at, reason } => {
+            let req = GrantRequest { id: id("grt"), credits: *credits, expires_at: *expires_at, reason, now };
             Outcome::Grant(grant::grant(state, req, c)?)
         }
         Command::UpdateAccount { patch } => Outcome::Account(update_account(state, patch, now, c)?),
         Command::CloseMonths { through } => {
             Outcome::Closed(statement::close_months(state, *through, now, c)?)
         }
-        Command::SetStatementStatus {
-            statement_id,
-            status,
-        } => Outcome::Statement(statement::set_status(state, statement_id, *status, c)?),
+        Command::SetStatementStatus { statement_id, status } => {
+            Outcome::Statement(statement::set_status(state, statement_id, *status, c)?)
+        }
     };
     Ok((outcome, changes))
 }
@@ -293,9 +250,7 @@ fn update_account(
     changes: &mut Changes,
 ) -> Result<AccountView, DomainError> {
     if patch.is_empty() {
-        return Err(DomainError::invalid(
-            "nothing to change: give at least one setting",
-        ));
+        return Err(DomainError::invalid("nothing to change: give at least one setting"));
     }
     let next = patch.apply_to(&state.account)?;
     let zone_changed = next.zone != state.account.zone;
@@ -304,11 +259,7 @@ fn update_account(
         let zone = state.account.zone.clone();
         if let Some(month) = state.account.free_month {
             let free_id = super::lot::Lot::free_id(month);
-            if let Some(lot) = state
-                .lots
-                .iter_mut()
-                .find(|l| l.id == free_id && !l.expired)
-            {
+            if let Some(lot) = state.lots.iter_mut().find(|l| l.id == free_id && !l.expired) {
                 lot.expires_at = Some(month.end(&zone));
             }
         }

@@ -25,9 +25,7 @@ impl Credits {
     /// Validates a quantity requested by a client.
     pub fn new(n: i64) -> Result<Credits, DomainError> {
         if n <= 0 {
-            return Err(DomainError::invalid(format!(
-                "credits must be a positive whole number, got {n}"
-            )));
+            return Err(DomainError::invalid(format!("credits must be a positive whole number, got {n}")));
         }
         if n > MAX_CREDITS_PER_OPERATION {
             return Err(DomainError::invalid(format!(
@@ -85,10 +83,7 @@ mod tests {
     #[test]
     fn accepts_the_edges_of_the_range() {
         assert_eq!(Credits::new(1).unwrap().get(), 1);
-        assert_eq!(
-            Credits::new(MAX_CREDITS_PER_OPERATION).unwrap().get(),
-            MAX_CREDITS_PER_OPERATION
-        );
+        assert_eq!(Credits::new(MAX_CREDITS_PER_OPERATION).unwrap().get(), MAX_CREDITS_PER_OPERATION);
     }
 
     #[test]
@@ -101,16 +96,7 @@ mod tests {
     #[test]
     fn parses_only_plain_digits() {
         assert_eq!(Credits::parse("250").unwrap().get(), 250);
-        for bad in [
-            "",
-            "-5",
-            "+5",
-            "1.5",
-            "1e3",
-            "abc",
-            "99999999999999999999999",
-            " ",
-        ] {
+        for bad in ["", "-5", "+5", "1.5", "1e3", "abc", "99999999999999999999999", " "] {
             assert!(Credits::parse(bad).is_err(), "{bad:?} must be rejected");
         }
     }

@@ -9,14 +9,8 @@ pub enum DomainError {
     #[error("{0}")]
     Invalid(String),
     /// R8: nothing was consumed.
-    #[error(
-        "insufficient credits: {available} available, {requested} requested (short by {shortfall})"
-    )]
-    InsufficientCredits {
-        available: i64,
-        requested: i64,
-        shortfall: i64,
-    },
+    #[error("insufficient credits: {available} available, {requested} requested (short by {shortfall})")]
+    InsufficientCredits { available: i64, requested: i64, shortfall: i64 },
     #[error("purchase limit exceeded: {limit} credits a month, {remaining} left this month")]
     PurchaseLimitExceeded { limit: i64, remaining: i64 },
     #[error("purchases are suspended: statement {statement_id} failed to be paid")]
@@ -36,9 +30,6 @@ impl DomainError {
     }
 
     pub fn not_found(what: &'static str, id: impl Into<String>) -> DomainError {
-        DomainError::NotFound {
-            what,
-            id: id.into(),
-        }
+        DomainError::NotFound { what, id: id.into() }
     }
 }

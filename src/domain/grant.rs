@@ -27,9 +27,7 @@ pub fn grant(
 ) -> Result<GrantView, DomainError> {
     text::check_description("reason", Some(req.reason))?;
     if let Some(at) = req.expires_at.filter(|&at| at <= req.now) {
-        return Err(DomainError::invalid(format!(
-            "expires_at {at} is not in the future"
-        )));
+        return Err(DomainError::invalid(format!("expires_at {at} is not in the future")));
     }
     let n = req.credits.get();
     state.lots.push(Lot {
@@ -44,9 +42,8 @@ pub fn grant(
         unit_price: None,
     });
     let i = state.lots.len() - 1;
-    let entry = NewEntry::new(EntryKind::Grant, i, n, req.now)
-        .source(Some(&req.id))
-        .reference(Some(req.reason));
+    let entry =
+        NewEntry::new(EntryKind::Grant, i, n, req.now).source(Some(&req.id)).reference(Some(req.reason));
     state.record(changes, entry);
     Ok(GrantView {
         id: req.id,

@@ -38,14 +38,9 @@ impl HoldStatus {
     }
 
     pub fn parse(s: &str) -> Option<HoldStatus> {
-        [
-            HoldStatus::Held,
-            HoldStatus::Captured,
-            HoldStatus::Released,
-            HoldStatus::Expired,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
+        [HoldStatus::Held, HoldStatus::Captured, HoldStatus::Released, HoldStatus::Expired]
+            .into_iter()
+            .find(|k| k.as_str() == s)
     }
 }
 

@@ -81,8 +81,7 @@ impl Lot {
     pub fn is_active(&self, free_month: Option<Month>) -> bool {
         self.remaining > 0
             || self.held > 0
-            || (self.kind == LotKind::MonthlyFree
-                && free_month.is_some_and(|m| self.id == Lot::free_id(m)))
+            || (self.kind == LotKind::MonthlyFree && free_month.is_some_and(|m| self.id == Lot::free_id(m)))
     }
 
     /// R6: what expires first is spent first. This month's free credits,
@@ -91,31 +90,20 @@ impl Lot {
     fn spending_key(&self) -> (LotKind, bool, Option<Timestamp>, Timestamp, &str) {
         // `None` sorts first in Option's order; a lot that never expires
         // must sort last among its kind, hence the flag before the instant.
-        (
-            self.kind,
-            self.expires_at.is_none(),
-            self.expires_at,
-            self.created_at,
-            &self.id,
-        )
+        (self.kind, self.expires_at.is_none(), self.expires_at, self.created_at, &self.id)
     }
 }
 
 /// Indices of the lots that can pay, in the order they pay (R6).
 pub fn spending_order(lots: &[Lot]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..lots.len())
-        .filter(|&i| lots[i].is_spendable())
-        .collect();
+    let mut order: Vec<usize> = (0..lots.len()).filter(|&i| lots[i].is_spendable()).collect();
     order.sort_by(|&a, &b| lots[a].spending_key().cmp(&lots[b].spending_key()));
     order
 }
 
 /// Credits available to spend now: the sum of spendable lots.
 pub fn available(lots: &[Lot]) -> i64 {
-    lots.iter()
-        .filter(|l| l.is_spendable())
-        .map(|l| l.remaining)
-        .sum()
+    lots.iter().filter(|l| l.is_spendable()).map(|l| l.remaining).sum()
 }
 
 /// Which lots would pay for `credits` and how much each (R6), without
@@ -176,34 +164,10 @@ mod tests {
     #[test]
     fn r6_free_then_grants_by_expiry_then_oldest_purchase() {
         let lots = vec![
-            lot(
-                "pur_new",
-                LotKind::Purchase,
-                10,
-                None,
-                "2026-11-20T00:00:00Z",
-            ),
-            lot(
-                "grt_forever",
-                LotKind::Grant,
-                10,
-                None,
-                "2026-11-02T00:00:00Z",
-            ),
-            lot(
-                "pur_old",
-                LotKind::Purchase,
-                10,
-                None,
-                "2026-10-01T00:00:00Z",
-            ),
-            lot(
-                "grt_late",
-                LotKind::Grant,
-                10,
-                Some("2027-01-01T00:00:00Z"),
-                "2026-11-03T00:00:00Z",
-            ),
+            lot("pur_new", LotKind::Purchase, 10, None, "2026-11-20T00:00:00Z"),
+            lot("grt_forever", LotKind::Grant, 10, None, "2026-11-02T00:00:00Z"),
+            lot("pur_old", LotKind::Purchase, 10, None, "2026-10-01T00:00:00Z"),
+            lot("grt_late", LotKind::Grant, 10, Some("2027-01-01T00:00:00Z"), "2026-11-03T00:00:00Z"),
             lot(
                 "free_2026-11",
                 LotKind::MonthlyFree,
@@ -211,40 +175,15 @@ mod tests {
                 Some("2026-12-01T00:00:00Z"),
                 "2026-11-01T00:00:00Z",
             ),
-            lot(
-                "grt_soon",
-                LotKind::Grant,
-                10,
-                Some("2026-12-15T00:00:00Z"),
-                "2026-11-04T00:00:00Z",
-            ),
+            lot("grt_soon", LotKind::Grant, 10, Some("2026-12-15T00:00:00Z"), "2026-11-04T00:00:00Z"),
         ];
-        let ids: Vec<&str> = spending_order(&lots)
-            .iter()
-            .map(|&i| lots[i].id.as_str())
-            .collect();
-        assert_eq!(
-            ids,
-            [
-                "free_2026-11",
-                "grt_soon",
-                "grt_late",
-                "grt_forever",
-                "pur_old",
-                "pur_new"
-            ]
-        );
+        let ids: Vec<&str> = spending_order(&lots).iter().map(|&i| lots[i].id.as_str()).collect();
+        assert_eq!(ids, ["free_2026-11", "grt_soon", "grt_late", "grt_forever", "pur_old", "pur_new"]);
     }
 
     #[test]
     fn r8_allocation_is_all_or_nothing() {
-        let lots = vec![lot(
-            "free_2026-11",
-            LotKind::MonthlyFree,
-            5,
-            None,
-            "2026-11-01T00:00:00Z",
-        )];
+        let lots = vec![lot("free_2026-11", LotKind::MonthlyFree, 5, None, "2026-11-01T00:00:00Z")];
         assert_eq!(allocate(&lots, 6), Err(5));
         assert_eq!(allocate(&lots, 5), Ok(vec![(0, 5)]));
     }

@@ -54,11 +54,8 @@ impl Micros {
         }
         let too_large = || bad("too large");
         let whole: i128 = whole.parse().map_err(|_| too_large())?;
-        let mut frac_micros: i128 = if frac.is_empty() {
-            0
-        } else {
-            frac.parse().map_err(|_| too_large())?
-        };
+        let mut frac_micros: i128 =
+            if frac.is_empty() { 0 } else { frac.parse().map_err(|_| too_large())? };
         for _ in frac.len()..6 {
             frac_micros *= 10;
         }
@@ -108,11 +105,7 @@ impl fmt::Display for Micros {
         let whole = abs / MICROS_PER_UNIT as u64;
         let frac = format!("{:06}", abs % MICROS_PER_UNIT as u64);
         let frac = frac.trim_end_matches('0');
-        let frac = if frac.len() < 2 {
-            &format!("{frac:0<2}")
-        } else {
-            frac
-        };
+        let frac = if frac.len() < 2 { &format!("{frac:0<2}") } else { frac };
         write!(f, "{sign}{whole}.{frac}")
     }
 }
@@ -134,18 +127,17 @@ impl<'de> Deserialize<'de> for Micros {
 
 /// Active ISO 4217 currency codes (2025), sorted for binary search.
 const ISO_4217: &[&str] = &[
-    "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT",
-    "BGN", "BHD", "BIF", "BMD", "BND", "BOB", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD", "CAD",
-    "CDF", "CHF", "CLP", "CNY", "COP", "CRC", "CUP", "CVE", "CZK", "DJF", "DKK", "DOP", "DZD",
-    "EGP", "ERN", "ETB", "EUR", "FJD", "FKP", "GBP", "GEL", "GHS", "GIP", "GMD", "GNF", "GTQ",
-    "GYD", "HKD", "HNL", "HTG", "HUF", "IDR", "ILS", "INR", "IQD", "IRR", "ISK", "JMD", "JOD",
-    "JPY", "KES", "KGS", "KHR", "KMF", "KPW", "KRW", "KWD", "KYD", "KZT", "LAK", "LBP", "LKR",
-    "LRD", "LSL", "LYD", "MAD", "MDL", "MGA", "MKD", "MMK", "MNT", "MOP", "MRU", "MUR", "MVR",
-    "MWK", "MXN", "MYR", "MZN", "NAD", "NGN", "NIO", "NOK", "NPR", "NZD", "OMR", "PAB", "PEN",
-    "PGK", "PHP", "PKR", "PLN", "PYG", "QAR", "RON", "RSD", "RUB", "RWF", "SAR", "SBD", "SCR",
-    "SDG", "SEK", "SGD", "SHP", "SLE", "SOS", "SRD", "SSP", "STN", "SVC", "SYP", "SZL", "THB",
-    "TJS", "TMT", "TND", "TOP", "TRY", "TTD", "TWD", "TZS", "UAH", "UGX", "USD", "UYU", "UZS",
-    "VES", "VND", "VUV", "WST", "XAF", "XCD", "XCG", "XOF", "XPF", "YER", "ZAR", "ZMW", "ZWG",
+    "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT", "BGN", "BHD",
+    "BIF", "BMD", "BND", "BOB", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD", "CAD", "CDF", "CHF", "CLP", "CNY",
+    "COP", "CRC", "CUP", "CVE", "CZK", "DJF", "DKK", "DOP", "DZD", "EGP", "ERN", "ETB", "EUR", "FJD", "FKP",
+    "GBP", "GEL", "GHS", "GIP", "GMD", "GNF", "GTQ", "GYD", "HKD", "HNL", "HTG", "HUF", "IDR", "ILS", "INR",
+    "IQD", "IRR", "ISK", "JMD", "JOD", "JPY", "KES", "KGS", "KHR", "KMF", "KPW", "KRW", "KWD", "KYD", "KZT",
+    "LAK", "LBP", "LKR", "LRD", "LSL", "LYD", "MAD", "MDL", "MGA", "MKD", "MMK", "MNT", "MOP", "MRU", "MUR",
+    "MVR", "MWK", "MXN", "MYR", "MZN", "NAD", "NGN", "NIO", "NOK", "NPR", "NZD", "OMR", "PAB", "PEN", "PGK",
+    "PHP", "PKR", "PLN", "PYG", "QAR", "RON", "RSD", "RUB", "RWF", "SAR", "SBD", "SCR", "SDG", "SEK", "SGD",
+    "SHP", "SLE", "SOS", "SRD", "SSP", "STN", "SVC", "SYP", "SZL", "THB", "TJS", "TMT", "TND", "TOP", "TRY",
+    "TTD", "TWD", "TZS", "UAH", "UGX", "USD", "UYU", "UZS", "VES", "VND", "VUV", "WST", "XAF", "XCD", "XCG",
+    "XOF", "XPF", "YER", "ZAR", "ZMW", "ZWG",
 ];
 
 /// An ISO 4217 currency code, one of [`ISO_4217`].
@@ -181,16 +173,8 @@ impl Currency {
             "JPY" => "¥",
             _ => "",
         };
-        let (sign, abs) = if amount.0 < 0 {
-            ("-", Micros(-amount.0))
-        } else {
-            ("", amount)
-        };
-        if symbol.is_empty() {
-            format!("{sign}{} {abs}", self.0)
-        } else {
-            format!("{sign}{symbol}{abs}")
-        }
+        let (sign, abs) = if amount.0 < 0 { ("-", Micros(-amount.0)) } else { ("", amount) };
+        if symbol.is_empty() { format!("{sign}{} {abs}", self.0) } else { format!("{sign}{symbol}{abs}") }
     }
 }
 
@@ -269,10 +253,7 @@ mod tests {
     #[test]
     fn currency_display() {
         assert_eq!(Currency::usd().display(Micros(5_000_000)), "$5.00");
-        assert_eq!(
-            Currency::new("CHF").unwrap().display(Micros(-10_000)),
-            "-CHF 0.01"
-        );
+        assert_eq!(Currency::new("CHF").unwrap().display(Micros(-10_000)), "-CHF 0.01");
         assert!(Currency::new("usd").is_err());
         assert!(Currency::new("ZZZ").is_err());
         assert!(Currency::new("EUR").is_ok());

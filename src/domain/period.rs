@@ -32,9 +32,7 @@ pub struct Month {
 impl Month {
     pub fn new(year: i16, month: i8) -> Result<Month, DomainError> {
         if !(MIN_YEAR..=MAX_YEAR).contains(&year) || !(1..=12).contains(&month) {
-            return Err(DomainError::invalid(format!(
-                "month out of range: {year}-{month}"
-            )));
+            return Err(DomainError::invalid(format!("month out of range: {year}-{month}")));
         }
         Ok(Month { year, month })
     }
@@ -43,8 +41,7 @@ impl Month {
     pub fn parse(text: &str) -> Result<Month, DomainError> {
         let bad = || DomainError::invalid(format!("month must be YYYY-MM, got {text:?}"));
         let (y, m) = text.split_once('-').ok_or_else(bad)?;
-        if y.len() != 4 || m.len() != 2 || !(y.bytes().chain(m.bytes())).all(|b| b.is_ascii_digit())
-        {
+        if y.len() != 4 || m.len() != 2 || !(y.bytes().chain(m.bytes())).all(|b| b.is_ascii_digit()) {
             return Err(bad());
         }
         Month::new(y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?).map_err(|_| bad())
@@ -53,37 +50,22 @@ impl Month {
     /// The month an instant falls in, seen from `zone`.
     pub fn of(instant: Timestamp, zone: &Zone) -> Month {
         let date = instant.to_zoned(zone.tz.clone()).date();
-        Month {
-            year: date.year(),
-            month: date.month(),
-        }
+        Month { year: date.year(), month: date.month() }
     }
 
     pub fn next(self) -> Month {
         if self.month == 12 {
-            Month {
-                year: self.year + 1,
-                month: 1,
-            }
+            Month { year: self.year + 1, month: 1 }
         } else {
-            Month {
-                year: self.year,
-                month: self.month + 1,
-            }
+            Month { year: self.year, month: self.month + 1 }
         }
     }
 
     pub fn prev(self) -> Month {
         if self.month == 1 {
-            Month {
-                year: self.year - 1,
-                month: 12,
-            }
+            Month { year: self.year - 1, month: 12 }
         } else {
-            Month {
-                year: self.year,
-                month: self.month - 1,
-            }
+            Month { year: self.year, month: self.month - 1 }
         }
     }
 
@@ -143,14 +125,10 @@ impl Zone {
         static BUNDLED: OnceLock<TimeZoneDatabase> = OnceLock::new();
         let db = BUNDLED.get_or_init(TimeZoneDatabase::bundled);
         // "Factory" is a placeholder zone of the database, not a place.
-        let plausible =
-            !name.is_empty() && name.len() <= 64 && !name.eq_ignore_ascii_case("factory");
+        let plausible = !name.is_empty() && name.len() <= 64 && !name.eq_ignore_ascii_case("factory");
         match db.get(name) {
             // Stored under the database's spelling: `utc` and `UTC` are one zone.
-            Ok(tz) if plausible => Ok(Zone {
-                name: tz.iana_name().unwrap_or(name).to_string(),
-                tz,
-            }),
+            Ok(tz) if plausible => Ok(Zone { name: tz.iana_name().unwrap_or(name).to_string(), tz }),
             _ => Err(DomainError::invalid(format!(
                 "unknown time zone {name:?}: use an IANA name such as America/New_York or UTC"
             ))),
@@ -158,10 +136,7 @@ impl Zone {
     }
 
     pub fn utc() -> Zone {
-        Zone {
-            name: "UTC".to_string(),
-            tz: TimeZone::UTC,
-        }
+        Zone { name: "UTC".to_string(), tz: TimeZone::UTC }
     }
 
     pub fn name(&self) -> &str {
@@ -204,19 +179,11 @@ mod tests {
     #[test]
     fn month_parse_and_display() {
         assert_eq!(Month::parse("2026-11").unwrap().to_string(), "2026-11");
-        for bad in [
-            "2026-13", "2026-00", "2026-1", "26-11", "2026/11", "", "abcd-ef", "1969-12",
-        ] {
+        for bad in ["2026-13", "2026-00", "2026-1", "26-11", "2026/11", "", "abcd-ef", "1969-12"] {
             assert!(Month::parse(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(
-            Month::parse("2026-12").unwrap().next().to_string(),
-            "2027-01"
-        );
-        assert_eq!(
-            Month::parse("2026-01").unwrap().prev().to_string(),
-            "2025-12"
-        );
+        assert_eq!(Month::parse("2026-12").unwrap().next().to_string(), "2027-01");
+        assert_eq!(Month::parse("2026-01").unwrap().prev().to_string(), "2025-12");
     }
 
     #[test]
@@ -227,10 +194,7 @@ mod tests {
         let tokyo = Zone::parse("Asia/Tokyo").unwrap();
         assert_eq!(dec.start(&tokyo), ts("2026-11-30T15:00:00Z"));
         // In summer, Los Angeles is UTC-7.
-        assert_eq!(
-            Month::parse("2026-07").unwrap().start(&la),
-            ts("2026-07-01T07:00:00Z")
-        );
+        assert_eq!(Month::parse("2026-07").unwrap().start(&la), ts("2026-07-01T07:00:00Z"));
     }
 
     #[test]
@@ -249,29 +213,17 @@ mod tests {
         let start = Month::parse("2023-10").unwrap().start(&zone);
         assert_eq!(start, ts("2023-10-01T04:00:00Z"));
         assert_eq!(Month::of(start, &zone).to_string(), "2023-10");
-        let just_before = start
-            .checked_sub(jiff::SignedDuration::from_secs(1))
-            .unwrap();
+        let just_before = start.checked_sub(jiff::SignedDuration::from_secs(1)).unwrap();
         assert_eq!(Month::of(just_before, &zone).to_string(), "2023-09");
     }
 
     #[test]
     fn unknown_zones_are_rejected() {
-        for bad in [
-            "Mars/Olympus",
-            "",
-            "America/New York",
-            "localtime",
-            "posixrules",
-            "Factory",
-        ] {
+        for bad in ["Mars/Olympus", "", "America/New York", "localtime", "posixrules", "Factory"] {
             assert!(Zone::parse(bad).is_err(), "{bad:?}");
         }
         assert!(Zone::parse("Europe/Berlin").is_ok());
-        assert_eq!(
-            Zone::parse("america/new_york").unwrap().name(),
-            "America/New_York"
-        );
+        assert_eq!(Zone::parse("america/new_york").unwrap().name(), "America/New_York");
         assert_eq!(Zone::parse("utc").unwrap(), Zone::utc());
     }
 }

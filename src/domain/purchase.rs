@@ -76,9 +76,7 @@ pub fn purchase(
 ) -> Result<PurchaseView, DomainError> {
     let a = &state.account;
     if let Some(statement_id) = &a.suspended_by {
-        return Err(DomainError::PurchasesSuspended {
-            statement_id: statement_id.clone(),
-        });
+        return Err(DomainError::PurchasesSuspended { statement_id: statement_id.clone() });
     }
     let month = Month::of(now, &a.zone);
     if let Some(billed) = a.billed_through.filter(|&b| month <= b) {
@@ -116,10 +114,7 @@ pub fn purchase(
         unit_price: Some(p.unit_price),
     });
     let i = state.lots.len() - 1;
-    state.record(
-        changes,
-        NewEntry::new(EntryKind::Purchase, i, n, now).source(Some(&p.id)),
-    );
+    state.record(changes, NewEntry::new(EntryKind::Purchase, i, n, now).source(Some(&p.id)));
     state.month_purchased_credits += n;
     let view = PurchaseView::of(a.id.as_str(), &p);
     changes.purchases.push(p);
@@ -136,11 +131,7 @@ pub fn refund_purchase(
     changes: &mut Changes,
 ) -> Result<PurchaseRefundView, DomainError> {
     let not_found = || DomainError::not_found("purchase", purchase_id);
-    let p = state
-        .purchases
-        .iter()
-        .position(|p| p.id == purchase_id)
-        .ok_or_else(not_found)?;
+    let p = state.purchases.iter().position(|p| p.id == purchase_id).ok_or_else(not_found)?;
     let i = state.lot_index(purchase_id).ok_or_else(not_found)?;
     let unused = state.lots[i].remaining;
     let n = credits.map_or(unused, Credits::get);
@@ -150,10 +141,7 @@ pub fn refund_purchase(
         )));
     }
     state.lots[i].remaining -= n;
-    state.record(
-        changes,
-        NewEntry::new(EntryKind::Refund, i, -n, now).source(Some(purchase_id)),
-    );
+    state.record(changes, NewEntry::new(EntryKind::Refund, i, -n, now).source(Some(purchase_id)));
     let a = &state.account;
     let purchase = &mut state.purchases[p];
     purchase.refunded_credits += n;

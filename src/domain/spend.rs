@@ -24,13 +24,7 @@ fn allocate(state: &AccountState, credits: i64) -> Result<Vec<(usize, i64)>, Dom
 }
 
 fn to_parts(lots: &[Lot], taken: &[(usize, i64)]) -> Vec<Part> {
-    taken
-        .iter()
-        .map(|&(i, n)| Part {
-            lot_id: lots[i].id.clone(),
-            credits: n,
-        })
-        .collect()
+    taken.iter().map(|&(i, n)| Part { lot_id: lots[i].id.clone(), credits: n }).collect()
 }
 
 pub struct DebitRequest<'a> {
@@ -53,9 +47,8 @@ pub fn debit(
     for &(i, n) in &taken {
         state.lots[i].remaining -= n;
         breakdown.add(state.lots[i].kind, n);
-        let entry = NewEntry::new(EntryKind::Debit, i, -n, req.now)
-            .source(Some(&req.id))
-            .reference(req.reference);
+        let entry =
+            NewEntry::new(EntryKind::Debit, i, -n, req.now).source(Some(&req.id)).reference(req.reference);
         state.record(changes, entry);
     }
     let debit = Debit {
@@ -115,11 +108,7 @@ pub fn hold(
 }
 
 fn hold_index(state: &AccountState, hold_id: &str) -> Result<usize, DomainError> {
-    state
-        .holds
-        .iter()
-        .position(|h| h.id == hold_id)
-        .ok_or_else(|| DomainError::not_found("hold", hold_id))
+    state.holds.iter().position(|h| h.id == hold_id).ok_or_else(|| DomainError::not_found("hold", hold_id))
 }
 
 /// Spends `credits` of a hold (the texts actually sent) and releases the rest.
@@ -147,9 +136,7 @@ pub fn capture(
         }
         left -= n;
         state.holds[h].parts[p].credits -= n;
-        let i = state
-            .lot_index(&state.holds[h].parts[p].lot_id)
-            .expect("lots of active holds are loaded");
+        let i = state.lot_index(&state.holds[h].parts[p].lot_id).expect("lots of active holds are loaded");
         state.lots[i].held -= n;
         let entry = NewEntry::new(EntryKind::Capture, i, 0, now)
             .held(-n)
@@ -207,21 +194,13 @@ pub fn refund_debit(
         }
         left -= n;
         part.credits -= n;
-        let i = state
-            .lot_index(&part.lot_id)
-            .expect("the store loads the lots of the debit");
+        let i = state.lot_index(&part.lot_id).expect("the store loads the lots of the debit");
         state.lots[i].remaining += n;
-        state.record(
-            changes,
-            NewEntry::new(EntryKind::Refund, i, n, now).source(Some(debit_id)),
-        );
+        state.record(changes, NewEntry::new(EntryKind::Refund, i, n, now).source(Some(debit_id)));
         if state.lots[i].expired {
             state.lots[i].remaining -= n;
             expired_credits += n;
-            state.record(
-                changes,
-                NewEntry::new(EntryKind::Expire, i, -n, now).source(Some(debit_id)),
-            );
+            state.record(changes, NewEntry::new(EntryKind::Expire, i, -n, now).source(Some(debit_id)));
         }
     }
     debit.parts.retain(|p| p.credits > 0);

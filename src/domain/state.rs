@@ -82,11 +82,7 @@ impl AccountState {
     }
 
     pub fn held(&self) -> i64 {
-        self.holds
-            .iter()
-            .filter(|h| h.status == HoldStatus::Held)
-            .map(Hold::held)
-            .sum()
+        self.holds.iter().filter(|h| h.status == HoldStatus::Held).map(Hold::held).sum()
     }
 
     pub fn lot_index(&self, lot_id: &str) -> Option<usize> {
@@ -176,10 +172,7 @@ impl AccountState {
         });
         self.account.free_month = Some(month);
         let i = self.lots.len() - 1;
-        self.record(
-            changes,
-            NewEntry::new(EntryKind::GrantMonthly, i, allowance, at),
-        );
+        self.record(changes, NewEntry::new(EntryKind::GrantMonthly, i, allowance, at));
     }
 
     /// Returns every credit hold `h` still holds to its lots; those of a lot
@@ -190,9 +183,7 @@ impl AccountState {
         let hold_id = self.holds[h].id.clone();
         let reference = self.holds[h].reference.clone();
         for part in parts.iter().rev() {
-            let i = self
-                .lot_index(&part.lot_id)
-                .expect("the store loads every lot an active hold holds");
+            let i = self.lot_index(&part.lot_id).expect("the store loads every lot an active hold holds");
             self.lots[i].held -= part.credits;
             self.lots[i].remaining += part.credits;
             let entry = NewEntry::new(EntryKind::Release, i, part.credits, at)
@@ -202,26 +193,19 @@ impl AccountState {
             self.record(changes, entry);
             if self.lots[i].expired {
                 self.lots[i].remaining -= part.credits;
-                let entry =
-                    NewEntry::new(EntryKind::Expire, i, -part.credits, at).source(Some(&hold_id));
+                let entry = NewEntry::new(EntryKind::Expire, i, -part.credits, at).source(Some(&hold_id));
                 self.record(changes, entry);
             }
         }
     }
 
     /// Lots whose stored row must be written: new or different from `before`.
-    pub fn changed_lots<'a>(
-        &'a self,
-        before: &'a AccountState,
-    ) -> impl Iterator<Item = &'a Lot> + 'a {
+    pub fn changed_lots<'a>(&'a self, before: &'a AccountState) -> impl Iterator<Item = &'a Lot> + 'a {
         self.lots.iter().filter(move |l| !before.lots.contains(l))
     }
 
     /// Holds whose stored row must be written.
-    pub fn changed_holds<'a>(
-        &'a self,
-        before: &'a AccountState,
-    ) -> impl Iterator<Item = &'a Hold> + 'a {
+    pub fn changed_holds<'a>(&'a self, before: &'a AccountState) -> impl Iterator<Item = &'a Hold> + 'a {
         self.holds.iter().filter(move |h| !before.holds.contains(h))
     }
 }
@@ -240,15 +224,7 @@ pub struct NewEntry<'a> {
 
 impl<'a> NewEntry<'a> {
     pub fn new(kind: EntryKind, lot: usize, delta: i64, at: Timestamp) -> NewEntry<'a> {
-        NewEntry {
-            kind,
-            lot,
-            delta,
-            held_delta: 0,
-            source: None,
-            reference: None,
-            at,
-        }
+        NewEntry { kind, lot, delta, held_delta: 0, source: None, reference: None, at }
     }
 
     pub fn held(mut self, held_delta: i64) -> Self {

@@ -30,13 +30,9 @@ impl StatementStatus {
     }
 
     pub fn parse(s: &str) -> Option<StatementStatus> {
-        [
-            StatementStatus::Open,
-            StatementStatus::Paid,
-            StatementStatus::Failed,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
+        [StatementStatus::Open, StatementStatus::Paid, StatementStatus::Failed]
+            .into_iter()
+            .find(|k| k.as_str() == s)
     }
 }
 
@@ -133,29 +129,19 @@ fn close_one(
     let id = Statement::id_for(&a.id, month);
     let mut lines = Vec::new();
     let mut total = Micros(0);
-    for p in state
-        .purchases
-        .iter_mut()
-        .filter(|p| p.month == month && p.statement_id.is_none())
-    {
+    for p in state.purchases.iter_mut().filter(|p| p.month == month && p.statement_id.is_none()) {
         let credits = p.billable_credits();
         if credits == 0 {
             continue;
         }
         let amount = p.unit_price.times(credits)?;
         total = total.checked_add(amount)?;
-        lines.push(Line {
-            purchase_id: p.id.clone(),
-            credits,
-            unit_price: p.unit_price,
-            amount,
-        });
+        lines.push(Line { purchase_id: p.id.clone(), credits, unit_price: p.unit_price, amount });
         p.statement_id = Some(id.clone());
         changes.purchases.push(p.clone());
     }
-    let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut state.pending_refunds)
-        .into_iter()
-        .partition(|r| r.month == month);
+    let (due, later): (Vec<_>, Vec<_>) =
+        std::mem::take(&mut state.pending_refunds).into_iter().partition(|r| r.month == month);
     state.pending_refunds = later;
     for mut r in due {
         let amount = Micros(-r.amount().0);
@@ -198,10 +184,8 @@ pub fn set_status(
     let from = state.statements[i].status;
     let allowed = matches!(
         (from, status),
-        (
-            StatementStatus::Open,
-            StatementStatus::Paid | StatementStatus::Failed
-        ) | (StatementStatus::Failed, StatementStatus::Paid)
+        (StatementStatus::Open, StatementStatus::Paid | StatementStatus::Failed)
+            | (StatementStatus::Failed, StatementStatus::Paid)
     );
     if from == status {
         return Ok(StatementView::of(&state.statements[i]));
@@ -215,11 +199,8 @@ pub fn set_status(
     }
     state.statements[i].status = status;
     changes.statements.push(state.statements[i].clone());
-    state.account.suspended_by = state
-        .statements
-        .iter()
-        .find(|s| s.status == StatementStatus::Failed)
-        .map(|s| s.id.clone());
+    state.account.suspended_by =
+        state.statements.iter().find(|s| s.status == StatementStatus::Failed).map(|s| s.id.clone());
     Ok(StatementView::of(&state.statements[i]))
 }
 
@@ -234,14 +215,7 @@ mod tests {
         let id = Statement::id_for(&account, month);
         assert_eq!(id, "st_2026-11_cafe_1.x-2");
         assert_eq!(Statement::parse_id(&id).unwrap(), (account, month));
-        for bad in [
-            "",
-            "st_",
-            "st_2026-11_",
-            "st_2026-13_a",
-            "pur_x",
-            "st_2026-11xa",
-        ] {
+        for bad in ["", "st_", "st_2026-11_", "st_2026-13_a", "pur_x", "st_2026-11xa"] {
             assert!(Statement::parse_id(bad).is_err(), "{bad:?}");
         }
     }

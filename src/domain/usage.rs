@@ -16,9 +16,7 @@ pub const MAX_USAGE_MONTHS: usize = 120;
 /// The months `from..=to`, checked against [`MAX_USAGE_MONTHS`].
 pub fn months(from: Month, to: Month) -> Result<Vec<Month>, DomainError> {
     if from > to {
-        return Err(DomainError::invalid(format!(
-            "from {from} is after to {to}"
-        )));
+        return Err(DomainError::invalid(format!("from {from} is after to {to}")));
     }
     let mut out = vec![from];
     while *out.last().expect("starts non-empty") < to {
@@ -34,12 +32,7 @@ pub fn months(from: Month, to: Month) -> Result<Vec<Month>, DomainError> {
 
 /// Sums `entries` into one row per month of `from..=to`, each entry in the
 /// month of its `effective_at` in `zone`.
-pub fn usage(
-    entries: &[Entry],
-    zone: &Zone,
-    from: Month,
-    to: Month,
-) -> Result<Vec<UsageView>, DomainError> {
+pub fn usage(entries: &[Entry], zone: &Zone, from: Month, to: Month) -> Result<Vec<UsageView>, DomainError> {
     let mut rows: Vec<UsageView> = months(from, to)?.into_iter().map(empty).collect();
     for e in entries {
         let month = Month::of(e.effective_at, zone);
@@ -53,11 +46,7 @@ pub fn usage(
             EntryKind::Capture => -e.held_delta_credits,
             _ => 0,
         };
-        let expired = if e.kind == EntryKind::Expire {
-            -e.delta_credits
-        } else {
-            0
-        };
+        let expired = if e.kind == EntryKind::Expire { -e.delta_credits } else { 0 };
         match kind {
             LotKind::MonthlyFree => {
                 row.free_used += spent;

@@ -93,12 +93,7 @@ impl BalanceView {
         let a = &state.account;
         let month = Month::of(now, &a.zone);
         let by_kind = |kind: LotKind| -> i64 {
-            state
-                .lots
-                .iter()
-                .filter(|l| l.kind == kind && l.is_spendable())
-                .map(|l| l.remaining)
-                .sum()
+            state.lots.iter().filter(|l| l.kind == kind && l.is_spendable()).map(|l| l.remaining).sum()
         };
         let (allowance, used, remaining) = match state.free_lot() {
             Some(l) => (l.original, l.original - l.remaining - l.held, l.remaining),
@@ -107,18 +102,9 @@ impl BalanceView {
         BalanceView {
             account_id: a.id.to_string(),
             as_of: now,
-            free: FreeView {
-                allowance,
-                used,
-                remaining,
-                resets_at: month.end(&a.zone),
-            },
-            paid: RemainingView {
-                remaining: by_kind(LotKind::Purchase),
-            },
-            grants: RemainingView {
-                remaining: by_kind(LotKind::Grant),
-            },
+            free: FreeView { allowance, used, remaining, resets_at: month.end(&a.zone) },
+            paid: RemainingView { remaining: by_kind(LotKind::Purchase) },
+            grants: RemainingView { remaining: by_kind(LotKind::Grant) },
             held: state.held(),
             available: state.available(),
             unbilled: unbilled(state, month),
@@ -191,12 +177,7 @@ impl PurchaseView {
             currency: p.currency.clone(),
             purchased_at: p.purchased_at,
             bills_on: p.bills_on(),
-            status: if p.statement_id.is_some() {
-                "billed"
-            } else {
-                "unbilled"
-            }
-            .to_string(),
+            status: if p.statement_id.is_some() { "billed" } else { "unbilled" }.to_string(),
             statement_id: p.statement_id.clone(),
             refunded_credits: p.refunded_credits,
         }
@@ -227,12 +208,7 @@ impl PurchaseRefundView {
             amount: r.amount(),
             currency: currency.clone(),
             created_at: r.created_at,
-            billing: if r.needs_line {
-                "after_billing"
-            } else {
-                "before_billing"
-            }
-            .to_string(),
+            billing: if r.needs_line { "after_billing" } else { "before_billing" }.to_string(),
             month: r.month,
             balance_after,
         }
@@ -256,11 +232,7 @@ pub struct DebitView {
 
 impl DebitView {
     pub fn of(d: &Debit, balance_after: i64) -> DebitView {
-        let Breakdown {
-            from_free,
-            from_grants,
-            from_paid,
-        } = d.breakdown;
+        let Breakdown { from_free, from_grants, from_paid } = d.breakdown;
         DebitView {
             id: d.id.clone(),
             credits: d.credits,

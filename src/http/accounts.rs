@@ -25,11 +25,7 @@ pub async fn create<S: Store>(
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
     let (view, created) = st.ledger.create_account(new, st.clock.now()).await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(view)).into_response())
 }
 
@@ -40,13 +36,7 @@ pub async fn list<S: Store>(
     Q(q): Q<ListParams>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
-    Ok(Json(
-        st.ledger
-            .accounts(q.page()?)
-            .await
-            .map_err(super::list_error)?,
-    )
-    .into_response())
+    Ok(Json(st.ledger.accounts(q.page()?).await.map_err(super::list_error)?).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/accounts/{id}", tag = "accounts", params(("id" = String, Path, description = "Account id")), responses((status = 200, description = "The account with its balance", body = AccountView), super::openapi::Errors))]
@@ -70,10 +60,7 @@ pub async fn update<S: Store>(
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
     let id = account_id(&id)?;
-    let done = st
-        .ledger
-        .execute(&id, Command::UpdateAccount { patch }, key.0, st.clock.now())
-        .await?;
+    let done = st.ledger.execute(&id, Command::UpdateAccount { patch }, key.0, st.clock.now()).await?;
     Ok(executed(&st, done, StatusCode::OK))
 }
 
@@ -111,21 +98,9 @@ pub async fn create_token<S: Store>(
     text::check_description("label", Some(&body.label))?;
     let (token, secret_sha256) = new_account_token(&id);
     let token_id = format!("tok_{}", random_id());
-    let new = NewToken {
-        id: token_id.clone(),
-        label: body.label,
-        secret_sha256,
-        created_at: st.clock.now(),
-    };
+    let new = NewToken { id: token_id.clone(), label: body.label, secret_sha256, created_at: st.clock.now() };
     st.ledger.store().add_token(id, new).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(TokenView {
-            id: token_id,
-            token,
-        }),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(TokenView { id: token_id, token })).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/accounts/{id}/balance", tag = "accounts", params(("id" = String, Path, description = "Account id")), responses((status = 200, description = "Balance now (R7)", body = BalanceView), super::openapi::Errors))]

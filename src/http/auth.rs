@@ -23,10 +23,7 @@ use crate::ledger::{Store, random_id};
 const MAX_CACHED_TOKENS: usize = 100_000;
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -54,10 +51,7 @@ impl Auth {
 /// A new account token: what to show once, and the hash to store.
 pub fn new_account_token(account: &AccountId) -> (String, String) {
     let secret = format!("{}{}", random_id(), random_id());
-    (
-        format!("tck_{account}_{secret}"),
-        sha256_hex(secret.as_bytes()),
-    )
+    (format!("tck_{account}_{secret}"), sha256_hex(secret.as_bytes()))
 }
 
 fn parse_account_token(token: &str) -> Option<(AccountId, &str)> {
@@ -70,10 +64,7 @@ fn parse_account_token(token: &str) -> Option<(AccountId, &str)> {
 /// case-insensitive (RFC 9110 §11.1).
 fn bearer(header: &str) -> Option<&str> {
     let (scheme, token) = header.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,14 +95,8 @@ impl Caller {
 impl<S: Store> FromRequestParts<AppState<S>> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState<S>,
-    ) -> Result<Caller, ApiError> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
+    async fn from_request_parts(parts: &mut Parts, state: &AppState<S>) -> Result<Caller, ApiError> {
+        let header = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
         let token = header.and_then(bearer).ok_or_else(ApiError::unauthorized)?;
         if state.auth.is_admin(token) {
             return Ok(Caller::Admin);

@@ -19,10 +19,7 @@ use crate::domain::view::{Page, StatementView};
 use crate::ledger::Store;
 
 fn month_param(m: &Option<String>) -> Result<Option<Month>, ApiError> {
-    m.as_deref()
-        .map(Month::parse)
-        .transpose()
-        .map_err(|e| ApiError::bad_request(e.to_string()))
+    m.as_deref().map(Month::parse).transpose().map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 #[utoipa::path(get, path = "/v1/accounts/{id}/statements", tag = "billing", params(("id" = String, Path, description = "Account id"), ListParams), responses((status = 200, description = "Statements, newest first", body = Page<StatementView>), super::openapi::Errors))]
@@ -35,13 +32,8 @@ pub async fn account_statements<S: Store>(
     let id = account_id(&id)?;
     caller.may_access(&id)?;
     let month = month_param(&q.month)?;
-    Ok(Json(
-        st.ledger
-            .statements(Some(&id), month, q.page()?)
-            .await
-            .map_err(super::list_error)?,
-    )
-    .into_response())
+    Ok(Json(st.ledger.statements(Some(&id), month, q.page()?).await.map_err(super::list_error)?)
+        .into_response())
 }
 
 #[utoipa::path(get, path = "/v1/statements", tag = "billing", params(ListParams), responses((status = 200, description = "Every statement of a month", body = Page<StatementView>), super::openapi::Errors))]
@@ -51,15 +43,9 @@ pub async fn month_statements<S: Store>(
     Q(q): Q<ListParams>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
-    let month =
-        month_param(&q.month)?.ok_or_else(|| ApiError::bad_request("month=YYYY-MM is required"))?;
-    Ok(Json(
-        st.ledger
-            .statements(None, Some(month), q.page()?)
-            .await
-            .map_err(super::list_error)?,
-    )
-    .into_response())
+    let month = month_param(&q.month)?.ok_or_else(|| ApiError::bad_request("month=YYYY-MM is required"))?;
+    Ok(Json(st.ledger.statements(None, Some(month), q.page()?).await.map_err(super::list_error)?)
+        .into_response())
 }
 
 /// What a close did: how many statements it issued, and them.
@@ -84,11 +70,7 @@ pub async fn close<S: Store>(
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
     let report = st.ledger.close_all(body.month, st.clock.now()).await?;
-    Ok(Json(CloseView {
-        closed: report.statements.len(),
-        statements: report.statements,
-    })
-    .into_response())
+    Ok(Json(CloseView { closed: report.statements.len(), statements: report.statements }).into_response())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -117,14 +99,8 @@ pub async fn set_status<S: Store>(
         }
     };
     let (account, _) = Statement::parse_id(&statement_id)?;
-    let command = Command::SetStatementStatus {
-        statement_id,
-        status,
-    };
-    let done = st
-        .ledger
-        .execute(&account, command, key.0, st.clock.now())
-        .await?;
+    let command = Command::SetStatementStatus { statement_id, status };
+    let done = st.ledger.execute(&account, command, key.0, st.clock.now()).await?;
     Ok(executed(&st, done, StatusCode::OK))
 }
 
@@ -132,9 +108,7 @@ fn test_clock_only<S>(st: &AppState<S>) -> Result<(), ApiError> {
     if st.clock.is_test() {
         Ok(())
     } else {
-        Err(ApiError::not_found(
-            "no test clock: start the server with --test-clock",
-        ))
+        Err(ApiError::not_found("no test clock: start the server with --test-clock"))
     }
 }
 

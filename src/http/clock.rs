@@ -37,10 +37,7 @@ impl Clock {
         };
         let mut now = t.lock().expect("clock lock");
         if to < *now {
-            return Err(format!(
-                "the test clock only moves forward: it is {} and {to} is earlier",
-                *now
-            ));
+            return Err(format!("the test clock only moves forward: it is {} and {to} is earlier", *now));
         }
         *now = Timestamp::from_microsecond(to.as_microsecond()).expect("in range");
         Ok(*now)

@@ -19,12 +19,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            detail: detail.into(),
-            extra: Map::new(),
-        }
+        ApiError { status, code, detail: detail.into(), extra: Map::new() }
     }
 
     fn with(mut self, field: &str, value: impl Into<Value>) -> ApiError {
@@ -43,19 +38,11 @@ impl ApiError {
     }
 
     pub fn unauthorized() -> ApiError {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or unknown bearer token",
-        )
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or unknown bearer token")
     }
 
     pub fn forbidden() -> ApiError {
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this route needs the admin token",
-        )
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this route needs the admin token")
     }
 
     pub fn not_found(detail: impl Into<String>) -> ApiError {
@@ -86,27 +73,21 @@ impl From<DomainError> for ApiError {
         let detail = e.to_string();
         match e {
             DomainError::Invalid(_) => ApiError::invalid(detail),
-            DomainError::InsufficientCredits {
-                available,
-                requested,
-                shortfall,
-            } => ApiError::new(StatusCode::PAYMENT_REQUIRED, "insufficient_credits", detail)
-                .with("available", available)
-                .with("requested", requested)
-                .with("shortfall", shortfall),
-            DomainError::PurchaseLimitExceeded { limit, remaining } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "purchase_limit_exceeded",
-                detail,
-            )
-            .with("limit", limit)
-            .with("remaining", remaining),
-            DomainError::PurchasesSuspended { statement_id } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "purchases_suspended",
-                detail,
-            )
-            .with("statement_id", statement_id),
+            DomainError::InsufficientCredits { available, requested, shortfall } => {
+                ApiError::new(StatusCode::PAYMENT_REQUIRED, "insufficient_credits", detail)
+                    .with("available", available)
+                    .with("requested", requested)
+                    .with("shortfall", shortfall)
+            }
+            DomainError::PurchaseLimitExceeded { limit, remaining } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "purchase_limit_exceeded", detail)
+                    .with("limit", limit)
+                    .with("remaining", remaining)
+            }
+            DomainError::PurchasesSuspended { statement_id } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "purchases_suspended", detail)
+                    .with("statement_id", statement_id)
+            }
             DomainError::HoldNotActive { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "hold_not_active", detail)
             }
@@ -158,10 +139,7 @@ impl IntoResponse for ApiError {
         }
         let mut response = (self.status, body.to_string()).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if self.status == StatusCode::PAYLOAD_TOO_LARGE {
             // The rest of the body may still be on its way: do not reuse
             // this connection.

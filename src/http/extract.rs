@@ -21,24 +21,16 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct Body<T>(pub T);
 
 fn is_json(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Body<T>, ApiError> {
-        let content_type = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .map(|v| v.to_str().unwrap_or("invalid").to_string());
+        let content_type =
+            req.headers().get(CONTENT_TYPE).map(|v| v.to_str().unwrap_or("invalid").to_string());
         let bytes = read_limited(req.into_body()).await?;
         let empty = bytes.iter().all(u8::is_ascii_whitespace);
         if !empty && !content_type.as_deref().is_some_and(is_json) {
@@ -62,8 +54,7 @@ async fn read_limited(mut body: axum::body::Body) -> Result<Vec<u8>, ApiError> {
     let mut kept = Vec::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|_| ApiError::bad_request("the request body could not be read"))?;
+        let frame = frame.map_err(|_| ApiError::bad_request("the request body could not be read"))?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
@@ -88,8 +79,8 @@ async fn read_limited(mut body: axum::body::Body) -> Result<Vec<u8>, ApiError> {
 /// would fill a struct from an array field by field, in order, which nobody
 /// means (`[500]` is not a purchase of 500 credits).
 fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
     if !value.is_object() {
         return Err(ApiError::invalid("the body must be a JSON object"));
     }
@@ -146,20 +137,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Key {
         let Some(value) = parts.headers.get("idempotency-key") else {
             return Ok(Key(None));
         };
-        let text = value
-            .to_str()
-            .map_err(|_| ApiError::bad_request("Idempotency-Key must be printable ASCII"))?;
-        IdempotencyKey::parse(text)
-            .map(|k| Key(Some(k)))
-            .map_err(|e| ApiError::bad_request(e.to_string()))
+        let text =
+            value.to_str().map_err(|_| ApiError::bad_request("Idempotency-Key must be printable ASCII"))?;
+        IdempotencyKey::parse(text).map(|k| Key(Some(k))).map_err(|e| ApiError::bad_request(e.to_string()))
     }
 }
 
 impl Key {
     /// Purchases, debits and holds cannot go without one (API.md).
     pub fn required(self) -> Result<IdempotencyKey, ApiError> {
-        self.0
-            .ok_or_else(|| ApiError::bad_request("this request needs an Idempotency-Key header"))
+        self.0.ok_or_else(|| ApiError::bad_request("this request needs an Idempotency-Key header"))
     }
 }
 

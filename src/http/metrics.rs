@@ -11,9 +11,8 @@ use std::time::Duration;
 use crate::ledger::Tally;
 
 /// Upper bounds of the latency buckets, in seconds.
-const BUCKETS_SECONDS: [f64; 13] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-];
+const BUCKETS_SECONDS: [f64; 13] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
 #[derive(Default)]
 struct Histogram {
@@ -36,19 +35,12 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn record_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        *self
-            .requests
-            .lock()
-            .expect("metrics")
-            .entry((method.into(), route.into(), status))
-            .or_default() += 1;
+        *self.requests.lock().expect("metrics").entry((method.into(), route.into(), status)).or_default() +=
+            1;
         let mut latency = self.latency.lock().expect("metrics");
         let h = latency.entry((method.into(), route.into())).or_default();
         let seconds = elapsed.as_secs_f64();
-        let bucket = BUCKETS_SECONDS
-            .iter()
-            .position(|&b| seconds <= b)
-            .unwrap_or(BUCKETS_SECONDS.len());
+        let bucket = BUCKETS_SECONDS.iter().position(|&b| seconds <= b).unwrap_or(BUCKETS_SECONDS.len());
         h.counts[bucket] += 1;
         h.sum_us += elapsed.as_micros() as u64;
     }
@@ -75,9 +67,7 @@ impl Metrics {
                 "textcredits_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
             );
         }
-        out.push_str(
-            "# HELP textcredits_http_request_duration_seconds HTTP request latency by route.\n",
-        );
+        out.push_str("# HELP textcredits_http_request_duration_seconds HTTP request latency by route.\n");
         out.push_str("# TYPE textcredits_http_request_duration_seconds histogram\n");
         for ((method, route), h) in self.latency.lock().expect("metrics").iter() {
             let labels = format!("method=\"{method}\",route=\"{route}\"");
@@ -99,50 +89,26 @@ impl Metrics {
                 "textcredits_http_request_duration_seconds_sum{{{labels}}} {}",
                 h.sum_us as f64 / 1e6
             );
-            let _ = writeln!(
-                out,
-                "textcredits_http_request_duration_seconds_count{{{labels}}} {cumulative}"
-            );
+            let _ = writeln!(out, "textcredits_http_request_duration_seconds_count{{{labels}}} {cumulative}");
         }
         let counters = [
             ("purchased", "Credits purchased.", &self.purchased),
-            (
-                "spent",
-                "Credits spent by debits and captured holds.",
-                &self.spent,
-            ),
-            (
-                "expired",
-                "Credits expired (free months, grants).",
-                &self.expired,
-            ),
-            (
-                "granted",
-                "Credits granted (monthly free and promotional).",
-                &self.granted,
-            ),
-            (
-                "refunded",
-                "Credits of undelivered messages given back.",
-                &self.refunded,
-            ),
+            ("spent", "Credits spent by debits and captured holds.", &self.spent),
+            ("expired", "Credits expired (free months, grants).", &self.expired),
+            ("granted", "Credits granted (monthly free and promotional).", &self.granted),
+            ("refunded", "Credits of undelivered messages given back.", &self.refunded),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP textcredits_credits_{name}_total {help}");
             let _ = writeln!(out, "# TYPE textcredits_credits_{name}_total counter");
-            let _ = writeln!(
-                out,
-                "textcredits_credits_{name}_total {}",
-                value.load(Ordering::Relaxed)
-            );
+            let _ = writeln!(out, "textcredits_credits_{name}_total {}", value.load(Ordering::Relaxed));
         }
-        out.push_str("# HELP textcredits_statements_issued_total Statements issued by the automatic close.\n");
-        out.push_str("# TYPE textcredits_statements_issued_total counter\n");
-        let _ = writeln!(
-            out,
-            "textcredits_statements_issued_total {}",
-            self.statements.load(Ordering::Relaxed)
+        out.push_str(
+            "# HELP textcredits_statements_issued_total Statements issued by the automatic close.\n",
         );
+        out.push_str("# TYPE textcredits_statements_issued_total counter\n");
+        let _ =
+            writeln!(out, "textcredits_statements_issued_total {}", self.statements.load(Ordering::Relaxed));
         out
     }
 }

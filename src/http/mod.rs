@@ -80,8 +80,7 @@ impl ListParams {
     /// A bad `limit` is a bad query string: 400, as every other bad query
     /// value (an unusable cursor is found by the store: 422).
     fn page(&self) -> Result<PageRequest, ApiError> {
-        PageRequest::new(self.cursor.clone(), self.limit)
-            .map_err(|e| ApiError::bad_request(e.to_string()))
+        PageRequest::new(self.cursor.clone(), self.limit).map_err(|e| ApiError::bad_request(e.to_string()))
     }
 }
 
@@ -102,9 +101,7 @@ fn executed<S>(st: &AppState<S>, done: Executed, status: StatusCode) -> Response
     st.metrics.record_tally(&done.tally);
     let mut response = (status, axum::Json(done.outcome.body())).into_response();
     if done.replayed {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     response
 }
@@ -114,58 +111,28 @@ fn executed<S>(st: &AppState<S>, done: Executed, status: StatusCode) -> Response
 pub fn app<S: Store>(state: AppState<S>) -> Router {
     let acct = "/v1/accounts/{id}";
     let mut v1 = Router::new()
-        .route(
-            "/v1/accounts",
-            post(accounts::create::<S>).get(accounts::list::<S>),
-        )
+        .route("/v1/accounts", post(accounts::create::<S>).get(accounts::list::<S>))
         .route(acct, get(accounts::show::<S>).patch(accounts::update::<S>))
         .route(&format!("{acct}/tokens"), post(accounts::create_token::<S>))
         .route(&format!("{acct}/balance"), get(accounts::balance::<S>))
         .route(&format!("{acct}/quote"), post(accounts::quote::<S>))
-        .route(
-            &format!("{acct}/purchases"),
-            post(spending::purchase::<S>).get(spending::purchases::<S>),
-        )
-        .route(
-            &format!("{acct}/purchases/{{pid}}/refund"),
-            post(spending::refund_purchase::<S>),
-        )
+        .route(&format!("{acct}/purchases"), post(spending::purchase::<S>).get(spending::purchases::<S>))
+        .route(&format!("{acct}/purchases/{{pid}}/refund"), post(spending::refund_purchase::<S>))
         .route(&format!("{acct}/debits"), post(spending::debit::<S>))
-        .route(
-            &format!("{acct}/debits/{{did}}/refund"),
-            post(spending::refund_debit::<S>),
-        )
+        .route(&format!("{acct}/debits/{{did}}/refund"), post(spending::refund_debit::<S>))
         .route(&format!("{acct}/holds"), post(spending::hold::<S>))
-        .route(
-            &format!("{acct}/holds/{{hid}}"),
-            get(spending::show_hold::<S>),
-        )
-        .route(
-            &format!("{acct}/holds/{{hid}}/capture"),
-            post(spending::capture::<S>),
-        )
-        .route(
-            &format!("{acct}/holds/{{hid}}/release"),
-            post(spending::release::<S>),
-        )
+        .route(&format!("{acct}/holds/{{hid}}"), get(spending::show_hold::<S>))
+        .route(&format!("{acct}/holds/{{hid}}/capture"), post(spending::capture::<S>))
+        .route(&format!("{acct}/holds/{{hid}}/release"), post(spending::release::<S>))
         .route(&format!("{acct}/grants"), post(spending::grant::<S>))
         .route(&format!("{acct}/ledger"), get(spending::ledger::<S>))
         .route(&format!("{acct}/usage"), get(spending::usage::<S>))
-        .route(
-            &format!("{acct}/statements"),
-            get(billing::account_statements::<S>),
-        )
+        .route(&format!("{acct}/statements"), get(billing::account_statements::<S>))
         .route("/v1/statements", get(billing::month_statements::<S>))
-        .route(
-            "/v1/statements/{sid}/status",
-            post(billing::set_status::<S>),
-        )
+        .route("/v1/statements/{sid}/status", post(billing::set_status::<S>))
         .route("/v1/billing/close", post(billing::close::<S>));
     if state.clock.is_test() {
-        v1 = v1.route(
-            "/v1/test-clock",
-            get(billing::get_clock::<S>).put(billing::set_clock::<S>),
-        );
+        v1 = v1.route("/v1/test-clock", get(billing::get_clock::<S>).put(billing::set_clock::<S>));
     }
     v1.route("/", get(ops::index))
         .route("/healthz", get(ops::healthz::<S>))
@@ -182,10 +149,8 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
 async fn observe<S: Store>(State(st): State<AppState<S>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched".to_string(), |p| p.as_str().to_string());
+    let route =
+        req.extensions().get::<MatchedPath>().map_or("unmatched".to_string(), |p| p.as_str().to_string());
     let response = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
         Ok(r) => r,
         Err(_) => ApiError::new(
@@ -195,11 +160,6 @@ async fn observe<S: Store>(State(st): State<AppState<S>>, req: Request, next: Ne
         )
         .into_response(),
     };
-    st.metrics.record_request(
-        &method,
-        &route,
-        response.status().as_u16(),
-        started.elapsed(),
-    );
+    st.metrics.record_request(&method, &route, response.status().as_u16(), started.elapsed());
     response
 }

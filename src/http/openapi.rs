@@ -94,11 +94,7 @@ fn string_schema(description: &str, pattern: &str, example: &str) -> RefOr<Schem
 
 impl PartialSchema for Micros {
     fn schema() -> RefOr<Schema> {
-        string_schema(
-            "Exact decimal amount of money (up to 6 decimals).",
-            r"^-?[0-9]+\.[0-9]{2,6}$",
-            "5.00",
-        )
+        string_schema("Exact decimal amount of money (up to 6 decimals).", r"^-?[0-9]+\.[0-9]{2,6}$", "5.00")
     }
 }
 impl ToSchema for Micros {
@@ -116,11 +112,7 @@ impl ToSchema for Currency {}
 
 impl PartialSchema for Month {
     fn schema() -> RefOr<Schema> {
-        string_schema(
-            "A calendar month, YYYY-MM.",
-            "^[0-9]{4}-(0[1-9]|1[0-2])$",
-            "2026-11",
-        )
+        string_schema("A calendar month, YYYY-MM.", "^[0-9]{4}-(0[1-9]|1[0-2])$", "2026-11")
     }
 }
 impl ToSchema for Month {}
@@ -129,9 +121,7 @@ impl PartialSchema for Credits {
     fn schema() -> RefOr<Schema> {
         ObjectBuilder::new()
             .schema_type(Type::Integer)
-            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
-                utoipa::openapi::KnownFormat::Int64,
-            )))
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Int64)))
             .description(Some("Whole credits; one credit is one text to one patron."))
             .minimum(Some(1))
             .maximum(Some(MAX_CREDITS_PER_OPERATION))
@@ -176,9 +166,5 @@ pub struct ApiDoc;
 /// The document as JSON, built once.
 pub fn document_json() -> &'static str {
     static DOC: OnceLock<String> = OnceLock::new();
-    DOC.get_or_init(|| {
-        ApiDoc::openapi()
-            .to_json()
-            .expect("the OpenAPI document serializes")
-    })
+    DOC.get_or_init(|| ApiDoc::openapi().to_json().expect("the OpenAPI document serializes"))
 }

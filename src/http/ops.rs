@@ -13,31 +13,19 @@ use crate::ledger::{PageRequest, Store};
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The database answers", body = Object), (status = 503, description = "The database cannot be reached", body = super::openapi::Problem, content_type = "application/problem+json")), security(()))]
 pub async fn healthz<S: Store>(State(st): State<AppState<S>>) -> Response {
     match st.ledger.accounts(PageRequest::first(1)).await {
-        Ok(_) => (
-            StatusCode::OK,
-            axum::Json(serde_json::json!({"status": "ok"})),
-        )
-            .into_response(),
+        Ok(_) => (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))).into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")), security(()))]
 pub async fn metrics<S: Store>(State(st): State<AppState<S>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render()).into_response()
 }
 
 #[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "This document", body = Object)), security(()))]
 pub async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        super::openapi::document_json(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/json")], super::openapi::document_json()).into_response()
 }
 
 pub async fn index() -> Html<&'static str> {
@@ -53,9 +41,5 @@ pub async fn not_found() -> ApiError {
 }
 
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "invalid_request",
-        "this route does not take that method",
-    )
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request", "this route does not take that method")
 }

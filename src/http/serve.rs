@@ -9,9 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::http::{HeaderName, Request};
 use tokio::net::TcpListener;
 use tower_http::LatencyUnit;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use super::{AppState, Auth, Clock, Metrics, app};
@@ -46,19 +44,14 @@ struct Ids {
 impl MakeRequestId for Ids {
     fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        format!("req_{}_{n}", self.prefix)
-            .parse()
-            .ok()
-            .map(RequestId::new)
+        format!("req_{}_{n}", self.prefix).parse().ok().map(RequestId::new)
     }
 }
 
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TEXTCREDITS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -70,9 +63,7 @@ pub fn init_logging(format: LogFormat) {
 fn admin_token(config: &ServeConfig) -> Result<(String, Option<PathBuf>), LedgerError> {
     if let Some(t) = &config.admin_token {
         if t.len() < 16 {
-            return Err(LedgerError::invalid(
-                "the admin token must be at least 16 characters",
-            ));
+            return Err(LedgerError::invalid("the admin token must be at least 16 characters"));
         }
         return Ok((t.clone(), None));
     }
@@ -89,11 +80,7 @@ fn admin_token(config: &ServeConfig) -> Result<(String, Option<PathBuf>), Ledger
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
     f.write_all(text.as_bytes())?;
     f.write_all(b"\n")?;
     f.sync_all()
@@ -101,11 +88,7 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 
 pub async fn serve<S: Store>(store: S, config: ServeConfig) -> Result<(), LedgerError> {
     let (token, token_file) = admin_token(&config)?;
-    let clock = if config.test_clock {
-        Clock::test(crate::cli::now())
-    } else {
-        Clock::System
-    };
+    let clock = if config.test_clock { Clock::test(crate::cli::now()) } else { Clock::System };
     let state = AppState {
         ledger: Ledger::new(store, config.default_zone.clone()),
         auth: Arc::new(Auth::new(&token)),
@@ -115,10 +98,7 @@ pub async fn serve<S: Store>(store: S, config: ServeConfig) -> Result<(), Ledger
     if let Some(every) = config.close_every {
         tokio::spawn(close_months_forever(state.clone(), every));
     }
-    let ids = Ids {
-        prefix: Arc::new(random_id()[..6].to_string()),
-        next: Arc::new(AtomicU64::new(1)),
-    };
+    let ids = Ids { prefix: Arc::new(random_id()[..6].to_string()), next: Arc::new(AtomicU64::new(1)) };
     let header = HeaderName::from_static("x-request-id");
     let router = app(state.clone())
         .layer(PropagateRequestIdLayer::new(header.clone()))
@@ -128,15 +108,15 @@ pub async fn serve<S: Store>(store: S, config: ServeConfig) -> Result<(), Ledger
                     let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
                     tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
                 })
-                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO).latency_unit(LatencyUnit::Micros)),
+                .on_response(
+                    DefaultOnResponse::new().level(tracing::Level::INFO).latency_unit(LatencyUnit::Micros),
+                ),
         )
         .layer(SetRequestIdLayer::new(header, ids));
-    let listener = TcpListener::bind(&config.listen).await.map_err(|e| {
-        LedgerError::Unavailable(format!("cannot listen on {}: {e}", config.listen))
-    })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| LedgerError::Internal(e.to_string()))?;
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| LedgerError::Unavailable(format!("cannot listen on {}: {e}", config.listen)))?;
+    let addr = listener.local_addr().map_err(|e| LedgerError::Internal(e.to_string()))?;
     // The first lines a person (or a test harness) reads: where, and how to get in.
     println!("textcredits listening on http://{addr}");
     match token_file {
@@ -166,9 +146,7 @@ async fn close_months_forever<S: Store>(state: AppState<S>, every: std::time::Du
         match state.ledger.close_all(None, state.clock.now()).await {
             Ok(report) if !report.statements.is_empty() => {
                 tracing::info!(statements = report.statements.len(), "closed ended months");
-                state
-                    .metrics
-                    .record_statements(report.statements.len() as u64);
+                state.metrics.record_statements(report.statements.len() as u64);
             }
             Ok(_) => {}
             Err(e) => {

@@ -16,8 +16,8 @@ use crate::domain::command::Command;
 use crate::domain::credits::Credits;
 use crate::domain::period::{Month, Zone};
 use crate::domain::view::{
-    DebitRefundView, DebitView, EntryView, GrantView, HoldView, Page, PurchaseRefundView,
-    PurchaseView, UsageView,
+    DebitRefundView, DebitView, EntryView, GrantView, HoldView, Page, PurchaseRefundView, PurchaseView,
+    UsageView,
 };
 use crate::ledger::Store;
 
@@ -40,14 +40,7 @@ pub async fn purchase<S: Store>(
     let key = key.required()?;
     let done = st
         .ledger
-        .execute(
-            &id,
-            Command::Purchase {
-                credits: body.credits,
-            },
-            Some(key),
-            st.clock.now(),
-        )
+        .execute(&id, Command::Purchase { credits: body.credits }, Some(key), st.clock.now())
         .await?;
     Ok(executed(&st, done, StatusCode::CREATED))
 }
@@ -61,19 +54,9 @@ pub async fn purchases<S: Store>(
 ) -> Result<Response, ApiError> {
     let id = account_id(&id)?;
     caller.may_access(&id)?;
-    let month = q
-        .month
-        .as_deref()
-        .map(Month::parse)
-        .transpose()
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(Json(
-        st.ledger
-            .purchases(&id, month, q.page()?)
-            .await
-            .map_err(super::list_error)?,
-    )
-    .into_response())
+    let month =
+        q.month.as_deref().map(Month::parse).transpose().map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(Json(st.ledger.purchases(&id, month, q.page()?).await.map_err(super::list_error)?).into_response())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -93,14 +76,8 @@ pub async fn refund_purchase<S: Store>(
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
     let id = account_id(&id)?;
-    let command = Command::RefundPurchase {
-        purchase_id,
-        credits: body.credits,
-    };
-    let done = st
-        .ledger
-        .execute(&id, command, key.0, st.clock.now())
-        .await?;
+    let command = Command::RefundPurchase { purchase_id, credits: body.credits };
+    let done = st.ledger.execute(&id, command, key.0, st.clock.now()).await?;
     Ok(executed(&st, done, StatusCode::CREATED))
 }
 
@@ -127,15 +104,9 @@ pub async fn debit<S: Store>(
     let id = account_id(&id)?;
     caller.may_access(&id)?;
     let key = key.required()?;
-    let command = Command::Debit {
-        credits: body.credits,
-        reference: body.reference,
-        description: body.description,
-    };
-    let done = st
-        .ledger
-        .execute(&id, command, Some(key), st.clock.now())
-        .await?;
+    let command =
+        Command::Debit { credits: body.credits, reference: body.reference, description: body.description };
+    let done = st.ledger.execute(&id, command, Some(key), st.clock.now()).await?;
     Ok(executed(&st, done, StatusCode::CREATED))
 }
 
@@ -155,14 +126,8 @@ pub async fn refund_debit<S: Store>(
 ) -> Result<Response, ApiError> {
     let id = account_id(&id)?;
     caller.may_access(&id)?;
-    let command = Command::RefundDebit {
-        debit_id,
-        credits: body.credits,
-    };
-    let done = st
-        .ledger
-        .execute(&id, command, key.0, st.clock.now())
-        .await?;
+    let command = Command::RefundDebit { debit_id, credits: body.credits };
+    let done = st.ledger.execute(&id, command, key.0, st.clock.now()).await?;
     Ok(executed(&st, done, StatusCode::CREATED))
 }
 
@@ -189,15 +154,9 @@ pub async fn hold<S: Store>(
     let id = account_id(&id)?;
     caller.may_access(&id)?;
     let key = key.required()?;
-    let command = Command::Hold {
-        credits: body.credits,
-        reference: body.reference,
-        ttl_seconds: body.ttl_seconds,
-    };
-    let done = st
-        .ledger
-        .execute(&id, command, Some(key), st.clock.now())
-        .await?;
+    let command =
+        Command::Hold { credits: body.credits, reference: body.reference, ttl_seconds: body.ttl_seconds };
+    let done = st.ledger.execute(&id, command, Some(key), st.clock.now()).await?;
     Ok(executed(&st, done, StatusCode::CREATED))
 }
 
@@ -219,14 +178,8 @@ pub async fn capture<S: Store>(
 ) -> Result<Response, ApiError> {
     let id = account_id(&id)?;
     caller.may_access(&id)?;
-    let command = Command::Capture {
-        hold_id,
-        credits: body.credits,
-    };
-    let done = st
-        .ledger
-        .execute(&id, command, key.0, st.clock.now())
-        .await?;
+    let command = Command::Capture { hold_id, credits: body.credits };
+    let done = st.ledger.execute(&id, command, key.0, st.clock.now()).await?;
     Ok(executed(&st, done, StatusCode::OK))
 }
 
@@ -244,10 +197,7 @@ pub async fn release<S: Store>(
 ) -> Result<Response, ApiError> {
     let id = account_id(&id)?;
     caller.may_access(&id)?;
-    let done = st
-        .ledger
-        .execute(&id, Command::Release { hold_id }, key.0, st.clock.now())
-        .await?;
+    let done = st.ledger.execute(&id, Command::Release { hold_id }, key.0, st.clock.now()).await?;
     Ok(executed(&st, done, StatusCode::OK))
 }
 
@@ -282,15 +232,8 @@ pub async fn grant<S: Store>(
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
     let id = account_id(&id)?;
-    let command = Command::Grant {
-        credits: body.credits,
-        expires_at: body.expires_at,
-        reason: body.reason,
-    };
-    let done = st
-        .ledger
-        .execute(&id, command, key.0, st.clock.now())
-        .await?;
+    let command = Command::Grant { credits: body.credits, expires_at: body.expires_at, reason: body.reason };
+    let done = st.ledger.execute(&id, command, key.0, st.clock.now()).await?;
     Ok(executed(&st, done, StatusCode::CREATED))
 }
 
@@ -303,13 +246,7 @@ pub async fn ledger<S: Store>(
 ) -> Result<Response, ApiError> {
     let id = account_id(&id)?;
     caller.may_access(&id)?;
-    Ok(Json(
-        st.ledger
-            .entries(&id, q.page()?)
-            .await
-            .map_err(super::list_error)?,
-    )
-    .into_response())
+    Ok(Json(st.ledger.entries(&id, q.page()?).await.map_err(super::list_error)?).into_response())
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -337,10 +274,7 @@ pub async fn usage<S: Store>(
     let zone = Zone::parse(&account.time_zone)?;
     let current = Month::of(now, &zone);
     let parse = |m: &Option<String>| {
-        m.as_deref()
-            .map(Month::parse)
-            .transpose()
-            .map_err(|e| ApiError::bad_request(e.to_string()))
+        m.as_deref().map(Month::parse).transpose().map_err(|e| ApiError::bad_request(e.to_string()))
     };
     let from = parse(&q.from)?.unwrap_or(current);
     let to = parse(&q.to)?.unwrap_or(current.max(from));

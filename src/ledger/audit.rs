@@ -53,8 +53,7 @@ impl AuditReport {
     fn mismatch(&mut self, account: &Account, what: String) {
         self.mismatch_count += 1;
         if self.mismatches.len() < MAX_REPORTED_MISMATCHES {
-            self.mismatches
-                .push(format!("account {}: {what}", account.id));
+            self.mismatches.push(format!("account {}: {what}", account.id));
         }
     }
 
@@ -81,20 +80,14 @@ impl AuditReport {
         let mut last_id = 0i64;
         for e in &r.entries {
             if e.id <= last_id {
-                self.mismatch(
-                    &r.account,
-                    format!("entry {} does not follow entry {last_id}", e.id),
-                );
+                self.mismatch(&r.account, format!("entry {} does not follow entry {last_id}", e.id));
             }
             last_id = e.id;
             balance += e.delta_credits;
             if e.balance_after != balance {
                 self.mismatch(
                     &r.account,
-                    format!(
-                        "entry {}: balance_after {} but entries sum to {balance}",
-                        e.id, e.balance_after
-                    ),
+                    format!("entry {}: balance_after {} but entries sum to {balance}", e.id, e.balance_after),
                 );
             }
         }
@@ -113,10 +106,7 @@ impl AuditReport {
             let s = sums.entry(e.lot_id.as_str()).or_default();
             s.0 += e.delta_credits;
             s.1 += e.held_delta_credits;
-            if matches!(
-                e.kind,
-                EntryKind::GrantMonthly | EntryKind::Purchase | EntryKind::Grant
-            ) {
+            if matches!(e.kind, EntryKind::GrantMonthly | EntryKind::Purchase | EntryKind::Grant) {
                 s.2 += e.delta_credits;
             }
         }
@@ -136,20 +126,14 @@ impl AuditReport {
             }
         }
         for lot_id in sums.keys() {
-            self.mismatch(
-                &r.account,
-                format!("entries name lot {lot_id}, which is not stored"),
-            );
+            self.mismatch(&r.account, format!("entries name lot {lot_id}, which is not stored"));
         }
     }
 
     fn check_holds(&mut self, r: &AccountRecords) {
         let mut per_lot: BTreeMap<&str, i64> = BTreeMap::new();
         for h in &r.holds {
-            let entries = r
-                .entries
-                .iter()
-                .filter(|e| e.source.as_deref() == Some(&h.id));
+            let entries = r.entries.iter().filter(|e| e.source.as_deref() == Some(&h.id));
             let (mut held, mut captured) = (0, 0);
             for e in entries {
                 held += e.held_delta_credits;
@@ -165,7 +149,13 @@ impl AuditReport {
             {
                 self.mismatch(
                     &r.account,
-                    format!("hold {} ({}): stores {} held, {} captured; entries give {held}, {captured}", h.id, h.status.as_str(), h.held(), h.captured),
+                    format!(
+                        "hold {} ({}): stores {} held, {} captured; entries give {held}, {captured}",
+                        h.id,
+                        h.status.as_str(),
+                        h.held(),
+                        h.captured
+                    ),
                 );
             }
             for p in &h.parts {
@@ -177,10 +167,7 @@ impl AuditReport {
             if in_holds != l.held {
                 self.mismatch(
                     &r.account,
-                    format!(
-                        "lot {}: {} held, active holds hold {in_holds}",
-                        l.id, l.held
-                    ),
+                    format!("lot {}: {} held, active holds hold {in_holds}", l.id, l.held),
                 );
             }
         }
@@ -190,11 +177,7 @@ impl AuditReport {
         for d in &r.debits {
             let mut spent = Breakdown::default();
             let mut refunded = 0;
-            for e in r
-                .entries
-                .iter()
-                .filter(|e| e.source.as_deref() == Some(&d.id))
-            {
+            for e in r.entries.iter().filter(|e| e.source.as_deref() == Some(&d.id)) {
                 match e.kind {
                     EntryKind::Debit => spent.add(LotKind::of_lot_id(&e.lot_id), -e.delta_credits),
                     EntryKind::Refund => refunded += e.delta_credits,
@@ -208,7 +191,13 @@ impl AuditReport {
                 || refunded != d.refunded
                 || refundable != d.credits - d.refunded
             {
-                self.mismatch(&r.account, format!("debit {}: stored {} credits, {} refunded; entries give {total}, {refunded}", d.id, d.credits, d.refunded));
+                self.mismatch(
+                    &r.account,
+                    format!(
+                        "debit {}: stored {} credits, {} refunded; entries give {total}, {refunded}",
+                        d.id, d.credits, d.refunded
+                    ),
+                );
             }
         }
     }
@@ -216,32 +205,26 @@ impl AuditReport {
     fn check_purchases(&mut self, r: &AccountRecords) {
         for p in &r.purchases {
             let (mut bought, mut refunded) = (0, 0);
-            for e in r
-                .entries
-                .iter()
-                .filter(|e| e.source.as_deref() == Some(&p.id))
-            {
+            for e in r.entries.iter().filter(|e| e.source.as_deref() == Some(&p.id)) {
                 match e.kind {
                     EntryKind::Purchase => bought += e.delta_credits,
                     EntryKind::Refund => refunded -= e.delta_credits,
                     _ => {}
                 }
             }
-            let refunds: i64 = r
-                .refunds
+            let refunds: i64 = r.refunds.iter().filter(|f| f.purchase_id == p.id).map(|f| f.credits).sum();
+            let lot_ok = r
+                .lots
                 .iter()
-                .filter(|f| f.purchase_id == p.id)
-                .map(|f| f.credits)
-                .sum();
-            let lot_ok = r.lots.iter().any(|l| {
-                l.id == p.id && l.original == p.credits && l.unit_price == Some(p.unit_price)
-            });
-            if bought != p.credits
-                || refunded != p.refunded_credits
-                || refunds != refunded
-                || !lot_ok
-            {
-                self.mismatch(&r.account, format!("purchase {}: stored {} credits, {} refunded; entries give {bought}, {refunded}", p.id, p.credits, p.refunded_credits));
+                .any(|l| l.id == p.id && l.original == p.credits && l.unit_price == Some(p.unit_price));
+            if bought != p.credits || refunded != p.refunded_credits || refunds != refunded || !lot_ok {
+                self.mismatch(
+                    &r.account,
+                    format!(
+                        "purchase {}: stored {} credits, {} refunded; entries give {bought}, {refunded}",
+                        p.id, p.credits, p.refunded_credits
+                    ),
+                );
             }
         }
     }
@@ -282,25 +265,15 @@ impl AuditReport {
             if total != s.total {
                 self.mismatch(
                     &r.account,
-                    format!(
-                        "statement {}: total {} but lines sum to {total}",
-                        s.id, s.total
-                    ),
+                    format!("statement {}: total {} but lines sum to {total}", s.id, s.total),
                 );
             }
             let refund_lines = s.lines.iter().filter(|l| l.credits < 0).count();
-            let refunds = r
-                .refunds
-                .iter()
-                .filter(|f| f.statement_id.as_deref() == Some(&s.id))
-                .count();
+            let refunds = r.refunds.iter().filter(|f| f.statement_id.as_deref() == Some(&s.id)).count();
             if refund_lines != refunds {
                 self.mismatch(
                     &r.account,
-                    format!(
-                        "statement {}: {refund_lines} refund lines for {refunds} refunds",
-                        s.id
-                    ),
+                    format!("statement {}: {refund_lines} refund lines for {refunds} refunds", s.id),
                 );
             }
         }
@@ -308,10 +281,7 @@ impl AuditReport {
             if !billed.contains(p.id.as_str()) {
                 self.mismatch(
                     &r.account,
-                    format!(
-                        "purchase {} is marked billed but on no statement line",
-                        p.id
-                    ),
+                    format!("purchase {} is marked billed but on no statement line", p.id),
                 );
             }
         }

@@ -20,16 +20,15 @@ use crate::domain::spend;
 use crate::domain::state::{AccountState, Changes};
 use crate::domain::usage;
 use crate::domain::view::{
-    AccountView, BalanceView, EntryView, HoldView, Page, PurchaseView, QuoteView, StatementView,
-    UsageView,
+    AccountView, BalanceView, EntryView, HoldView, Page, PurchaseView, QuoteView, StatementView, UsageView,
 };
 
 pub use audit::{AccountRecords, AuditReport};
 pub use error::LedgerError;
 pub use key::IdempotencyKey;
 pub use store::{
-    DEFAULT_PAGE_LIMIT, Executed, MAX_PAGE_LIMIT, NewToken, Operation, PageRequest, Store,
-    StoredAnswer, Tally, Tx, run_in,
+    DEFAULT_PAGE_LIMIT, Executed, MAX_PAGE_LIMIT, NewToken, Operation, PageRequest, Store, StoredAnswer,
+    Tally, Tx, run_in,
 };
 
 /// A fresh random id suffix: 16 characters of base32 (80 bits).
@@ -37,10 +36,7 @@ pub fn random_id() -> String {
     const ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).expect("the operating system's random source is available");
-    bytes
-        .iter()
-        .map(|b| ALPHABET[(b & 31) as usize] as char)
-        .collect()
+    bytes.iter().map(|b| ALPHABET[(b & 31) as usize] as char).collect()
 }
 
 #[derive(Clone)]
@@ -58,10 +54,7 @@ pub struct CloseReport {
 
 impl<S: Store> Ledger<S> {
     pub fn new(store: S, default_zone: Zone) -> Ledger<S> {
-        Ledger {
-            store,
-            default_zone,
-        }
+        Ledger { store, default_zone }
     }
 
     pub fn store(&self) -> &S {
@@ -73,9 +66,7 @@ impl<S: Store> Ledger<S> {
         new: NewAccount,
         now: Timestamp,
     ) -> Result<(AccountView, bool), LedgerError> {
-        self.store
-            .create_account(new, self.default_zone.clone(), now)
-            .await
+        self.store.create_account(new, self.default_zone.clone(), now).await
     }
 
     /// Runs one mutation; see [`Command`] for the list.
@@ -86,13 +77,7 @@ impl<S: Store> Ledger<S> {
         key: Option<IdempotencyKey>,
         now: Timestamp,
     ) -> Result<Executed, LedgerError> {
-        let op = Operation {
-            account: account.clone(),
-            command,
-            key,
-            now,
-            new_id: random_id(),
-        };
+        let op = Operation { account: account.clone(), command, key, now, new_id: random_id() };
         self.store.execute(op).await
     }
 
@@ -108,39 +93,13 @@ impl<S: Store> Ledger<S> {
         Ok(state)
     }
 
-    pub async fn balance(
-        &self,
-        account: &AccountId,
-        now: Timestamp,
-    ) -> Result<BalanceView, LedgerError> {
-        let state = self
-            .state_at(
-                account,
-                Needs {
-                    unbilled: true,
-                    ..Needs::default()
-                },
-                now,
-            )
-            .await?;
+    pub async fn balance(&self, account: &AccountId, now: Timestamp) -> Result<BalanceView, LedgerError> {
+        let state = self.state_at(account, Needs { unbilled: true, ..Needs::default() }, now).await?;
         Ok(BalanceView::of(&state, now))
     }
 
-    pub async fn account(
-        &self,
-        account: &AccountId,
-        now: Timestamp,
-    ) -> Result<AccountView, LedgerError> {
-        let state = self
-            .state_at(
-                account,
-                Needs {
-                    unbilled: true,
-                    ..Needs::default()
-                },
-                now,
-            )
-            .await?;
+    pub async fn account(&self, account: &AccountId, now: Timestamp) -> Result<AccountView, LedgerError> {
+        let state = self.state_at(account, Needs { unbilled: true, ..Needs::default() }, now).await?;
         let mut view = AccountView::of(&state.account);
         view.balance = Some(BalanceView::of(&state, now));
         Ok(view)
@@ -163,10 +122,7 @@ impl<S: Store> Ledger<S> {
         hold_id: &str,
         now: Timestamp,
     ) -> Result<HoldView, LedgerError> {
-        let needs = Needs {
-            hold: Some(hold_id.to_string()),
-            ..Needs::default()
-        };
+        let needs = Needs { hold: Some(hold_id.to_string()), ..Needs::default() };
         let state = self.state_at(account, needs, now).await?;
         let hold = state.holds.iter().find(|h| h.id == hold_id);
         let hold = hold.ok_or_else(|| crate::domain::DomainError::not_found("hold", hold_id))?;
@@ -206,10 +162,8 @@ impl<S: Store> Ledger<S> {
         usage::months(from, to)?;
         let state = self.store.state(account.clone(), Needs::default()).await?;
         let zone = state.account.zone.clone();
-        let mut entries = self
-            .store
-            .entries_between(account.clone(), from.start(&zone), to.end(&zone))
-            .await?;
+        let mut entries =
+            self.store.entries_between(account.clone(), from.start(&zone), to.end(&zone)).await?;
         let mut rolled = state;
         let mut changes = Changes::default();
         rolled.roll_forward(now, &mut changes);
@@ -247,18 +201,14 @@ impl<S: Store> Ledger<S> {
         for account in self.store.accounts_to_bill().await? {
             let command = Command::CloseMonths { through };
             match self.execute(&account, command, None, now).await {
-                Ok(Executed {
-                    outcome: crate::domain::command::Outcome::Closed(statements),
-                    ..
-                }) => {
+                Ok(Executed { outcome: crate::domain::command::Outcome::Closed(statements), .. }) => {
                     report.accounts += 1;
                     report.statements.extend(statements);
                 }
                 Ok(other) => {
                     return Err(LedgerError::Internal(format!("close answered {other:?}")));
                 }
-                Err(LedgerError::Domain(crate::domain::DomainError::Invalid(_)))
-                    if through.is_some() => {}
+                Err(LedgerError::Domain(crate::domain::DomainError::Invalid(_))) if through.is_some() => {}
                 Err(e) => return Err(e),
             }
         }

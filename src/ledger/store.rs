@@ -101,17 +101,11 @@ impl PageRequest {
                 "limit must be between 1 and {MAX_PAGE_LIMIT}, got {limit}"
             )));
         }
-        Ok(PageRequest {
-            cursor,
-            limit: limit as usize,
-        })
+        Ok(PageRequest { cursor, limit: limit as usize })
     }
 
     pub fn first(limit: usize) -> PageRequest {
-        PageRequest {
-            cursor: None,
-            limit,
-        }
+        PageRequest { cursor: None, limit }
     }
 }
 
@@ -158,50 +152,30 @@ pub trait Tx {
 /// returns `Ok` and rolls back otherwise: a refused operation changes nothing.
 pub fn run_in(tx: &mut impl Tx, op: &Operation) -> Result<Executed, LedgerError> {
     op.command.validate()?;
-    let request =
-        serde_json::to_string(&op.command).map_err(|e| LedgerError::Internal(e.to_string()))?;
+    let request = serde_json::to_string(&op.command).map_err(|e| LedgerError::Internal(e.to_string()))?;
     if let Some(key) = &op.key
         && let Some(stored) = tx.find_key(&op.account, key)?
     {
         if stored.request != request {
-            return Err(LedgerError::IdempotencyConflict {
-                key: key.to_string(),
-            });
+            return Err(LedgerError::IdempotencyConflict { key: key.to_string() });
         }
         let outcome = serde_json::from_str(&stored.response)
             .map_err(|e| LedgerError::Internal(format!("stored answer of key {key}: {e}")))?;
-        return Ok(Executed {
-            outcome,
-            replayed: true,
-            tally: Tally::default(),
-        });
+        return Ok(Executed { outcome, replayed: true, tally: Tally::default() });
     }
     let before = tx
         .load(&op.account, &op.command.needs(), op.now)?
         .ok_or_else(|| LedgerError::AccountNotFound(op.account.to_string()))?;
     let mut after = before.clone();
-    let ctx = Ctx {
-        now: op.now,
-        new_id: op.new_id.clone(),
-    };
+    let ctx = Ctx { now: op.now, new_id: op.new_id.clone() };
     let (outcome, changes) = command::apply(&mut after, &op.command, &ctx)?;
     let tally = Tally::of(&changes.entries);
     tx.save(&before, &after, changes, op.key.as_ref(), op.now)?;
     if let Some(key) = &op.key {
-        let response =
-            serde_json::to_string(&outcome).map_err(|e| LedgerError::Internal(e.to_string()))?;
-        tx.remember_key(
-            &op.account,
-            key,
-            &StoredAnswer { request, response },
-            op.now,
-        )?;
+        let response = serde_json::to_string(&outcome).map_err(|e| LedgerError::Internal(e.to_string()))?;
+        tx.remember_key(&op.account, key, &StoredAnswer { request, response }, op.now)?;
     }
-    Ok(Executed {
-        outcome,
-        replayed: false,
-        tally,
-    })
+    Ok(Executed { outcome, replayed: false, tally })
 }
 
 /// A place the ledger keeps its accounts. Implemented by

@@ -39,10 +39,7 @@ fn audit(db: &Db) -> Result<(), String> {
     if run.code == 0 && run.stdout.contains("audit passed") {
         Ok(())
     } else {
-        Err(format!(
-            "audit failed (exit {}): {}{}",
-            run.code, run.stdout, run.stderr
-        ))
+        Err(format!("audit failed (exit {}): {}{}", run.code, run.stdout, run.stderr))
     }
 }
 
@@ -74,10 +71,7 @@ fn ledger(db: &Db, account: &str) -> Vec<Value> {
 /// command changed nothing is that all of it reads back the same.
 fn snapshot(db: &Db, accounts: &[&str]) -> Value {
     let mut all = serde_json::Map::new();
-    all.insert(
-        "account list".into(),
-        json(db, &["account", "list", "--limit", "500"]),
-    );
+    all.insert("account list".into(), json(db, &["account", "list", "--limit", "500"]));
     for &a in accounts {
         all.insert(
             a.to_string(),
@@ -99,19 +93,14 @@ fn first_difference(path: &str, before: &Value, after: &Value) -> Option<String>
         (Value::Object(b), Value::Object(a)) => {
             let keys = b.keys().chain(a.keys().filter(|k| !b.contains_key(*k)));
             keys.into_iter().find_map(|k| {
-                let (bv, av) = (
-                    b.get(k).unwrap_or(&Value::Null),
-                    a.get(k).unwrap_or(&Value::Null),
-                );
+                let (bv, av) = (b.get(k).unwrap_or(&Value::Null), a.get(k).unwrap_or(&Value::Null));
                 first_difference(&format!("{path}.{k}"), bv, av)
             })
         }
         (Value::Array(b), Value::Array(a)) => {
             let same_length = b.len() == a.len();
             (0..b.len().max(a.len())).find_map(|i| match (b.get(i), a.get(i)) {
-                (Some(bv), Some(av)) if same_length => {
-                    first_difference(&format!("{path}[{i}]"), bv, av)
-                }
+                (Some(bv), Some(av)) if same_length => first_difference(&format!("{path}[{i}]"), bv, av),
                 (bv, av) if bv != av => Some(format!(
                     "{path}: {} items, now {}; item {i} was {}, now {}",
                     b.len(),
@@ -135,11 +124,7 @@ struct Case {
 }
 
 fn case(name: impl Into<String>, args: &[&str], expect: &str) -> Case {
-    Case {
-        name: name.into(),
-        args: args.iter().map(|s| s.to_string()).collect(),
-        expect: expect.to_string(),
-    }
+    Case { name: name.into(), args: args.iter().map(|s| s.to_string()).collect(), expect: expect.to_string() }
 }
 
 /// Runs every case and checks the refusal contract; panics once at the end
@@ -168,10 +153,7 @@ fn assert_all_refused(db: &Db, accounts: &[&str], cases: &[Case]) {
                     problems.push(format!("error line {line:?} lacks {:?}", c.expect));
                 }
             }
-            _ => problems.push(format!(
-                "stderr is not exactly one `error:` line: {:?}",
-                run.stderr
-            )),
+            _ => problems.push(format!("stderr is not exactly one `error:` line: {:?}", run.stderr)),
         }
         if !run.stdout.is_empty() {
             problems.push(format!("printed an answer: {:?}", run.stdout));
@@ -214,18 +196,7 @@ const ACCOUNTS: &[&str] = &["cafe-1", "fresh"];
 
 fn fixture() -> Fixture {
     let db = Db::new();
-    json(
-        &db,
-        &[
-            "account",
-            "create",
-            "cafe-1",
-            "--name",
-            "Cafe One",
-            "--time-zone",
-            "America/New_York",
-        ],
-    );
+    json(&db, &["account", "create", "cafe-1", "--name", "Cafe One", "--time-zone", "America/New_York"]);
     json(&db, &["account", "create", "fresh", "--name", "Fresh"]);
     let purchase = json(&db, &["purchase", "cafe-1", "500", "--key", "fx-p"]);
     let debit = json(&db, &["debit", "cafe-1", "300", "--key", "fx-d"]);
@@ -237,13 +208,7 @@ fn fixture() -> Fixture {
     assert_eq!(json(&db, &["balance", "cafe-1"])["available"], 1100);
     assert_eq!(json(&db, &["balance", "fresh"])["available"], 1000);
     assert_audit(&db);
-    Fixture {
-        purchase_id: id(&purchase),
-        debit_id: id(&debit),
-        held_id: id(&held),
-        released_id,
-        db,
-    }
+    Fixture { purchase_id: id(&purchase), debit_id: id(&debit), held_id: id(&held), released_id, db }
 }
 
 #[test]
@@ -258,11 +223,7 @@ fn bad_credits_are_refused_by_every_operation() {
         ("exponent", "1e3", "positive whole number"),
         ("plus sign", "+5", "positive whole number"),
         ("above 10^12", "10000000000000", "at most 1000000000"),
-        (
-            "one above the per-operation max",
-            "1000000001",
-            "at most 1000000000",
-        ),
+        ("one above the per-operation max", "1000000001", "at most 1000000000"),
         ("above i64", "99999999999999999999", "at most 1000000000"),
     ];
     let mut cases = Vec::new();
@@ -292,11 +253,7 @@ fn bad_credits_are_refused_by_every_operation() {
         ("negative", "-5", "between 0 and the 100 credits held"),
         ("fractional", "1.5", "whole number"),
         ("non-numeric", "abc", "whole number"),
-        (
-            "huge",
-            "10000000000000",
-            "between 0 and the 100 credits held",
-        ),
+        ("huge", "10000000000000", "between 0 and the 100 credits held"),
     ] {
         let args = ["capture", "cafe-1", h, value, "--key", "bad-capture"];
         cases.push(case(format!("capture {label}"), &args, expect));
@@ -316,33 +273,17 @@ fn unknown_and_malformed_accounts_are_refused() {
     let h = fx.held_id.as_str();
     let unknown = "account nobody not found";
     let mut cases = vec![
-        case(
-            "purchase",
-            &["purchase", "nobody", "5", "--key", "u1"],
-            unknown,
-        ),
+        case("purchase", &["purchase", "nobody", "5", "--key", "u1"], unknown),
         case("debit", &["debit", "nobody", "5", "--key", "u2"], unknown),
         case("hold", &["hold", "nobody", "5", "--key", "u3"], unknown),
-        case(
-            "grant",
-            &["grant", "nobody", "5", "--reason", "promo", "--key", "u4"],
-            unknown,
-        ),
+        case("grant", &["grant", "nobody", "5", "--reason", "promo", "--key", "u4"], unknown),
         case("quote", &["quote", "nobody", "5"], unknown),
         case("balance", &["balance", "nobody"], unknown),
         case("ledger", &["ledger", "nobody"], unknown),
         case("usage", &["usage", "nobody"], unknown),
         case("account show", &["account", "show", "nobody"], unknown),
-        case(
-            "account set",
-            &["account", "set", "nobody", "--name", "X", "--key", "u5"],
-            unknown,
-        ),
-        case(
-            "capture",
-            &["capture", "nobody", h, "1", "--key", "u6"],
-            unknown,
-        ),
+        case("account set", &["account", "set", "nobody", "--name", "X", "--key", "u5"], unknown),
+        case("capture", &["capture", "nobody", h, "1", "--key", "u6"], unknown),
         case("release", &["release", "nobody", h, "--key", "u7"], unknown),
     ];
     let too_long = "x".repeat(65);
@@ -376,107 +317,40 @@ fn bad_time_zones_and_settings_are_refused() {
     let fx = fixture();
     let unknown_zone = "unknown time zone";
     let mut cases = Vec::new();
-    for (label, zone) in [
-        ("made up", "Mars/Olympus"),
-        ("misspelt", "America/New_Yrok"),
-        ("empty", ""),
-        ("offset", "+25:00"),
-    ] {
-        let create = [
-            "account",
-            "create",
-            "tz-1",
-            "--name",
-            "X",
-            "--time-zone",
-            zone,
-        ];
+    for (label, zone) in
+        [("made up", "Mars/Olympus"), ("misspelt", "America/New_Yrok"), ("empty", ""), ("offset", "+25:00")]
+    {
+        let create = ["account", "create", "tz-1", "--name", "X", "--time-zone", zone];
         cases.push(case(format!("create {label}"), &create, unknown_zone));
-        let set = [
-            "account",
-            "set",
-            "cafe-1",
-            "--time-zone",
-            zone,
-            "--key",
-            "tz",
-        ];
+        let set = ["account", "set", "cafe-1", "--time-zone", zone, "--key", "tz"];
         cases.push(case(format!("set {label}"), &set, unknown_zone));
     }
     cases.extend([
         case(
             "default time zone",
-            &[
-                "--default-time-zone",
-                "Mars/Olympus",
-                "account",
-                "create",
-                "tz-2",
-                "--name",
-                "X",
-            ],
+            &["--default-time-zone", "Mars/Olympus", "account", "create", "tz-2", "--name", "X"],
             unknown_zone,
         ),
-        case(
-            "set nothing",
-            &["account", "set", "cafe-1", "--key", "set-0"],
-            "nothing to change",
-        ),
+        case("set nothing", &["account", "set", "cafe-1", "--key", "set-0"], "nothing to change"),
         case(
             "negative free credits",
-            &[
-                "account",
-                "create",
-                "s-1",
-                "--name",
-                "X",
-                "--monthly-free-credits",
-                "-1",
-            ],
+            &["account", "create", "s-1", "--name", "X", "--monthly-free-credits", "-1"],
             "monthly_free_credits must be between 0 and 1000000000",
         ),
         case(
             "set negative free credits",
-            &[
-                "account",
-                "set",
-                "cafe-1",
-                "--monthly-free-credits",
-                "-1",
-                "--key",
-                "s",
-            ],
+            &["account", "set", "cafe-1", "--monthly-free-credits", "-1", "--key", "s"],
             "monthly_free_credits must be between 0 and 1000000000",
         ),
         case(
             "lower-case currency",
-            &[
-                "account",
-                "create",
-                "s-2",
-                "--name",
-                "X",
-                "--currency",
-                "usd",
-            ],
+            &["account", "create", "s-2", "--name", "X", "--currency", "usd"],
             "three-letter ISO 4217",
         ),
-        case(
-            "empty name",
-            &["account", "create", "s-3", "--name", " "],
-            "name must be",
-        ),
+        case("empty name", &["account", "create", "s-3", "--name", " "], "name must be"),
         case(
             "short auto-recharge",
-            &[
-                "account",
-                "set",
-                "cafe-1",
-                "--auto-recharge",
-                "1:2",
-                "--key",
-                "ar",
-            ],
+            &["account", "set", "cafe-1", "--auto-recharge", "1:2", "--key", "ar"],
             "THRESHOLD:CREDITS:MONTHLY_CAP",
         ),
     ]);
@@ -504,28 +378,12 @@ fn bad_unit_prices_are_refused() {
     }
     cases.push(case(
         "create negative as two words",
-        &[
-            "account",
-            "create",
-            "up-2",
-            "--name",
-            "X",
-            "--unit-price",
-            "-0.01",
-        ],
+        &["account", "create", "up-2", "--name", "X", "--unit-price", "-0.01"],
         "unexpected argument",
     ));
     cases.push(case(
         "set negative as two words",
-        &[
-            "account",
-            "set",
-            "cafe-1",
-            "--unit-price",
-            "-0.01",
-            "--key",
-            "up",
-        ],
+        &["account", "set", "cafe-1", "--unit-price", "-0.01", "--key", "up"],
         "unexpected argument",
     ));
     assert_all_refused(&fx.db, ACCOUNTS, &cases);
@@ -536,11 +394,7 @@ fn bad_flags_subcommands_times_and_pages_are_refused() {
     let fx = fixture();
     let now_err = "invalid --now";
     let cases = vec![
-        case(
-            "unknown flag after",
-            &["balance", "cafe-1", "--bogus"],
-            "unexpected argument '--bogus'",
-        ),
+        case("unknown flag after", &["balance", "cafe-1", "--bogus"], "unexpected argument '--bogus'"),
         case(
             "unknown flag before",
             &["--bogus", "debit", "cafe-1", "5", "--key", "f1"],
@@ -551,58 +405,18 @@ fn bad_flags_subcommands_times_and_pages_are_refused() {
             &["debit", "cafe-1", "5", "--key", "f2", "--bogus"],
             "unexpected argument '--bogus'",
         ),
-        case(
-            "unknown subcommand",
-            &["frobnicate"],
-            "unrecognized subcommand",
-        ),
-        case(
-            "unknown nested subcommand",
-            &["account", "frobnicate"],
-            "unrecognized subcommand",
-        ),
+        case("unknown subcommand", &["frobnicate"], "unrecognized subcommand"),
+        case("unknown nested subcommand", &["account", "frobnicate"], "unrecognized subcommand"),
         case("no subcommand", &[], "requires a subcommand"),
-        case(
-            "flag value missing",
-            &["debit", "cafe-1", "5", "--key"],
-            "a value is required",
-        ),
-        case(
-            "--now words",
-            &["--now", "yesterday", "debit", "cafe-1", "5", "--key", "n1"],
-            now_err,
-        ),
+        case("flag value missing", &["debit", "cafe-1", "5", "--key"], "a value is required"),
+        case("--now words", &["--now", "yesterday", "debit", "cafe-1", "5", "--key", "n1"], now_err),
         case(
             "--now without offset",
-            &[
-                "--now",
-                "2026-11-24T18:00:00",
-                "debit",
-                "cafe-1",
-                "5",
-                "--key",
-                "n2",
-            ],
+            &["--now", "2026-11-24T18:00:00", "debit", "cafe-1", "5", "--key", "n2"],
             now_err,
         ),
-        case(
-            "--now date only",
-            &[
-                "--now",
-                "2026-11-24",
-                "purchase",
-                "cafe-1",
-                "5",
-                "--key",
-                "n3",
-            ],
-            now_err,
-        ),
-        case(
-            "--now month 13",
-            &["--now", "2026-13-01T00:00:00Z", "balance", "cafe-1"],
-            now_err,
-        ),
+        case("--now date only", &["--now", "2026-11-24", "purchase", "cafe-1", "5", "--key", "n3"], now_err),
+        case("--now month 13", &["--now", "2026-13-01T00:00:00Z", "balance", "cafe-1"], now_err),
         case("--now empty", &["--now", "", "balance", "cafe-1"], now_err),
         case(
             "--now twice",
@@ -611,17 +425,7 @@ fn bad_flags_subcommands_times_and_pages_are_refused() {
         ),
         case(
             "--expires-at words",
-            &[
-                "grant",
-                "cafe-1",
-                "5",
-                "--reason",
-                "promo",
-                "--expires-at",
-                "tomorrow",
-                "--key",
-                "e1",
-            ],
+            &["grant", "cafe-1", "5", "--reason", "promo", "--expires-at", "tomorrow", "--key", "e1"],
             "invalid --expires-at",
         ),
         case(
@@ -639,26 +443,10 @@ fn bad_flags_subcommands_times_and_pages_are_refused() {
             ],
             "not in the future",
         ),
-        case(
-            "--limit 0",
-            &["ledger", "cafe-1", "--limit", "0"],
-            "between 1 and 500",
-        ),
-        case(
-            "--limit 501",
-            &["purchases", "cafe-1", "--limit", "501"],
-            "between 1 and 500",
-        ),
-        case(
-            "--limit abc",
-            &["ledger", "cafe-1", "--limit", "abc"],
-            "invalid value 'abc'",
-        ),
-        case(
-            "--cursor garbage",
-            &["ledger", "cafe-1", "--cursor", "zz"],
-            "invalid cursor",
-        ),
+        case("--limit 0", &["ledger", "cafe-1", "--limit", "0"], "between 1 and 500"),
+        case("--limit 501", &["purchases", "cafe-1", "--limit", "501"], "between 1 and 500"),
+        case("--limit abc", &["ledger", "cafe-1", "--limit", "abc"], "invalid value 'abc'"),
+        case("--cursor garbage", &["ledger", "cafe-1", "--cursor", "zz"], "invalid cursor"),
         case(
             "--ttl 0",
             &["hold", "cafe-1", "5", "--ttl", "0", "--key", "t0"],
@@ -674,21 +462,9 @@ fn bad_flags_subcommands_times_and_pages_are_refused() {
             &["debit", "cafe-1", "5", "--key", &"k".repeat(256)],
             "idempotency key must be 1 to 255",
         ),
-        case(
-            "key not ASCII",
-            &["debit", "cafe-1", "5", "--key", "clé"],
-            "idempotency key must be 1 to 255",
-        ),
-        case(
-            "key empty",
-            &["debit", "cafe-1", "5", "--key", ""],
-            "idempotency key must be 1 to 255",
-        ),
-        case(
-            "statements of nobody in particular",
-            &["statements"],
-            "give an account, or --month",
-        ),
+        case("key not ASCII", &["debit", "cafe-1", "5", "--key", "clé"], "idempotency key must be 1 to 255"),
+        case("key empty", &["debit", "cafe-1", "5", "--key", ""], "idempotency key must be 1 to 255"),
+        case("statements of nobody in particular", &["statements"], "give an account, or --month"),
         case(
             "statement status open",
             &["billing", "status", "st_2026-11_cafe-1", "open"],
@@ -816,16 +592,7 @@ fn holds_and_refunds_refuse_what_they_do_not_cover() {
         ),
         case(
             "capture an expired hold",
-            &[
-                "--now",
-                "2026-11-26T18:00:00Z",
-                "capture",
-                "cafe-1",
-                h,
-                "5",
-                "--key",
-                "h4",
-            ],
+            &["--now", "2026-11-26T18:00:00Z", "capture", "cafe-1", h, "5", "--key", "h4"],
             "is expired, not held",
         ),
         case(
@@ -833,11 +600,7 @@ fn holds_and_refunds_refuse_what_they_do_not_cover() {
             &["release", "cafe-1", "hold_doesnotexist", "--key", "h5"],
             "hold hold_doesnotexist not found",
         ),
-        case(
-            "release another account's hold",
-            &["release", "fresh", h, "--key", "h6"],
-            "not found",
-        ),
+        case("release another account's hold", &["release", "fresh", h, "--key", "h6"], "not found"),
         case(
             "refund more than debited",
             &["refund", "debit", "cafe-1", d, "301", "--key", "f1"],
@@ -845,15 +608,7 @@ fn holds_and_refunds_refuse_what_they_do_not_cover() {
         ),
         case(
             "refund an unknown debit",
-            &[
-                "refund",
-                "debit",
-                "cafe-1",
-                "deb_doesnotexist",
-                "1",
-                "--key",
-                "f2",
-            ],
+            &["refund", "debit", "cafe-1", "deb_doesnotexist", "1", "--key", "f2"],
             "not found",
         ),
         case(
@@ -865,10 +620,7 @@ fn holds_and_refunds_refuse_what_they_do_not_cover() {
     assert_all_refused(&fx.db, ACCOUNTS, &cases);
 
     // After a partial refund, the rest is the limit.
-    let refund = json(
-        &fx.db,
-        &["refund", "debit", "cafe-1", d, "200", "--key", "ok-1"],
-    );
+    let refund = json(&fx.db, &["refund", "debit", "cafe-1", d, "200", "--key", "ok-1"]);
     assert_eq!(refund["refunded_credits"], 200, "{refund}");
     let cases = vec![case(
         "refund more than what is left",
@@ -887,11 +639,7 @@ fn idempotency_keys_replay_or_conflict() {
     let first = json(db, &["debit", "cafe-1", "10", "--key", "idem-1"]);
     let before = snapshot(db, ACCOUNTS);
 
-    let again = run_at(
-        db,
-        NOW,
-        &["--json", "debit", "cafe-1", "10", "--key", "idem-1"],
-    );
+    let again = run_at(db, NOW, &["--json", "debit", "cafe-1", "10", "--key", "idem-1"]);
     assert_eq!(again.code, 0, "{again:?}");
     assert_eq!(again.json(), first, "a replay answers the first answer");
     assert!(again.stderr.contains("replayed"), "{again:?}");
@@ -899,43 +647,15 @@ fn idempotency_keys_replay_or_conflict() {
     assert_eq!(first_difference("", &before, &after), None);
 
     // A replay later in time is still a replay of the same answer.
-    let later = json_at(
-        db,
-        "2026-11-24T19:00:00Z",
-        &["debit", "cafe-1", "10", "--key", "idem-1"],
-    );
+    let later = json_at(db, "2026-11-24T19:00:00Z", &["debit", "cafe-1", "10", "--key", "idem-1"]);
     assert_eq!(later, first);
 
     let conflict = "idempotency key \"idem-1\" was already used with a different request";
     let cases = vec![
-        case(
-            "other credits",
-            &["debit", "cafe-1", "11", "--key", "idem-1"],
-            conflict,
-        ),
-        case(
-            "other reference",
-            &[
-                "debit",
-                "cafe-1",
-                "10",
-                "--reference",
-                "x",
-                "--key",
-                "idem-1",
-            ],
-            conflict,
-        ),
-        case(
-            "other operation",
-            &["purchase", "cafe-1", "10", "--key", "idem-1"],
-            conflict,
-        ),
-        case(
-            "other operation, same credits",
-            &["hold", "cafe-1", "10", "--key", "idem-1"],
-            conflict,
-        ),
+        case("other credits", &["debit", "cafe-1", "11", "--key", "idem-1"], conflict),
+        case("other reference", &["debit", "cafe-1", "10", "--reference", "x", "--key", "idem-1"], conflict),
+        case("other operation", &["purchase", "cafe-1", "10", "--key", "idem-1"], conflict),
+        case("other operation, same credits", &["hold", "cafe-1", "10", "--key", "idem-1"], conflict),
     ];
     assert_all_refused(db, ACCOUNTS, &cases);
 
@@ -957,22 +677,14 @@ fn idempotency_keys_replay_or_conflict() {
 fn refusal_without_key_prints_one_line() {
     let fx = fixture();
     let cases = vec![
-        case(
-            "insufficient",
-            &["debit", "fresh", "1001"],
-            "insufficient credits",
-        ),
+        case("insufficient", &["debit", "fresh", "1001"], "insufficient credits"),
         case("unknown account", &["debit", "nobody", "5"], "not found"),
         case(
             "bad time zone",
             &["account", "set", "cafe-1", "--time-zone", "Mars/Olympus"],
             "unknown time zone",
         ),
-        case(
-            "release twice",
-            &["release", "cafe-1", &fx.released_id],
-            "not held",
-        ),
+        case("release twice", &["release", "cafe-1", &fx.released_id], "not held"),
     ];
     assert_all_refused(&fx.db, ACCOUNTS, &cases);
 }
@@ -983,16 +695,8 @@ fn refusal_without_key_prints_one_line() {
 fn missing_required_argument_is_named() {
     let fx = fixture();
     let cases = vec![
-        case(
-            "grant without --reason",
-            &["grant", "cafe-1", "5", "--key", "m1"],
-            "--reason",
-        ),
-        case(
-            "account create without --name",
-            &["account", "create", "m-1"],
-            "--name",
-        ),
+        case("grant without --reason", &["grant", "cafe-1", "5", "--key", "m1"], "--reason"),
+        case("account create without --name", &["account", "create", "m-1"], "--name"),
         case("debit without credits", &["debit", "cafe-1"], "CREDITS"),
     ];
     assert_all_refused(&fx.db, ACCOUNTS, &cases);
@@ -1003,18 +707,8 @@ fn missing_required_argument_is_named() {
 #[test]
 fn r7_purchase_debit_balance_flow() {
     let db = Db::new();
-    let account = json(
-        &db,
-        &[
-            "account",
-            "create",
-            "cafe-1",
-            "--name",
-            "Cafe One",
-            "--time-zone",
-            "America/New_York",
-        ],
-    );
+    let account =
+        json(&db, &["account", "create", "cafe-1", "--name", "Cafe One", "--time-zone", "America/New_York"]);
     assert_eq!(account["id"], "cafe-1");
     assert_eq!(account["time_zone"], "America/New_York");
     assert_eq!(account["monthly_free_credits"], 1000);
@@ -1030,26 +724,11 @@ fn r7_purchase_debit_balance_flow() {
     assert_eq!(purchase["bills_on"], "2026-12-01", "{purchase}");
     assert_eq!(purchase["purchased_at"], NOW, "{purchase}");
 
-    let debit = json(
-        &db,
-        &[
-            "debit",
-            "cafe-1",
-            "300",
-            "--reference",
-            "camp-1",
-            "--key",
-            "d-1",
-        ],
-    );
+    let debit = json(&db, &["debit", "cafe-1", "300", "--reference", "camp-1", "--key", "d-1"]);
     assert_eq!(debit["credits"], 300, "{debit}");
     assert_eq!(debit["reference"], "camp-1", "{debit}");
     assert_eq!(
-        (
-            &debit["from_free"],
-            &debit["from_grants"],
-            &debit["from_paid"]
-        ),
+        (&debit["from_free"], &debit["from_grants"], &debit["from_paid"]),
         (&json!(300), &json!(0), &json!(0)),
         "R6: free credits go first: {debit}"
     );
@@ -1070,34 +749,16 @@ fn r7_purchase_debit_balance_flow() {
     });
     assert_eq!(balance, expected);
 
-    let hold = json(
-        &db,
-        &[
-            "hold",
-            "cafe-1",
-            "100",
-            "--reference",
-            "camp-2",
-            "--key",
-            "h-1",
-        ],
-    );
+    let hold = json(&db, &["hold", "cafe-1", "100", "--reference", "camp-2", "--key", "h-1"]);
     assert_eq!(hold["status"], "held", "{hold}");
-    assert_eq!(
-        hold["expires_at"], "2026-11-25T18:00:00Z",
-        "default TTL 1 day"
-    );
+    assert_eq!(hold["expires_at"], "2026-11-25T18:00:00Z", "default TTL 1 day");
     let balance = json(&db, &["balance", "cafe-1"]);
     assert_eq!(balance["held"], 100, "{balance}");
     assert_eq!(balance["available"], 1100, "{balance}");
 
     // 600 free left after the hold took 100 of them: the rest is paid.
     let spill = json(&db, &["debit", "cafe-1", "700", "--key", "d-2"]);
-    assert_eq!(
-        (&spill["from_free"], &spill["from_paid"]),
-        (&json!(600), &json!(100)),
-        "{spill}"
-    );
+    assert_eq!((&spill["from_free"], &spill["from_paid"]), (&json!(600), &json!(100)), "{spill}");
     assert_eq!(spill["balance_after"], 400, "{spill}");
 
     let hold_id = hold["id"].as_str().unwrap();
@@ -1131,19 +792,11 @@ fn human_output_shows_money_with_its_symbol() {
 
     let balance = run_at(&db, NOW, &["balance", "cafe-1"]);
     assert_eq!(balance.code, 0, "{balance:?}");
-    assert!(
-        balance.stdout.contains("500 credits, $5.00 on 2026-12-01"),
-        "{}",
-        balance.stdout
-    );
+    assert!(balance.stdout.contains("500 credits, $5.00 on 2026-12-01"), "{}", balance.stdout);
     let list = run_at(&db, NOW, &["purchases", "cafe-1"]);
     assert!(list.stdout.contains("$5.00"), "{}", list.stdout);
     let quote = run_at(&db, NOW, &["quote", "cafe-1", "2000"]);
-    assert!(
-        quote.stdout.contains("$5.00"),
-        "500 short: {}",
-        quote.stdout
-    );
+    assert!(quote.stdout.contains("$5.00"), "500 short: {}", quote.stdout);
     let account = run_at(&db, NOW, &["account", "show", "cafe-1"]);
     assert!(account.stdout.contains("$0.01"), "{}", account.stdout);
 }
@@ -1153,18 +806,7 @@ fn human_output_shows_money_with_its_symbol() {
 #[test]
 fn r5_billing_close_after_month_end_issues_the_statement() {
     let db = Db::new();
-    json(
-        &db,
-        &[
-            "account",
-            "create",
-            "cafe-1",
-            "--name",
-            "Cafe One",
-            "--time-zone",
-            "America/New_York",
-        ],
-    );
+    json(&db, &["account", "create", "cafe-1", "--name", "Cafe One", "--time-zone", "America/New_York"]);
     let purchase = json(&db, &["purchase", "cafe-1", "500", "--key", "p-1"]);
     let purchase_id = purchase["id"].as_str().unwrap();
 
@@ -1203,11 +845,7 @@ fn r5_billing_close_after_month_end_issues_the_statement() {
     assert_eq!(balance["unbilled"]["bills_on"], "2027-01-01", "{balance}");
 
     let human = run_at(&db, later, &["statements", "cafe-1"]);
-    assert!(
-        human.stdout.contains("st_2026-11_cafe-1"),
-        "{}",
-        human.stdout
-    );
+    assert!(human.stdout.contains("st_2026-11_cafe-1"), "{}", human.stdout);
     assert!(human.stdout.contains("$5.00"), "{}", human.stdout);
     assert_audit(&db);
 }
@@ -1238,11 +876,7 @@ fn batch_applies_lines_once_and_replays_on_rerun() {
     let first = run_at(&db, NOW, &["batch", path]);
     assert_eq!(first.code, 0, "{first:?}");
     let answers = batch_answers(&first);
-    assert_eq!(
-        answers.len(),
-        4,
-        "one answer per non-empty line: {answers:?}"
-    );
+    assert_eq!(answers.len(), 4, "one answer per non-empty line: {answers:?}");
     for (a, line) in answers.iter().zip([1, 2, 4, 5]) {
         assert_eq!(a["line"], line, "{a}");
         assert_eq!(a["ok"], true, "{a}");
@@ -1292,18 +926,12 @@ fn batch_refused_lines_change_nothing_and_exit_2() {
         assert_eq!(a["ok"], false, "{a}");
         assert!(a["error"].is_string(), "{a}");
     }
-    let errors: Vec<&str> = answers[..6]
-        .iter()
-        .map(|a| a["error"].as_str().unwrap())
-        .collect();
+    let errors: Vec<&str> = answers[..6].iter().map(|a| a["error"].as_str().unwrap()).collect();
     assert!(errors[4].contains("999 available, 1000 requested (short by 1)"));
     assert!(errors[5].contains("already used with a different request"));
     assert_eq!(answers[6]["ok"], true, "the good line still applies");
     assert_eq!(json(&db, &["balance", "cafe-1"])["available"], 997);
-    let debits = ledger(&db, "cafe-1")
-        .iter()
-        .filter(|e| e["kind"] == "debit")
-        .count();
+    let debits = ledger(&db, "cafe-1").iter().filter(|e| e["kind"] == "debit").count();
     assert_eq!(debits, 2, "only the fixture's debit and r-5");
     assert_audit(&db);
 }

@@ -29,30 +29,15 @@ async fn schemathesis_finds_no_contract_violation() {
             std::env::var_os("CI").is_none(),
             "CI must run the contract test: install schemathesis (.ci/run does)"
         );
-        eprintln!(
-            "SKIPPED contract test: schemathesis not installed (see tests/suite/contract.rs)"
-        );
+        eprintln!("SKIPPED contract test: schemathesis not installed (see tests/suite/contract.rs)");
         return;
     };
     let db = Db::new();
     let server = Server::start(&db, &["--test-clock"]);
-    let created = server
-        .post(
-            "/v1/accounts",
-            ADMIN,
-            None,
-            json!({"id": "cafe-1", "name": "Cafe One"}),
-        )
-        .await;
+    let created = server.post("/v1/accounts", ADMIN, None, json!({"id": "cafe-1", "name": "Cafe One"})).await;
     assert_eq!(created.status, 201, "{created:?}");
-    let bought = server
-        .post(
-            "/v1/accounts/cafe-1/purchases",
-            ADMIN,
-            Some("seed-1"),
-            json!({"credits": 5000}),
-        )
-        .await;
+    let bought =
+        server.post("/v1/accounts/cafe-1/purchases", ADMIN, Some("seed-1"), json!({"credits": 5000})).await;
     assert_eq!(bought.status, 201, "{bought:?}");
     let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/contract/schemathesis.toml");
     let base = server.base.clone();

@@ -61,18 +61,7 @@ fn ledger(db: &Db, account: &str) -> Vec<Value> {
 /// An account with no free credits and [`INITIAL`] paid ones, so every
 /// debit of the batch comes from one paid lot.
 fn paid_account(db: &Db, account: &str) {
-    json(
-        db,
-        &[
-            "account",
-            "create",
-            account,
-            "--name",
-            "Big Sender",
-            "--monthly-free-credits",
-            "0",
-        ],
-    );
+    json(db, &["account", "create", account, "--name", "Big Sender", "--monthly-free-credits", "0"]);
     let initial = INITIAL.to_string();
     json(db, &["purchase", account, &initial, "--key", "initial"]);
     assert_eq!(json(db, &["balance", account])["available"], INITIAL);
@@ -115,8 +104,7 @@ fn run_batch(db: &Db, file: &Path, kill_after: Option<usize>) -> BatchRun {
     let mut answers = Vec::new();
     for line in BufReader::new(stdout).lines() {
         let line = line.expect("answers are UTF-8 lines");
-        let answer: Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("answer {line:?}: {e}"));
+        let answer: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("answer {line:?}: {e}"));
         answers.push(answer);
         if Some(answers.len()) == kill_after {
             child.kill().expect("SIGKILL is sent");
@@ -151,9 +139,7 @@ fn debits_by_reference(db: &Db, account: &str) -> BTreeMap<String, String> {
     for e in ledger(db, account).iter().filter(|e| e["kind"] == "debit") {
         assert_eq!(e["credits"], -1, "each line debits one credit: {e}");
         let reference = e["reference"].as_str().expect("debits carry their line");
-        let id = e["source"]
-            .as_str()
-            .expect("debit entries name their debit");
+        let id = e["source"].as_str().expect("debit entries name their debit");
         let before = debits.insert(reference.to_string(), id.to_string());
         assert!(before.is_none(), "{reference} was applied twice");
     }
@@ -163,31 +149,18 @@ fn debits_by_reference(db: &Db, account: &str) -> BTreeMap<String, String> {
 /// The checks after a kill. `answers` are what the killed run printed;
 /// `known` maps line numbers to debit ids acknowledged by earlier runs.
 /// Returns how many lines are applied.
-fn check_after_kill(
-    db: &Db,
-    account: &str,
-    answers: &[Value],
-    known: &mut BTreeMap<usize, String>,
-) -> usize {
+fn check_after_kill(db: &Db, account: &str, answers: &[Value], known: &mut BTreeMap<usize, String>) -> usize {
     assert_audit(db);
     let debits = debits_by_reference(db, account);
     let applied = debits.len();
     let expected: BTreeSet<String> = (1..=applied).map(|n| format!("line-{n}")).collect();
     let present: BTreeSet<String> = debits.keys().cloned().collect();
-    assert_eq!(
-        present, expected,
-        "lines run in order, so the applied ones are the first {applied}"
-    );
-    assert!(
-        applied < LINES,
-        "the kill came after the whole batch ({applied} lines)"
-    );
+    assert_eq!(present, expected, "lines run in order, so the applied ones are the first {applied}");
+    assert!(applied < LINES, "the kill came after the whole batch ({applied} lines)");
     for a in answers {
         assert_eq!(a["ok"], true, "{a}");
         let n = a["line"].as_u64().expect("answers carry their line") as usize;
-        let id = a["result"]["id"]
-            .as_str()
-            .expect("a debit answer has an id");
+        let id = a["result"]["id"].as_str().expect("a debit answer has an id");
         let reference = format!("line-{n}");
         assert_eq!(a["result"]["reference"], reference.as_str(), "{a}");
         assert_eq!(
@@ -220,14 +193,8 @@ fn finish(db: &Db, account: &str, file: &Path, applied: usize, known: &BTreeMap<
         let n = i + 1;
         assert_eq!(a["line"], n, "{a}");
         assert_eq!(a["ok"], true, "{a}");
-        assert_eq!(
-            a["replayed"],
-            n <= applied,
-            "line {n} of {applied} applied: {a}"
-        );
-        let id = a["result"]["id"]
-            .as_str()
-            .expect("a debit answer has an id");
+        assert_eq!(a["replayed"], n <= applied, "line {n} of {applied} applied: {a}");
+        let id = a["result"]["id"].as_str().expect("a debit answer has an id");
         assert_eq!(debits[&format!("line-{n}")], id, "line {n}");
         if let Some(earlier) = known.get(&n) {
             assert_eq!(earlier, id, "line {n} replayed another debit");
@@ -251,10 +218,7 @@ fn kill_once_then_finish(kill_after: usize) {
     }
     let mut known = BTreeMap::new();
     let applied = check_after_kill(&db, "big", &run.answers, &mut known);
-    assert!(
-        applied >= kill_after,
-        "{applied} applied < {kill_after} acked"
-    );
+    assert!(applied >= kill_after, "{applied} applied < {kill_after} acked");
     finish(&db, "big", &file, applied, &known);
 }
 
@@ -309,9 +273,7 @@ fn sigkill_among_mixed_operations() {
     const MIXED_LINES: usize = 600;
     let db = Db::new();
     json(&db, &["account", "create", ACCOUNT, "--name", "Mixed"]);
-    let initial = json(&db, &["balance", ACCOUNT])["available"]
-        .as_i64()
-        .unwrap();
+    let initial = json(&db, &["balance", ACCOUNT])["available"].as_i64().unwrap();
     // (operation, extra fields, change to available)
     let ops = [
         ("purchase", r#""credits": 3"#, 3),
@@ -322,9 +284,7 @@ fn sigkill_among_mixed_operations() {
     let text: String = (1..=MIXED_LINES)
         .map(|n| {
             let (op, fields, _) = ops[(n - 1) % ops.len()];
-            format!(
-                "{{\"account\": \"{ACCOUNT}\", \"key\": \"m-{n}\", \"op\": \"{op}\", {fields}}}\n"
-            )
+            format!("{{\"account\": \"{ACCOUNT}\", \"key\": \"m-{n}\", \"op\": \"{op}\", {fields}}}\n")
         })
         .collect();
     let file = db.dir.path().join("mixed.jsonl");
@@ -334,10 +294,8 @@ fn sigkill_among_mixed_operations() {
     let killed = run_batch(&db, &file, Some(200));
     assert_audit(&db);
     let entries = ledger(&db, ACCOUNT);
-    let sources: BTreeSet<String> = entries
-        .iter()
-        .filter_map(|e| e["source"].as_str().map(str::to_string))
-        .collect();
+    let sources: BTreeSet<String> =
+        entries.iter().filter_map(|e| e["source"].as_str().map(str::to_string)).collect();
     let after_kill = json(&db, &["balance", ACCOUNT]);
     assert_eq!(
         entries[0]["balance_after"], after_kill["available"],
@@ -345,10 +303,7 @@ fn sigkill_among_mixed_operations() {
     );
     for a in &killed.answers {
         let id = a["result"]["id"].as_str().unwrap();
-        assert!(
-            sources.contains(id),
-            "acknowledged {a} is not in the ledger"
-        );
+        assert!(sources.contains(id), "acknowledged {a} is not in the ledger");
     }
 
     let done = run_batch(&db, &file, None);
@@ -362,28 +317,18 @@ fn sigkill_among_mixed_operations() {
         })
         .collect();
     for (a, first) in done.answers.iter().zip(&killed.answers) {
-        assert_eq!(
-            a["result"], first["result"],
-            "a replay answers as the first time"
-        );
+        assert_eq!(a["result"], first["result"], "a replay answers as the first time");
     }
     // The applied lines were the first `applied` ones, each exactly once.
     let applied = ids.iter().take_while(|id| sources.contains(*id)).count();
     let expected: BTreeSet<String> = ids[..applied].iter().cloned().collect();
-    let stray: BTreeSet<String> = sources
-        .iter()
-        .filter(|s| !expected.contains(*s))
-        .cloned()
-        .collect();
+    let stray: BTreeSet<String> = sources.iter().filter(|s| !expected.contains(*s)).cloned().collect();
     assert!(
         stray.is_empty(),
         "applied before the kill but not among the first {applied} lines: \
          {stray:?}"
     );
-    assert!(
-        applied >= killed.answers.len() && applied < MIXED_LINES,
-        "{applied}"
-    );
+    assert!(applied >= killed.answers.len() && applied < MIXED_LINES, "{applied}");
     for (i, a) in done.answers.iter().enumerate() {
         assert_eq!(a["replayed"], i < applied, "{a}");
     }

@@ -78,10 +78,7 @@ fn short(text: &str) -> String {
 /// Whether `answer` is the problem+json `expect` names.
 fn judge(answer: &Answer, expect: Expect) -> Result<(), String> {
     let (status_ok, code) = match expect {
-        Expect::Invalid => (
-            answer.status == 400 || answer.status == 422,
-            "invalid_request",
-        ),
+        Expect::Invalid => (answer.status == 400 || answer.status == 422, "invalid_request"),
         Expect::Exact(status, code) => (answer.status == status, code),
     };
     let b = &answer.body;
@@ -111,18 +108,13 @@ async fn try_send(
     payload: Option<&Payload>,
 ) -> Result<Answer, String> {
     let verb = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
-    let mut req = server
-        .client
-        .request(verb, format!("{}{path}", server.base))
-        .bearer_auth(ADMIN);
+    let mut req = server.client.request(verb, format!("{}{path}", server.base)).bearer_auth(ADMIN);
     if let Some(k) = key {
         req = req.header("idempotency-key", k.clone());
     }
     match payload {
         Some(Payload::Json(v)) => {
-            req = req
-                .header(CONTENT_TYPE, "application/json")
-                .body(serde_json::to_vec(v).expect("JSON"));
+            req = req.header(CONTENT_TYPE, "application/json").body(serde_json::to_vec(v).expect("JSON"));
         }
         Some(Payload::Raw(content_type, bytes)) => {
             if let Some(ct) = content_type {
@@ -130,11 +122,7 @@ async fn try_send(
             }
             req = req.body(bytes.clone());
         }
-        Some(Payload::Streamed {
-            content_type,
-            bytes,
-            chunked,
-        }) => {
+        Some(Payload::Streamed { content_type, bytes, chunked }) => {
             let request = StreamedRequest {
                 addr: server.base.trim_start_matches("http://").to_string(),
                 method: method.to_string(),
@@ -175,9 +163,7 @@ struct StreamedRequest {
 fn stream_send(r: &StreamedRequest) -> Result<Answer, String> {
     use std::io::{Read as _, Write as _};
     let mut stream = std::net::TcpStream::connect(&r.addr).map_err(|e| format!("connect: {e}"))?;
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
-        .map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(20))).map_err(|e| e.to_string())?;
     let mut head = format!(
         "{} {} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {ADMIN}\r\nConnection: close\r\n",
         r.method, r.path, r.addr
@@ -230,10 +216,7 @@ fn stream_send(r: &StreamedRequest) -> Result<Answer, String> {
     let _ = stream.shutdown(std::net::Shutdown::Both);
     let _ = write.join();
     parse_response(&raw).ok_or_else(|| {
-        format!(
-            "no complete answer (read error {read_error:?}): {}",
-            short(&String::from_utf8_lossy(&raw))
-        )
+        format!("no complete answer (read error {read_error:?}): {}", short(&String::from_utf8_lossy(&raw)))
     })
 }
 
@@ -255,12 +238,7 @@ fn parse_response(raw: &[u8]) -> Option<Answer> {
     let body = raw.get(end + 4..end + 4 + length)?;
     let text = String::from_utf8_lossy(body).into_owned();
     let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Some(Answer {
-        status,
-        headers,
-        body,
-        text,
-    })
+    Some(Answer { status, headers, body, text })
 }
 
 async fn send(
@@ -270,43 +248,25 @@ async fn send(
     key: Option<&HeaderValue>,
     payload: Option<&Payload>,
 ) -> Answer {
-    try_send(server, method, path, key, payload)
-        .await
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    try_send(server, method, path, key, payload).await.unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
 /// Runs every case and returns the failures, one line each.
 async fn run(server: &Server, cases: &[Case]) -> Vec<String> {
     let mut failures = Vec::new();
     for case in cases {
-        let verdict = try_send(
-            server,
-            case.method,
-            &case.path,
-            case.key.as_ref(),
-            Some(&case.payload),
-        )
-        .await
-        .and_then(|answer| judge(&answer, case.expect));
+        let verdict = try_send(server, case.method, &case.path, case.key.as_ref(), Some(&case.payload))
+            .await
+            .and_then(|answer| judge(&answer, case.expect));
         if let Err(why) = verdict {
-            failures.push(format!(
-                "[{}] {} {}: {why}",
-                case.label,
-                case.method,
-                short(&case.path)
-            ));
+            failures.push(format!("[{}] {} {}: {why}", case.label, case.method, short(&case.path)));
         }
     }
     failures
 }
 
 fn assert_no_failures(what: &str, total: usize, failures: &[String]) {
-    assert!(
-        failures.is_empty(),
-        "{} of {total} {what} failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} of {total} {what} failed:\n{}", failures.len(), failures.join("\n"));
 }
 
 // ---------------------------------------------------------------------------
@@ -370,10 +330,7 @@ fn credits_bad(null_ok: bool) -> Vec<Bad> {
 fn quantity_bad(null_ok: bool) -> Vec<Bad> {
     let mut list = not_integers();
     list.extend(huge_numbers());
-    list.extend([
-        bad("negative", json!(-1)),
-        bad("just above 10^9", json!(1_000_000_001)),
-    ]);
+    list.extend([bad("negative", json!(-1)), bad("just above 10^9", json!(1_000_000_001))]);
     with_null(list, null_ok)
 }
 
@@ -466,10 +423,7 @@ fn time_zone_bad(null_ok: bool) -> Vec<Bad> {
         bad("path traversal", json!("../../../../etc/passwd")),
         bad("absolute path", json!("/etc/localtime")),
         bad("300 chars", json!("A".repeat(300))),
-        bad(
-            "long under a real area",
-            json!(format!("America/{}", "x".repeat(300))),
-        ),
+        bad("long under a real area", json!(format!("America/{}", "x".repeat(300)))),
     ]);
     list
 }
@@ -520,9 +474,7 @@ fn currency_bad() -> Vec<Bad> {
         bad("array", json!(["USD"])),
         bad("object", json!({"code": "USD"})),
     ];
-    for text in [
-        "usd", "Usd", "US", "USDD", "U$D", "", "ÜSD", "US ", " USD", "US\u{0}", "€", "$",
-    ] {
+    for text in ["usd", "Usd", "US", "USDD", "U$D", "", "ÜSD", "US ", " USD", "US\u{0}", "€", "$"] {
         list.push(bad(&format!("{text:?}"), json!(text)));
     }
     list
@@ -602,18 +554,7 @@ fn ttl_bad() -> Vec<Bad> {
 
 fn status_bad() -> Vec<Bad> {
     let mut list = not_strings(false);
-    for text in [
-        "PAID",
-        "Paid",
-        "open",
-        "issued",
-        "",
-        "paid ",
-        " paid",
-        "refunded",
-        "paid\u{0}",
-        "faile",
-    ] {
+    for text in ["PAID", "Paid", "open", "issued", "", "paid ", " paid", "refunded", "paid\u{0}", "faile"] {
         list.push(bad(&format!("{text:?}"), json!(text)));
     }
     list
@@ -623,10 +564,7 @@ fn status_bad() -> Vec<Bad> {
 fn capture_bad(held: i64) -> Vec<Bad> {
     let mut list = not_integers();
     list.extend(huge_numbers());
-    list.extend([
-        bad("negative", json!(-1)),
-        bad("more than held", json!(held + 1)),
-    ]);
+    list.extend([bad("negative", json!(-1)), bad("more than held", json!(held + 1))]);
     with_null(list, false)
 }
 
@@ -639,28 +577,16 @@ fn auto_recharge_bad() -> Vec<Bad> {
         bad("empty array", json!([])),
         bad("empty object", json!({})),
         bad("negative threshold", ok(json!(-1), json!(500), json!(0))),
-        bad(
-            "threshold 10^12",
-            ok(json!(1_000_000_000_000_i64), json!(500), json!(0)),
-        ),
+        bad("threshold 10^12", ok(json!(1_000_000_000_000_i64), json!(500), json!(0))),
         bad("zero credits", ok(json!(100), json!(0), json!(0))),
         bad("negative credits", ok(json!(100), json!(-5), json!(0))),
-        bad(
-            "credits 10^12",
-            ok(json!(100), json!(1_000_000_000_000_i64), json!(0)),
-        ),
+        bad("credits 10^12", ok(json!(100), json!(1_000_000_000_000_i64), json!(0))),
         bad("credits 2^63", ok(json!(100), json!(1_u64 << 63), json!(0))),
         bad("fractional credits", ok(json!(100), json!(1.5), json!(0))),
         bad("credits as string", ok(json!(100), json!("500"), json!(0))),
-        bad(
-            "negative monthly_cap",
-            ok(json!(100), json!(500), json!(-1)),
-        ),
+        bad("negative monthly_cap", ok(json!(100), json!(500), json!(-1))),
         bad("null monthly_cap", ok(json!(100), json!(500), Value::Null)),
-        bad(
-            "missing credits",
-            json!({"threshold": 100, "monthly_cap": 0}),
-        ),
+        bad("missing credits", json!({"threshold": 100, "monthly_cap": 0})),
         bad(
             "unknown field inside",
             json!({"threshold": 100, "credits": 500, "monthly_cap": 0, "enabled": true}),
@@ -687,12 +613,7 @@ struct Field {
 }
 
 fn field(name: &'static str, good: Value, required: bool, bad: Vec<Bad>) -> Field {
-    Field {
-        name,
-        good,
-        required,
-        bad,
-    }
+    Field { name, good, required, bad }
 }
 
 /// The id in the path after the account (a purchase, debit, hold or
@@ -777,11 +698,7 @@ impl Route {
     /// Content-Type.
     fn base_bytes(&self) -> Vec<u8> {
         let text = json_text(&Value::Object(self.base()));
-        if text == "{}" {
-            b"{ }".to_vec()
-        } else {
-            text.into_bytes()
-        }
+        if text == "{}" { b"{ }".to_vec() } else { text.into_bytes() }
     }
 
     fn needs_fields(&self) -> bool {
@@ -790,17 +707,16 @@ impl Route {
 
     fn cases(&self, keys: &mut Keys) -> Vec<Case> {
         let mut out = Vec::new();
-        let mut push =
-            |label: String, payload: Payload, expect: Expect, key: Option<HeaderValue>| {
-                out.push(Case {
-                    label: format!("{} {label}", self.name),
-                    method: self.method,
-                    path: self.path(),
-                    key,
-                    payload,
-                    expect,
-                });
-            };
+        let mut push = |label: String, payload: Payload, expect: Expect, key: Option<HeaderValue>| {
+            out.push(Case {
+                label: format!("{} {label}", self.name),
+                method: self.method,
+                path: self.path(),
+                key,
+                payload,
+                expect,
+            });
+        };
         let key = |keys: &mut Keys| (self.key != KeyUse::Ignored).then(|| keys.next());
 
         // Every field, every bad value.
@@ -808,12 +724,7 @@ impl Route {
             for (label, value, expect) in &f.bad {
                 let mut body = if self.sparse { Map::new() } else { self.base() };
                 body.insert(f.name.to_string(), value.clone());
-                push(
-                    format!("{}: {label}", f.name),
-                    Payload::Json(Value::Object(body)),
-                    *expect,
-                    key(keys),
-                );
+                push(format!("{}: {label}", f.name), Payload::Json(Value::Object(body)), *expect, key(keys));
             }
             if f.required {
                 let mut body = self.base();
@@ -833,10 +744,7 @@ impl Route {
         // Bodies that read as no fields at all.
         if self.needs_fields() {
             for (label, payload) in [
-                (
-                    "empty body, no content type",
-                    Payload::Raw(None, Vec::new()),
-                ),
+                ("empty body, no content type", Payload::Raw(None, Vec::new())),
                 ("empty body", raw(b"")),
                 ("whitespace body", raw(b" \r\n\t\x0c ")),
                 ("{}", raw(b"{}")),
@@ -848,15 +756,8 @@ impl Route {
         }
 
         // JSON values that are not objects.
-        for text in [
-            "null", "5", "-1", "1.5", "\"text\"", "true", "false", "\"\"",
-        ] {
-            push(
-                format!("body {text}"),
-                raw(text.as_bytes()),
-                Expect::Invalid,
-                key(keys),
-            );
+        for text in ["null", "5", "-1", "1.5", "\"text\"", "true", "false", "\"\""] {
+            push(format!("body {text}"), raw(text.as_bytes()), Expect::Invalid, key(keys));
         }
 
         // Unknown fields beside valid ones.
@@ -885,12 +786,7 @@ impl Route {
         if let Some(f) = self.fields.first() {
             let good = json_text(&f.good);
             let text = format!("{{\"{0}\":{good},\"{0}\":{good}}}", f.name);
-            push(
-                format!("duplicate field {}", f.name),
-                raw(text.as_bytes()),
-                Expect::Invalid,
-                key(keys),
-            );
+            push(format!("duplicate field {}", f.name), raw(text.as_bytes()), Expect::Invalid, key(keys));
         }
 
         // Malformed JSON.
@@ -900,92 +796,39 @@ impl Route {
             ("only {".into(), b"{".to_vec()),
             ("only }".into(), b"}".to_vec()),
             ("only [".into(), b"[".to_vec()),
-            (
-                "missing colon".into(),
-                format!("{{\"{first}\" 1}}").into_bytes(),
-            ),
-            (
-                "unquoted key".into(),
-                format!("{{{first}: 5}}").into_bytes(),
-            ),
-            (
-                "single quotes".into(),
-                format!("{{'{first}': 5}}").into_bytes(),
-            ),
-            (
-                "unterminated string".into(),
-                format!("{{\"{first}\":\"abc").into_bytes(),
-            ),
-            (
-                "trailing garbage".into(),
-                format!("{base}garbage").into_bytes(),
-            ),
+            ("missing colon".into(), format!("{{\"{first}\" 1}}").into_bytes()),
+            ("unquoted key".into(), format!("{{{first}: 5}}").into_bytes()),
+            ("single quotes".into(), format!("{{'{first}': 5}}").into_bytes()),
+            ("unterminated string".into(), format!("{{\"{first}\":\"abc").into_bytes()),
+            ("trailing garbage".into(), format!("{base}garbage").into_bytes()),
             ("two documents".into(), format!("{base}{base}").into_bytes()),
             ("NaN".into(), b"NaN".to_vec()),
             ("undefined".into(), b"undefined".to_vec()),
-            (
-                "NaN value".into(),
-                format!("{{\"{first}\":NaN}}").into_bytes(),
-            ),
-            (
-                "Infinity value".into(),
-                format!("{{\"{first}\":Infinity}}").into_bytes(),
-            ),
-            (
-                "1e400".into(),
-                format!("{{\"{first}\":1e400}}").into_bytes(),
-            ),
-            (
-                "-1e400".into(),
-                format!("{{\"{first}\":-1e400}}").into_bytes(),
-            ),
-            (
-                "hex number".into(),
-                format!("{{\"{first}\":0x10}}").into_bytes(),
-            ),
-            (
-                "leading zero".into(),
-                format!("{{\"{first}\":05}}").into_bytes(),
-            ),
-            (
-                "plus sign".into(),
-                format!("{{\"{first}\":+5}}").into_bytes(),
-            ),
+            ("NaN value".into(), format!("{{\"{first}\":NaN}}").into_bytes()),
+            ("Infinity value".into(), format!("{{\"{first}\":Infinity}}").into_bytes()),
+            ("1e400".into(), format!("{{\"{first}\":1e400}}").into_bytes()),
+            ("-1e400".into(), format!("{{\"{first}\":-1e400}}").into_bytes()),
+            ("hex number".into(), format!("{{\"{first}\":0x10}}").into_bytes()),
+            ("leading zero".into(), format!("{{\"{first}\":05}}").into_bytes()),
+            ("plus sign".into(), format!("{{\"{first}\":+5}}").into_bytes()),
             ("comment".into(), format!("// note\n{base}").into_bytes()),
-            (
-                "UTF-8 BOM".into(),
-                [b"\xef\xbb\xbf".as_slice(), base.as_bytes()].concat(),
-            ),
+            ("UTF-8 BOM".into(), [b"\xef\xbb\xbf".as_slice(), base.as_bytes()].concat()),
             ("NUL byte".into(), b"\0".to_vec()),
             ("NBSP only".into(), "\u{a0}".as_bytes().to_vec()),
             (
                 "invalid UTF-8 in a string".into(),
                 [format!("{{\"{first}\":\"").as_bytes(), b"\xff\xfe\"}"].concat(),
             ),
-            (
-                "lone surrogate escape".into(),
-                format!("{{\"{first}\":\"\\ud800\"}}").into_bytes(),
-            ),
-            (
-                "bad escape".into(),
-                format!("{{\"{first}\":\"\\q\"}}").into_bytes(),
-            ),
-            (
-                "raw control char in string".into(),
-                format!("{{\"{first}\":\"a\u{1}b\"}}").into_bytes(),
-            ),
+            ("lone surrogate escape".into(), format!("{{\"{first}\":\"\\ud800\"}}").into_bytes()),
+            ("bad escape".into(), format!("{{\"{first}\":\"\\q\"}}").into_bytes()),
+            ("raw control char in string".into(), format!("{{\"{first}\":\"a\u{1}b\"}}").into_bytes()),
             (
                 "deeply nested arrays".into(),
                 format!("{}{}", "[".repeat(30_000), "]".repeat(30_000)).into_bytes(),
             ),
             (
                 "deeply nested value".into(),
-                format!(
-                    "{{\"{first}\":{}{}}}",
-                    "[".repeat(20_000),
-                    "]".repeat(20_000)
-                )
-                .into_bytes(),
+                format!("{{\"{first}\":{}{}}}", "[".repeat(20_000), "]".repeat(20_000)).into_bytes(),
             ),
             (
                 "deeply nested objects".into(),
@@ -998,12 +841,7 @@ impl Route {
             malformed.push(("trailing comma".into(), trailing_comma.into_bytes()));
         }
         for (label, bytes) in malformed {
-            push(
-                format!("malformed JSON: {label}"),
-                raw(&bytes),
-                Expect::Invalid,
-                key(keys),
-            );
+            push(format!("malformed JSON: {label}"), raw(&bytes), Expect::Invalid, key(keys));
         }
 
         // A valid body with a content type other than JSON.
@@ -1030,10 +868,7 @@ impl Route {
         }
         push(
             "form-encoded body".to_string(),
-            Payload::Raw(
-                Some("application/x-www-form-urlencoded"),
-                format!("{first}=5").into_bytes(),
-            ),
+            Payload::Raw(Some("application/x-www-form-urlencoded"), format!("{first}=5").into_bytes()),
             Expect::Exact(415, "invalid_request"),
             key(keys),
         );
@@ -1044,48 +879,20 @@ impl Route {
             bytes.resize(total.max(bytes.len() + 1), b' ');
             bytes
         };
-        let streamed = |content_type, bytes, chunked| Payload::Streamed {
-            content_type,
-            bytes,
-            chunked,
-        };
+        let streamed = |content_type, bytes, chunked| Payload::Streamed { content_type, bytes, chunked };
         for (label, payload) in [
             ("1 MiB valid JSON", streamed(json_ct, padded(MIB), false)),
-            (
-                "64 KiB + 1 byte valid JSON",
-                streamed(json_ct, padded(MAX_BODY + 1), false),
-            ),
+            ("64 KiB + 1 byte valid JSON", streamed(json_ct, padded(MAX_BODY + 1), false)),
             (
                 "1 MiB string value",
-                streamed(
-                    json_ct,
-                    format!("{{\"{first}\":\"{}\"}}", "s".repeat(MIB)).into_bytes(),
-                    false,
-                ),
+                streamed(json_ct, format!("{{\"{first}\":\"{}\"}}", "s".repeat(MIB)).into_bytes(), false),
             ),
-            (
-                "1 MiB text/plain",
-                streamed(Some("text/plain"), vec![b'a'; MIB], false),
-            ),
-            (
-                "1 MiB without content type",
-                streamed(None, vec![b'{'; MIB], false),
-            ),
-            (
-                "1 MiB valid JSON, chunked",
-                streamed(json_ct, padded(MIB), true),
-            ),
-            (
-                "64 KiB + 1 byte valid JSON, chunked",
-                streamed(json_ct, padded(MAX_BODY + 1), true),
-            ),
+            ("1 MiB text/plain", streamed(Some("text/plain"), vec![b'a'; MIB], false)),
+            ("1 MiB without content type", streamed(None, vec![b'{'; MIB], false)),
+            ("1 MiB valid JSON, chunked", streamed(json_ct, padded(MIB), true)),
+            ("64 KiB + 1 byte valid JSON, chunked", streamed(json_ct, padded(MAX_BODY + 1), true)),
         ] {
-            push(
-                label.to_string(),
-                payload,
-                Expect::Exact(413, "invalid_request"),
-                key(keys),
-            );
+            push(label.to_string(), payload, Expect::Exact(413, "invalid_request"), key(keys));
         }
 
         // Idempotency-Key headers.
@@ -1097,30 +904,13 @@ impl Route {
         if self.key != KeyUse::Ignored {
             for (label, value) in [
                 ("empty", HeaderValue::from_static("")),
-                (
-                    "256 chars",
-                    HeaderValue::from_str(&"k".repeat(256)).expect("ASCII"),
-                ),
-                (
-                    "1,000 chars",
-                    HeaderValue::from_str(&"k".repeat(1000)).expect("ASCII"),
-                ),
+                ("256 chars", HeaderValue::from_str(&"k".repeat(256)).expect("ASCII")),
+                ("1,000 chars", HeaderValue::from_str(&"k".repeat(1000)).expect("ASCII")),
                 ("tab", HeaderValue::from_static("a\tb")),
-                (
-                    "non-ASCII bytes",
-                    HeaderValue::from_bytes(b"caf\xc3\xa9").expect("obs-text"),
-                ),
-                (
-                    "byte 0xff",
-                    HeaderValue::from_bytes(b"k\xff").expect("obs-text"),
-                ),
+                ("non-ASCII bytes", HeaderValue::from_bytes(b"caf\xc3\xa9").expect("obs-text")),
+                ("byte 0xff", HeaderValue::from_bytes(b"k\xff").expect("obs-text")),
             ] {
-                push(
-                    format!("Idempotency-Key {label}"),
-                    body(),
-                    bad_key,
-                    Some(value),
-                );
+                push(format!("Idempotency-Key {label}"), body(), bad_key, Some(value));
             }
         }
 
@@ -1205,11 +995,7 @@ fn id_of(answer: &Answer, status: u16, what: &str) -> String {
 
 async fn clock(server: &Server) -> Timestamp {
     let a = server.get("/v1/test-clock", ADMIN).await;
-    created(&a, 200, "the test clock")["now"]
-        .as_str()
-        .expect("now")
-        .parse()
-        .expect("RFC 3339")
+    created(&a, 200, "the test clock")["now"].as_str().expect("now").parse().expect("RFC 3339")
 }
 
 /// Two accounts with purchases (one month billed), debits, holds (one
@@ -1223,64 +1009,30 @@ async fn setup(server: &Server) -> World {
 
     let new = json!({"id": ACCT, "name": "Cafe One", "time_zone": "UTC",
                      "monthly_free_credits": 100, "unit_price": "0.01", "currency": "USD"});
-    created(
-        &server.post("/v1/accounts", ADMIN, None, new).await,
-        201,
-        "account",
-    );
+    created(&server.post("/v1/accounts", ADMIN, None, new).await, 201, "account");
     let new = json!({"id": OTHER, "name": "Other Cafe", "time_zone": "UTC"});
-    created(
-        &server.post("/v1/accounts", ADMIN, None, new).await,
-        201,
-        "other account",
-    );
+    created(&server.post("/v1/accounts", ADMIN, None, new).await, 201, "other account");
     let p = |credits: i64| json!({"credits": credits});
     let billed_purchase = id_of(
-        &server
-            .post(&format!("{a}/purchases"), ADMIN, Some("setup-p1"), p(1000))
-            .await,
+        &server.post(&format!("{a}/purchases"), ADMIN, Some("setup-p1"), p(1000)).await,
         201,
         "purchase",
     );
-    id_of(
-        &server
-            .post(&format!("{a}/purchases"), ADMIN, Some("setup-p2"), p(300))
-            .await,
-        201,
-        "purchase",
-    );
+    id_of(&server.post(&format!("{a}/purchases"), ADMIN, Some("setup-p2"), p(300)).await, 201, "purchase");
 
     // A month on, and the month of the first purchases billed.
     let now = start + SignedDuration::from_hours(40 * 24);
-    let moved = server
-        .call(
-            "PUT",
-            "/v1/test-clock",
-            Some(ADMIN),
-            None,
-            Some(json!({"now": now})),
-        )
-        .await;
+    let moved = server.call("PUT", "/v1/test-clock", Some(ADMIN), None, Some(json!({"now": now}))).await;
     created(&moved, 200, "moving the clock");
     // (The server may also have closed it on its own by now.)
-    let closed = server
-        .post("/v1/billing/close", ADMIN, None, json!({}))
-        .await;
+    let closed = server.post("/v1/billing/close", ADMIN, None, json!({})).await;
     created(&closed, 200, "close");
     let statement = format!("st_{closed_month}_{ACCT}");
-    let issued = server
-        .get(&format!("/v1/statements?month={closed_month}"), ADMIN)
-        .await;
-    assert_eq!(
-        created(&issued, 200, "statements")["data"][0]["id"],
-        statement,
-        "{issued:?}"
-    );
+    let issued = server.get(&format!("/v1/statements?month={closed_month}"), ADMIN).await;
+    assert_eq!(created(&issued, 200, "statements")["data"][0]["id"], statement, "{issued:?}");
 
     let purchase = id_of(
-        &server
-            .post(&format!("{a}/purchases"), ADMIN, Some("setup-p3"), p(500))
-            .await,
+        &server.post(&format!("{a}/purchases"), ADMIN, Some("setup-p3"), p(500)).await,
         201,
         "purchase",
     );
@@ -1308,22 +1060,10 @@ async fn setup(server: &Server) -> World {
         201,
         "hold",
     );
-    let released_hold = id_of(
-        &server
-            .post(&format!("{a}/holds"), ADMIN, Some("setup-h2"), p(50))
-            .await,
-        201,
-        "hold",
-    );
+    let released_hold =
+        id_of(&server.post(&format!("{a}/holds"), ADMIN, Some("setup-h2"), p(50)).await, 201, "hold");
     created(
-        &server
-            .post(
-                &format!("{a}/holds/{released_hold}/release"),
-                ADMIN,
-                None,
-                json!({}),
-            )
-            .await,
+        &server.post(&format!("{a}/holds/{released_hold}/release"), ADMIN, None, json!({})).await,
         200,
         "release",
     );
@@ -1352,26 +1092,14 @@ async fn setup(server: &Server) -> World {
     created(&limit, 200, "purchase limit");
 
     let other_purchase = id_of(
-        &server
-            .post(&format!("{o}/purchases"), ADMIN, Some("setup-o1"), p(100))
-            .await,
+        &server.post(&format!("{o}/purchases"), ADMIN, Some("setup-o1"), p(100)).await,
         201,
         "other purchase",
     );
-    let other_debit = id_of(
-        &server
-            .post(&format!("{o}/debits"), ADMIN, Some("setup-o2"), p(10))
-            .await,
-        201,
-        "other debit",
-    );
-    let other_hold = id_of(
-        &server
-            .post(&format!("{o}/holds"), ADMIN, Some("setup-o3"), p(5))
-            .await,
-        201,
-        "other hold",
-    );
+    let other_debit =
+        id_of(&server.post(&format!("{o}/debits"), ADMIN, Some("setup-o2"), p(10)).await, 201, "other debit");
+    let other_hold =
+        id_of(&server.post(&format!("{o}/holds"), ADMIN, Some("setup-o3"), p(5)).await, 201, "other hold");
     assert_eq!(clock(server).await, now);
     World {
         now,
@@ -1447,12 +1175,7 @@ fn routes(w: &World) -> Vec<Route> {
                 field("id", json!("never-created"), true, account_id_bad()),
                 field("name", json!("Never Created"), true, name_bad()),
                 field("time_zone", json!("UTC"), false, time_zone_bad(true)),
-                field(
-                    "monthly_free_credits",
-                    json!(100),
-                    false,
-                    quantity_bad(true),
-                ),
+                field("monthly_free_credits", json!(100), false, quantity_bad(true)),
                 field("unit_price", json!("0.01"), false, unit_price_bad(true)),
                 field("currency", json!("USD"), false, currency_bad()),
             ],
@@ -1466,18 +1189,8 @@ fn routes(w: &World) -> Vec<Route> {
             key: KeyUse::Optional,
             fields: vec![
                 field("name", json!("Renamed"), false, name_bad()),
-                field(
-                    "time_zone",
-                    json!("America/New_York"),
-                    false,
-                    time_zone_bad(false),
-                ),
-                field(
-                    "monthly_free_credits",
-                    json!(500),
-                    false,
-                    quantity_bad(false),
-                ),
+                field("time_zone", json!("America/New_York"), false, time_zone_bad(false)),
+                field("monthly_free_credits", json!(500), false, quantity_bad(false)),
                 field("unit_price", json!("0.02"), false, unit_price_bad(false)),
                 field(
                     "auto_recharge",
@@ -1485,18 +1198,8 @@ fn routes(w: &World) -> Vec<Route> {
                     false,
                     auto_recharge_bad(),
                 ),
-                field(
-                    "low_balance_threshold",
-                    json!(50),
-                    false,
-                    quantity_bad(false),
-                ),
-                field(
-                    "monthly_purchase_limit",
-                    json!(9000),
-                    false,
-                    quantity_bad(false),
-                ),
+                field("low_balance_threshold", json!(50), false, quantity_bad(false)),
+                field("monthly_purchase_limit", json!(9000), false, quantity_bad(false)),
             ],
             sparse: true,
         },
@@ -1531,10 +1234,7 @@ fn routes(w: &World) -> Vec<Route> {
             name: "purchase refund",
             method: "POST",
             template: "/v1/accounts/{acct}/purchases/{sub}/refund",
-            sub: Some(Sub {
-                real: w.purchase.clone(),
-                variants: id_variants("pur_", &w.other_purchase),
-            }),
+            sub: Some(Sub { real: w.purchase.clone(), variants: id_variants("pur_", &w.other_purchase) }),
             key: KeyUse::Optional,
             fields: vec![field("credits", json!(1), false, {
                 let mut list = credits_bad(true);
@@ -1552,12 +1252,7 @@ fn routes(w: &World) -> Vec<Route> {
             fields: vec![
                 field("credits", json!(5), true, credits_bad(false)),
                 field("reference", json!("camp-7"), false, reference_bad()),
-                field(
-                    "description",
-                    json!("Summer sale"),
-                    false,
-                    text_bad(500, true),
-                ),
+                field("description", json!("Summer sale"), false, text_bad(500, true)),
             ],
             sparse: false,
         },
@@ -1565,10 +1260,7 @@ fn routes(w: &World) -> Vec<Route> {
             name: "debit refund",
             method: "POST",
             template: "/v1/accounts/{acct}/debits/{sub}/refund",
-            sub: Some(Sub {
-                real: w.debit.clone(),
-                variants: id_variants("deb_", &w.other_debit),
-            }),
+            sub: Some(Sub { real: w.debit.clone(), variants: id_variants("deb_", &w.other_debit) }),
             key: KeyUse::Optional,
             fields: vec![field("credits", json!(1), true, {
                 let mut list = credits_bad(false);
@@ -1594,10 +1286,7 @@ fn routes(w: &World) -> Vec<Route> {
             name: "capture",
             method: "POST",
             template: "/v1/accounts/{acct}/holds/{sub}/capture",
-            sub: Some(Sub {
-                real: w.hold.clone(),
-                variants: id_variants("hold_", &w.other_hold),
-            }),
+            sub: Some(Sub { real: w.hold.clone(), variants: id_variants("hold_", &w.other_hold) }),
             key: KeyUse::Optional,
             fields: vec![field("credits", json!(1), true, capture_bad(200))],
             sparse: false,
@@ -1606,10 +1295,7 @@ fn routes(w: &World) -> Vec<Route> {
             name: "release",
             method: "POST",
             template: "/v1/accounts/{acct}/holds/{sub}/release",
-            sub: Some(Sub {
-                real: w.hold.clone(),
-                variants: id_variants("hold_", &w.other_hold),
-            }),
+            sub: Some(Sub { real: w.hold.clone(), variants: id_variants("hold_", &w.other_hold) }),
             key: KeyUse::Optional,
             fields: vec![],
             sparse: false,
@@ -1622,12 +1308,7 @@ fn routes(w: &World) -> Vec<Route> {
             key: KeyUse::Optional,
             fields: vec![
                 field("credits", json!(5), true, credits_bad(false)),
-                field(
-                    "expires_at",
-                    future(30 * 24),
-                    false,
-                    timestamp_bad(true, &past),
-                ),
+                field("expires_at", future(30 * 24), false, timestamp_bad(true, &past)),
                 field("reason", json!("goodwill"), true, text_bad(500, false)),
             ],
             sparse: false,
@@ -1702,14 +1383,7 @@ fn special_cases(w: &World) -> Vec<Case> {
             json!({"id": ACCT, "name": "Someone Else"}),
             Expect::Exact(409, "conflict"),
         ),
-        case(
-            "PATCH account: nothing to change",
-            "PATCH",
-            a.clone(),
-            None,
-            json!({}),
-            Expect::Invalid,
-        ),
+        case("PATCH account: nothing to change", "PATCH", a.clone(), None, json!({}), Expect::Invalid),
         case(
             "PATCH account: currency cannot be patched",
             "PATCH",
@@ -1927,10 +1601,7 @@ async fn bad_query_strings_on_lists_are_problems() {
             }
         }
     }
-    cases.push(case(
-        "statements without month".into(),
-        "/v1/statements".into(),
-    ));
+    cases.push(case("statements without month".into(), "/v1/statements".into()));
     cases.push(case(
         "statements with month and bad limit".into(),
         format!("/v1/statements?month={}&limit=0", w.closed_month),
@@ -1954,14 +1625,7 @@ async fn bad_query_strings_on_lists_are_problems() {
 async fn unknown_routes_and_wrong_methods_are_problems() {
     let db = Db::new();
     let server = Server::start(&db, &[]);
-    let created = server
-        .post(
-            "/v1/accounts",
-            ADMIN,
-            None,
-            json!({"id": ACCT, "name": "Cafe One"}),
-        )
-        .await;
+    let created = server.post("/v1/accounts", ADMIN, None, json!({"id": ACCT, "name": "Cafe One"})).await;
     assert_eq!(created.status, 201, "{created:?}");
     let a = format!("/v1/accounts/{ACCT}");
     let mut failures = Vec::new();
@@ -2016,10 +1680,7 @@ async fn unknown_routes_and_wrong_methods_are_problems() {
         total += 1;
         let answer = send(&server, method, &path, None, None).await;
         let verdict = judge(&answer, Expect::Exact(405, "invalid_request")).and_then(|()| {
-            answer
-                .header("allow")
-                .map(|_| ())
-                .ok_or_else(|| "405 without an Allow header".to_string())
+            answer.header("allow").map(|_| ()).ok_or_else(|| "405 without an Allow header".to_string())
         });
         if let Err(why) = verdict {
             failures.push(format!("{method} {path}: {why}"));
@@ -2036,9 +1697,7 @@ async fn test_clock_put_without_the_flag_is_not_found() {
     let server = Server::start(&db, &[]);
     let future = Timestamp::now() + SignedDuration::from_hours(24);
     for body in [json!({"now": future}), json!({"now": "abc"}), json!({})] {
-        let answer = server
-            .call("PUT", "/v1/test-clock", Some(ADMIN), None, Some(body))
-            .await;
+        let answer = server.call("PUT", "/v1/test-clock", Some(ADMIN), None, Some(body)).await;
         answer.assert_problem(404, "not_found");
     }
     db.assert_audit();
@@ -2058,97 +1717,30 @@ async fn array_bodies_are_refused() {
     let a = format!("/v1/accounts/{ACCT}");
     let future = json!(w.now + SignedDuration::from_hours(24));
     let second_hold = id_of(
-        &server
-            .post(
-                &format!("{a}/holds"),
-                ADMIN,
-                Some("array-h"),
-                json!({"credits": 7}),
-            )
-            .await,
+        &server.post(&format!("{a}/holds"), ADMIN, Some("array-h"), json!({"credits": 7})).await,
         201,
         "second hold",
     );
     let before = snapshot(&server, &w).await;
     let mut keys = Keys(0);
     let cases: Vec<Case> = [
-        (
-            "create account",
-            "POST",
-            "/v1/accounts".to_string(),
-            json!(["arr", "Array Cafe"]),
-        ),
+        ("create account", "POST", "/v1/accounts".to_string(), json!(["arr", "Array Cafe"])),
         ("PATCH account", "PATCH", a.clone(), json!(["Renamed"])),
         ("tokens", "POST", format!("{a}/tokens"), json!(["ci"])),
         ("quote", "POST", format!("{a}/quote"), json!([10])),
         ("purchases", "POST", format!("{a}/purchases"), json!([500])),
-        (
-            "purchase refund [1]",
-            "POST",
-            format!("{a}/purchases/{}/refund", w.purchase),
-            json!([1]),
-        ),
-        (
-            "purchase refund []",
-            "POST",
-            format!("{a}/purchases/{}/refund", w.purchase),
-            json!([]),
-        ),
-        (
-            "debits",
-            "POST",
-            format!("{a}/debits"),
-            json!([5, "camp-9"]),
-        ),
-        (
-            "debit refund",
-            "POST",
-            format!("{a}/debits/{}/refund", w.debit),
-            json!([1]),
-        ),
+        ("purchase refund [1]", "POST", format!("{a}/purchases/{}/refund", w.purchase), json!([1])),
+        ("purchase refund []", "POST", format!("{a}/purchases/{}/refund", w.purchase), json!([])),
+        ("debits", "POST", format!("{a}/debits"), json!([5, "camp-9"])),
+        ("debit refund", "POST", format!("{a}/debits/{}/refund", w.debit), json!([1])),
         ("holds", "POST", format!("{a}/holds"), json!([5])),
-        (
-            "capture",
-            "POST",
-            format!("{a}/holds/{}/capture", w.hold),
-            json!([1]),
-        ),
-        (
-            "release",
-            "POST",
-            format!("{a}/holds/{second_hold}/release"),
-            json!([]),
-        ),
-        (
-            "grants",
-            "POST",
-            format!("{a}/grants"),
-            json!([5, null, "goodwill"]),
-        ),
-        (
-            "billing close",
-            "POST",
-            "/v1/billing/close".to_string(),
-            json!([]),
-        ),
-        (
-            "statement status",
-            "POST",
-            format!("/v1/statements/{}/status", w.statement),
-            json!(["failed"]),
-        ),
-        (
-            "PATCH auto_recharge as array",
-            "PATCH",
-            a.clone(),
-            json!({"auto_recharge": [100, 500, 0]}),
-        ),
-        (
-            "test clock",
-            "PUT",
-            "/v1/test-clock".to_string(),
-            json!([future]),
-        ),
+        ("capture", "POST", format!("{a}/holds/{}/capture", w.hold), json!([1])),
+        ("release", "POST", format!("{a}/holds/{second_hold}/release"), json!([])),
+        ("grants", "POST", format!("{a}/grants"), json!([5, null, "goodwill"])),
+        ("billing close", "POST", "/v1/billing/close".to_string(), json!([])),
+        ("statement status", "POST", format!("/v1/statements/{}/status", w.statement), json!(["failed"])),
+        ("PATCH auto_recharge as array", "PATCH", a.clone(), json!({"auto_recharge": [100, 500, 0]})),
+        ("test clock", "PUT", "/v1/test-clock".to_string(), json!([future])),
     ]
     .into_iter()
     .map(|(label, method, path, body)| Case {
@@ -2180,42 +1772,14 @@ async fn undecodable_path_ids_are_problems() {
     let paths = [
         ("GET", "/v1/accounts/%FF".to_string(), None),
         ("GET", "/v1/accounts/%FF/balance".to_string(), None),
-        (
-            "PATCH",
-            "/v1/accounts/%C3%28".to_string(),
-            Some(json!({"name": "x"})),
-        ),
-        (
-            "POST",
-            "/v1/accounts/%FF/quote".to_string(),
-            Some(json!({"credits": 1})),
-        ),
-        (
-            "POST",
-            format!("{a}/purchases/pur_%FF/refund"),
-            Some(json!({})),
-        ),
-        (
-            "POST",
-            format!("{a}/debits/deb_%FF/refund"),
-            Some(json!({"credits": 1})),
-        ),
-        (
-            "POST",
-            format!("{a}/holds/hold_%FF/capture"),
-            Some(json!({"credits": 1})),
-        ),
-        (
-            "POST",
-            format!("{a}/holds/hold_%FF/release"),
-            Some(json!({})),
-        ),
+        ("PATCH", "/v1/accounts/%C3%28".to_string(), Some(json!({"name": "x"}))),
+        ("POST", "/v1/accounts/%FF/quote".to_string(), Some(json!({"credits": 1}))),
+        ("POST", format!("{a}/purchases/pur_%FF/refund"), Some(json!({}))),
+        ("POST", format!("{a}/debits/deb_%FF/refund"), Some(json!({"credits": 1}))),
+        ("POST", format!("{a}/holds/hold_%FF/capture"), Some(json!({"credits": 1}))),
+        ("POST", format!("{a}/holds/hold_%FF/release"), Some(json!({}))),
         ("GET", format!("{a}/holds/hold_%FF"), None),
-        (
-            "POST",
-            "/v1/statements/st_%FF/status".to_string(),
-            Some(json!({"status": "paid"})),
-        ),
+        ("POST", "/v1/statements/st_%FF/status".to_string(), Some(json!({"status": "paid"}))),
     ];
     for (method, path, body) in &paths {
         let payload = body.clone().map(Payload::Json);
@@ -2236,14 +1800,7 @@ async fn undecodable_path_ids_are_problems() {
 async fn host_local_time_zone_names_are_refused() {
     let db = Db::new();
     let server = Server::start(&db, &[]);
-    let made = server
-        .post(
-            "/v1/accounts",
-            ADMIN,
-            None,
-            json!({"id": ACCT, "name": "Cafe One"}),
-        )
-        .await;
+    let made = server.post("/v1/accounts", ADMIN, None, json!({"id": ACCT, "name": "Cafe One"})).await;
     assert_eq!(made.status, 201, "{made:?}");
     let create = server
         .post(
@@ -2277,9 +1834,7 @@ async fn closing_a_month_that_has_not_ended_is_refused() {
     let before = snapshot(&server, &w).await;
     let this_month = w.now.to_string()[..7].to_string();
     for month in [this_month.as_str(), "2099-01", "9998-12"] {
-        let answer = server
-            .post("/v1/billing/close", ADMIN, None, json!({"month": month}))
-            .await;
+        let answer = server.post("/v1/billing/close", ADMIN, None, json!({"month": month})).await;
         answer.assert_problem(422, "invalid_request");
     }
     assert_unchanged(&before, &snapshot(&server, &w).await);
@@ -2292,23 +1847,10 @@ async fn closing_a_month_that_has_not_ended_is_refused() {
 async fn bad_query_values_are_400() {
     let db = Db::new();
     let server = Server::start(&db, &[]);
-    let made = server
-        .post(
-            "/v1/accounts",
-            ADMIN,
-            None,
-            json!({"id": ACCT, "name": "Cafe One"}),
-        )
-        .await;
+    let made = server.post("/v1/accounts", ADMIN, None, json!({"id": ACCT, "name": "Cafe One"})).await;
     assert_eq!(made.status, 201, "{made:?}");
     let mut failures = Vec::new();
-    let queries = [
-        "limit=0",
-        "limit=501",
-        "limit=-1",
-        "limit=abc",
-        "cursor=garbage",
-    ];
+    let queries = ["limit=0", "limit=501", "limit=-1", "limit=abc", "cursor=garbage"];
     for q in queries {
         let path = format!("/v1/accounts/{ACCT}/ledger?{q}");
         let answer = server.get(&path, ADMIN).await;
@@ -2348,14 +1890,7 @@ async fn garbage_cursors_on_month_statements_are_refused() {
     let server = Server::start(&db, &["--test-clock"]);
     let w = setup(&server).await;
     let mut failures = Vec::new();
-    let cursors = [
-        "",
-        "%00",
-        "abc:def",
-        "99999999999999999999:x",
-        "a%20b",
-        "%FF",
-    ];
+    let cursors = ["", "%00", "abc:def", "99999999999999999999:x", "a%20b", "%FF"];
     for cursor in cursors {
         let path = format!("/v1/statements?month={}&cursor={cursor}", w.closed_month);
         let answer = send(&server, "GET", &path, None, None).await;
@@ -2375,14 +1910,7 @@ async fn garbage_cursors_on_month_statements_are_refused() {
 async fn oversized_bodies_answer_413_to_a_pooling_client() {
     let db = Db::new();
     let server = Server::start(&db, &[]);
-    let made = server
-        .post(
-            "/v1/accounts",
-            ADMIN,
-            None,
-            json!({"id": ACCT, "name": "Cafe One"}),
-        )
-        .await;
+    let made = server.post("/v1/accounts", ADMIN, None, json!({"id": ACCT, "name": "Cafe One"})).await;
     assert_eq!(made.status, 201, "{made:?}");
     let big = Payload::Raw(Some("application/json"), {
         let mut bytes = br#"{"credits": 5}"#.to_vec();
@@ -2399,9 +1927,7 @@ async fn oversized_bodies_answer_413_to_a_pooling_client() {
                     failures.push(format!("round {round}, 1 MiB: {why}"));
                 }
                 if answer.header("connection") != Some("close") {
-                    failures.push(format!(
-                        "round {round}, 1 MiB: 413 without Connection: close"
-                    ));
+                    failures.push(format!("round {round}, 1 MiB: 413 without Connection: close"));
                 }
             }
             Err(why) => failures.push(format!("round {round}, 1 MiB: {why}")),

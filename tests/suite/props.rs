@@ -28,9 +28,7 @@ use textcredits::domain::money::Micros;
 use textcredits::domain::period::{Month, Zone};
 use textcredits::domain::state::Changes;
 use textcredits::domain::view::BalanceView;
-use textcredits::ledger::{
-    IdempotencyKey, Ledger, LedgerError, MAX_PAGE_LIMIT, PageRequest, Store,
-};
+use textcredits::ledger::{IdempotencyKey, Ledger, LedgerError, MAX_PAGE_LIMIT, PageRequest, Store};
 use textcredits::store::sqlite::SqliteStore;
 
 use crate::util::{self, Db, ts};
@@ -45,10 +43,7 @@ const MAX_STEPS: usize = 40;
 const STEP_MICROS: i64 = 1_000;
 
 fn config(cases: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(cases);
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(cases);
     ProptestConfig {
         cases,
         // Failures are kept as ignored regression tests in this file, not
@@ -71,9 +66,7 @@ fn credits(n: i64) -> Credits {
 /// uses (the host's may be older: Debian's 2025b still has Cuba leave DST
 /// in November 2026).
 fn bundled_zone(name: &str) -> TimeZone {
-    jiff::tz::TimeZoneDatabase::bundled()
-        .get(name)
-        .expect("known zone")
+    jiff::tz::TimeZoneDatabase::bundled().get(name).expect("known zone")
 }
 
 fn month_of(t: Timestamp, tz: &TimeZone) -> civil::Date {
@@ -82,17 +75,12 @@ fn month_of(t: Timestamp, tz: &TimeZone) -> civil::Date {
 
 /// The first instant of the local month that starts on `first`.
 fn start_of(first: civil::Date, tz: &TimeZone) -> Timestamp {
-    first
-        .to_zoned(tz.clone())
-        .expect("months in range")
-        .timestamp()
+    first.to_zoned(tz.clone()).expect("months in range").timestamp()
 }
 
 /// The first instant of the local month `months` after the one of `t`.
 fn later_month_start(t: Timestamp, tz: &TimeZone, months: i64) -> Timestamp {
-    let first = month_of(t, tz)
-        .checked_add(months.months())
-        .expect("months in range");
+    let first = month_of(t, tz).checked_add(months.months()).expect("months in range");
     start_of(first, tz)
 }
 
@@ -165,34 +153,12 @@ enum Refusal {
 /// What a command answered, in the terms the model can predict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Summary {
-    Purchase {
-        credits: i64,
-    },
-    Debit {
-        credits: i64,
-        free: i64,
-        grants: i64,
-        paid: i64,
-        balance_after: i64,
-    },
-    Hold {
-        credits: i64,
-        captured: i64,
-        status: String,
-    },
-    DebitRefund {
-        credits: i64,
-        expired: i64,
-        balance_after: i64,
-    },
-    PurchaseRefund {
-        credits: i64,
-        balance_after: i64,
-    },
-    Grant {
-        credits: i64,
-        balance_after: i64,
-    },
+    Purchase { credits: i64 },
+    Debit { credits: i64, free: i64, grants: i64, paid: i64, balance_after: i64 },
+    Hold { credits: i64, captured: i64, status: String },
+    DebitRefund { credits: i64, expired: i64, balance_after: i64 },
+    PurchaseRefund { credits: i64, balance_after: i64 },
+    Grant { credits: i64, balance_after: i64 },
 }
 
 /// The balance fields the model predicts.
@@ -296,9 +262,8 @@ impl Model {
     /// expiring last), then purchases oldest first; only unexpired lots with
     /// credits left.
     fn spending_order(&self) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.lots.len())
-            .filter(|&i| !self.lots[i].expired && self.lots[i].remaining > 0)
-            .collect();
+        let mut order: Vec<usize> =
+            (0..self.lots.len()).filter(|&i| !self.lots[i].expired && self.lots[i].remaining > 0).collect();
         order.sort_by_key(|&i| {
             let l = &self.lots[i];
             (l.kind, l.expires_at.is_none(), l.expires_at, l.created_at)
@@ -329,10 +294,7 @@ impl Model {
     fn allocate(&self, n: i64) -> Result<Vec<(usize, i64)>, Refusal> {
         match self.take(n) {
             (parts, 0) => Ok(parts),
-            (_, shortfall) => Err(Refusal::Insufficient {
-                available: self.available(),
-                shortfall,
-            }),
+            (_, shortfall) => Err(Refusal::Insufficient { available: self.available(), shortfall }),
         }
     }
 
@@ -380,11 +342,7 @@ impl Model {
         match cmd {
             Command::Purchase { credits } => Ok(self.purchase(credits.get(), now)),
             Command::Debit { credits, .. } => self.debit(credits.get()),
-            Command::Hold {
-                credits,
-                ttl_seconds,
-                ..
-            } => {
+            Command::Hold { credits, ttl_seconds, .. } => {
                 let ttl = SignedDuration::from_secs(ttl_seconds.unwrap_or(86_400));
                 self.hold(credits.get(), now + ttl)
             }
@@ -394,27 +352,17 @@ impl Model {
                 self.finish_hold(h, 0, "released");
                 Ok(self.hold_summary(h))
             }
-            Command::RefundDebit { debit_id, credits } => {
-                self.refund_debit(debit_id, credits.get())
+            Command::RefundDebit { debit_id, credits } => self.refund_debit(debit_id, credits.get()),
+            Command::RefundPurchase { purchase_id, credits } => {
+                self.refund_purchase(purchase_id, credits.map(Credits::get))
             }
-            Command::RefundPurchase {
-                purchase_id,
-                credits,
-            } => self.refund_purchase(purchase_id, credits.map(Credits::get)),
-            Command::Grant {
-                credits,
-                expires_at,
-                ..
-            } => {
+            Command::Grant { credits, expires_at, .. } => {
                 // Grants: an expiry must lie in the future.
                 if expires_at.is_some_and(|at| at <= now) {
                     return Err(Refusal::Invalid);
                 }
                 self.push_lot(Kind::Grant, credits.get(), *expires_at, now);
-                Ok(Summary::Grant {
-                    credits: credits.get(),
-                    balance_after: self.available(),
-                })
+                Ok(Summary::Grant { credits: credits.get(), balance_after: self.available() })
             }
             other => panic!("the model does not know {other:?}"),
         }
@@ -434,17 +382,8 @@ impl Model {
             self.lots[i].remaining -= k;
         }
         let [free, grants, paid] = self.breakdown(&parts);
-        self.debits.push(MDebit {
-            id: String::new(),
-            parts,
-        });
-        Ok(Summary::Debit {
-            credits: n,
-            free,
-            grants,
-            paid,
-            balance_after: self.available(),
-        })
+        self.debits.push(MDebit { id: String::new(), parts });
+        Ok(Summary::Debit { credits: n, free, grants, paid, balance_after: self.available() })
     }
 
     /// Holds: credits leave `remaining` for `held` in spending order (R6, R8).
@@ -493,11 +432,7 @@ impl Model {
 
     fn hold_summary(&self, h: usize) -> Summary {
         let h = &self.holds[h];
-        Summary::Hold {
-            credits: h.credits,
-            captured: h.captured,
-            status: h.status.into(),
-        }
+        Summary::Hold { credits: h.credits, captured: h.captured, status: h.status.into() }
     }
 
     /// Refunds of undelivered texts go back to the lots they came from, the
@@ -523,19 +458,12 @@ impl Model {
             }
         }
         self.debits[d].parts = parts;
-        Ok(Summary::DebitRefund {
-            credits: n,
-            expired,
-            balance_after: self.available(),
-        })
+        Ok(Summary::DebitRefund { credits: n, expired, balance_after: self.available() })
     }
 
     /// Refunds of purchases take back only unused credits (default: all).
     fn refund_purchase(&mut self, purchase_id: &str, n: Option<i64>) -> Result<Summary, Refusal> {
-        let p = self
-            .purchases
-            .iter()
-            .find(|&&p| self.lots[p].id == purchase_id);
+        let p = self.purchases.iter().find(|&&p| self.lots[p].id == purchase_id);
         let lot = *p.ok_or(Refusal::NotFound)?;
         let unused = self.lots[lot].remaining;
         let n = n.unwrap_or(unused);
@@ -543,10 +471,7 @@ impl Model {
             return Err(Refusal::Invalid);
         }
         self.lots[lot].remaining -= n;
-        Ok(Summary::PurchaseRefund {
-            credits: n,
-            balance_after: self.available(),
-        })
+        Ok(Summary::PurchaseRefund { credits: n, balance_after: self.available() })
     }
 
     /// Records the id the ledger gave to what `cmd` just created.
@@ -576,14 +501,9 @@ fn summarize(got: &Result<Outcome, LedgerError>) -> Result<Summary, Result<Refus
         Ok(o) => o,
         Err(LedgerError::Domain(e)) => {
             return Err(match e {
-                DomainError::InsufficientCredits {
-                    available,
-                    shortfall,
-                    ..
-                } => Ok(Refusal::Insufficient {
-                    available: *available,
-                    shortfall: *shortfall,
-                }),
+                DomainError::InsufficientCredits { available, shortfall, .. } => {
+                    Ok(Refusal::Insufficient { available: *available, shortfall: *shortfall })
+                }
                 DomainError::HoldNotActive { .. } => Ok(Refusal::HoldNotActive),
                 DomainError::NotFound { .. } => Ok(Refusal::NotFound),
                 DomainError::Invalid(_) => Ok(Refusal::Invalid),
@@ -601,24 +521,18 @@ fn summarize(got: &Result<Outcome, LedgerError>) -> Result<Summary, Result<Refus
             paid: v.from_paid,
             balance_after: v.balance_after,
         },
-        Outcome::Hold(v) => Summary::Hold {
-            credits: v.credits,
-            captured: v.captured,
-            status: v.status.clone(),
-        },
+        Outcome::Hold(v) => {
+            Summary::Hold { credits: v.credits, captured: v.captured, status: v.status.clone() }
+        }
         Outcome::DebitRefund(v) => Summary::DebitRefund {
             credits: v.credits,
             expired: v.expired_credits,
             balance_after: v.balance_after,
         },
-        Outcome::PurchaseRefund(v) => Summary::PurchaseRefund {
-            credits: v.credits,
-            balance_after: v.balance_after,
-        },
-        Outcome::Grant(v) => Summary::Grant {
-            credits: v.credits,
-            balance_after: v.balance_after,
-        },
+        Outcome::PurchaseRefund(v) => {
+            Summary::PurchaseRefund { credits: v.credits, balance_after: v.balance_after }
+        }
+        Outcome::Grant(v) => Summary::Grant { credits: v.credits, balance_after: v.balance_after },
         other => return Err(Err(format!("unexpected outcome {other:?}"))),
     })
 }
@@ -628,12 +542,7 @@ fn summarize(got: &Result<Outcome, LedgerError>) -> Result<Summary, Result<Refus
 // model into commands with real ids.
 
 /// Havana's November 2026 starts at the first of two local midnights.
-const MODEL_ZONES: &[&str] = &[
-    "America/Los_Angeles",
-    "Asia/Tokyo",
-    "Europe/Berlin",
-    "America/Havana",
-];
+const MODEL_ZONES: &[&str] = &["America/Los_Angeles", "Asia/Tokyo", "Europe/Berlin", "America/Havana"];
 const ALLOWANCES: &[i64] = &[0, 25, 1000];
 
 #[derive(Debug, Clone)]
@@ -670,46 +579,14 @@ enum Jump {
 /// `per_mille` scales a quantity; `over` asks for one more than allowed.
 #[derive(Debug, Clone)]
 enum Step {
-    Purchase {
-        acct: usize,
-        credits: i64,
-    },
-    Debit {
-        acct: usize,
-        credits: i64,
-    },
-    Hold {
-        acct: usize,
-        credits: i64,
-        ttl_seconds: Option<i64>,
-    },
-    Capture {
-        acct: usize,
-        pick: usize,
-        per_mille: i64,
-        over: bool,
-    },
-    Release {
-        acct: usize,
-        pick: usize,
-    },
-    RefundDebit {
-        acct: usize,
-        pick: usize,
-        per_mille: i64,
-        over: bool,
-    },
-    RefundPurchase {
-        acct: usize,
-        pick: usize,
-        per_mille: Option<i64>,
-        over: bool,
-    },
-    Grant {
-        acct: usize,
-        credits: i64,
-        expiry: Expiry,
-    },
+    Purchase { acct: usize, credits: i64 },
+    Debit { acct: usize, credits: i64 },
+    Hold { acct: usize, credits: i64, ttl_seconds: Option<i64> },
+    Capture { acct: usize, pick: usize, per_mille: i64, over: bool },
+    Release { acct: usize, pick: usize },
+    RefundDebit { acct: usize, pick: usize, per_mille: i64, over: bool },
+    RefundPurchase { acct: usize, pick: usize, per_mille: Option<i64>, over: bool },
+    Grant { acct: usize, credits: i64, expiry: Expiry },
     Wait(Jump),
 }
 
@@ -751,12 +628,7 @@ fn jump() -> impl Strategy<Value = Jump> {
 
 fn step() -> impl Strategy<Value = Step> {
     let acct = || 0..2usize;
-    let ttl = prop::option::of(prop::sample::select(vec![
-        30i64,
-        3_600,
-        10 * 86_400,
-        30 * 86_400,
-    ]));
+    let ttl = prop::option::of(prop::sample::select(vec![30i64, 3_600, 10 * 86_400, 30 * 86_400]));
     let over = || prop::bool::weighted(0.1);
     prop_oneof![
         3 => (acct(), amount()).prop_map(|(acct, credits)| Step::Purchase { acct, credits }),
@@ -780,10 +652,7 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    let account = (
-        prop::sample::select(MODEL_ZONES),
-        prop::sample::select(ALLOWANCES),
-    );
+    let account = (prop::sample::select(MODEL_ZONES), prop::sample::select(ALLOWANCES));
     (
         prop::collection::vec(account, 1..=2),
         0..(2 * 365 * 24 * 60i64),
@@ -799,19 +668,13 @@ fn case() -> impl Strategy<Value = Case> {
 /// `per_mille` thousandths of `whole`, at least 1 (commands take positive
 /// credits), or one more than `whole` when `over`.
 fn scaled(whole: i64, per_mille: i64, over: bool) -> i64 {
-    if over {
-        whole + 1
-    } else {
-        (whole * per_mille / 1000).max(1)
-    }
+    if over { whole + 1 } else { (whole * per_mille / 1000).max(1) }
 }
 
 /// A hold to capture or release: four times in five an active one if there
 /// is any, else any hold (to be refused as not active).
 fn pick_hold(m: &Model, i: usize) -> Option<usize> {
-    let active: Vec<usize> = (0..m.holds.len())
-        .filter(|&h| m.holds[h].status == "held")
-        .collect();
+    let active: Vec<usize> = (0..m.holds.len()).filter(|&h| m.holds[h].status == "held").collect();
     if i % 5 == 0 || active.is_empty() {
         (!m.holds.is_empty()).then(|| (i / 5) % m.holds.len())
     } else {
@@ -825,12 +688,7 @@ fn resolve(step: &Step, models: &[Model], now: Timestamp) -> (usize, Command) {
     let n = models.len();
     let pick = |len: usize, i: usize| (len > 0).then(|| i % len);
     match *step {
-        Step::Purchase { acct, credits: c } => (
-            acct % n,
-            Command::Purchase {
-                credits: credits(c),
-            },
-        ),
+        Step::Purchase { acct, credits: c } => (acct % n, Command::Purchase { credits: credits(c) }),
         Step::Debit { acct, credits: c } => {
             let cmd = Command::Debit {
                 credits: credits(c),
@@ -839,33 +697,16 @@ fn resolve(step: &Step, models: &[Model], now: Timestamp) -> (usize, Command) {
             };
             (acct % n, cmd)
         }
-        Step::Hold {
-            acct,
-            credits: c,
-            ttl_seconds,
-        } => {
-            let cmd = Command::Hold {
-                credits: credits(c),
-                reference: None,
-                ttl_seconds,
-            };
+        Step::Hold { acct, credits: c, ttl_seconds } => {
+            let cmd = Command::Hold { credits: credits(c), reference: None, ttl_seconds };
             (acct % n, cmd)
         }
-        Step::Capture {
-            acct,
-            pick: i,
-            per_mille,
-            over,
-        } => {
+        Step::Capture { acct, pick: i, per_mille, over } => {
             let m = &models[acct % n];
             let (hold_id, credits) = match pick_hold(m, i) {
                 Some(h) => {
                     let held: i64 = m.holds[h].parts.iter().map(|p| p.1).sum();
-                    let c = if over {
-                        held + 1
-                    } else {
-                        held * per_mille / 1000
-                    };
+                    let c = if over { held + 1 } else { held * per_mille / 1000 };
                     (m.holds[h].id.clone(), c)
                 }
                 None => ("hold_nosuchhold".into(), 1),
@@ -874,16 +715,10 @@ fn resolve(step: &Step, models: &[Model], now: Timestamp) -> (usize, Command) {
         }
         Step::Release { acct, pick: i } => {
             let m = &models[acct % n];
-            let hold_id =
-                pick_hold(m, i).map_or("hold_nosuchhold".into(), |h| m.holds[h].id.clone());
+            let hold_id = pick_hold(m, i).map_or("hold_nosuchhold".into(), |h| m.holds[h].id.clone());
             (acct % n, Command::Release { hold_id })
         }
-        Step::RefundDebit {
-            acct,
-            pick: i,
-            per_mille,
-            over,
-        } => {
+        Step::RefundDebit { acct, pick: i, per_mille, over } => {
             let m = &models[acct % n];
             let (debit_id, c) = match pick(m.debits.len(), i) {
                 Some(d) => {
@@ -892,18 +727,10 @@ fn resolve(step: &Step, models: &[Model], now: Timestamp) -> (usize, Command) {
                 }
                 None => ("deb_nosuchdebit".into(), 1),
             };
-            let cmd = Command::RefundDebit {
-                debit_id,
-                credits: credits(c),
-            };
+            let cmd = Command::RefundDebit { debit_id, credits: credits(c) };
             (acct % n, cmd)
         }
-        Step::RefundPurchase {
-            acct,
-            pick: i,
-            per_mille,
-            over,
-        } => {
+        Step::RefundPurchase { acct, pick: i, per_mille, over } => {
             let m = &models[acct % n];
             let (purchase_id, c) = match pick(m.purchases.len(), i) {
                 Some(p) => {
@@ -913,28 +740,17 @@ fn resolve(step: &Step, models: &[Model], now: Timestamp) -> (usize, Command) {
                 }
                 None => ("pur_nosuchpurchase".into(), None),
             };
-            let cmd = Command::RefundPurchase {
-                purchase_id,
-                credits: c.map(credits),
-            };
+            let cmd = Command::RefundPurchase { purchase_id, credits: c.map(credits) };
             (acct % n, cmd)
         }
-        Step::Grant {
-            acct,
-            credits: c,
-            ref expiry,
-        } => {
+        Step::Grant { acct, credits: c, ref expiry } => {
             let m = &models[acct % n];
             let expires_at = match *expiry {
                 Expiry::Never => None,
                 Expiry::InSeconds(s) => Some(now + SignedDuration::from_secs(s)),
                 Expiry::AtMonthEnd => Some(later_month_start(now, &m.tz, 1)),
             };
-            let cmd = Command::Grant {
-                credits: credits(c),
-                expires_at,
-                reason: "promo".into(),
-            };
+            let cmd = Command::Grant { credits: credits(c), expires_at, reason: "promo".into() };
             (acct % n, cmd)
         }
         Step::Wait(_) => unreachable!("waits are not commands"),
@@ -950,20 +766,12 @@ fn land(jump: &Jump, models: &[Model], now: Timestamp) -> Timestamp {
         Jump::MonthStart { acct, offset_us } => {
             later_month_start(now, &models[acct % n].tz, 1) + SignedDuration::from_micros(offset_us)
         }
-        Jump::IdleMonths {
-            acct,
-            months,
-            hours,
-        } => {
+        Jump::IdleMonths { acct, months, hours } => {
             later_month_start(now, &models[acct % n].tz, months) + SignedDuration::from_hours(hours)
         }
         Jump::NextExpiry { acct, offset_us } => {
             let m = &models[acct % n];
-            let holds = m
-                .holds
-                .iter()
-                .filter(|h| h.status == "held")
-                .map(|h| h.expires_at);
+            let holds = m.holds.iter().filter(|h| h.status == "held").map(|h| h.expires_at);
             let lots = m.lots.iter().filter(|l| !l.expired);
             let lots = lots.filter_map(|l| l.expires_at);
             let next = holds.chain(lots).filter(|&at| at > now).min();
@@ -1022,12 +830,7 @@ impl Run {
             let real = self.balance(&m.id).await?;
             let got = Balance::of(&real);
             let want = m.balance();
-            ensure!(
-                self,
-                got == want,
-                "balance of {}: got {got:?}, model {want:?}",
-                m.id
-            );
+            ensure!(self, got == want, "balance of {}: got {got:?}, model {want:?}", m.id);
             ensure!(
                 self,
                 got.free_used >= 0 && got.free_used <= got.free_allowance,
@@ -1040,9 +843,7 @@ impl Run {
             );
             ensure!(
                 self,
-                [got.free_remaining, got.paid, got.grants, got.held]
-                    .iter()
-                    .all(|&n| n >= 0),
+                [got.free_remaining, got.paid, got.grants, got.held].iter().all(|&n| n >= 0),
                 "negative balance field: {got:?}"
             );
             self.check_lots(m).await?;
@@ -1052,12 +853,7 @@ impl Run {
                 let view = self.ledger.hold(&m.id, &m.holds[h].id, self.now).await;
                 let got = summarize(&view.map(Outcome::Hold));
                 let want = m.hold_summary(h);
-                ensure!(
-                    self,
-                    got == Ok(want.clone()),
-                    "hold {}: got {got:?}, model {want:?}",
-                    m.holds[h].id
-                );
+                ensure!(self, got == Ok(want.clone()), "hold {}: got {got:?}, model {want:?}", m.holds[h].id);
             }
         }
         let audit = self.expect("audit", self.ledger.audit().await)?;
@@ -1083,12 +879,7 @@ impl Run {
             .filter(|l| l.remaining > 0 || l.held > 0)
             .map(|l| (l.id.as_str(), (l.remaining, l.held)))
             .collect();
-        ensure!(
-            self,
-            real == want,
-            "lots of {}: got {real:?}, model {want:?}",
-            m.id
-        );
+        ensure!(self, real == want, "lots of {}: got {real:?}, model {want:?}", m.id);
         Ok(())
     }
 
@@ -1099,10 +890,7 @@ impl Run {
     async fn check_entry_dates(&self, m: &Model) -> Result<(), String> {
         let mut cursor = None;
         loop {
-            let page = PageRequest {
-                cursor,
-                limit: MAX_PAGE_LIMIT,
-            };
+            let page = PageRequest { cursor, limit: MAX_PAGE_LIMIT };
             let page = self.expect("entries", self.ledger.entries(&m.id, page).await)?;
             for e in &page.data {
                 let Some(lot) = m.lots.iter().find(|l| l.id == e.lot_id) else {
@@ -1137,38 +925,23 @@ impl Run {
         let [free, grants, paid] = m.breakdown(&parts);
         let q = self.ledger.quote(&m.id, *c, self.now).await;
         let q = self.expect("quote", q)?;
-        let got = (
-            q.covered,
-            q.available,
-            q.from_free,
-            q.from_grants,
-            q.from_paid,
-            q.shortfall,
-        );
+        let got = (q.covered, q.available, q.from_free, q.from_grants, q.from_paid, q.shortfall);
         let want = (shortfall == 0, m.available(), free, grants, paid, shortfall);
-        ensure!(
-            self,
-            got == want,
-            "quote of {c}: got {got:?}, model {want:?}"
-        );
+        ensure!(self, got == want, "quote of {c}: got {got:?}, model {want:?}");
         Ok(())
     }
 
     async fn command(&mut self, index: usize, a: usize, cmd: Command) -> Result<(), String> {
         let id = self.models[a].id.clone();
         let now = self.now;
-        self.trace
-            .push(format!("{index}: at {now} on {id}: {cmd:?}"));
+        self.trace.push(format!("{index}: at {now} on {id}: {cmd:?}"));
         self.check_quote(a, &cmd).await?;
         let before = (self.balance(&id).await?, self.last_entry(&id).await?);
         let key = IdempotencyKey::parse(&format!("step-{index}")).expect("valid key");
 
         let mut model = self.models[a].clone();
         let want = model.apply(&cmd, now);
-        let executed = self
-            .ledger
-            .execute(&id, cmd.clone(), Some(key.clone()), now)
-            .await;
+        let executed = self.ledger.execute(&id, cmd.clone(), Some(key.clone()), now).await;
         ensure!(
             self,
             executed.as_ref().map_or(true, |e| !e.replayed),
@@ -1190,19 +963,11 @@ impl Run {
         let after = (self.balance(&id).await?, self.last_entry(&id).await?);
         if first.is_err() {
             // A refused operation changes nothing, not even time's entries.
-            ensure!(
-                self,
-                after == before,
-                "refused step {index} changed {before:?} into {after:?}"
-            );
+            ensure!(self, after == before, "refused step {index} changed {before:?} into {after:?}");
         }
         self.check_replays(index, &id, &cmd, key, &first).await?;
         let replayed = (self.balance(&id).await?, self.last_entry(&id).await?);
-        ensure!(
-            self,
-            replayed == after,
-            "replays of step {index} changed {after:?} into {replayed:?}"
-        );
+        ensure!(self, replayed == after, "replays of step {index} changed {after:?} into {replayed:?}");
         Ok(())
     }
 
@@ -1218,10 +983,7 @@ impl Run {
         first: &Result<Outcome, LedgerError>,
     ) -> Result<(), String> {
         let now = self.now;
-        let again = self
-            .ledger
-            .execute(id, cmd.clone(), Some(key.clone()), now)
-            .await;
+        let again = self.ledger.execute(id, cmd.clone(), Some(key.clone()), now).await;
         match (first, &again) {
             (Ok(o), Ok(e)) => ensure!(
                 self,
@@ -1233,20 +995,14 @@ impl Run {
                 format!("{f:?}") == format!("{e:?}"),
                 "replay of refused step {index}: {e:?}, first {f:?}"
             ),
-            _ => ensure!(
-                self,
-                false,
-                "replay of step {index}: {again:?}, first {first:?}"
-            ),
+            _ => ensure!(self, false, "replay of step {index}: {again:?}, first {first:?}"),
         }
         if first.is_ok() {
             let other = match cmd {
                 Command::Purchase { credits: c } if c.get() == 1 => 2,
                 _ => 1,
             };
-            let other = Command::Purchase {
-                credits: credits(other),
-            };
+            let other = Command::Purchase { credits: credits(other) };
             let conflict = self.ledger.execute(id, other, Some(key), now).await;
             ensure!(
                 self,
@@ -1260,8 +1016,7 @@ impl Run {
     async fn step(&mut self, index: usize, step: &Step) -> Result<(), String> {
         if let Step::Wait(jump) = step {
             self.now = land(jump, &self.models, self.now);
-            self.trace
-                .push(format!("{index}: wait until {} ({jump:?})", self.now));
+            self.trace.push(format!("{index}: wait until {} ({jump:?})", self.now));
             return self.check_all().await;
         }
         let (a, cmd) = resolve(step, &self.models, self.now);
@@ -1282,12 +1037,8 @@ async fn run_case(case: &Case) -> Result<(), String> {
         models.push(Model::new(id, zone, free, now));
         now += SignedDuration::from_micros(STEP_MICROS);
     }
-    let mut run = Run {
-        ledger,
-        models,
-        now,
-        trace: vec![format!("accounts {:?} from {}", case.accounts, case.start)],
-    };
+    let mut run =
+        Run { ledger, models, now, trace: vec![format!("accounts {:?} from {}", case.accounts, case.start)] };
     run.check_all().await?;
     for (i, step) in case.steps.iter().enumerate() {
         run.step(i, step).await?;
@@ -1296,11 +1047,7 @@ async fn run_case(case: &Case) -> Result<(), String> {
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-        .block_on(f)
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime").block_on(f)
 }
 
 proptest! {
@@ -1349,11 +1096,7 @@ fn month() -> impl Strategy<Value = Month> {
 fn lots() -> impl Strategy<Value = Vec<Lot>> {
     let day = |d: i64| ts("2026-11-01T00:00:00Z") + SignedDuration::from_hours(24 * d);
     let one = (
-        prop::sample::select(vec![
-            LotKind::MonthlyFree,
-            LotKind::Grant,
-            LotKind::Purchase,
-        ]),
+        prop::sample::select(vec![LotKind::MonthlyFree, LotKind::Grant, LotKind::Purchase]),
         0..=40i64,
         prop::option::of(0..6i64),
         0..6i64,
@@ -1429,21 +1172,13 @@ fn months_start_at_their_first_local_instant_in_every_month() {
     }
     // The zone list must keep both kinds of month start covered (Asuncion
     // 2023-10 starts at 01:00, Havana 2020-11 had two midnights).
-    assert!(
-        gaps.contains(&"America/Asuncion 2023-10".to_string()),
-        "{gaps:?}"
-    );
-    assert!(
-        folds.contains(&"America/Havana 2020-11".to_string()),
-        "{folds:?}"
-    );
+    assert!(gaps.contains(&"America/Asuncion 2023-10".to_string()), "{gaps:?}");
+    assert!(folds.contains(&"America/Havana 2020-11".to_string()), "{folds:?}");
 }
 
 fn same<T: PartialEq + Debug>(got: T, want: T, what: &str) -> Result<(), TestCaseError> {
     if got != want {
-        return Err(TestCaseError::fail(format!(
-            "{what}: got {got:?}, want {want:?}"
-        )));
+        return Err(TestCaseError::fail(format!("{what}: got {got:?}, want {want:?}")));
     }
     Ok(())
 }

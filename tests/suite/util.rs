@@ -119,9 +119,7 @@ pub async fn account<S: textcredits::ledger::Store>(
         monthly_free_credits: Some(free),
         ..Default::default()
     };
-    l.create_account(new, now)
-        .await
-        .expect("account is created");
+    l.create_account(new, now).await.expect("account is created");
     id(account)
 }
 
@@ -153,11 +151,7 @@ impl Answer {
     /// A problem+json answer with this status and code.
     pub fn assert_problem(&self, status: u16, code: &str) {
         assert_eq!(self.status, status, "{self:?}");
-        assert_eq!(
-            self.header("content-type"),
-            Some("application/problem+json"),
-            "{self:?}"
-        );
+        assert_eq!(self.header("content-type"), Some("application/problem+json"), "{self:?}");
         assert_eq!(self.body["code"], code, "{self:?}");
         assert_eq!(self.body["status"], status, "{self:?}");
     }
@@ -179,17 +173,10 @@ impl Server {
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = std::io::BufReader::new(stdout).lines();
         let first = lines.next().expect("a first line").expect("readable");
-        let base = first
-            .strip_prefix("textcredits listening on ")
-            .expect("the listen line")
-            .to_string();
+        let base = first.strip_prefix("textcredits listening on ").expect("the listen line").to_string();
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server {
-            child,
-            base,
-            client: reqwest::Client::new(),
-        }
+        Server { child, base, client: reqwest::Client::new() }
     }
 
     /// Sends a request with an optional bearer token, idempotency key and
@@ -238,12 +225,7 @@ impl Answer {
         let headers = r.headers().clone();
         let text = r.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Answer {
-            status,
-            headers,
-            body,
-            text,
-        }
+        Answer { status, headers, body, text }
     }
 }
 

@@ -36,17 +36,11 @@ fn page<T, R>(
     } else {
         None
     };
-    Page {
-        data: items.iter().map(view).collect(),
-        next_cursor,
-    }
+    Page { data: items.iter().map(view).collect(), next_cursor }
 }
 
 fn account(conn: &Connection, id: &AccountId) -> Result<Account, LedgerError> {
-    let sql = format!(
-        "SELECT {} FROM accounts WHERE account_id = ?1",
-        rows::ACCOUNT_COLS
-    );
+    let sql = format!("SELECT {} FROM accounts WHERE account_id = ?1", rows::ACCOUNT_COLS);
     conn.prepare_cached(&sql)
         .and_then(|mut s| s.query_row([id.as_str()], rows::account).optional())
         .map_err(sql_error)?
@@ -64,19 +58,9 @@ pub fn accounts(conn: &Connection, req: &PageRequest) -> Result<Page<AccountView
         rows::ACCOUNT_COLS
     );
     let first = req.cursor.is_none();
-    let items = all(
-        conn,
-        &sql,
-        params![before_t, before_id, first, req.limit as i64 + 1],
-        rows::account,
-    )
-    .map_err(sql_error)?;
-    Ok(page(
-        items,
-        req.limit,
-        |a| format!("{}:{}", micros(a.created_at), a.id),
-        AccountView::of,
-    ))
+    let items = all(conn, &sql, params![before_t, before_id, first, req.limit as i64 + 1], rows::account)
+        .map_err(sql_error)?;
+    Ok(page(items, req.limit, |a| format!("{}:{}", micros(a.created_at), a.id), AccountView::of))
 }
 
 pub fn purchases(
@@ -99,15 +83,8 @@ pub fn purchases(
          AND ((purchased_at, purchase_id) < (?4, ?5) OR ?6) ORDER BY purchased_at DESC, purchase_id DESC LIMIT ?7",
         rows::PURCHASE_COLS
     );
-    let params = params![
-        id.as_str(),
-        from,
-        to,
-        before_t,
-        before_id,
-        req.cursor.is_none(),
-        req.limit as i64 + 1
-    ];
+    let params =
+        params![id.as_str(), from, to, before_t, before_id, req.cursor.is_none(), req.limit as i64 + 1];
     let items = all(conn, &sql, params, rows::purchase).map_err(sql_error)?;
     Ok(page(
         items,
@@ -117,11 +94,7 @@ pub fn purchases(
     ))
 }
 
-pub fn entries(
-    conn: &Connection,
-    id: &AccountId,
-    req: &PageRequest,
-) -> Result<Page<EntryView>, LedgerError> {
+pub fn entries(conn: &Connection, id: &AccountId, req: &PageRequest) -> Result<Page<EntryView>, LedgerError> {
     account(conn, id)?;
     let before: i64 = match &req.cursor {
         Some(c) => c.parse().map_err(|_| bad_cursor())?,
@@ -131,13 +104,8 @@ pub fn entries(
         "SELECT {} FROM entries WHERE account_id = ?1 AND entry_id < ?2 ORDER BY entry_id DESC LIMIT ?3",
         rows::ENTRY_COLS
     );
-    let items = all(
-        conn,
-        &sql,
-        params![id.as_str(), before, req.limit as i64 + 1],
-        rows::entry,
-    )
-    .map_err(sql_error)?;
+    let items = all(conn, &sql, params![id.as_str(), before, req.limit as i64 + 1], rows::entry)
+        .map_err(sql_error)?;
     Ok(page(items, req.limit, |e| e.id.to_string(), EntryView::of))
 }
 
@@ -152,13 +120,7 @@ pub fn entries_between(
         "SELECT {} FROM entries WHERE account_id = ?1 AND effective_at >= ?2 AND effective_at < ?3 ORDER BY entry_id",
         rows::ENTRY_COLS
     );
-    all(
-        conn,
-        &sql,
-        params![id.as_str(), micros(from), micros(to)],
-        rows::entry,
-    )
-    .map_err(sql_error)
+    all(conn, &sql, params![id.as_str(), micros(from), micros(to)], rows::entry).map_err(sql_error)
 }
 
 pub fn statements(
@@ -192,22 +154,12 @@ pub fn statements(
                 "SELECT {} FROM statements WHERE month = ?1 AND account_id > ?2 ORDER BY account_id LIMIT ?3",
                 rows::STATEMENT_COLS
             );
-            all(
-                conn,
-                &sql,
-                params![month.to_string(), after, limit],
-                rows::statement,
-            )
-            .map_err(sql_error)?
+            all(conn, &sql, params![month.to_string(), after, limit], rows::statement).map_err(sql_error)?
         }
         (None, None) => return Err(LedgerError::invalid("give an account or a month")),
     };
     let cursor = |s: &crate::domain::statement::Statement| {
-        if id.is_some() {
-            s.month.to_string()
-        } else {
-            s.account_id.to_string()
-        }
+        if id.is_some() { s.month.to_string() } else { s.account_id.to_string() }
     };
     Ok(page(items, req.limit, cursor, StatementView::of))
 }
@@ -217,39 +169,28 @@ pub fn accounts_to_bill(conn: &Connection) -> Result<Vec<AccountId>, LedgerError
                UNION SELECT DISTINCT account_id FROM purchase_refunds WHERE needs_line = 1 AND statement_id IS NULL \
                ORDER BY account_id";
     let ids: Vec<String> = all(conn, sql, [], |r| r.get(0)).map_err(sql_error)?;
-    ids.iter()
-        .map(|s| AccountId::parse(s).map_err(|e| LedgerError::Internal(e.to_string())))
-        .collect()
+    ids.iter().map(|s| AccountId::parse(s).map_err(|e| LedgerError::Internal(e.to_string()))).collect()
 }
 
 /// Walks every account, loading all its rows, and checks them.
 pub fn audit(conn: &Connection) -> Result<AuditReport, LedgerError> {
     let mut report = AuditReport::default();
-    let sql = format!(
-        "SELECT {} FROM accounts ORDER BY account_id",
-        rows::ACCOUNT_COLS
-    );
+    let sql = format!("SELECT {} FROM accounts ORDER BY account_id", rows::ACCOUNT_COLS);
     let accounts = all(conn, &sql, [], rows::account).map_err(sql_error)?;
     for account in accounts {
         let records = account_records(conn, account).map_err(sql_error)?;
         report.check(&records);
     }
     let last_id: i64 = conn
-        .query_row(
-            "SELECT value FROM sequences WHERE name = 'entry'",
-            [],
-            |r| r.get(0),
-        )
+        .query_row("SELECT value FROM sequences WHERE name = 'entry'", [], |r| r.get(0))
         .map_err(sql_error)?;
-    let max_id: Option<i64> = conn
-        .query_row("SELECT MAX(entry_id) FROM entries", [], |r| r.get(0))
-        .map_err(sql_error)?;
+    let max_id: Option<i64> =
+        conn.query_row("SELECT MAX(entry_id) FROM entries", [], |r| r.get(0)).map_err(sql_error)?;
     if max_id.unwrap_or(0) > last_id {
         report.mismatch_count += 1;
-        report.mismatches.push(format!(
-            "entry ids reach {} but the sequence is at {last_id}",
-            max_id.unwrap_or(0)
-        ));
+        report
+            .mismatches
+            .push(format!("entry ids reach {} but the sequence is at {last_id}", max_id.unwrap_or(0)));
     }
     Ok(report)
 }
@@ -261,42 +202,12 @@ fn account_records(conn: &Connection, account: Account) -> rusqlite::Result<Acco
     };
     Ok(AccountRecords {
         lots: all(conn, &q("lots", rows::LOT_COLS, "lot_id"), [&a], rows::lot)?,
-        holds: all(
-            conn,
-            &q("holds", rows::HOLD_COLS, "hold_id"),
-            [&a],
-            rows::hold,
-        )?,
-        debits: all(
-            conn,
-            &q("debits", rows::DEBIT_COLS, "debit_id"),
-            [&a],
-            rows::debit,
-        )?,
-        purchases: all(
-            conn,
-            &q("purchases", rows::PURCHASE_COLS, "purchase_id"),
-            [&a],
-            rows::purchase,
-        )?,
-        refunds: all(
-            conn,
-            &q("purchase_refunds", rows::REFUND_COLS, "refund_id"),
-            [&a],
-            rows::refund,
-        )?,
-        statements: all(
-            conn,
-            &q("statements", rows::STATEMENT_COLS, "month"),
-            [&a],
-            rows::statement,
-        )?,
-        entries: all(
-            conn,
-            &q("entries", rows::ENTRY_COLS, "entry_id"),
-            [&a],
-            rows::entry,
-        )?,
+        holds: all(conn, &q("holds", rows::HOLD_COLS, "hold_id"), [&a], rows::hold)?,
+        debits: all(conn, &q("debits", rows::DEBIT_COLS, "debit_id"), [&a], rows::debit)?,
+        purchases: all(conn, &q("purchases", rows::PURCHASE_COLS, "purchase_id"), [&a], rows::purchase)?,
+        refunds: all(conn, &q("purchase_refunds", rows::REFUND_COLS, "refund_id"), [&a], rows::refund)?,
+        statements: all(conn, &q("statements", rows::STATEMENT_COLS, "month"), [&a], rows::statement)?,
+        entries: all(conn, &q("entries", rows::ENTRY_COLS, "entry_id"), [&a], rows::entry)?,
         account,
     })
 }

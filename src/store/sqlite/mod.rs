@@ -33,9 +33,7 @@ use crate::domain::entry::Entry;
 use crate::domain::period::{Month, Zone};
 use crate::domain::state::AccountState;
 use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView};
-use crate::ledger::{
-    AuditReport, Executed, LedgerError, NewToken, Operation, PageRequest, Store, run_in,
-};
+use crate::ledger::{AuditReport, Executed, LedgerError, NewToken, Operation, PageRequest, Store, run_in};
 
 pub use schema::SCHEMA_VERSION;
 
@@ -64,19 +62,15 @@ struct Inner {
 pub(crate) fn sql_error(e: rusqlite::Error) -> LedgerError {
     match e.sqlite_error_code() {
         Some(
-            ErrorCode::DatabaseBusy
-            | ErrorCode::DatabaseLocked
-            | ErrorCode::CannotOpen
-            | ErrorCode::DiskFull,
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::CannotOpen | ErrorCode::DiskFull,
         ) => LedgerError::Unavailable(e.to_string()),
         _ => LedgerError::Internal(e.to_string()),
     }
 }
 
 fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let flags =
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -89,25 +83,16 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
 impl SqliteStore {
     /// Opens (creating if needed) and migrates the database file.
     pub fn open(path: &Path) -> Result<SqliteStore, LedgerError> {
-        let mut conn = open_connection(path).map_err(|e| {
-            LedgerError::Unavailable(format!("cannot open database {}: {e}", path.display()))
-        })?;
-        schema::migrate(&mut conn)
-            .map_err(sql_error)?
-            .map_err(LedgerError::Internal)?;
+        let mut conn = open_connection(path)
+            .map_err(|e| LedgerError::Unavailable(format!("cannot open database {}: {e}", path.display())))?;
+        schema::migrate(&mut conn).map_err(sql_error)?.map_err(LedgerError::Internal)?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| LedgerError::Internal(format!("cannot start the writer thread: {e}")))?;
-        let inner = Inner {
-            path: path.to_path_buf(),
-            writer: tx,
-            readers: Mutex::new(Vec::new()),
-        };
-        Ok(SqliteStore {
-            inner: Arc::new(inner),
-        })
+        let inner = Inner { path: path.to_path_buf(), writer: tx, readers: Mutex::new(Vec::new()) };
+        Ok(SqliteStore { inner: Arc::new(inner) })
     }
 
     pub fn path(&self) -> &Path {
@@ -121,19 +106,13 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T, LedgerError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job = Box::new(TypedJob {
-            work: Some(work),
-            result: None,
-            reply,
-        });
+        let job = Box::new(TypedJob { work: Some(work), result: None, reply });
         self.inner
             .writer
             .send(job)
             .await
             .map_err(|_| LedgerError::Unavailable("the database writer has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| LedgerError::Internal("the database writer dropped an operation".into()))?
+        answer.await.map_err(|_| LedgerError::Internal("the database writer dropped an operation".into()))?
     }
 
     /// Runs `f` on a read connection inside one read transaction.
@@ -148,10 +127,7 @@ impl SqliteStore {
                 Some(c) => c,
                 None => open_connection(&inner.path).map_err(sql_error)?,
             };
-            let result = conn
-                .unchecked_transaction()
-                .map_err(sql_error)
-                .and_then(|tx| f(&tx));
+            let result = conn.unchecked_transaction().map_err(sql_error).and_then(|tx| f(&tx));
             let mut idle = inner.readers.lock().expect("reader pool lock");
             if idle.len() < MAX_IDLE_READERS {
                 idle.push(conn);
@@ -185,9 +161,7 @@ where
     fn run(&mut self, conn: &Connection) -> bool {
         let work = self.work.take().expect("a job runs once");
         let result = catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|_| {
-            Err(LedgerError::Internal(
-                "an operation panicked; it was rolled back".into(),
-            ))
+            Err(LedgerError::Internal("an operation panicked; it was rolled back".into()))
         });
         let ok = result.is_ok();
         self.result = Some(result);
@@ -239,8 +213,7 @@ fn run_group(conn: &Connection, group: &mut [Box<dyn Job>]) -> rusqlite::Result<
 
 impl Store for SqliteStore {
     async fn execute(&self, op: Operation) -> Result<Executed, LedgerError> {
-        self.write(move |conn| run_in(&mut tx::SqliteTx { conn }, &op))
-            .await
+        self.write(move |conn| run_in(&mut tx::SqliteTx { conn }, &op)).await
     }
 
     async fn create_account(
@@ -251,16 +224,12 @@ impl Store for SqliteStore {
     ) -> Result<(AccountView, bool), LedgerError> {
         self.write(move |conn| {
             let id = AccountId::parse(&new.id)?;
-            let sql = format!(
-                "SELECT {} FROM accounts WHERE account_id = ?1",
-                rows::ACCOUNT_COLS
-            );
+            let sql = format!("SELECT {} FROM accounts WHERE account_id = ?1", rows::ACCOUNT_COLS);
             let existing = conn
                 .prepare_cached(&sql)
                 .and_then(|mut s| s.query_row([id.as_str()], rows::account).optional())
                 .map_err(sql_error)?;
-            let (account, created) =
-                command::create_account(&new, existing.as_ref(), &default_zone, now)?;
+            let (account, created) = command::create_account(&new, existing.as_ref(), &default_zone, now)?;
             if created {
                 rows::insert_account(conn, &account).map_err(sql_error)?;
             }
@@ -289,17 +258,11 @@ impl Store for SqliteStore {
         month: Option<Month>,
         page: PageRequest,
     ) -> Result<Page<PurchaseView>, LedgerError> {
-        self.read(move |conn| lists::purchases(conn, &account, month, &page))
-            .await
+        self.read(move |conn| lists::purchases(conn, &account, month, &page)).await
     }
 
-    async fn entries(
-        &self,
-        account: AccountId,
-        page: PageRequest,
-    ) -> Result<Page<EntryView>, LedgerError> {
-        self.read(move |conn| lists::entries(conn, &account, &page))
-            .await
+    async fn entries(&self, account: AccountId, page: PageRequest) -> Result<Page<EntryView>, LedgerError> {
+        self.read(move |conn| lists::entries(conn, &account, &page)).await
     }
 
     async fn entries_between(
@@ -308,8 +271,7 @@ impl Store for SqliteStore {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<Entry>, LedgerError> {
-        self.read(move |conn| lists::entries_between(conn, &account, from, to))
-            .await
+        self.read(move |conn| lists::entries_between(conn, &account, from, to)).await
     }
 
     async fn statements(
@@ -318,8 +280,7 @@ impl Store for SqliteStore {
         month: Option<Month>,
         page: PageRequest,
     ) -> Result<Page<StatementView>, LedgerError> {
-        self.read(move |conn| lists::statements(conn, account.as_ref(), month, &page))
-            .await
+        self.read(move |conn| lists::statements(conn, account.as_ref(), month, &page)).await
     }
 
     async fn accounts_to_bill(&self) -> Result<Vec<AccountId>, LedgerError> {
@@ -354,17 +315,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn token_exists(
-        &self,
-        account: AccountId,
-        secret_sha256: String,
-    ) -> Result<bool, LedgerError> {
+    async fn token_exists(&self, account: AccountId, secret_sha256: String) -> Result<bool, LedgerError> {
         self.read(move |conn| {
-            conn.prepare_cached(
-                "SELECT 1 FROM account_tokens WHERE account_id = ?1 AND secret_sha256 = ?2",
-            )
-            .and_then(|mut s| s.exists([account.as_str(), &secret_sha256]))
-            .map_err(sql_error)
+            conn.prepare_cached("SELECT 1 FROM account_tokens WHERE account_id = ?1 AND secret_sha256 = ?2")
+                .and_then(|mut s| s.exists([account.as_str(), &secret_sha256]))
+                .map_err(sql_error)
         })
         .await
     }

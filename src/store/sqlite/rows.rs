@@ -22,11 +22,7 @@ pub fn micros(t: Timestamp) -> i64 {
 }
 
 fn bad(col: usize, why: impl std::fmt::Display) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        col,
-        Type::Text,
-        format!("corrupted row: {why}").into(),
-    )
+    rusqlite::Error::FromSqlConversionFailure(col, Type::Text, format!("corrupted row: {why}").into())
 }
 
 fn ts(row: &Row<'_>, col: usize) -> rusqlite::Result<Timestamp> {
@@ -36,8 +32,7 @@ fn ts(row: &Row<'_>, col: usize) -> rusqlite::Result<Timestamp> {
 
 fn ts_opt(row: &Row<'_>, col: usize) -> rusqlite::Result<Option<Timestamp>> {
     let v: Option<i64> = row.get(col)?;
-    v.map(|v| Timestamp::from_microsecond(v).map_err(|e| bad(col, e)))
-        .transpose()
+    v.map(|v| Timestamp::from_microsecond(v).map_err(|e| bad(col, e))).transpose()
 }
 
 fn parsed<T>(
@@ -84,9 +79,7 @@ pub fn account(row: &Row<'_>) -> rusqlite::Result<Account> {
         monthly_free_credits: row.get(3)?,
         unit_price: Micros(row.get(4)?),
         currency: parsed(row, 5, Currency::new)?,
-        auto_recharge: auto
-            .map(|s| serde_json::from_str(&s).map_err(|e| bad(6, e)))
-            .transpose()?,
+        auto_recharge: auto.map(|s| serde_json::from_str(&s).map_err(|e| bad(6, e))).transpose()?,
         low_balance_threshold: row.get(7)?,
         monthly_purchase_limit: row.get(8)?,
         created_at: ts(row, 9)?,
@@ -158,12 +151,7 @@ pub fn lot(row: &Row<'_>) -> rusqlite::Result<Lot> {
     })
 }
 
-pub fn upsert_lot(
-    conn: &Connection,
-    account: &AccountId,
-    l: &Lot,
-    active: bool,
-) -> rusqlite::Result<()> {
+pub fn upsert_lot(conn: &Connection, account: &AccountId, l: &Lot, active: bool) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT OR REPLACE INTO lots (account_id, lot_id, kind, original, remaining, held, expires_at, expired, \
          created_at, unit_price_micros, active) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -184,8 +172,7 @@ pub fn upsert_lot(
     Ok(())
 }
 
-pub const HOLD_COLS: &str =
-    "hold_id, credits, captured, status, expires_at, reference, created_at, parts";
+pub const HOLD_COLS: &str = "hold_id, credits, captured, status, expires_at, reference, created_at, parts";
 
 pub fn hold(row: &Row<'_>) -> rusqlite::Result<Hold> {
     Ok(Hold {
@@ -229,11 +216,7 @@ pub fn debit(row: &Row<'_>) -> rusqlite::Result<Debit> {
         reference: row.get(3)?,
         description: row.get(4)?,
         created_at: ts(row, 5)?,
-        breakdown: Breakdown {
-            from_free: row.get(6)?,
-            from_grants: row.get(7)?,
-            from_paid: row.get(8)?,
-        },
+        breakdown: Breakdown { from_free: row.get(6)?, from_grants: row.get(7)?, from_paid: row.get(8)? },
         parts: json(row, 9)?,
     })
 }
@@ -276,11 +259,7 @@ pub fn purchase(row: &Row<'_>) -> rusqlite::Result<Purchase> {
     })
 }
 
-pub fn upsert_purchase(
-    conn: &Connection,
-    account: &AccountId,
-    p: &Purchase,
-) -> rusqlite::Result<()> {
+pub fn upsert_purchase(conn: &Connection, account: &AccountId, p: &Purchase) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT OR REPLACE INTO purchases (account_id, purchase_id, credits, unit_price_micros, currency, \
          purchased_at, month, refunded_credits, refunded_unbilled_credits, statement_id) \
@@ -301,7 +280,8 @@ pub fn upsert_purchase(
     Ok(())
 }
 
-pub const REFUND_COLS: &str = "refund_id, purchase_id, credits, unit_price_micros, created_at, month, needs_line, statement_id";
+pub const REFUND_COLS: &str =
+    "refund_id, purchase_id, credits, unit_price_micros, created_at, month, needs_line, statement_id";
 
 pub fn refund(row: &Row<'_>) -> rusqlite::Result<PurchaseRefund> {
     Ok(PurchaseRefund {
@@ -316,11 +296,7 @@ pub fn refund(row: &Row<'_>) -> rusqlite::Result<PurchaseRefund> {
     })
 }
 
-pub fn upsert_refund(
-    conn: &Connection,
-    account: &AccountId,
-    r: &PurchaseRefund,
-) -> rusqlite::Result<()> {
+pub fn upsert_refund(conn: &Connection, account: &AccountId, r: &PurchaseRefund) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT OR REPLACE INTO purchase_refunds (account_id, refund_id, purchase_id, credits, unit_price_micros, \
          created_at, month, needs_line, statement_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",

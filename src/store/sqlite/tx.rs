@@ -38,64 +38,30 @@ pub fn load_state(
     now: Timestamp,
 ) -> rusqlite::Result<Option<AccountState>> {
     let a = id.as_str();
-    let sql = format!(
-        "SELECT {} FROM accounts WHERE account_id = ?1",
-        rows::ACCOUNT_COLS
-    );
-    let Some(account) = conn
-        .prepare_cached(&sql)?
-        .query_row([a], rows::account)
-        .optional()?
-    else {
+    let sql = format!("SELECT {} FROM accounts WHERE account_id = ?1", rows::ACCOUNT_COLS);
+    let Some(account) = conn.prepare_cached(&sql)?.query_row([a], rows::account).optional()? else {
         return Ok(None);
     };
     let zone = account.zone.clone();
     let mut s = AccountState::new(account);
-    let lot_sql = format!(
-        "SELECT {} FROM lots WHERE account_id = ?1 AND active = 1",
-        rows::LOT_COLS
-    );
+    let lot_sql = format!("SELECT {} FROM lots WHERE account_id = ?1 AND active = 1", rows::LOT_COLS);
     s.lots = all(conn, &lot_sql, [a], rows::lot)?;
-    let hold_sql = format!(
-        "SELECT {} FROM holds WHERE account_id = ?1 AND status = 'held'",
-        rows::HOLD_COLS
-    );
+    let hold_sql = format!("SELECT {} FROM holds WHERE account_id = ?1 AND status = 'held'", rows::HOLD_COLS);
     s.holds = all(conn, &hold_sql, [a], rows::hold)?;
-    if let Some(h) = needs
-        .hold
-        .as_deref()
-        .filter(|h| !s.holds.iter().any(|x| x.id == *h))
-    {
-        let sql = format!(
-            "SELECT {} FROM holds WHERE account_id = ?1 AND hold_id = ?2",
-            rows::HOLD_COLS
-        );
-        s.holds.extend(
-            conn.prepare_cached(&sql)?
-                .query_row([a, h], rows::hold)
-                .optional()?,
-        );
+    if let Some(h) = needs.hold.as_deref().filter(|h| !s.holds.iter().any(|x| x.id == *h)) {
+        let sql = format!("SELECT {} FROM holds WHERE account_id = ?1 AND hold_id = ?2", rows::HOLD_COLS);
+        s.holds.extend(conn.prepare_cached(&sql)?.query_row([a, h], rows::hold).optional()?);
     }
     if let Some(d) = &needs.debit {
-        let sql = format!(
-            "SELECT {} FROM debits WHERE account_id = ?1 AND debit_id = ?2",
-            rows::DEBIT_COLS
-        );
-        s.debit = conn
-            .prepare_cached(&sql)?
-            .query_row([a, d], rows::debit)
-            .optional()?;
+        let sql = format!("SELECT {} FROM debits WHERE account_id = ?1 AND debit_id = ?2", rows::DEBIT_COLS);
+        s.debit = conn.prepare_cached(&sql)?.query_row([a, d], rows::debit).optional()?;
     }
     if let Some(p) = &needs.purchase {
         let sql = format!(
             "SELECT {} FROM purchases WHERE account_id = ?1 AND purchase_id = ?2",
             rows::PURCHASE_COLS
         );
-        s.purchases.extend(
-            conn.prepare_cached(&sql)?
-                .query_row([a, p], rows::purchase)
-                .optional()?,
-        );
+        s.purchases.extend(conn.prepare_cached(&sql)?.query_row([a, p], rows::purchase).optional()?);
     }
     if needs.unbilled {
         let sql = format!(
@@ -116,10 +82,7 @@ pub fn load_state(
                 "SELECT COALESCE(SUM(credits - refunded_unbilled_credits), 0) FROM purchases \
                  WHERE account_id = ?1 AND purchased_at >= ?2 AND purchased_at < ?3",
             )?
-            .query_row(
-                params![a, micros(month.start(&zone)), micros(month.end(&zone))],
-                |r| r.get(0),
-            )?;
+            .query_row(params![a, micros(month.start(&zone)), micros(month.end(&zone))], |r| r.get(0))?;
     }
     if let Some(sid) = &needs.statement {
         let sql = format!(
@@ -140,15 +103,8 @@ fn load_missing_lots(conn: &Connection, s: &mut AccountState) -> rusqlite::Resul
         wanted.extend(d.parts.iter().map(|p| p.lot_id.clone()));
     }
     wanted.extend(s.purchases.iter().map(|p| p.id.clone()));
-    wanted.extend(
-        s.holds
-            .iter()
-            .flat_map(|h| h.parts.iter().map(|p| p.lot_id.clone())),
-    );
-    let sql = format!(
-        "SELECT {} FROM lots WHERE account_id = ?1 AND lot_id = ?2",
-        rows::LOT_COLS
-    );
+    wanted.extend(s.holds.iter().flat_map(|h| h.parts.iter().map(|p| p.lot_id.clone())));
+    let sql = format!("SELECT {} FROM lots WHERE account_id = ?1 AND lot_id = ?2", rows::LOT_COLS);
     for lot_id in wanted {
         if s.lot_index(&lot_id).is_none()
             && let Some(lot) = conn
@@ -174,10 +130,7 @@ impl Tx for SqliteTx<'_> {
             )
             .and_then(|mut s| {
                 s.query_row([account.as_str(), key.as_str()], |r| {
-                    Ok(StoredAnswer {
-                        request: r.get(0)?,
-                        response: r.get(1)?,
-                    })
+                    Ok(StoredAnswer { request: r.get(0)?, response: r.get(1)? })
                 })
                 .optional()
             })
@@ -201,15 +154,7 @@ impl Tx for SqliteTx<'_> {
         key: Option<&IdempotencyKey>,
         now: Timestamp,
     ) -> Result<(), LedgerError> {
-        save(
-            self.conn,
-            before,
-            after,
-            changes,
-            key.map(IdempotencyKey::as_str),
-            now,
-        )
-        .map_err(sql_error)
+        save(self.conn, before, after, changes, key.map(IdempotencyKey::as_str), now).map_err(sql_error)
     }
 
     fn remember_key(
@@ -257,18 +202,13 @@ fn save(
         rows::upsert_refund(conn, id, r)?;
     }
     for s in &changes.statements {
-        debug_assert_eq!(
-            Statement::parse_id(&s.id).ok(),
-            Some((s.account_id.clone(), s.month))
-        );
+        debug_assert_eq!(Statement::parse_id(&s.id).ok(), Some((s.account_id.clone(), s.month)));
         rows::upsert_statement(conn, s)?;
     }
     let n = changes.entries.len() as i64;
     if n > 0 {
         let last: i64 = conn
-            .prepare_cached(
-                "UPDATE sequences SET value = value + ?1 WHERE name = 'entry' RETURNING value",
-            )?
+            .prepare_cached("UPDATE sequences SET value = value + ?1 WHERE name = 'entry' RETURNING value")?
             .query_row([n], |r| r.get(0))?;
         for (i, mut e) in changes.entries.into_iter().enumerate() {
             e.id = last - n + 1 + i as i64;
