@@ -3,6 +3,7 @@
 //! - `sqlite:PATH` (default `sqlite:textcredits.db`): [`sqlite::SqliteStore`].
 //! - `postgres://...`: not built yet (the PostgreSQL issue).
 
+pub mod columns;
 pub mod sqlite;
 
 use std::path::PathBuf;

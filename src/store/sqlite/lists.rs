@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::rows::{self, micros};
+use super::rows;
 use super::sql_error;
 use super::tx::all;
 use crate::domain::account::{Account, AccountId};
@@ -12,6 +12,7 @@ use crate::domain::entry::Entry;
 use crate::domain::period::Month;
 use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView};
 use crate::ledger::{AccountRecords, AuditReport, LedgerError, PageRequest};
+use crate::store::columns::{ACCOUNTS, DEBITS, ENTRIES, HOLDS, LOTS, PURCHASES, REFUNDS, STATEMENTS, micros};
 
 fn bad_cursor() -> LedgerError {
     LedgerError::invalid("invalid cursor: pass the next_cursor of a previous page")
@@ -40,7 +41,7 @@ fn page<T, R>(
 }
 
 fn account(conn: &Connection, id: &AccountId) -> Result<Account, LedgerError> {
-    let sql = format!("SELECT {} FROM accounts WHERE account_id = ?1", rows::ACCOUNT_COLS);
+    let sql = format!("SELECT {} FROM accounts WHERE account_id = ?1", ACCOUNTS.list());
     conn.prepare_cached(&sql)
         .and_then(|mut s| s.query_row([id.as_str()], rows::account).optional())
         .map_err(sql_error)?
@@ -55,7 +56,7 @@ pub fn accounts(conn: &Connection, req: &PageRequest) -> Result<Page<AccountView
     let sql = format!(
         "SELECT {} FROM accounts WHERE (created_at, account_id) < (?1, ?2) OR ?3 \
          ORDER BY created_at DESC, account_id DESC LIMIT ?4",
-        rows::ACCOUNT_COLS
+        ACCOUNTS.list()
     );
     let first = req.cursor.is_none();
     let items = all(conn, &sql, params![before_t, before_id, first, req.limit as i64 + 1], rows::account)
@@ -81,7 +82,7 @@ pub fn purchases(
     let sql = format!(
         "SELECT {} FROM purchases WHERE account_id = ?1 AND purchased_at >= ?2 AND purchased_at < ?3 \
          AND ((purchased_at, purchase_id) < (?4, ?5) OR ?6) ORDER BY purchased_at DESC, purchase_id DESC LIMIT ?7",
-        rows::PURCHASE_COLS
+        PURCHASES.list()
     );
     let params =
         params![id.as_str(), from, to, before_t, before_id, req.cursor.is_none(), req.limit as i64 + 1];
@@ -102,7 +103,7 @@ pub fn entries(conn: &Connection, id: &AccountId, req: &PageRequest) -> Result<P
     };
     let sql = format!(
         "SELECT {} FROM entries WHERE account_id = ?1 AND entry_id < ?2 ORDER BY entry_id DESC LIMIT ?3",
-        rows::ENTRY_COLS
+        ENTRIES.list()
     );
     let items = all(conn, &sql, params![id.as_str(), before, req.limit as i64 + 1], rows::entry)
         .map_err(sql_error)?;
@@ -118,7 +119,7 @@ pub fn entries_between(
     account(conn, id)?;
     let sql = format!(
         "SELECT {} FROM entries WHERE account_id = ?1 AND effective_at >= ?2 AND effective_at < ?3 ORDER BY entry_id",
-        rows::ENTRY_COLS
+        ENTRIES.list()
     );
     all(conn, &sql, params![id.as_str(), micros(from), micros(to)], rows::entry).map_err(sql_error)
 }
@@ -140,7 +141,7 @@ pub fn statements(
             let sql = format!(
                 "SELECT {} FROM statements WHERE account_id = ?1 AND month < ?2 AND (?3 IS NULL OR month = ?3) \
                  ORDER BY month DESC LIMIT ?4",
-                rows::STATEMENT_COLS
+                STATEMENTS.list()
             );
             let params = params![id.as_str(), before, month.map(|m| m.to_string()), limit];
             all(conn, &sql, params, rows::statement).map_err(sql_error)?
@@ -152,7 +153,7 @@ pub fn statements(
             };
             let sql = format!(
                 "SELECT {} FROM statements WHERE month = ?1 AND account_id > ?2 ORDER BY account_id LIMIT ?3",
-                rows::STATEMENT_COLS
+                STATEMENTS.list()
             );
             all(conn, &sql, params![month.to_string(), after, limit], rows::statement).map_err(sql_error)?
         }
@@ -175,7 +176,7 @@ pub fn accounts_to_bill(conn: &Connection) -> Result<Vec<AccountId>, LedgerError
 /// Walks every account, loading all its rows, and checks them.
 pub fn audit(conn: &Connection) -> Result<AuditReport, LedgerError> {
     let mut report = AuditReport::default();
-    let sql = format!("SELECT {} FROM accounts ORDER BY account_id", rows::ACCOUNT_COLS);
+    let sql = format!("SELECT {} FROM accounts ORDER BY account_id", ACCOUNTS.list());
     let accounts = all(conn, &sql, [], rows::account).map_err(sql_error)?;
     for account in accounts {
         let records = account_records(conn, account).map_err(sql_error)?;
@@ -201,13 +202,13 @@ fn account_records(conn: &Connection, account: Account) -> rusqlite::Result<Acco
         format!("SELECT {cols} FROM {table} WHERE account_id = ?1 ORDER BY {order}")
     };
     Ok(AccountRecords {
-        lots: all(conn, &q("lots", rows::LOT_COLS, "lot_id"), [&a], rows::lot)?,
-        holds: all(conn, &q("holds", rows::HOLD_COLS, "hold_id"), [&a], rows::hold)?,
-        debits: all(conn, &q("debits", rows::DEBIT_COLS, "debit_id"), [&a], rows::debit)?,
-        purchases: all(conn, &q("purchases", rows::PURCHASE_COLS, "purchase_id"), [&a], rows::purchase)?,
-        refunds: all(conn, &q("purchase_refunds", rows::REFUND_COLS, "refund_id"), [&a], rows::refund)?,
-        statements: all(conn, &q("statements", rows::STATEMENT_COLS, "month"), [&a], rows::statement)?,
-        entries: all(conn, &q("entries", rows::ENTRY_COLS, "entry_id"), [&a], rows::entry)?,
+        lots: all(conn, &q("lots", &LOTS.list(), "lot_id"), [&a], rows::lot)?,
+        holds: all(conn, &q("holds", &HOLDS.list(), "hold_id"), [&a], rows::hold)?,
+        debits: all(conn, &q("debits", &DEBITS.list(), "debit_id"), [&a], rows::debit)?,
+        purchases: all(conn, &q("purchases", &PURCHASES.list(), "purchase_id"), [&a], rows::purchase)?,
+        refunds: all(conn, &q("purchase_refunds", &REFUNDS.list(), "refund_id"), [&a], rows::refund)?,
+        statements: all(conn, &q("statements", &STATEMENTS.list(), "month"), [&a], rows::statement)?,
+        entries: all(conn, &q("entries", &ENTRIES.list(), "entry_id"), [&a], rows::entry)?,
         account,
     })
 }

@@ -34,6 +34,7 @@ use crate::domain::period::{Month, Zone};
 use crate::domain::state::AccountState;
 use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView};
 use crate::ledger::{AuditReport, Executed, LedgerError, NewToken, Operation, PageRequest, Store, run_in};
+use crate::store::columns::ACCOUNTS;
 
 pub use schema::SCHEMA_VERSION;
 
@@ -224,7 +225,7 @@ impl Store for SqliteStore {
     ) -> Result<(AccountView, bool), LedgerError> {
         self.write(move |conn| {
             let id = AccountId::parse(&new.id)?;
-            let sql = format!("SELECT {} FROM accounts WHERE account_id = ?1", rows::ACCOUNT_COLS);
+            let sql = format!("SELECT {} FROM accounts WHERE account_id = ?1", ACCOUNTS.list());
             let existing = conn
                 .prepare_cached(&sql)
                 .and_then(|mut s| s.query_row([id.as_str()], rows::account).optional())

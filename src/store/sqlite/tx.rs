@@ -6,7 +6,7 @@
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Params, Row, params};
 
-use super::rows::{self, micros};
+use super::rows;
 use super::sql_error;
 use crate::domain::account::AccountId;
 use crate::domain::command::Needs;
@@ -14,6 +14,7 @@ use crate::domain::period::Month;
 use crate::domain::state::{AccountState, Changes};
 use crate::domain::statement::Statement;
 use crate::ledger::{IdempotencyKey, LedgerError, StoredAnswer, Tx};
+use crate::store::columns::{ACCOUNTS, DEBITS, HOLDS, LOTS, PURCHASES, REFUNDS, STATEMENTS, micros};
 
 pub struct SqliteTx<'c> {
     pub conn: &'c Connection,
@@ -38,40 +39,38 @@ pub fn load_state(
     now: Timestamp,
 ) -> rusqlite::Result<Option<AccountState>> {
     let a = id.as_str();
-    let sql = format!("SELECT {} FROM accounts WHERE account_id = ?1", rows::ACCOUNT_COLS);
+    let sql = format!("SELECT {} FROM accounts WHERE account_id = ?1", ACCOUNTS.list());
     let Some(account) = conn.prepare_cached(&sql)?.query_row([a], rows::account).optional()? else {
         return Ok(None);
     };
     let zone = account.zone.clone();
     let mut s = AccountState::new(account);
-    let lot_sql = format!("SELECT {} FROM lots WHERE account_id = ?1 AND active = 1", rows::LOT_COLS);
+    let lot_sql = format!("SELECT {} FROM lots WHERE account_id = ?1 AND active = 1", LOTS.list());
     s.lots = all(conn, &lot_sql, [a], rows::lot)?;
-    let hold_sql = format!("SELECT {} FROM holds WHERE account_id = ?1 AND status = 'held'", rows::HOLD_COLS);
+    let hold_sql = format!("SELECT {} FROM holds WHERE account_id = ?1 AND status = 'held'", HOLDS.list());
     s.holds = all(conn, &hold_sql, [a], rows::hold)?;
     if let Some(h) = needs.hold.as_deref().filter(|h| !s.holds.iter().any(|x| x.id == *h)) {
-        let sql = format!("SELECT {} FROM holds WHERE account_id = ?1 AND hold_id = ?2", rows::HOLD_COLS);
+        let sql = format!("SELECT {} FROM holds WHERE account_id = ?1 AND hold_id = ?2", HOLDS.list());
         s.holds.extend(conn.prepare_cached(&sql)?.query_row([a, h], rows::hold).optional()?);
     }
     if let Some(d) = &needs.debit {
-        let sql = format!("SELECT {} FROM debits WHERE account_id = ?1 AND debit_id = ?2", rows::DEBIT_COLS);
+        let sql = format!("SELECT {} FROM debits WHERE account_id = ?1 AND debit_id = ?2", DEBITS.list());
         s.debit = conn.prepare_cached(&sql)?.query_row([a, d], rows::debit).optional()?;
     }
     if let Some(p) = &needs.purchase {
-        let sql = format!(
-            "SELECT {} FROM purchases WHERE account_id = ?1 AND purchase_id = ?2",
-            rows::PURCHASE_COLS
-        );
+        let sql =
+            format!("SELECT {} FROM purchases WHERE account_id = ?1 AND purchase_id = ?2", PURCHASES.list());
         s.purchases.extend(conn.prepare_cached(&sql)?.query_row([a, p], rows::purchase).optional()?);
     }
     if needs.unbilled {
         let sql = format!(
             "SELECT {} FROM purchases WHERE account_id = ?1 AND statement_id IS NULL AND credits > refunded_unbilled_credits",
-            rows::PURCHASE_COLS
+            PURCHASES.list()
         );
         s.purchases.extend(all(conn, &sql, [a], rows::purchase)?);
         let sql = format!(
             "SELECT {} FROM purchase_refunds WHERE account_id = ?1 AND needs_line = 1 AND statement_id IS NULL",
-            rows::REFUND_COLS
+            REFUNDS.list()
         );
         s.pending_refunds = all(conn, &sql, [a], rows::refund)?;
     }
@@ -87,7 +86,7 @@ pub fn load_state(
     if let Some(sid) = &needs.statement {
         let sql = format!(
             "SELECT {} FROM statements WHERE account_id = ?1 AND (statement_id = ?2 OR status = 'failed')",
-            rows::STATEMENT_COLS
+            STATEMENTS.list()
         );
         s.statements = all(conn, &sql, [a, sid], rows::statement)?;
     }
@@ -104,7 +103,7 @@ fn load_missing_lots(conn: &Connection, s: &mut AccountState) -> rusqlite::Resul
     }
     wanted.extend(s.purchases.iter().map(|p| p.id.clone()));
     wanted.extend(s.holds.iter().flat_map(|h| h.parts.iter().map(|p| p.lot_id.clone())));
-    let sql = format!("SELECT {} FROM lots WHERE account_id = ?1 AND lot_id = ?2", rows::LOT_COLS);
+    let sql = format!("SELECT {} FROM lots WHERE account_id = ?1 AND lot_id = ?2", LOTS.list());
     for lot_id in wanted {
         if s.lot_index(&lot_id).is_none()
             && let Some(lot) = conn

@@ -1,0 +1,538 @@
+//! How every stored record maps to the columns of its table, shared by the
+//! SQLite and PostgreSQL stores: one column list per table, one function to
+//! read a row and one to give the values of a write.
+//!
+//! Both databases take the same SQL here: `$1`-style parameters (SQLite
+//! numbers named parameters in order of appearance) and
+//! `INSERT .. ON CONFLICT (key) DO UPDATE`. Timestamps are integer
+//! microseconds since the epoch, UTC; per-lot parts of holds and debits and
+//! statement lines are small JSON arrays. A value that does not read back
+//! is a corrupted row, reported, never guessed.
+
+use jiff::Timestamp;
+
+use crate::domain::DomainError;
+use crate::domain::account::{Account, AccountId};
+use crate::domain::debit::Debit;
+use crate::domain::entry::{Entry, EntryKind};
+use crate::domain::hold::{Hold, HoldStatus};
+use crate::domain::lot::{Breakdown, Lot, LotKind};
+use crate::domain::money::{Currency, Micros};
+use crate::domain::period::{Month, Zone};
+use crate::domain::purchase::{Purchase, PurchaseRefund};
+use crate::domain::statement::{Statement, StatementStatus};
+
+/// Reading the columns of one row, by position.
+pub trait Cols {
+    fn int(&self, i: usize) -> Result<i64, String>;
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, String>;
+    fn text(&self, i: usize) -> Result<String, String>;
+    fn opt_text(&self, i: usize) -> Result<Option<String>, String>;
+    fn flag(&self, i: usize) -> Result<bool, String>;
+}
+
+/// One value of a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Val {
+    Int(i64),
+    Text(String),
+    Flag(bool),
+    /// A NULL; `Int` or `Text` by column in PostgreSQL, which types NULLs.
+    Null,
+}
+
+impl From<i64> for Val {
+    fn from(v: i64) -> Val {
+        Val::Int(v)
+    }
+}
+impl From<bool> for Val {
+    fn from(v: bool) -> Val {
+        Val::Flag(v)
+    }
+}
+impl From<String> for Val {
+    fn from(v: String) -> Val {
+        Val::Text(v)
+    }
+}
+impl From<&str> for Val {
+    fn from(v: &str) -> Val {
+        Val::Text(v.to_string())
+    }
+}
+impl<T: Into<Val>> From<Option<T>> for Val {
+    fn from(v: Option<T>) -> Val {
+        v.map_or(Val::Null, Into::into)
+    }
+}
+
+/// A table: its name, its columns in the order rows are read and written,
+/// and its key (always the account first).
+pub struct Table {
+    pub name: &'static str,
+    pub cols: &'static [&'static str],
+    pub key: &'static [&'static str],
+}
+
+impl Table {
+    /// `account_id, lot_id, ...`
+    pub fn list(&self) -> String {
+        self.cols.join(", ")
+    }
+
+    /// `SELECT <all columns> FROM <table> ` followed by `rest`.
+    pub fn select(&self, rest: &str) -> String {
+        format!("SELECT {} FROM {} {rest}", self.list(), self.name)
+    }
+
+    pub fn insert(&self) -> String {
+        let params: Vec<String> = (1..=self.cols.len()).map(|i| format!("${i}")).collect();
+        format!("INSERT INTO {} ({}) VALUES ({})", self.name, self.list(), params.join(", "))
+    }
+
+    /// Insert, or overwrite every non-key column of the row with that key.
+    pub fn upsert(&self) -> String {
+        let set: Vec<String> = self
+            .cols
+            .iter()
+            .filter(|c| !self.key.contains(c))
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect();
+        format!("{} ON CONFLICT ({}) DO UPDATE SET {}", self.insert(), self.key.join(", "), set.join(", "))
+    }
+}
+
+pub const ACCOUNTS: Table = Table {
+    name: "accounts",
+    cols: &[
+        "account_id",
+        "name",
+        "time_zone",
+        "monthly_free_credits",
+        "unit_price_micros",
+        "currency",
+        "auto_recharge",
+        "low_balance_threshold",
+        "monthly_purchase_limit",
+        "created_at",
+        "free_month",
+        "billed_through",
+        "suspended_by",
+    ],
+    key: &["account_id"],
+};
+pub const LOTS: Table = Table {
+    name: "lots",
+    cols: &[
+        "account_id",
+        "lot_id",
+        "kind",
+        "original",
+        "remaining",
+        "held",
+        "expires_at",
+        "expired",
+        "created_at",
+        "unit_price_micros",
+        "active",
+    ],
+    key: &["account_id", "lot_id"],
+};
+pub const HOLDS: Table = Table {
+    name: "holds",
+    cols: &[
+        "account_id",
+        "hold_id",
+        "credits",
+        "captured",
+        "status",
+        "expires_at",
+        "reference",
+        "created_at",
+        "parts",
+    ],
+    key: &["account_id", "hold_id"],
+};
+pub const DEBITS: Table = Table {
+    name: "debits",
+    cols: &[
+        "account_id",
+        "debit_id",
+        "credits",
+        "refunded",
+        "reference",
+        "description",
+        "created_at",
+        "from_free",
+        "from_grants",
+        "from_paid",
+        "parts",
+    ],
+    key: &["account_id", "debit_id"],
+};
+pub const PURCHASES: Table = Table {
+    name: "purchases",
+    cols: &[
+        "account_id",
+        "purchase_id",
+        "credits",
+        "unit_price_micros",
+        "currency",
+        "purchased_at",
+        "month",
+        "refunded_credits",
+        "refunded_unbilled_credits",
+        "statement_id",
+    ],
+    key: &["account_id", "purchase_id"],
+};
+pub const REFUNDS: Table = Table {
+    name: "purchase_refunds",
+    cols: &[
+        "account_id",
+        "refund_id",
+        "purchase_id",
+        "credits",
+        "unit_price_micros",
+        "created_at",
+        "month",
+        "needs_line",
+        "statement_id",
+    ],
+    key: &["account_id", "refund_id"],
+};
+pub const STATEMENTS: Table = Table {
+    name: "statements",
+    cols: &[
+        "account_id",
+        "month",
+        "statement_id",
+        "issued_on",
+        "lines",
+        "total_micros",
+        "currency",
+        "status",
+        "created_at",
+    ],
+    key: &["account_id", "month"],
+};
+pub const ENTRIES: Table = Table {
+    name: "entries",
+    cols: &[
+        "account_id",
+        "entry_id",
+        "kind",
+        "lot_id",
+        "delta_credits",
+        "held_delta_credits",
+        "balance_after",
+        "source",
+        "reference",
+        "idempotency_key",
+        "effective_at",
+        "created_at",
+    ],
+    key: &["account_id", "entry_id"],
+};
+
+pub fn micros(t: Timestamp) -> i64 {
+    t.as_microsecond()
+}
+
+fn corrupt(i: usize, why: impl std::fmt::Display) -> String {
+    format!("corrupted row (column {i}): {why}")
+}
+
+fn ts(r: &impl Cols, i: usize) -> Result<Timestamp, String> {
+    Timestamp::from_microsecond(r.int(i)?).map_err(|e| corrupt(i, e))
+}
+
+fn opt_ts(r: &impl Cols, i: usize) -> Result<Option<Timestamp>, String> {
+    r.opt_int(i)?.map(|v| Timestamp::from_microsecond(v).map_err(|e| corrupt(i, e))).transpose()
+}
+
+fn parsed<T>(
+    r: &impl Cols,
+    i: usize,
+    parse: impl FnOnce(&str) -> Result<T, DomainError>,
+) -> Result<T, String> {
+    parse(&r.text(i)?).map_err(|e| corrupt(i, e))
+}
+
+fn opt_parsed<T>(
+    r: &impl Cols,
+    i: usize,
+    parse: impl FnOnce(&str) -> Result<T, DomainError>,
+) -> Result<Option<T>, String> {
+    r.opt_text(i)?.map(|s| parse(&s).map_err(|e| corrupt(i, e))).transpose()
+}
+
+fn named<T>(r: &impl Cols, i: usize, parse: fn(&str) -> Option<T>) -> Result<T, String> {
+    let s = r.text(i)?;
+    parse(&s).ok_or_else(|| corrupt(i, format!("unknown value {s:?}")))
+}
+
+fn json<T: serde::de::DeserializeOwned>(r: &impl Cols, i: usize) -> Result<T, String> {
+    serde_json::from_str(&r.text(i)?).map_err(|e| corrupt(i, e))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("plain data serializes")
+}
+
+pub fn account(r: &impl Cols) -> Result<Account, String> {
+    let auto = r.opt_text(6)?;
+    Ok(Account {
+        id: parsed(r, 0, AccountId::parse)?,
+        name: r.text(1)?,
+        zone: parsed(r, 2, Zone::parse)?,
+        monthly_free_credits: r.int(3)?,
+        unit_price: Micros(r.int(4)?),
+        currency: parsed(r, 5, Currency::new)?,
+        auto_recharge: auto.map(|s| serde_json::from_str(&s).map_err(|e| corrupt(6, e))).transpose()?,
+        low_balance_threshold: r.int(7)?,
+        monthly_purchase_limit: r.int(8)?,
+        created_at: ts(r, 9)?,
+        free_month: opt_parsed(r, 10, Month::parse)?,
+        billed_through: opt_parsed(r, 11, Month::parse)?,
+        suspended_by: r.opt_text(12)?,
+    })
+}
+
+pub fn account_vals(a: &Account) -> Vec<Val> {
+    vec![
+        a.id.as_str().into(),
+        a.name.clone().into(),
+        a.zone.name().into(),
+        a.monthly_free_credits.into(),
+        a.unit_price.0.into(),
+        a.currency.as_str().into(),
+        a.auto_recharge.as_ref().map(to_json).into(),
+        a.low_balance_threshold.into(),
+        a.monthly_purchase_limit.into(),
+        micros(a.created_at).into(),
+        a.free_month.map(|m| m.to_string()).into(),
+        a.billed_through.map(|m| m.to_string()).into(),
+        a.suspended_by.clone().into(),
+    ]
+}
+
+pub fn lot(r: &impl Cols) -> Result<Lot, String> {
+    Ok(Lot {
+        id: r.text(1)?,
+        kind: named(r, 2, LotKind::parse)?,
+        original: r.int(3)?,
+        remaining: r.int(4)?,
+        held: r.int(5)?,
+        expires_at: opt_ts(r, 6)?,
+        expired: r.flag(7)?,
+        created_at: ts(r, 8)?,
+        unit_price: r.opt_int(9)?.map(Micros),
+    })
+}
+
+pub fn lot_vals(account: &AccountId, l: &Lot, active: bool) -> Vec<Val> {
+    vec![
+        account.as_str().into(),
+        l.id.clone().into(),
+        l.kind.as_str().into(),
+        l.original.into(),
+        l.remaining.into(),
+        l.held.into(),
+        l.expires_at.map(micros).into(),
+        l.expired.into(),
+        micros(l.created_at).into(),
+        l.unit_price.map(|p| p.0).into(),
+        active.into(),
+    ]
+}
+
+pub fn hold(r: &impl Cols) -> Result<Hold, String> {
+    Ok(Hold {
+        id: r.text(1)?,
+        credits: r.int(2)?,
+        captured: r.int(3)?,
+        status: named(r, 4, HoldStatus::parse)?,
+        expires_at: ts(r, 5)?,
+        reference: r.opt_text(6)?,
+        created_at: ts(r, 7)?,
+        parts: json(r, 8)?,
+    })
+}
+
+pub fn hold_vals(account: &AccountId, h: &Hold) -> Vec<Val> {
+    vec![
+        account.as_str().into(),
+        h.id.clone().into(),
+        h.credits.into(),
+        h.captured.into(),
+        h.status.as_str().into(),
+        micros(h.expires_at).into(),
+        h.reference.clone().into(),
+        micros(h.created_at).into(),
+        to_json(&h.parts).into(),
+    ]
+}
+
+pub fn debit(r: &impl Cols) -> Result<Debit, String> {
+    Ok(Debit {
+        id: r.text(1)?,
+        credits: r.int(2)?,
+        refunded: r.int(3)?,
+        reference: r.opt_text(4)?,
+        description: r.opt_text(5)?,
+        created_at: ts(r, 6)?,
+        breakdown: Breakdown { from_free: r.int(7)?, from_grants: r.int(8)?, from_paid: r.int(9)? },
+        parts: json(r, 10)?,
+    })
+}
+
+pub fn debit_vals(account: &AccountId, d: &Debit) -> Vec<Val> {
+    vec![
+        account.as_str().into(),
+        d.id.clone().into(),
+        d.credits.into(),
+        d.refunded.into(),
+        d.reference.clone().into(),
+        d.description.clone().into(),
+        micros(d.created_at).into(),
+        d.breakdown.from_free.into(),
+        d.breakdown.from_grants.into(),
+        d.breakdown.from_paid.into(),
+        to_json(&d.parts).into(),
+    ]
+}
+
+pub fn purchase(r: &impl Cols) -> Result<Purchase, String> {
+    Ok(Purchase {
+        id: r.text(1)?,
+        credits: r.int(2)?,
+        unit_price: Micros(r.int(3)?),
+        currency: parsed(r, 4, Currency::new)?,
+        purchased_at: ts(r, 5)?,
+        month: parsed(r, 6, Month::parse)?,
+        refunded_credits: r.int(7)?,
+        refunded_unbilled_credits: r.int(8)?,
+        statement_id: r.opt_text(9)?,
+    })
+}
+
+pub fn purchase_vals(account: &AccountId, p: &Purchase) -> Vec<Val> {
+    vec![
+        account.as_str().into(),
+        p.id.clone().into(),
+        p.credits.into(),
+        p.unit_price.0.into(),
+        p.currency.as_str().into(),
+        micros(p.purchased_at).into(),
+        p.month.to_string().into(),
+        p.refunded_credits.into(),
+        p.refunded_unbilled_credits.into(),
+        p.statement_id.clone().into(),
+    ]
+}
+
+pub fn refund(r: &impl Cols) -> Result<PurchaseRefund, String> {
+    Ok(PurchaseRefund {
+        id: r.text(1)?,
+        purchase_id: r.text(2)?,
+        credits: r.int(3)?,
+        unit_price: Micros(r.int(4)?),
+        created_at: ts(r, 5)?,
+        month: parsed(r, 6, Month::parse)?,
+        needs_line: r.flag(7)?,
+        statement_id: r.opt_text(8)?,
+    })
+}
+
+pub fn refund_vals(account: &AccountId, f: &PurchaseRefund) -> Vec<Val> {
+    vec![
+        account.as_str().into(),
+        f.id.clone().into(),
+        f.purchase_id.clone().into(),
+        f.credits.into(),
+        f.unit_price.0.into(),
+        micros(f.created_at).into(),
+        f.month.to_string().into(),
+        f.needs_line.into(),
+        f.statement_id.clone().into(),
+    ]
+}
+
+pub fn statement(r: &impl Cols) -> Result<Statement, String> {
+    Ok(Statement {
+        account_id: parsed(r, 0, AccountId::parse)?,
+        month: parsed(r, 1, Month::parse)?,
+        id: r.text(2)?,
+        issued_on: r.text(3)?.parse().map_err(|e| corrupt(3, e))?,
+        lines: json(r, 4)?,
+        total: Micros(r.int(5)?),
+        currency: parsed(r, 6, Currency::new)?,
+        status: named(r, 7, StatementStatus::parse)?,
+        created_at: ts(r, 8)?,
+    })
+}
+
+pub fn statement_vals(s: &Statement) -> Vec<Val> {
+    vec![
+        s.account_id.as_str().into(),
+        s.month.to_string().into(),
+        s.id.clone().into(),
+        s.issued_on.to_string().into(),
+        to_json(&s.lines).into(),
+        s.total.0.into(),
+        s.currency.as_str().into(),
+        s.status.as_str().into(),
+        micros(s.created_at).into(),
+    ]
+}
+
+pub fn entry(r: &impl Cols) -> Result<Entry, String> {
+    Ok(Entry {
+        id: r.int(1)?,
+        kind: named(r, 2, EntryKind::parse)?,
+        lot_id: r.text(3)?,
+        delta_credits: r.int(4)?,
+        held_delta_credits: r.int(5)?,
+        balance_after: r.int(6)?,
+        source: r.opt_text(7)?,
+        reference: r.opt_text(8)?,
+        effective_at: ts(r, 10)?,
+        created_at: ts(r, 11)?,
+    })
+}
+
+pub fn entry_vals(account: &AccountId, e: &Entry, key: Option<&str>) -> Vec<Val> {
+    vec![
+        account.as_str().into(),
+        e.id.into(),
+        e.kind.as_str().into(),
+        e.lot_id.clone().into(),
+        e.delta_credits.into(),
+        e.held_delta_credits.into(),
+        e.balance_after.into(),
+        e.source.clone().into(),
+        e.reference.clone().into(),
+        key.into(),
+        micros(e.effective_at).into(),
+        micros(e.created_at).into(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upserts_overwrite_every_column_but_the_key() {
+        assert_eq!(
+            HOLDS.upsert(),
+            "INSERT INTO holds (account_id, hold_id, credits, captured, status, expires_at, reference, created_at, \
+             parts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (account_id, hold_id) DO UPDATE SET \
+             credits = excluded.credits, captured = excluded.captured, status = excluded.status, \
+             expires_at = excluded.expires_at, reference = excluded.reference, created_at = excluded.created_at, \
+             parts = excluded.parts"
+        );
+    }
+}
