@@ -25,6 +25,7 @@ use crate::domain::statement::StatementStatus;
 use crate::http::{self, LogFormat, ServeConfig};
 use crate::ledger::{IdempotencyKey, Ledger, LedgerError, PageRequest, Store};
 use crate::store::DatabaseUrl;
+use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 
 #[derive(Parser, Debug)]
@@ -377,36 +378,36 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let zone = Zone::parse(&cli.default_time_zone)?;
     match DatabaseUrl::parse(&cli.database)? {
         DatabaseUrl::Sqlite(path) => {
-            let store = SqliteStore::open(&path)?;
-            if let Cmd::Serve { listen, admin_token, test_clock, close_interval_seconds, log_format } =
-                cli.command
-            {
-                let data_dir = match path.parent() {
-                    Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-                    _ => std::path::PathBuf::from("."),
-                };
-                let format = if log_format == "json" { LogFormat::Json } else { LogFormat::Text };
-                http::init_logging(format);
-                let close_every = (close_interval_seconds > 0)
-                    .then(|| std::time::Duration::from_secs(close_interval_seconds));
-                let config = ServeConfig {
-                    listen,
-                    admin_token,
-                    test_clock,
-                    default_zone: zone,
-                    data_dir,
-                    close_every,
-                };
-                http::serve(store, config).await?;
-                return Ok(ExitCode::SUCCESS);
-            }
-            let out = Out { json: cli.json };
-            dispatch(Ledger::new(store, zone), cli.command, now, out).await
+            // A generated admin token is kept beside the database file.
+            let data_dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => std::path::PathBuf::from("."),
+            };
+            run_on(SqliteStore::open(&path)?, cli, zone, now, Some(data_dir)).await
         }
-        DatabaseUrl::Postgres(_) => Err(Failure::Refused(
-            "the PostgreSQL store is not available in this build yet: use sqlite:PATH".to_string(),
-        )),
+        DatabaseUrl::Postgres(url) => run_on(PgStore::open(&url).await?, cli, zone, now, None).await,
     }
+}
+
+async fn run_on<S: Store>(
+    store: S,
+    cli: Cli,
+    zone: Zone,
+    now: Timestamp,
+    data_dir: Option<std::path::PathBuf>,
+) -> Result<ExitCode, Failure> {
+    if let Cmd::Serve { listen, admin_token, test_clock, close_interval_seconds, log_format } = cli.command {
+        let format = if log_format == "json" { LogFormat::Json } else { LogFormat::Text };
+        http::init_logging(format);
+        let close_every =
+            (close_interval_seconds > 0).then(|| std::time::Duration::from_secs(close_interval_seconds));
+        let config =
+            ServeConfig { listen, admin_token, test_clock, default_zone: zone, data_dir, close_every };
+        http::serve(store, config).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let out = Out { json: cli.json };
+    dispatch(Ledger::new(store, zone), cli.command, now, out).await
 }
 
 #[derive(Clone, Copy)]

@@ -28,8 +28,9 @@ pub struct ServeConfig {
     pub admin_token: Option<String>,
     pub test_clock: bool,
     pub default_zone: Zone,
-    /// Where a generated admin token is kept (beside the SQLite file).
-    pub data_dir: PathBuf,
+    /// Where a generated admin token is kept (beside the SQLite file);
+    /// `None` with PostgreSQL, whose replicas must all be given the same one.
+    pub data_dir: Option<PathBuf>,
     /// How often the server closes ended months (R5); `None` = never.
     pub close_every: Option<std::time::Duration>,
 }
@@ -67,7 +68,12 @@ fn admin_token(config: &ServeConfig) -> Result<(String, Option<PathBuf>), Ledger
         }
         return Ok((t.clone(), None));
     }
-    let path = config.data_dir.join("textcredits-admin-token");
+    let Some(dir) = &config.data_dir else {
+        return Err(LedgerError::invalid(
+            "with PostgreSQL give --admin-token (or TEXTCREDITS_ADMIN_TOKEN): every replica needs the same one",
+        ));
+    };
+    let path = dir.join("textcredits-admin-token");
     if let Ok(t) = std::fs::read_to_string(&path) {
         return Ok((t.trim().to_string(), Some(path)));
     }

@@ -28,7 +28,7 @@ pub use error::LedgerError;
 pub use key::IdempotencyKey;
 pub use store::{
     DEFAULT_PAGE_LIMIT, Executed, MAX_PAGE_LIMIT, NewToken, Operation, PageRequest, Store, StoredAnswer,
-    Tally, Tx, run_in,
+    Tally, Transition, Tx, answer_of, replay, request_of, run_in, transition,
 };
 
 /// A fresh random id suffix: 16 characters of base32 (80 bits).

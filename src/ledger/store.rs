@@ -150,32 +150,64 @@ pub trait Tx {
 
 /// The body of every mutation's transaction. The caller commits if this
 /// returns `Ok` and rolls back otherwise: a refused operation changes nothing.
+/// Stores whose I/O is async run the same steps ([`request_of`],
+/// [`replay`], [`transition`], [`answer_of`]) around their own awaits.
 pub fn run_in(tx: &mut impl Tx, op: &Operation) -> Result<Executed, LedgerError> {
-    op.command.validate()?;
-    let request = serde_json::to_string(&op.command).map_err(|e| LedgerError::Internal(e.to_string()))?;
+    let request = request_of(op)?;
     if let Some(key) = &op.key
         && let Some(stored) = tx.find_key(&op.account, key)?
     {
-        if stored.request != request {
-            return Err(LedgerError::IdempotencyConflict { key: key.to_string() });
-        }
-        let outcome = serde_json::from_str(&stored.response)
-            .map_err(|e| LedgerError::Internal(format!("stored answer of key {key}: {e}")))?;
-        return Ok(Executed { outcome, replayed: true, tally: Tally::default() });
+        return replay(key, &request, &stored);
     }
     let before = tx
         .load(&op.account, &op.command.needs(), op.now)?
         .ok_or_else(|| LedgerError::AccountNotFound(op.account.to_string()))?;
+    let done = transition(&before, op)?;
+    tx.save(&before, &done.after, done.changes, op.key.as_ref(), op.now)?;
+    if let Some(key) = &op.key {
+        tx.remember_key(&op.account, key, &answer_of(request, &done.outcome)?, op.now)?;
+    }
+    Ok(Executed { outcome: done.outcome, replayed: false, tally: done.tally })
+}
+
+/// Checks the command and gives its fingerprint: what an idempotency key
+/// is bound to.
+pub fn request_of(op: &Operation) -> Result<String, LedgerError> {
+    op.command.validate()?;
+    serde_json::to_string(&op.command).map_err(|e| LedgerError::Internal(e.to_string()))
+}
+
+/// The first answer to `key` again, or a conflict if it answered another
+/// request.
+pub fn replay(key: &IdempotencyKey, request: &str, stored: &StoredAnswer) -> Result<Executed, LedgerError> {
+    if stored.request != request {
+        return Err(LedgerError::IdempotencyConflict { key: key.to_string() });
+    }
+    let outcome = serde_json::from_str(&stored.response)
+        .map_err(|e| LedgerError::Internal(format!("stored answer of key {key}: {e}")))?;
+    Ok(Executed { outcome, replayed: true, tally: Tally::default() })
+}
+
+/// What a command does to a loaded state.
+pub struct Transition {
+    pub after: AccountState,
+    pub outcome: Outcome,
+    pub changes: Changes,
+    pub tally: Tally,
+}
+
+pub fn transition(before: &AccountState, op: &Operation) -> Result<Transition, LedgerError> {
     let mut after = before.clone();
     let ctx = Ctx { now: op.now, new_id: op.new_id.clone() };
     let (outcome, changes) = command::apply(&mut after, &op.command, &ctx)?;
     let tally = Tally::of(&changes.entries);
-    tx.save(&before, &after, changes, op.key.as_ref(), op.now)?;
-    if let Some(key) = &op.key {
-        let response = serde_json::to_string(&outcome).map_err(|e| LedgerError::Internal(e.to_string()))?;
-        tx.remember_key(&op.account, key, &StoredAnswer { request, response }, op.now)?;
-    }
-    Ok(Executed { outcome, replayed: false, tally })
+    Ok(Transition { after, outcome, changes, tally })
+}
+
+/// What to remember with the key.
+pub fn answer_of(request: String, outcome: &Outcome) -> Result<StoredAnswer, LedgerError> {
+    let response = serde_json::to_string(outcome).map_err(|e| LedgerError::Internal(e.to_string()))?;
+    Ok(StoredAnswer { request, response })
 }
 
 /// A place the ledger keeps its accounts. Implemented by

@@ -1,9 +1,11 @@
 //! Store implementations of [`crate::ledger::Store`], chosen by database URL.
 //!
 //! - `sqlite:PATH` (default `sqlite:textcredits.db`): [`sqlite::SqliteStore`].
-//! - `postgres://...`: not built yet (the PostgreSQL issue).
+//! - `postgres://...`: [`postgres::PgStore`], for several server replicas.
 
 pub mod columns;
+pub mod paging;
+pub mod postgres;
 pub mod sqlite;
 
 use std::path::PathBuf;

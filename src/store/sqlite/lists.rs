@@ -13,32 +13,7 @@ use crate::domain::period::Month;
 use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView};
 use crate::ledger::{AccountRecords, AuditReport, LedgerError, PageRequest};
 use crate::store::columns::{ACCOUNTS, DEBITS, ENTRIES, HOLDS, LOTS, PURCHASES, REFUNDS, STATEMENTS, micros};
-
-fn bad_cursor() -> LedgerError {
-    LedgerError::invalid("invalid cursor: pass the next_cursor of a previous page")
-}
-
-/// `<micros>:<id>` cursors for lists ordered by a time then an id.
-fn split_cursor(cursor: &str) -> Result<(i64, String), LedgerError> {
-    let (t, id) = cursor.split_once(':').ok_or_else(bad_cursor)?;
-    Ok((t.parse().map_err(|_| bad_cursor())?, id.to_string()))
-}
-
-/// Cuts a `limit + 1` fetch into a page and its next cursor.
-fn page<T, R>(
-    mut items: Vec<R>,
-    limit: usize,
-    cursor: impl Fn(&R) -> String,
-    view: impl Fn(&R) -> T,
-) -> Page<T> {
-    let next_cursor = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(&cursor)
-    } else {
-        None
-    };
-    Page { data: items.iter().map(view).collect(), next_cursor }
-}
+use crate::store::paging::{bad_cursor, page, split_cursor};
 
 fn account(conn: &Connection, id: &AccountId) -> Result<Account, LedgerError> {
     let sql = format!("SELECT {} FROM accounts WHERE account_id = ?1", ACCOUNTS.list());

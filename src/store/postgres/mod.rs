@@ -1,0 +1,235 @@
+//! The PostgreSQL store: many server replicas, one database.
+//!
+//! Every mutation is one transaction on a pooled connection: lock the
+//! account's row (`SELECT ... FOR UPDATE`), check the idempotency key, load
+//! the state, apply, write, remember the key, commit. The row lock is the
+//! only serialization, so different accounts proceed in parallel on every
+//! replica, and one account's operations are applied one at a time however
+//! many replicas receive them. Reads run in read-only REPEATABLE READ
+//! transactions (one snapshot) and take no lock.
+//!
+//! A lost connection (PostgreSQL restarting) answers `Unavailable` (HTTP
+//! 503); the pool drops broken connections and opens new ones on demand, so
+//! the server recovers without a restart.
+
+mod lists;
+mod rows;
+mod schema;
+mod tx;
+
+use std::time::Duration;
+
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+use jiff::Timestamp;
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+use crate::domain::account::{AccountId, NewAccount};
+use crate::domain::command::{self, Needs};
+use crate::domain::entry::Entry;
+use crate::domain::period::{Month, Zone};
+use crate::domain::state::AccountState;
+use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView};
+use crate::ledger::{AuditReport, Executed, LedgerError, NewToken, Operation, PageRequest, Store};
+use crate::store::columns::{self, ACCOUNTS, micros};
+
+/// Connections per process: a little above the cores, since a connection
+/// mostly waits on the network.
+pub const POOL_SIZE: usize = 16;
+/// How long a request waits for a connection, or for one to open.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+/// Maps PostgreSQL failures: a lost or refused connection, a shutdown or a
+/// serialization failure is worth a retry (`Unavailable`); the rest is a bug.
+pub(crate) fn pg_error(e: tokio_postgres::Error) -> LedgerError {
+    let lost = || {
+        e.is_closed()
+            || std::error::Error::source(&e).is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some())
+    };
+    let retry = match e.code() {
+        None => lost(),
+        Some(code) => matches!(
+            *code,
+            SqlState::T_R_SERIALIZATION_FAILURE
+                | SqlState::T_R_DEADLOCK_DETECTED
+                | SqlState::ADMIN_SHUTDOWN
+                | SqlState::CRASH_SHUTDOWN
+                | SqlState::CANNOT_CONNECT_NOW
+                | SqlState::TOO_MANY_CONNECTIONS
+        ),
+    };
+    if retry { LedgerError::Unavailable(e.to_string()) } else { LedgerError::Internal(e.to_string()) }
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> LedgerError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => pg_error(e),
+        other => LedgerError::Unavailable(format!("no database connection: {other}")),
+    }
+}
+
+impl PgStore {
+    /// Connects, and migrates the schema (once, under an advisory lock).
+    pub async fn open(url: &str) -> Result<PgStore, LedgerError> {
+        let config: tokio_postgres::Config =
+            url.parse().map_err(|e| LedgerError::invalid(format!("invalid PostgreSQL URL: {e}")))?;
+        let manager =
+            Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let timeouts = Timeouts {
+            wait: Some(CONNECT_TIMEOUT),
+            create: Some(CONNECT_TIMEOUT),
+            recycle: Some(CONNECT_TIMEOUT),
+        };
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .timeouts(timeouts)
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| LedgerError::Internal(format!("cannot build the connection pool: {e}")))?;
+        let store = PgStore { pool };
+        let mut client = store.pool.get().await.map_err(pool_error)?;
+        schema::migrate(&mut client).await.map_err(pg_error)?.map_err(LedgerError::Internal)?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, LedgerError> {
+        self.pool.get().await.map_err(pool_error)
+    }
+}
+
+/// Runs `$body` with `$c` bound to a read-only snapshot transaction.
+macro_rules! read {
+    ($self:ident, |$c:ident| $body:expr) => {{
+        let mut client = $self.client().await?;
+        let $c = client
+            .build_transaction()
+            .read_only(true)
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .start()
+            .await
+            .map_err(pg_error)?;
+        let result = $body;
+        $c.commit().await.map_err(pg_error)?;
+        result
+    }};
+}
+
+impl Store for PgStore {
+    async fn execute(&self, op: Operation) -> Result<Executed, LedgerError> {
+        let mut client = self.client().await?;
+        let t = client.transaction().await.map_err(pg_error)?;
+        let done = tx::run(&t, &op).await?;
+        t.commit().await.map_err(pg_error)?;
+        Ok(done)
+    }
+
+    async fn create_account(
+        &self,
+        new: NewAccount,
+        default_zone: Zone,
+        now: Timestamp,
+    ) -> Result<(AccountView, bool), LedgerError> {
+        let id = AccountId::parse(&new.id)?;
+        let built = new.build(&default_zone, now)?;
+        let mut client = self.client().await?;
+        let t = client.transaction().await.map_err(pg_error)?;
+        // Insert unless it exists; then compare with what is there (two
+        // replicas creating the same id at once both end up here).
+        let insert = format!("{} ON CONFLICT (account_id) DO NOTHING", ACCOUNTS.insert());
+        let stmt = t.prepare_cached(&insert).await.map_err(pg_error)?;
+        let vals = columns::account_vals(&built);
+        let inserted = t.execute(&stmt, &rows::params(&vals)).await.map_err(pg_error)?;
+        let existing = tx::one(
+            &t,
+            &ACCOUNTS.select("WHERE account_id = $1 FOR UPDATE"),
+            &[&id.as_str()],
+            columns::account,
+        )
+        .await?;
+        let (account, created) = if inserted == 1 {
+            (built, true)
+        } else {
+            command::create_account(&new, existing.as_ref(), &default_zone, now)?
+        };
+        t.commit().await.map_err(pg_error)?;
+        Ok((AccountView::of(&account), created))
+    }
+
+    async fn state(&self, account: AccountId, needs: Needs) -> Result<AccountState, LedgerError> {
+        read!(self, |c| tx::load_state(&c, &account, &needs, Timestamp::UNIX_EPOCH)
+            .await?
+            .ok_or_else(|| LedgerError::AccountNotFound(account.to_string())))
+    }
+
+    async fn accounts(&self, page: PageRequest) -> Result<Page<AccountView>, LedgerError> {
+        read!(self, |c| lists::accounts(&c, &page).await)
+    }
+
+    async fn purchases(
+        &self,
+        account: AccountId,
+        month: Option<Month>,
+        page: PageRequest,
+    ) -> Result<Page<PurchaseView>, LedgerError> {
+        read!(self, |c| lists::purchases(&c, &account, month, &page).await)
+    }
+
+    async fn entries(&self, account: AccountId, page: PageRequest) -> Result<Page<EntryView>, LedgerError> {
+        read!(self, |c| lists::entries(&c, &account, &page).await)
+    }
+
+    async fn entries_between(
+        &self,
+        account: AccountId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<Entry>, LedgerError> {
+        read!(self, |c| lists::entries_between(&c, &account, from, to).await)
+    }
+
+    async fn statements(
+        &self,
+        account: Option<AccountId>,
+        month: Option<Month>,
+        page: PageRequest,
+    ) -> Result<Page<StatementView>, LedgerError> {
+        read!(self, |c| lists::statements(&c, account.as_ref(), month, &page).await)
+    }
+
+    async fn accounts_to_bill(&self) -> Result<Vec<AccountId>, LedgerError> {
+        read!(self, |c| lists::accounts_to_bill(&c).await)
+    }
+
+    async fn add_token(&self, account: AccountId, token: NewToken) -> Result<(), LedgerError> {
+        let client = self.client().await?;
+        let sql = "INSERT INTO account_tokens (account_id, token_id, label, secret_sha256, created_at) \
+                   SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM accounts WHERE account_id = $1)";
+        let stmt = client.prepare_cached(sql).await.map_err(pg_error)?;
+        let a = account.as_str();
+        let at = micros(token.created_at);
+        let n = client
+            .execute(&stmt, &[&a, &token.id, &token.label, &token.secret_sha256, &at])
+            .await
+            .map_err(pg_error)?;
+        if n == 0 {
+            return Err(LedgerError::AccountNotFound(account.to_string()));
+        }
+        Ok(())
+    }
+
+    async fn token_exists(&self, account: AccountId, secret_sha256: String) -> Result<bool, LedgerError> {
+        let client = self.client().await?;
+        let sql = "SELECT 1 FROM account_tokens WHERE account_id = $1 AND secret_sha256 = $2";
+        let row = tx::one(&client, sql, &[&account.as_str(), &secret_sha256], |_| Ok(())).await?;
+        Ok(row.is_some())
+    }
+
+    async fn audit(&self) -> Result<AuditReport, LedgerError> {
+        read!(self, |c| lists::audit(&c).await)
+    }
+}

@@ -1,0 +1,225 @@
+//! One account's mutation in a PostgreSQL transaction, and the loading of
+//! an account's state (shared with read snapshots). The account row is
+//! locked (`FOR UPDATE`) before anything else is read, so every replica
+//! serializes its writes to one account in the database, and a key retried
+//! on two replicas at once is found by the second.
+
+use deadpool_postgres::GenericClient;
+use jiff::Timestamp;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use super::pg_error;
+use super::rows::params;
+use crate::domain::account::AccountId;
+use crate::domain::command::Needs;
+use crate::domain::period::Month;
+use crate::domain::state::{AccountState, Changes};
+use crate::ledger::{
+    Executed, IdempotencyKey, LedgerError, Operation, StoredAnswer, answer_of, replay, request_of, transition,
+};
+use crate::store::columns::Cols as _;
+use crate::store::columns::{
+    self, ACCOUNTS, DEBITS, ENTRIES, HOLDS, LOTS, PURCHASES, REFUNDS, STATEMENTS, Table, Val, micros,
+};
+
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+fn corrupt(why: String) -> LedgerError {
+    LedgerError::Internal(why)
+}
+
+pub async fn all<T>(
+    c: &impl GenericClient,
+    sql: &str,
+    p: Params<'_>,
+    read: fn(&Row) -> Result<T, String>,
+) -> Result<Vec<T>, LedgerError> {
+    let stmt = c.prepare_cached(sql).await.map_err(pg_error)?;
+    let rows = c.query(&stmt, p).await.map_err(pg_error)?;
+    rows.iter().map(|r| read(r).map_err(corrupt)).collect()
+}
+
+pub async fn one<T>(
+    c: &impl GenericClient,
+    sql: &str,
+    p: Params<'_>,
+    read: fn(&Row) -> Result<T, String>,
+) -> Result<Option<T>, LedgerError> {
+    let stmt = c.prepare_cached(sql).await.map_err(pg_error)?;
+    let row = c.query_opt(&stmt, p).await.map_err(pg_error)?;
+    row.map(|r| read(&r).map_err(corrupt)).transpose()
+}
+
+async fn exec(c: &impl GenericClient, sql: &str, vals: &[Val]) -> Result<u64, LedgerError> {
+    let stmt = c.prepare_cached(sql).await.map_err(pg_error)?;
+    c.execute(&stmt, &params(vals)).await.map_err(pg_error)
+}
+
+async fn upsert(c: &impl GenericClient, table: &Table, vals: Vec<Val>) -> Result<(), LedgerError> {
+    exec(c, &table.upsert(), &vals).await.map(|_| ())
+}
+
+/// Loads an account's state (see the SQLite store's `load_state`, which
+/// this mirrors query for query).
+pub async fn load_state(
+    c: &impl GenericClient,
+    id: &AccountId,
+    needs: &Needs,
+    now: Timestamp,
+) -> Result<Option<AccountState>, LedgerError> {
+    let a = id.as_str();
+    let Some(account) = one(c, &ACCOUNTS.select("WHERE account_id = $1"), &[&a], columns::account).await?
+    else {
+        return Ok(None);
+    };
+    let zone = account.zone.clone();
+    let mut s = AccountState::new(account);
+    s.lots = all(c, &LOTS.select("WHERE account_id = $1 AND active"), &[&a], columns::lot).await?;
+    s.holds =
+        all(c, &HOLDS.select("WHERE account_id = $1 AND status = 'held'"), &[&a], columns::hold).await?;
+    if let Some(h) = needs.hold.as_deref().filter(|h| !s.holds.iter().any(|x| x.id == *h)) {
+        let sql = HOLDS.select("WHERE account_id = $1 AND hold_id = $2");
+        s.holds.extend(one(c, &sql, &[&a, &h], columns::hold).await?);
+    }
+    if let Some(d) = &needs.debit {
+        s.debit = one(c, &DEBITS.select("WHERE account_id = $1 AND debit_id = $2"), &[&a, d], columns::debit)
+            .await?;
+    }
+    if let Some(p) = &needs.purchase {
+        let sql = PURCHASES.select("WHERE account_id = $1 AND purchase_id = $2");
+        s.purchases.extend(one(c, &sql, &[&a, p], columns::purchase).await?);
+    }
+    if needs.unbilled {
+        let sql = PURCHASES
+            .select("WHERE account_id = $1 AND statement_id IS NULL AND credits > refunded_unbilled_credits");
+        s.purchases.extend(all(c, &sql, &[&a], columns::purchase).await?);
+        let sql = REFUNDS.select("WHERE account_id = $1 AND needs_line AND statement_id IS NULL");
+        s.pending_refunds = all(c, &sql, &[&a], columns::refund).await?;
+    }
+    if needs.month_purchases {
+        let month = Month::of(now, &zone);
+        let sql = "SELECT COALESCE(SUM(credits - refunded_unbilled_credits), 0)::BIGINT FROM purchases \
+                   WHERE account_id = $1 AND purchased_at >= $2 AND purchased_at < $3";
+        let (from, to) = (micros(month.start(&zone)), micros(month.end(&zone)));
+        let sum = one(c, sql, &[&a, &from, &to], |r| r.int(0)).await?;
+        s.month_purchased_credits = sum.unwrap_or(0);
+    }
+    if let Some(sid) = &needs.statement {
+        let sql = STATEMENTS.select("WHERE account_id = $1 AND (statement_id = $2 OR status = 'failed')");
+        s.statements = all(c, &sql, &[&a, sid], columns::statement).await?;
+    }
+    load_missing_lots(c, &mut s).await?;
+    Ok(Some(s))
+}
+
+async fn load_missing_lots(c: &impl GenericClient, s: &mut AccountState) -> Result<(), LedgerError> {
+    let mut wanted: Vec<String> = Vec::new();
+    if let Some(d) = &s.debit {
+        wanted.extend(d.parts.iter().map(|p| p.lot_id.clone()));
+    }
+    wanted.extend(s.purchases.iter().map(|p| p.id.clone()));
+    wanted.extend(s.holds.iter().flat_map(|h| h.parts.iter().map(|p| p.lot_id.clone())));
+    let sql = LOTS.select("WHERE account_id = $1 AND lot_id = $2");
+    let a = s.account.id.as_str().to_string();
+    for lot_id in wanted {
+        if s.lot_index(&lot_id).is_none()
+            && let Some(lot) = one(c, &sql, &[&a, &lot_id], columns::lot).await?
+        {
+            s.lots.push(lot);
+        }
+    }
+    Ok(())
+}
+
+/// Runs one mutation inside the open transaction `c` (the caller commits
+/// on `Ok`): lock the account, then the steps of [`crate::ledger::run_in`].
+pub async fn run(c: &impl GenericClient, op: &Operation) -> Result<Executed, LedgerError> {
+    let request = request_of(op)?;
+    let a = op.account.as_str();
+    let locked = one(c, "SELECT 1 FROM accounts WHERE account_id = $1 FOR UPDATE", &[&a], |_| Ok(())).await?;
+    if locked.is_none() {
+        return Err(LedgerError::AccountNotFound(op.account.to_string()));
+    }
+    if let Some(key) = &op.key
+        && let Some(stored) = find_key(c, &op.account, key).await?
+    {
+        return replay(key, &request, &stored);
+    }
+    let before = load_state(c, &op.account, &op.command.needs(), op.now)
+        .await?
+        .ok_or_else(|| LedgerError::AccountNotFound(op.account.to_string()))?;
+    let done = transition(&before, op)?;
+    save(c, &before, &done.after, done.changes, op.key.as_ref().map(IdempotencyKey::as_str), op.now).await?;
+    if let Some(key) = &op.key {
+        let answer = answer_of(request, &done.outcome)?;
+        let sql = "INSERT INTO idempotency_keys (account_id, key, request, response, created_at) VALUES ($1, $2, $3, $4, $5)";
+        let vals = [
+            a.into(),
+            key.as_str().into(),
+            answer.request.into(),
+            answer.response.into(),
+            micros(op.now).into(),
+        ];
+        exec(c, sql, &vals).await?;
+    }
+    Ok(Executed { outcome: done.outcome, replayed: false, tally: done.tally })
+}
+
+async fn find_key(
+    c: &impl GenericClient,
+    account: &AccountId,
+    key: &IdempotencyKey,
+) -> Result<Option<StoredAnswer>, LedgerError> {
+    let sql = "SELECT request, response FROM idempotency_keys WHERE account_id = $1 AND key = $2";
+    one(c, sql, &[&account.as_str(), &key.as_str()], |r| {
+        Ok(StoredAnswer { request: r.text(0)?, response: r.text(1)? })
+    })
+    .await
+}
+
+async fn save(
+    c: &impl GenericClient,
+    before: &AccountState,
+    after: &AccountState,
+    changes: Changes,
+    key: Option<&str>,
+    now: Timestamp,
+) -> Result<(), LedgerError> {
+    let id = &after.account.id;
+    if after.account != before.account {
+        upsert(c, &ACCOUNTS, columns::account_vals(&after.account)).await?;
+    }
+    for lot in after.changed_lots(before) {
+        upsert(c, &LOTS, columns::lot_vals(id, lot, lot.is_active(after.account.free_month))).await?;
+    }
+    for hold in after.changed_holds(before) {
+        upsert(c, &HOLDS, columns::hold_vals(id, hold)).await?;
+    }
+    for d in &changes.debits {
+        upsert(c, &DEBITS, columns::debit_vals(id, d)).await?;
+    }
+    for p in &changes.purchases {
+        upsert(c, &PURCHASES, columns::purchase_vals(id, p)).await?;
+    }
+    for r in &changes.refunds {
+        upsert(c, &REFUNDS, columns::refund_vals(id, r)).await?;
+    }
+    for s in &changes.statements {
+        upsert(c, &STATEMENTS, columns::statement_vals(s)).await?;
+    }
+    let n = changes.entries.len() as i64;
+    if n > 0 {
+        let mut ids =
+            all(c, "SELECT nextval('entry_ids') FROM generate_series(1, $1::BIGINT)", &[&n], |r| r.int(0))
+                .await?;
+        ids.sort_unstable();
+        let insert = ENTRIES.insert();
+        for (mut e, entry_id) in changes.entries.into_iter().zip(ids) {
+            e.id = entry_id;
+            e.created_at = now;
+            exec(c, &insert, &columns::entry_vals(id, &e, key)).await?;
+        }
+    }
+    Ok(())
+}
