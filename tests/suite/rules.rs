@@ -631,8 +631,8 @@ async fn creating_an_account_again_is_idempotent_or_a_conflict<S: Store>(l: Ledg
     assert!(matches!(e, LedgerError::Domain(DomainError::Conflict(_))));
 }
 
-/// Runs every test above once per store. A PostgreSQL arm joins it with the
-/// PostgreSQL store.
+/// Runs every test above once per store: SQLite always, PostgreSQL when
+/// `TEXTCREDITS_TEST_PG` is set (each test in a fresh schema).
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -641,6 +641,15 @@ macro_rules! conformance {
                 async fn $name() {
                     let db = crate::util::Db::new();
                     super::$name(db.ledger().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(db) = crate::util::Db::postgres() else { return };
+                    super::$name(db.pg_ledger().await).await;
                 }
             )*
         }

@@ -12,6 +12,7 @@ use tempfile::TempDir;
 use textcredits::domain::account::{AccountId, NewAccount};
 use textcredits::domain::period::Zone;
 use textcredits::ledger::Ledger;
+use textcredits::store::postgres::PgStore;
 use textcredits::store::sqlite::SqliteStore;
 
 /// The `textcredits` binary cargo built for these tests.
@@ -32,6 +33,8 @@ pub struct Db {
     pub dir: TempDir,
     pub path: PathBuf,
     pub url: String,
+    /// The PostgreSQL schema this database lives in, dropped at drop.
+    pg_schema: Option<String>,
 }
 
 /// What one run of the binary did.
@@ -61,7 +64,26 @@ impl Db {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("textcredits.db");
         let url = format!("sqlite:{}", path.display());
-        Db { dir, path, url }
+        Db { dir, path, url, pg_schema: None }
+    }
+
+    /// A fresh schema in the PostgreSQL database of `TEXTCREDITS_TEST_PG`,
+    /// or `None` (with a visible message) when the variable is unset. Under
+    /// CI it must be set: `.ci/run` does.
+    pub fn postgres() -> Option<Db> {
+        let Ok(base) = std::env::var("TEXTCREDITS_TEST_PG") else {
+            assert!(std::env::var_os("CI").is_none(), "CI must run the PostgreSQL tests: set TEXTCREDITS_TEST_PG");
+            eprintln!("SKIPPED PostgreSQL test: TEXTCREDITS_TEST_PG is not set");
+            return None;
+        };
+        let schema = format!("tc_{}", textcredits::ledger::random_id());
+        pg_exec(&base, &format!("CREATE SCHEMA {schema}"));
+        let sep = if base.contains('?') { '&' } else { '?' };
+        // The application name lets the drop end this test's sessions.
+        let url = format!("{base}{sep}options=-csearch_path%3D{schema}&application_name={schema}");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("unused.db");
+        Some(Db { dir, path, url, pg_schema: Some(schema) })
     }
 
     /// A `Command` for the binary on this database, isolated from the
@@ -102,6 +124,43 @@ impl Db {
         let store = SqliteStore::open(&self.path).expect("store opens");
         Ledger::new(store, Zone::utc())
     }
+
+    pub async fn pg_ledger(&self) -> Ledger<PgStore> {
+        let store = PgStore::open(&self.url).await.expect("the PostgreSQL store opens");
+        Ledger::new(store, Zone::utc())
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let (Some(schema), Ok(base)) = (&self.pg_schema, std::env::var("TEXTCREDITS_TEST_PG")) {
+            // Sessions of a pool whose runtime cannot run any more (the
+            // test is over or blocked here) would hold their locks: end them.
+            pg_exec(
+                &base,
+                &format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{schema}'; \
+                     DROP SCHEMA IF EXISTS {schema} CASCADE"
+                ),
+            );
+        }
+    }
+}
+
+/// Runs one statement on PostgreSQL from any context (a thread of its own,
+/// with a runtime of its own, so it works inside async tests and in drops).
+pub fn pg_exec(url: &str, sql: &str) {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("PostgreSQL answers");
+            tokio::spawn(conn);
+            client.batch_execute(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        });
+    })
+    .join()
+    .expect("the statement ran");
 }
 
 /// Creates an account through the ledger.
