@@ -126,8 +126,12 @@ async fn new_token(s: &Server, acct: &str) -> String {
 /// November one second (and one microsecond) before the local month start,
 /// and that at it the allowance is whole again and the ledger expires
 /// November's rest at exactly that instant.
-async fn free_credits_reset_at_local_month_start(zone: &str, month_start: &str, next_month_start: &str) {
-    let db = Db::new();
+async fn free_credits_reset_at_local_month_start(
+    db: Db,
+    zone: &str,
+    month_start: &str,
+    next_month_start: &str,
+) {
     let s = start_at(&db, "2027-11-15T12:00:00Z").await;
     create(&s, "cafe", zone, 1_000).await;
 
@@ -199,10 +203,10 @@ async fn free_credits_reset_at_local_month_start(zone: &str, month_start: &str, 
     db.assert_audit();
 }
 
-#[tokio::test]
-async fn r2_r3_free_credits_reset_at_local_month_start_in_los_angeles() {
+async fn r2_r3_free_credits_reset_at_local_month_start_in_los_angeles(db: Db) {
     // December 1, 2027 00:00 PST (UTC-8) is 08:00 UTC.
     free_credits_reset_at_local_month_start(
+        db,
         "America/Los_Angeles",
         "2027-12-01T08:00:00Z",
         "2028-01-01T08:00:00Z",
@@ -210,16 +214,13 @@ async fn r2_r3_free_credits_reset_at_local_month_start_in_los_angeles() {
     .await;
 }
 
-#[tokio::test]
-async fn r2_r3_free_credits_reset_at_local_month_start_in_tokyo() {
+async fn r2_r3_free_credits_reset_at_local_month_start_in_tokyo(db: Db) {
     // December 1, 2027 00:00 JST (UTC+9) is 15:00 UTC on November 30.
-    free_credits_reset_at_local_month_start("Asia/Tokyo", "2027-11-30T15:00:00Z", "2027-12-31T15:00:00Z")
+    free_credits_reset_at_local_month_start(db, "Asia/Tokyo", "2027-11-30T15:00:00Z", "2027-12-31T15:00:00Z")
         .await;
 }
 
-#[tokio::test]
-async fn r2_an_allowance_of_zero_is_allowed() {
-    let db = Db::new();
+async fn r2_an_allowance_of_zero_is_allowed(db: Db) {
     let s = start_at(&db, "2027-11-15T12:00:00Z").await;
     create(&s, "nofree", "Asia/Tokyo", 0).await;
     let b = balance(&s, "nofree").await;
@@ -231,9 +232,7 @@ async fn r2_an_allowance_of_zero_is_allowed() {
 
 // R1, R4, R6, R7 ---------------------------------------------------------
 
-#[tokio::test]
-async fn r1_r6_spending_order_free_then_grants_by_expiry_then_oldest_purchase() {
-    let db = Db::new();
+async fn r1_r6_spending_order_free_then_grants_by_expiry_then_oldest_purchase(db: Db) {
     let s = start_at(&db, "2027-03-10T12:00:00Z").await;
     create(&s, "tokyo", "Asia/Tokyo", 1_000).await;
     let p1 = bought(&s, "tokyo", "p1", 500).await;
@@ -290,9 +289,7 @@ async fn r1_r6_spending_order_free_then_grants_by_expiry_then_oldest_purchase() 
     db.assert_audit();
 }
 
-#[tokio::test]
-async fn r4_purchases_cost_the_unit_price_and_never_expire() {
-    let db = Db::new();
+async fn r4_purchases_cost_the_unit_price_and_never_expire(db: Db) {
     let s = start_at(&db, "2027-11-15T12:00:00Z").await;
     create(&s, "la", "America/Los_Angeles", 1_000).await;
     let p = bought(&s, "la", "p1", 500).await;
@@ -323,9 +320,7 @@ async fn r4_purchases_cost_the_unit_price_and_never_expire() {
     db.assert_audit();
 }
 
-#[tokio::test]
-async fn r7_the_balance_has_every_field_of_the_api_shape() {
-    let db = Db::new();
+async fn r7_the_balance_has_every_field_of_the_api_shape(db: Db) {
     let s = start_at(&db, "2027-11-24T18:00:00Z").await;
     create(&s, "cafe-1", "America/New_York", 1_000).await;
     debited(&s, "cafe-1", "d1", 300).await;
@@ -369,9 +364,7 @@ async fn r7_the_balance_has_every_field_of_the_api_shape() {
 
 // R5 ---------------------------------------------------------------------
 
-#[tokio::test]
-async fn r5_statements_on_the_first_and_failed_payment_suspends_purchases() {
-    let db = Db::new();
+async fn r5_statements_on_the_first_and_failed_payment_suspends_purchases(db: Db) {
     let s = start_at(&db, "2027-11-20T03:00:00Z").await;
     create(&s, "tokyo", "Asia/Tokyo", 1_000).await;
     create(&s, "la", "America/Los_Angeles", 1_000).await;
@@ -490,9 +483,7 @@ async fn r5_statements_on_the_first_and_failed_payment_suspends_purchases() {
 
 // R8 ---------------------------------------------------------------------
 
-#[tokio::test]
-async fn r8_a_debit_or_hold_too_large_changes_nothing() {
-    let db = Db::new();
+async fn r8_a_debit_or_hold_too_large_changes_nothing(db: Db) {
     let s = start_at(&db, "2027-11-15T12:00:00Z").await;
     create(&s, "cafe", "America/Los_Angeles", 1_000).await;
     bought(&s, "cafe", "p1", 500).await;
@@ -523,9 +514,7 @@ async fn r8_a_debit_or_hold_too_large_changes_nothing() {
 
 // Idempotency ------------------------------------------------------------
 
-#[tokio::test]
-async fn idempotent_replays_answer_the_first_response() {
-    let db = Db::new();
+async fn idempotent_replays_answer_the_first_response(db: Db) {
     let s = start_at(&db, "2027-11-15T12:00:00Z").await;
     create(&s, "cafe", "UTC", 1_000).await;
     create(&s, "other", "UTC", 1_000).await;
@@ -599,9 +588,7 @@ async fn idempotent_replays_answer_the_first_response() {
 
 // Every error code -------------------------------------------------------
 
-#[tokio::test]
-async fn every_error_code_of_the_api() {
-    let db = Db::new();
+async fn every_error_code_of_the_api(db: Db) {
     let s = start_at(&db, "2027-11-15T12:00:00Z").await;
     create(&s, "cafe", "UTC", 1_000).await;
     let token = new_token(&s, "cafe").await;
@@ -724,9 +711,7 @@ async fn every_error_code_of_the_api() {
 
 // Account tokens ---------------------------------------------------------
 
-#[tokio::test]
-async fn an_account_token_sees_only_its_own_account() {
-    let db = Db::new();
+async fn an_account_token_sees_only_its_own_account(db: Db) {
     let s = start_at(&db, "2027-11-15T12:00:00Z").await;
     create(&s, "shop-a", "America/Los_Angeles", 1_000).await;
     create(&s, "shop-b", "Asia/Tokyo", 1_000).await;
@@ -838,9 +823,7 @@ async fn an_account_token_sees_only_its_own_account() {
 
 // Holds ------------------------------------------------------------------
 
-#[tokio::test]
-async fn holds_expire_with_their_ttl_and_capture_releases_the_rest() {
-    let db = Db::new();
+async fn holds_expire_with_their_ttl_and_capture_releases_the_rest(db: Db) {
     let s = start_at(&db, "2027-11-15T12:00:00Z").await;
     create(&s, "cafe", "Asia/Tokyo", 1_000).await;
 
@@ -910,9 +893,7 @@ async fn holds_expire_with_their_ttl_and_capture_releases_the_rest() {
 
 // Concurrency ------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn fifty_concurrent_debits_spend_exactly_what_is_there() {
-    let db = Db::new();
+async fn fifty_concurrent_debits_spend_exactly_what_is_there(db: Db) {
     let s = Arc::new(start_at(&db, "2027-11-15T12:00:00Z").await);
     create(&s, "busy", "UTC", 1_000).await;
     bought(&s, "busy", "p1", 1_000).await;
@@ -952,9 +933,7 @@ async fn fifty_concurrent_debits_spend_exactly_what_is_there() {
     db.assert_audit();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn fifty_concurrent_retries_with_one_key_debit_once() {
-    let db = Db::new();
+async fn fifty_concurrent_retries_with_one_key_debit_once(db: Db) {
     let s = Arc::new(start_at(&db, "2027-11-15T12:00:00Z").await);
     create(&s, "busy", "UTC", 1_000).await;
     bought(&s, "busy", "p1", 1_000).await;
@@ -994,9 +973,7 @@ fn counter(metrics: &str, name: &str) -> i64 {
         .unwrap_or_else(|| panic!("no counter {name} in:\n{metrics}"))
 }
 
-#[tokio::test]
-async fn health_metrics_openapi_dashboard_and_clock() {
-    let db = Db::new();
+async fn health_metrics_openapi_dashboard_and_clock(db: Db) {
     let s = start_at(&db, "2027-11-15T12:00:00Z").await;
 
     let h = s.call("GET", "/healthz", None, None, None).await;
@@ -1081,9 +1058,7 @@ async fn health_metrics_openapi_dashboard_and_clock() {
     db.assert_audit();
 }
 
-#[tokio::test]
-async fn without_test_clock_the_clock_routes_do_not_exist() {
-    let db = Db::new();
+async fn without_test_clock_the_clock_routes_do_not_exist(db: Db) {
     let s = Server::start(&db, &[]);
     s.get("/v1/test-clock", ADMIN).await.assert_problem(404, "not_found");
     s.call("PUT", "/v1/test-clock", Some(ADMIN), None, Some(json!({"now": "2030-01-01T00:00:00Z"})))
@@ -1097,9 +1072,7 @@ async fn without_test_clock_the_clock_routes_do_not_exist() {
 
 // Lists ------------------------------------------------------------------
 
-#[tokio::test]
-async fn lists_page_newest_first_with_a_cursor() {
-    let db = Db::new();
+async fn lists_page_newest_first_with_a_cursor(db: Db) {
     let s = start_at(&db, "2027-11-15T12:00:00Z").await;
     create(&s, "cafe", "UTC", 1_000).await;
     for i in 0..4 {
@@ -1135,9 +1108,7 @@ async fn lists_page_newest_first_with_a_cursor() {
 
 // Automatic close and token keys ------------------------------------------
 
-#[tokio::test]
-async fn r5_the_server_closes_ended_months_by_itself() {
-    let db = Db::new();
+async fn r5_the_server_closes_ended_months_by_itself(db: Db) {
     let s = Server::start(&db, &["--test-clock", "--close-interval-seconds", "1"]);
     set_clock(&s, "2027-11-15T12:00:00Z").await;
     create(&s, "cafe", "UTC", 1_000).await;
@@ -1161,9 +1132,7 @@ async fn r5_the_server_closes_ended_months_by_itself() {
 
 /// A token's answer holds a secret kept only as a hash, so it cannot be
 /// replayed: the key is refused rather than silently ignored.
-#[tokio::test]
-async fn token_creation_refuses_an_idempotency_key() {
-    let db = Db::new();
+async fn token_creation_refuses_an_idempotency_key(db: Db) {
     let s = start_at(&db, "2027-11-15T12:00:00Z").await;
     create(&s, "cafe", "UTC", 1_000).await;
     let body = json!({"label": "pos"});
@@ -1172,3 +1141,70 @@ async fn token_creation_refuses_an_idempotency_key() {
     let plain = s.post("/v1/accounts/cafe/tokens", ADMIN, None, body).await;
     assert_eq!(plain.status, 201, "{plain:?}");
 }
+
+/// Runs every test above once per store, through the real server: SQLite
+/// always, PostgreSQL when `TEXTCREDITS_TEST_PG` is set.
+macro_rules! on_every_store {
+    ($(#[$attr:meta] $name:ident),* $(,)?) => {
+        mod sqlite {
+            use crate::util::Db;
+            $(
+                #[$attr]
+                async fn $name() {
+                    super::$name(Db::new()).await;
+                }
+            )*
+        }
+        mod postgres {
+            use crate::util::Db;
+            $(
+                #[$attr]
+                async fn $name() {
+                    let Some(db) = Db::postgres() else { return };
+                    super::$name(db).await;
+                }
+            )*
+        }
+    };
+}
+
+on_every_store!(
+    #[tokio::test]
+    r2_an_allowance_of_zero_is_allowed,
+    #[tokio::test]
+    r1_r6_spending_order_free_then_grants_by_expiry_then_oldest_purchase,
+    #[tokio::test]
+    r4_purchases_cost_the_unit_price_and_never_expire,
+    #[tokio::test]
+    r7_the_balance_has_every_field_of_the_api_shape,
+    #[tokio::test]
+    r5_statements_on_the_first_and_failed_payment_suspends_purchases,
+    #[tokio::test]
+    r8_a_debit_or_hold_too_large_changes_nothing,
+    #[tokio::test]
+    idempotent_replays_answer_the_first_response,
+    #[tokio::test]
+    every_error_code_of_the_api,
+    #[tokio::test]
+    an_account_token_sees_only_its_own_account,
+    #[tokio::test]
+    holds_expire_with_their_ttl_and_capture_releases_the_rest,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    fifty_concurrent_debits_spend_exactly_what_is_there,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    fifty_concurrent_retries_with_one_key_debit_once,
+    #[tokio::test]
+    health_metrics_openapi_dashboard_and_clock,
+    #[tokio::test]
+    without_test_clock_the_clock_routes_do_not_exist,
+    #[tokio::test]
+    lists_page_newest_first_with_a_cursor,
+    #[tokio::test]
+    r5_the_server_closes_ended_months_by_itself,
+    #[tokio::test]
+    token_creation_refuses_an_idempotency_key,
+    #[tokio::test]
+    r2_r3_free_credits_reset_at_local_month_start_in_los_angeles,
+    #[tokio::test]
+    r2_r3_free_credits_reset_at_local_month_start_in_tokyo,
+);

@@ -72,7 +72,10 @@ impl Db {
     /// CI it must be set: `.ci/run` does.
     pub fn postgres() -> Option<Db> {
         let Ok(base) = std::env::var("TEXTCREDITS_TEST_PG") else {
-            assert!(std::env::var_os("CI").is_none(), "CI must run the PostgreSQL tests: set TEXTCREDITS_TEST_PG");
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run the PostgreSQL tests: set TEXTCREDITS_TEST_PG"
+            );
             eprintln!("SKIPPED PostgreSQL test: TEXTCREDITS_TEST_PG is not set");
             return None;
         };
@@ -154,7 +157,8 @@ pub fn pg_exec(url: &str, sql: &str) {
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
         rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("PostgreSQL answers");
+            let (client, conn) =
+                tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("PostgreSQL answers");
             tokio::spawn(conn);
             client.batch_execute(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
         });
