@@ -35,7 +35,14 @@ pub struct Db {
     pub url: String,
     /// The PostgreSQL schema this database lives in, dropped at drop.
     pg_schema: Option<String>,
+    /// Held while the database is in use: the test that restarts
+    /// PostgreSQL takes it exclusively, so no other test sees the restart.
+    _pg_in_use: Option<std::sync::RwLockReadGuard<'static, ()>>,
 }
+
+/// Shared by every PostgreSQL test; exclusive for the one that restarts
+/// the server ([`Db::postgres_alone`]).
+static PG_SERVER: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 /// What one run of the binary did.
 #[derive(Debug)]
@@ -64,13 +71,27 @@ impl Db {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("textcredits.db");
         let url = format!("sqlite:{}", path.display());
-        Db { dir, path, url, pg_schema: None }
+        Db { dir, path, url, pg_schema: None, _pg_in_use: None }
     }
 
     /// A fresh schema in the PostgreSQL database of `TEXTCREDITS_TEST_PG`,
     /// or `None` (with a visible message) when the variable is unset. Under
     /// CI it must be set: `.ci/run` does.
     pub fn postgres() -> Option<Db> {
+        let guard = PG_SERVER.read().unwrap_or_else(|e| e.into_inner());
+        let mut db = Db::postgres_schema()?;
+        db._pg_in_use = Some(guard);
+        Some(db)
+    }
+
+    /// Like [`Db::postgres`], with no other PostgreSQL test running until
+    /// the guard is dropped (for restarting the server).
+    pub fn postgres_alone() -> Option<(Db, std::sync::RwLockWriteGuard<'static, ()>)> {
+        let guard = PG_SERVER.write().unwrap_or_else(|e| e.into_inner());
+        Some((Db::postgres_schema()?, guard))
+    }
+
+    fn postgres_schema() -> Option<Db> {
         let Ok(base) = std::env::var("TEXTCREDITS_TEST_PG") else {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -86,7 +107,7 @@ impl Db {
         let url = format!("{base}{sep}options=-csearch_path%3D{schema}&application_name={schema}");
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("unused.db");
-        Some(Db { dir, path, url, pg_schema: Some(schema) })
+        Some(Db { dir, path, url, pg_schema: Some(schema), _pg_in_use: None })
     }
 
     /// A `Command` for the binary on this database, isolated from the
