@@ -262,3 +262,33 @@ async fn servers_answer_503_while_postgres_restarts_and_recover_alone() {
     assert_eq!(available(&servers[0], "r-cafe-1").await, 3_000 - ok.len() as i64);
     db.assert_audit();
 }
+
+/// Every CLI command takes a PostgreSQL URL as well.
+#[test]
+fn the_command_line_works_on_postgres() {
+    let Some(db) = Db::postgres() else { return };
+    let now = ["--now", "2026-11-20T12:00:00Z"];
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&now);
+        all.push("--json");
+        let r = db.run(&all);
+        assert_eq!(r.code, 0, "{args:?}: {r:?}");
+        r.json()
+    };
+    run(&["account", "create", "pg-cafe", "--name", "PG Cafe", "--time-zone", "Asia/Tokyo"]);
+    run(&["purchase", "pg-cafe", "500", "--key", "p1"]);
+    let debit = run(&["debit", "pg-cafe", "1200", "--key", "d1"]);
+    assert_eq!((debit["from_free"].as_i64(), debit["from_paid"].as_i64()), (Some(1000), Some(200)));
+    assert_eq!(run(&["balance", "pg-cafe"])["available"], 300);
+    let refused = db.run(&["debit", "pg-cafe", "301", "--key", "d2", "--now", "2026-11-20T12:00:00Z"]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert_eq!(
+        refused.stderr.trim(),
+        "error: insufficient credits: 300 available, 301 requested (short by 1)"
+    );
+    let closed = db.run(&["billing", "close", "--now", "2026-12-01T00:00:00Z", "--json"]);
+    assert_eq!(closed.code, 0, "{closed:?}");
+    assert_eq!(closed.json().as_array().map(Vec::len), Some(1), "November's statement: {closed:?}");
+    db.assert_audit();
+}
