@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::auth::{Caller, new_account_token};
 use super::error::ApiError;
 use super::extract::{Body, Ids, Key, Q, account_id};
-use super::{AppState, ListParams, executed};
+use super::{AppState, KeyRule, ListParams, mutate};
 use crate::domain::account::{AccountPatch, NewAccount};
 use crate::domain::command::Command;
 use crate::domain::credits::Credits;
@@ -59,9 +59,7 @@ pub async fn update<S: Store>(
     Body(patch): Body<AccountPatch>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
-    let id = account_id(&id)?;
-    let done = st.ledger.execute(&id, Command::UpdateAccount { patch }, key.0, st.clock.now()).await?;
-    Ok(executed(&st, done, StatusCode::OK))
+    mutate(&st, &caller, &id, key, KeyRule::Optional, Command::UpdateAccount { patch }, StatusCode::OK).await
 }
 
 /// A new account token: `token` is shown this once, only its hash is kept.

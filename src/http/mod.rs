@@ -95,6 +95,33 @@ fn list_error(e: crate::ledger::LedgerError) -> ApiError {
     }
 }
 
+/// How a mutation route treats `Idempotency-Key`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeyRule {
+    /// Purchases, debits, holds: refused without one (API.md).
+    Required,
+    Optional,
+}
+
+/// An account's mutation, as every such route runs it: the account from
+/// the path, the caller's access to it, the key, one ledger call, the
+/// answer (`status` when first applied).
+async fn mutate<S: Store>(
+    st: &AppState<S>,
+    caller: &auth::Caller,
+    account: &str,
+    key: extract::Key,
+    rule: KeyRule,
+    command: crate::domain::command::Command,
+    status: StatusCode,
+) -> Result<Response, ApiError> {
+    let id = extract::account_id(account)?;
+    caller.may_access(&id)?;
+    let key = if rule == KeyRule::Required { Some(key.required()?) } else { key.0 };
+    let done = st.ledger.execute(&id, command, key, st.clock.now()).await?;
+    Ok(executed(st, done, status))
+}
+
 /// The answer of a mutation: its body, the status of a first answer, and
 /// `Idempotent-Replayed: true` on a replay.
 fn executed<S>(st: &AppState<S>, done: Executed, status: StatusCode) -> Response {

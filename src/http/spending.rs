@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{Body, Ids, Key, Q, account_id};
-use super::{AppState, ListParams, executed};
+use super::{AppState, KeyRule, ListParams, mutate};
 use crate::domain::command::Command;
 use crate::domain::credits::Credits;
 use crate::domain::period::{Month, Zone};
@@ -35,14 +35,8 @@ pub async fn purchase<S: Store>(
     key: Key,
     Body(body): Body<PurchaseBody>,
 ) -> Result<Response, ApiError> {
-    let id = account_id(&id)?;
-    caller.may_access(&id)?;
-    let key = key.required()?;
-    let done = st
-        .ledger
-        .execute(&id, Command::Purchase { credits: body.credits }, Some(key), st.clock.now())
-        .await?;
-    Ok(executed(&st, done, StatusCode::CREATED))
+    let command = Command::Purchase { credits: body.credits };
+    mutate(&st, &caller, &id, key, KeyRule::Required, command, StatusCode::CREATED).await
 }
 
 #[utoipa::path(get, path = "/v1/accounts/{id}/purchases", tag = "purchases", params(("id" = String, Path, description = "Account id"), ListParams), responses((status = 200, description = "Purchase history, newest first", body = Page<PurchaseView>), super::openapi::Errors))]
@@ -75,10 +69,8 @@ pub async fn refund_purchase<S: Store>(
     Body(body): Body<RefundPurchaseBody>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
-    let id = account_id(&id)?;
     let command = Command::RefundPurchase { purchase_id, credits: body.credits };
-    let done = st.ledger.execute(&id, command, key.0, st.clock.now()).await?;
-    Ok(executed(&st, done, StatusCode::CREATED))
+    mutate(&st, &caller, &id, key, KeyRule::Optional, command, StatusCode::CREATED).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -101,13 +93,9 @@ pub async fn debit<S: Store>(
     key: Key,
     Body(body): Body<DebitBody>,
 ) -> Result<Response, ApiError> {
-    let id = account_id(&id)?;
-    caller.may_access(&id)?;
-    let key = key.required()?;
     let command =
         Command::Debit { credits: body.credits, reference: body.reference, description: body.description };
-    let done = st.ledger.execute(&id, command, Some(key), st.clock.now()).await?;
-    Ok(executed(&st, done, StatusCode::CREATED))
+    mutate(&st, &caller, &id, key, KeyRule::Required, command, StatusCode::CREATED).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -124,11 +112,8 @@ pub async fn refund_debit<S: Store>(
     key: Key,
     Body(body): Body<CreditsBody>,
 ) -> Result<Response, ApiError> {
-    let id = account_id(&id)?;
-    caller.may_access(&id)?;
     let command = Command::RefundDebit { debit_id, credits: body.credits };
-    let done = st.ledger.execute(&id, command, key.0, st.clock.now()).await?;
-    Ok(executed(&st, done, StatusCode::CREATED))
+    mutate(&st, &caller, &id, key, KeyRule::Optional, command, StatusCode::CREATED).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -151,13 +136,9 @@ pub async fn hold<S: Store>(
     key: Key,
     Body(body): Body<HoldBody>,
 ) -> Result<Response, ApiError> {
-    let id = account_id(&id)?;
-    caller.may_access(&id)?;
-    let key = key.required()?;
     let command =
         Command::Hold { credits: body.credits, reference: body.reference, ttl_seconds: body.ttl_seconds };
-    let done = st.ledger.execute(&id, command, Some(key), st.clock.now()).await?;
-    Ok(executed(&st, done, StatusCode::CREATED))
+    mutate(&st, &caller, &id, key, KeyRule::Required, command, StatusCode::CREATED).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -176,11 +157,8 @@ pub async fn capture<S: Store>(
     key: Key,
     Body(body): Body<CaptureBody>,
 ) -> Result<Response, ApiError> {
-    let id = account_id(&id)?;
-    caller.may_access(&id)?;
     let command = Command::Capture { hold_id, credits: body.credits };
-    let done = st.ledger.execute(&id, command, key.0, st.clock.now()).await?;
-    Ok(executed(&st, done, StatusCode::OK))
+    mutate(&st, &caller, &id, key, KeyRule::Optional, command, StatusCode::OK).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -195,10 +173,7 @@ pub async fn release<S: Store>(
     key: Key,
     Body(Empty {}): Body<Empty>,
 ) -> Result<Response, ApiError> {
-    let id = account_id(&id)?;
-    caller.may_access(&id)?;
-    let done = st.ledger.execute(&id, Command::Release { hold_id }, key.0, st.clock.now()).await?;
-    Ok(executed(&st, done, StatusCode::OK))
+    mutate(&st, &caller, &id, key, KeyRule::Optional, Command::Release { hold_id }, StatusCode::OK).await
 }
 
 #[utoipa::path(get, path = "/v1/accounts/{id}/holds/{hid}", tag = "spending", params(("id" = String, Path, description = "Account id"), ("hid" = String, Path, description = "Hold id")), responses((status = 200, description = "The hold", body = HoldView), super::openapi::Errors))]
@@ -231,10 +206,8 @@ pub async fn grant<S: Store>(
     Body(body): Body<GrantBody>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
-    let id = account_id(&id)?;
     let command = Command::Grant { credits: body.credits, expires_at: body.expires_at, reason: body.reason };
-    let done = st.ledger.execute(&id, command, key.0, st.clock.now()).await?;
-    Ok(executed(&st, done, StatusCode::CREATED))
+    mutate(&st, &caller, &id, key, KeyRule::Optional, command, StatusCode::CREATED).await
 }
 
 #[utoipa::path(get, path = "/v1/accounts/{id}/ledger", tag = "spending", params(("id" = String, Path, description = "Account id"), ListParams), responses((status = 200, description = "Ledger entries, newest first", body = Page<EntryView>), super::openapi::Errors))]
