@@ -7,9 +7,11 @@
 //!   store trait it needs, idempotency, audit.
 //! - [`store`]: the store implementations (SQLite).
 //! - [`http`]: the HTTP API v1 (axum).
+//! - [`bench`]: `textcredits bench`, the measured scenarios and yardsticks.
 //! - [`cli`]: the `textcredits` command line, the only place (with `http`)
 //!   that reads the clock or the environment.
 
+pub mod bench;
 pub mod cli;
 pub mod domain;
 pub mod http;

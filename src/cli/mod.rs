@@ -199,6 +199,22 @@ enum Cmd {
     },
     /// Replay the ledger and prove every balance; exit 1 on any mismatch.
     Audit,
+    /// Measure: run named scenarios on a scratch database of the kind
+    /// --database names (nothing of yours is touched) and report the figures.
+    Bench {
+        /// debit-many, debit-hot, hold-capture, balance, month-rollover,
+        /// close-month (default: all).
+        scenarios: Vec<String>,
+        /// Operations per scenario (default: the scenario's own).
+        #[arg(long)]
+        ops: Option<u64>,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = crate::bench::DEFAULT_CONCURRENCY)]
+        concurrency: usize,
+        /// Also run the yardsticks (hand-written ledger, bare inserts).
+        #[arg(long)]
+        compare: bool,
+    },
     /// Apply operations from a JSON-lines file (or - for stdin), one answer
     /// line each; rerunning after a crash is safe when each line has a key.
     Batch {
@@ -376,7 +392,17 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         None => now(),
     };
     let zone = Zone::parse(&cli.default_time_zone)?;
-    match DatabaseUrl::parse(&cli.database)? {
+    let url = DatabaseUrl::parse(&cli.database)?;
+    if let Cmd::Bench { scenarios, ops, concurrency, compare } = cli.command {
+        if ops == Some(0) || concurrency == 0 {
+            return Err(Failure::Refused("--ops and --concurrency must be at least 1".into()));
+        }
+        let config = crate::bench::BenchConfig { scenarios, ops, concurrency, compare, progress: true };
+        let report = crate::bench::run(&url, &config).await?;
+        Out { json: cli.json }.print(&report, output::bench);
+        return Ok(ExitCode::SUCCESS);
+    }
+    match url {
         DatabaseUrl::Sqlite(path) => {
             // A generated admin token is kept beside the database file.
             let data_dir = match path.parent() {
@@ -580,7 +606,7 @@ async fn dispatch<S: Store>(
             }
         }
         Cmd::Batch { file } => return batch::run(l, &file, now).await,
-        Cmd::Serve { .. } => unreachable!("serve is dispatched in run()"),
+        Cmd::Serve { .. } | Cmd::Bench { .. } => unreachable!("serve and bench are dispatched in run()"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -318,3 +318,42 @@ pub fn audit(r: &AuditReport) -> String {
     out.push_str(if r.ok() { "audit passed\n" } else { "audit FAILED\n" });
     out
 }
+
+pub fn bench(r: &crate::bench::Report) -> String {
+    let m = &r.machine;
+    let mut out = format!(
+        "machine: {} cpus, {}, {:.1} GiB, {}\n\n",
+        m.cpus,
+        m.cpu_model,
+        m.memory_bytes as f64 / (1u64 << 30) as f64,
+        m.os
+    );
+    let mut t = Table::new(&[
+        "scenario",
+        "store",
+        ">ops",
+        ">seconds",
+        ">ops/s",
+        ">p50 us",
+        ">p99 us",
+        ">p999 us",
+        ">rows/op",
+        ">peak rss MiB",
+    ]);
+    for x in &r.results {
+        t.row(vec![
+            x.scenario.clone(),
+            x.store.clone(),
+            x.ops.to_string(),
+            format!("{:.2}", x.seconds),
+            format!("{:.0}", x.ops_per_sec),
+            x.p50_us.to_string(),
+            x.p99_us.to_string(),
+            x.p999_us.to_string(),
+            format!("{:.2}", x.rows_per_op),
+            format!("{:.0}", x.peak_rss_bytes as f64 / (1u64 << 20) as f64),
+        ]);
+    }
+    out.push_str(&t.render());
+    out
+}

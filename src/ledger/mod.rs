@@ -39,6 +39,9 @@ pub fn random_id() -> String {
     bytes.iter().map(|b| ALPHABET[(b & 31) as usize] as char).collect()
 }
 
+/// Accounts closed at once by [`Ledger::close_all`].
+pub const CLOSE_CONCURRENCY: usize = 256;
+
 #[derive(Clone)]
 pub struct Ledger<S> {
     store: S,
@@ -198,20 +201,32 @@ impl<S: Store> Ledger<S> {
             }
         }
         let mut report = CloseReport::default();
-        for account in self.store.accounts_to_bill().await? {
-            let command = Command::CloseMonths { through };
-            match self.execute(&account, command, None, now).await {
-                Ok(Executed { outcome: crate::domain::command::Outcome::Closed(statements), .. }) => {
-                    report.accounts += 1;
-                    report.statements.extend(statements);
+        let accounts = self.store.accounts_to_bill().await?;
+        // Accounts close independently: keep many in flight, so a store that
+        // groups commits (SQLite) or has a pool (PostgreSQL) is kept busy.
+        for chunk in accounts.chunks(CLOSE_CONCURRENCY) {
+            let mut closing = tokio::task::JoinSet::new();
+            for account in chunk {
+                let (ledger, account) = (self.clone(), account.clone());
+                closing.spawn(async move {
+                    ledger.execute(&account, Command::CloseMonths { through }, None, now).await
+                });
+            }
+            while let Some(done) = closing.join_next().await {
+                match done.map_err(|e| LedgerError::Internal(format!("close task: {e}")))? {
+                    Ok(Executed { outcome: crate::domain::command::Outcome::Closed(statements), .. }) => {
+                        report.accounts += 1;
+                        report.statements.extend(statements);
+                    }
+                    Ok(other) => return Err(LedgerError::Internal(format!("close answered {other:?}"))),
+                    // `through` has not ended yet in this account's zone.
+                    Err(LedgerError::Domain(crate::domain::DomainError::Invalid(_))) if through.is_some() => {
+                    }
+                    Err(e) => return Err(e),
                 }
-                Ok(other) => {
-                    return Err(LedgerError::Internal(format!("close answered {other:?}")));
-                }
-                Err(LedgerError::Domain(crate::domain::DomainError::Invalid(_))) if through.is_some() => {}
-                Err(e) => return Err(e),
             }
         }
+        report.statements.sort_by(|a, b| (&a.account_id, a.month).cmp(&(&b.account_id, b.month)));
         Ok(report)
     }
 

@@ -284,6 +284,9 @@ pub trait Store: Clone + Send + Sync + 'static {
         secret_sha256: String,
     ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
 
+    /// Rows in every table, for the benchmark's rows-per-operation figure.
+    fn row_count(&self) -> impl Future<Output = Result<u64, LedgerError>> + Send;
+
     /// Replays every account's entries and checks every derived row.
     fn audit(&self) -> impl Future<Output = Result<AuditReport, LedgerError>> + Send;
 }

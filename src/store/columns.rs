@@ -236,6 +236,9 @@ pub const ENTRIES: Table = Table {
     key: &["account_id", "entry_id"],
 };
 
+/// Rows in every table of the ledger, one number.
+pub const ROW_COUNT_SQL: &str = "SELECT CAST((SELECT COUNT(*) FROM accounts) + (SELECT COUNT(*) FROM lots) + (SELECT COUNT(*) FROM holds) + (SELECT COUNT(*) FROM debits) + (SELECT COUNT(*) FROM purchases) + (SELECT COUNT(*) FROM purchase_refunds) + (SELECT COUNT(*) FROM statements) + (SELECT COUNT(*) FROM entries) + (SELECT COUNT(*) FROM idempotency_keys) + (SELECT COUNT(*) FROM account_tokens) AS BIGINT)";
+
 pub fn micros(t: Timestamp) -> i64 {
     t.as_microsecond()
 }

@@ -31,7 +31,7 @@ use crate::domain::period::{Month, Zone};
 use crate::domain::state::AccountState;
 use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView};
 use crate::ledger::{AuditReport, Executed, LedgerError, NewToken, Operation, PageRequest, Store};
-use crate::store::columns::{self, ACCOUNTS, micros};
+use crate::store::columns::{self, ACCOUNTS, Cols as _, micros};
 
 /// Connections per process: a little above the cores, since a connection
 /// mostly waits on the network.
@@ -227,6 +227,12 @@ impl Store for PgStore {
         let sql = "SELECT 1 FROM account_tokens WHERE account_id = $1 AND secret_sha256 = $2";
         let row = tx::one(&client, sql, &[&account.as_str(), &secret_sha256], |_| Ok(())).await?;
         Ok(row.is_some())
+    }
+
+    async fn row_count(&self) -> Result<u64, LedgerError> {
+        let client = self.client().await?;
+        let n = tx::one(&client, columns::ROW_COUNT_SQL, &[], |r| r.int(0)).await?;
+        Ok(n.unwrap_or(0) as u64)
     }
 
     async fn audit(&self) -> Result<AuditReport, LedgerError> {

@@ -56,6 +56,15 @@ struct Inner {
     path: PathBuf,
     writer: mpsc::Sender<Box<dyn Job>>,
     readers: Mutex<Vec<Connection>>,
+    groups: Arc<GroupStats>,
+}
+
+/// How many groups the writer committed and how many operations they held:
+/// the group size the benchmark reports and its yardstick copies.
+#[derive(Default)]
+pub struct GroupStats {
+    pub groups: std::sync::atomic::AtomicU64,
+    pub ops: std::sync::atomic::AtomicU64,
 }
 
 /// Maps SQLite failures: lock timeouts and unopenable files are worth a
@@ -88,16 +97,24 @@ impl SqliteStore {
             .map_err(|e| LedgerError::Unavailable(format!("cannot open database {}: {e}", path.display())))?;
         schema::migrate(&mut conn).map_err(sql_error)?.map_err(LedgerError::Internal)?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
+        let groups = Arc::new(GroupStats::default());
+        let stats = groups.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, &stats))
             .map_err(|e| LedgerError::Internal(format!("cannot start the writer thread: {e}")))?;
-        let inner = Inner { path: path.to_path_buf(), writer: tx, readers: Mutex::new(Vec::new()) };
+        let inner = Inner { path: path.to_path_buf(), writer: tx, readers: Mutex::new(Vec::new()), groups };
         Ok(SqliteStore { inner: Arc::new(inner) })
     }
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Groups committed so far and the operations they held.
+    pub fn group_stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.inner.groups.groups.load(Relaxed), self.inner.groups.ops.load(Relaxed))
     }
 
     /// Runs `work` in the writer's next group, in its own savepoint.
@@ -180,7 +197,7 @@ where
     }
 }
 
-fn writer_loop(conn: Connection, mut queue: mpsc::Receiver<Box<dyn Job>>) {
+fn writer_loop(conn: Connection, mut queue: mpsc::Receiver<Box<dyn Job>>, stats: &GroupStats) {
     while let Some(first) = queue.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP_OPS {
@@ -190,6 +207,8 @@ fn writer_loop(conn: Connection, mut queue: mpsc::Receiver<Box<dyn Job>>) {
             }
         }
         let commit = run_group(&conn, &mut group).map_err(sql_error);
+        stats.groups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        stats.ops.fetch_add(group.len() as u64, std::sync::atomic::Ordering::Relaxed);
         if commit.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
@@ -320,6 +339,15 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             conn.prepare_cached("SELECT 1 FROM account_tokens WHERE account_id = ?1 AND secret_sha256 = ?2")
                 .and_then(|mut s| s.exists([account.as_str(), &secret_sha256]))
+                .map_err(sql_error)
+        })
+        .await
+    }
+
+    async fn row_count(&self) -> Result<u64, LedgerError> {
+        self.read(|conn| {
+            conn.query_row(crate::store::columns::ROW_COUNT_SQL, [], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
                 .map_err(sql_error)
         })
         .await

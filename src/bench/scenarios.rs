@@ -1,0 +1,302 @@
+//! The named scenarios. Each sets up its accounts, then drives its
+//! operations from [`super::DEFAULT_CONCURRENCY`] concurrent clients (a
+//! single one where the scenario is one sequence, like closing a month),
+//! timing every operation.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::measure::{BenchResult, Progress};
+use super::{BenchConfig, Scratch};
+use crate::domain::account::{AccountId, NewAccount};
+use crate::domain::command::Command;
+use crate::domain::credits::Credits;
+use crate::domain::period::Zone;
+use crate::ledger::{IdempotencyKey, Ledger, LedgerError, Store};
+use crate::store::postgres::PgStore;
+use crate::store::sqlite::SqliteStore;
+
+pub struct Scenario {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub default_ops: u64,
+    /// Whether `--compare` runs the yardsticks next to it.
+    pub compared: bool,
+}
+
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "debit-many",
+        about: "debits of 1 credit spread over 10,000 accounts",
+        default_ops: 100_000,
+        compared: true,
+    },
+    Scenario {
+        name: "debit-hot",
+        about: "debits of 1 credit on one account",
+        default_ops: 50_000,
+        compared: true,
+    },
+    Scenario {
+        name: "hold-capture",
+        about: "hold 2 credits, then capture 1",
+        default_ops: 20_000,
+        compared: false,
+    },
+    Scenario {
+        name: "balance",
+        about: "balance reads over 10,000 accounts",
+        default_ops: 100_000,
+        compared: false,
+    },
+    Scenario {
+        name: "month-rollover",
+        about: "the first debit of a new month on each of N accounts",
+        default_ops: 100_000,
+        compared: false,
+    },
+    Scenario {
+        name: "close-month",
+        about: "statements for N accounts with a purchase each",
+        default_ops: 100_000,
+        compared: false,
+    },
+];
+
+/// Accounts of the spread-out scenarios.
+const SPREAD_ACCOUNTS: u64 = 10_000;
+/// The instant the scenarios run at (mid-month, so no month starts by
+/// accident), and the start of the next month for the rollover.
+const NOW: &str = "2026-11-15T12:00:00Z";
+const NEXT_MONTH: &str = "2026-12-01T00:00:01Z";
+
+pub struct Outcome {
+    pub result: BenchResult,
+    /// Average operations per committed transaction (SQLite group commit).
+    pub ops_per_commit: f64,
+}
+
+pub async fn run(s: &Scenario, scratch: &Scratch, config: &BenchConfig) -> Result<Outcome, LedgerError> {
+    match scratch {
+        Scratch::Sqlite { path, .. } => {
+            let store = SqliteStore::open(path)?;
+            let before = store.group_stats();
+            let mut result = run_on(store.clone(), s, scratch.store_name(), config).await?;
+            let after = store.group_stats();
+            let (groups, ops) = (after.0 - before.0, after.1 - before.1);
+            let per = if groups > 0 { ops as f64 / groups as f64 } else { 1.0 };
+            result.ops_per_commit = per;
+            Ok(result)
+        }
+        Scratch::Postgres { url, .. } => {
+            run_on(PgStore::open(url).await?, s, scratch.store_name(), config).await
+        }
+    }
+}
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().expect("bench timestamps are valid")
+}
+
+fn account_id(i: u64) -> AccountId {
+    AccountId::parse(&format!("bench-{i}")).expect("valid id")
+}
+
+async fn run_on<S: Store>(
+    store: S,
+    s: &Scenario,
+    store_name: &str,
+    config: &BenchConfig,
+) -> Result<Outcome, LedgerError> {
+    let ledger = Arc::new(Ledger::new(store, Zone::utc()));
+    let ops = config.ops.unwrap_or(s.default_ops).max(1);
+    let now = ts(NOW);
+    let (accounts, work) = match s.name {
+        "debit-many" => (SPREAD_ACCOUNTS.min(ops), Work::Debit),
+        "debit-hot" => (1, Work::Debit),
+        "hold-capture" => (SPREAD_ACCOUNTS.min(ops), Work::HoldCapture),
+        "balance" => (SPREAD_ACCOUNTS.min(ops), Work::Balance),
+        "month-rollover" => (ops, Work::Rollover),
+        _ => (ops, Work::Close),
+    };
+    setup(&ledger, accounts, work, now, config).await?;
+    let rows_before = ledger.store().row_count().await?;
+    let (mut latencies, elapsed) = if work == Work::Close {
+        close_all(&ledger, ops, config).await?
+    } else {
+        drive(&ledger, s.name, ops, accounts, work, config).await?
+    };
+    let rows = ledger.store().row_count().await?.saturating_sub(rows_before);
+    let result = BenchResult::new(s.name, store_name, &mut latencies, elapsed, rows);
+    Ok(Outcome { result, ops_per_commit: 1.0 })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Work {
+    Debit,
+    HoldCapture,
+    Balance,
+    Rollover,
+    Close,
+}
+
+/// Creates the accounts, with enough credits for any number of operations,
+/// and what the scenario needs before it starts.
+async fn setup<S: Store>(
+    ledger: &Arc<Ledger<S>>,
+    accounts: u64,
+    work: Work,
+    now: Timestamp,
+    config: &BenchConfig,
+) -> Result<(), LedgerError> {
+    let mut progress = Progress::new("setup", accounts, config.progress);
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..config.concurrency {
+        let (ledger, next) = (ledger.clone(), next.clone());
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= accounts {
+                    return Ok::<(), LedgerError>(());
+                }
+                let id = account_id(i);
+                let new = NewAccount {
+                    id: id.to_string(),
+                    name: format!("Bench cafe {i}"),
+                    monthly_free_credits: Some(1_000),
+                    ..Default::default()
+                };
+                ledger.create_account(new, now).await?;
+                let first = match work {
+                    Work::Rollover => Command::Debit { credits: one(), reference: None, description: None },
+                    Work::Close => Command::Purchase { credits: Credits::new(100).expect("valid") },
+                    _ => Command::Purchase { credits: Credits::new(1_000_000).expect("valid") },
+                };
+                ledger.execute(&id, first, None, now).await?;
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.map_err(|e| LedgerError::Internal(e.to_string()))??;
+        progress.tick(next.load(Ordering::Relaxed).min(accounts));
+    }
+    progress.finish();
+    Ok(())
+}
+
+fn one() -> Credits {
+    Credits::new(1).expect("valid")
+}
+
+/// Runs `ops` operations from concurrent clients; the latency of each.
+async fn drive<S: Store>(
+    ledger: &Arc<Ledger<S>>,
+    name: &str,
+    ops: u64,
+    accounts: u64,
+    work: Work,
+    config: &BenchConfig,
+) -> Result<(Vec<u32>, std::time::Duration), LedgerError> {
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..config.concurrency {
+        let (ledger, next) = (ledger.clone(), next.clone());
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= ops {
+                    return Ok::<_, LedgerError>(latencies);
+                }
+                let t = Instant::now();
+                one_op(&ledger, work, i, accounts).await?;
+                latencies.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+            }
+        });
+    }
+    let mut progress = Progress::new(name, ops, config.progress);
+    let mut all = Vec::with_capacity(ops as usize);
+    let ticker = {
+        let next = next.clone();
+        async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                progress.tick(next.load(Ordering::Relaxed).min(ops));
+                if next.load(Ordering::Relaxed) >= ops {
+                    progress.finish();
+                    return;
+                }
+            }
+        }
+    };
+    let ticking = tokio::spawn(ticker);
+    while let Some(done) = tasks.join_next().await {
+        all.extend(done.map_err(|e| LedgerError::Internal(e.to_string()))??);
+    }
+    let elapsed = started.elapsed();
+    let _ = ticking.await;
+    Ok((all, elapsed))
+}
+
+async fn one_op<S: Store>(ledger: &Ledger<S>, work: Work, i: u64, accounts: u64) -> Result<(), LedgerError> {
+    // Spread over the accounts, in an order that is not their creation order.
+    let account = account_id(i.wrapping_mul(7_919) % accounts);
+    let key = || IdempotencyKey::parse(&format!("bench-{i}")).expect("valid key");
+    let now = ts(NOW) + SignedDuration::from_micros(i as i64);
+    match work {
+        Work::Debit => {
+            let debit = Command::Debit { credits: one(), reference: None, description: None };
+            ledger.execute(&account, debit, Some(key()), now).await?;
+        }
+        Work::HoldCapture => {
+            let hold = Command::Hold {
+                credits: Credits::new(2).expect("valid"),
+                reference: None,
+                ttl_seconds: None,
+            };
+            let held = ledger.execute(&account, hold, Some(key()), now).await?;
+            let crate::domain::command::Outcome::Hold(h) = held.outcome else {
+                return Err(LedgerError::Internal("a hold answered something else".into()));
+            };
+            ledger.execute(&account, Command::Capture { hold_id: h.id, credits: 1 }, None, now).await?;
+        }
+        Work::Balance => {
+            ledger.balance(&account, now).await?;
+        }
+        Work::Rollover => {
+            let debit = Command::Debit { credits: one(), reference: None, description: None };
+            let account = account_id(i);
+            ledger.execute(&account, debit, Some(key()), ts(NEXT_MONTH)).await?;
+        }
+        Work::Close => unreachable!("closing is one sequence"),
+    }
+    Ok(())
+}
+
+/// Closes November for every account at once, as the server does on the
+/// 1st; the latency of each account's close is not separable, so each is
+/// counted as the whole run divided evenly.
+async fn close_all<S: Store>(
+    ledger: &Arc<Ledger<S>>,
+    ops: u64,
+    config: &BenchConfig,
+) -> Result<(Vec<u32>, std::time::Duration), LedgerError> {
+    let progress = Progress::new("close-month", ops, config.progress);
+    let started = Instant::now();
+    let report = ledger.close_all(None, ts(NEXT_MONTH)).await?;
+    let elapsed = started.elapsed();
+    progress.finish();
+    if report.statements.len() as u64 != ops {
+        return Err(LedgerError::Internal(format!(
+            "{} statements for {ops} accounts",
+            report.statements.len()
+        )));
+    }
+    let each = (elapsed.as_micros() / u128::from(ops)).min(u128::from(u32::MAX)) as u32;
+    Ok((vec![each; ops as usize], elapsed))
+}
