@@ -935,3 +935,55 @@ fn batch_refused_lines_change_nothing_and_exit_2() {
     assert_eq!(debits, 2, "only the fixture's debit and r-5");
     assert_audit(&db);
 }
+
+/// `textcredits bench` reports every scenario it ran in the JSON shape of
+/// the performance issue (its figures are measured, never asserted).
+#[test]
+fn bench_reports_its_scenarios_as_json() {
+    let db = Db::new();
+    let run = db.run(&[
+        "bench",
+        "debit-hot",
+        "balance",
+        "--ops",
+        "40",
+        "--concurrency",
+        "4",
+        "--compare",
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let report = run.json();
+    assert!(report["machine"]["cpus"].as_u64().is_some_and(|n| n >= 1), "{report}");
+    let results = report["results"].as_array().expect("results");
+    let names: Vec<&str> = results.iter().map(|r| r["scenario"].as_str().expect("scenario")).collect();
+    assert_eq!(names, ["debit-hot", "hand-ledger/debit-hot", "bare-insert/debit-hot", "balance"]);
+    for r in results {
+        for field in [
+            "store",
+            "ops",
+            "seconds",
+            "ops_per_sec",
+            "p50_us",
+            "p99_us",
+            "p999_us",
+            "rows_per_op",
+            "peak_rss_bytes",
+        ] {
+            assert!(!r[field].is_null(), "{field} missing in {r}");
+        }
+    }
+    assert_eq!(results[0]["ops"], 40);
+    assert_eq!(results[0]["store"], "sqlite");
+    // A debit writes its entry, the debit and the idempotency key.
+    assert_eq!(results[0]["rows_per_op"], 3.0);
+    let bad = db.run(&["bench", "no-such-scenario"]);
+    assert_eq!(bad.code, 2, "{bad:?}");
+    assert!(bad.stderr.starts_with("error: unknown scenario"), "{bad:?}");
+    assert!(
+        !std::fs::read_dir(db.dir.path())
+            .expect("dir")
+            .any(|e| { e.expect("entry").file_name().to_string_lossy().starts_with(".textcredits-bench") }),
+        "the scratch database is removed"
+    );
+}
