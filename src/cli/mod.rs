@@ -324,10 +324,9 @@ impl From<DomainError> for Failure {
     }
 }
 
-/// The system clock, truncated to the microseconds the stores keep.
+/// The system clock (see [`crate::http::system_now`]).
 pub fn now() -> Timestamp {
-    let t = Timestamp::now();
-    Timestamp::from_microsecond(t.as_microsecond()).expect("the clock is within range")
+    crate::http::system_now()
 }
 
 fn parse_time(flag: &str, text: &str) -> Result<Timestamp, Failure> {

@@ -121,12 +121,14 @@ fn unbilled(state: &AccountState, month: Month) -> UnbilledView {
     let mut oldest = month;
     for p in state.purchases.iter().filter(|p| p.statement_id.is_none()) {
         credits += p.billable_credits();
-        amount += p.unit_price.0 * p.billable_credits();
+        // Each term is at most 10^18 micros (the per-operation limits); the
+        // sum saturates rather than wrap for an absurd pile of them.
+        amount = amount.saturating_add(p.unit_price.0 * p.billable_credits());
         oldest = oldest.min(p.month);
     }
     for r in state.pending_refunds.iter() {
         credits -= r.credits;
-        amount -= r.amount().0;
+        amount = amount.saturating_sub(r.amount().0);
         oldest = oldest.min(r.month);
     }
     UnbilledView {

@@ -6,6 +6,13 @@ use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
 
+/// The system clock, truncated to the microseconds the stores keep. The
+/// edges (this module and the CLI) are the only callers of the real clock.
+pub fn system_now() -> Timestamp {
+    let t = Timestamp::now();
+    Timestamp::from_microsecond(t.as_microsecond()).expect("the clock is within range")
+}
+
 #[derive(Clone)]
 pub enum Clock {
     System,
@@ -21,7 +28,7 @@ impl Clock {
 
     pub fn now(&self) -> Timestamp {
         match self {
-            Clock::System => crate::cli::now(),
+            Clock::System => system_now(),
             Clock::Test(t) => *t.lock().expect("clock lock"),
         }
     }

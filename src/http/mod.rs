@@ -30,7 +30,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 pub use auth::Auth;
-pub use clock::Clock;
+pub use clock::{Clock, system_now};
 pub use error::ApiError;
 pub use extract::MAX_BODY_BYTES;
 pub use metrics::Metrics;

@@ -94,7 +94,7 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 
 pub async fn serve<S: Store>(store: S, config: ServeConfig) -> Result<(), LedgerError> {
     let (token, token_file) = admin_token(&config)?;
-    let clock = if config.test_clock { Clock::test(crate::cli::now()) } else { Clock::System };
+    let clock = if config.test_clock { Clock::test(super::clock::system_now()) } else { Clock::System };
     let state = AppState {
         ledger: Ledger::new(store, config.default_zone.clone()),
         auth: Arc::new(Auth::new(&token)),
