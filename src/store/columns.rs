@@ -9,6 +9,8 @@
 //! statement lines are small JSON arrays. A value that does not read back
 //! is a corrupted row, reported, never guessed.
 
+use std::sync::OnceLock;
+
 use jiff::Timestamp;
 
 use crate::domain::DomainError;
@@ -68,17 +70,54 @@ impl<T: Into<Val>> From<Option<T>> for Val {
 }
 
 /// A table: its name, its columns in the order rows are read and written,
-/// and its key (always the account first).
+/// and its key (always the account first). Its SQL is built once.
 pub struct Table {
     pub name: &'static str,
     pub cols: &'static [&'static str],
     pub key: &'static [&'static str],
+    sql: OnceLock<[String; 3]>,
+}
+
+/// A query built once per call site: `cached!(format!(...))`. Statements
+/// are looked up by their text in the prepared-statement caches, so the
+/// hot path must not format them again each time.
+#[macro_export]
+macro_rules! cached {
+    ($sql:expr) => {{
+        static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        SQL.get_or_init(|| $sql).as_str()
+    }};
 }
 
 impl Table {
+    const fn new(name: &'static str, cols: &'static [&'static str], key: &'static [&'static str]) -> Table {
+        Table { name, cols, key, sql: OnceLock::new() }
+    }
+
+    fn built(&self) -> &[String; 3] {
+        self.sql.get_or_init(|| {
+            let params: Vec<String> = (1..=self.cols.len()).map(|i| format!("${i}")).collect();
+            let insert = format!(
+                "INSERT INTO {} ({}) VALUES ({})",
+                self.name,
+                self.cols.join(", "),
+                params.join(", ")
+            );
+            let set: Vec<String> = self
+                .cols
+                .iter()
+                .filter(|c| !self.key.contains(c))
+                .map(|c| format!("{c} = excluded.{c}"))
+                .collect();
+            let upsert =
+                format!("{insert} ON CONFLICT ({}) DO UPDATE SET {}", self.key.join(", "), set.join(", "));
+            [self.cols.join(", "), insert, upsert]
+        })
+    }
+
     /// `account_id, lot_id, ...`
-    pub fn list(&self) -> String {
-        self.cols.join(", ")
+    pub fn list(&self) -> &str {
+        &self.built()[0]
     }
 
     /// `SELECT <all columns> FROM <table> ` followed by `rest`.
@@ -86,26 +125,19 @@ impl Table {
         format!("SELECT {} FROM {} {rest}", self.list(), self.name)
     }
 
-    pub fn insert(&self) -> String {
-        let params: Vec<String> = (1..=self.cols.len()).map(|i| format!("${i}")).collect();
-        format!("INSERT INTO {} ({}) VALUES ({})", self.name, self.list(), params.join(", "))
+    pub fn insert(&self) -> &str {
+        &self.built()[1]
     }
 
     /// Insert, or overwrite every non-key column of the row with that key.
-    pub fn upsert(&self) -> String {
-        let set: Vec<String> = self
-            .cols
-            .iter()
-            .filter(|c| !self.key.contains(c))
-            .map(|c| format!("{c} = excluded.{c}"))
-            .collect();
-        format!("{} ON CONFLICT ({}) DO UPDATE SET {}", self.insert(), self.key.join(", "), set.join(", "))
+    pub fn upsert(&self) -> &str {
+        &self.built()[2]
     }
 }
 
-pub const ACCOUNTS: Table = Table {
-    name: "accounts",
-    cols: &[
+pub static ACCOUNTS: Table = Table::new(
+    "accounts",
+    &[
         "account_id",
         "name",
         "time_zone",
@@ -120,11 +152,11 @@ pub const ACCOUNTS: Table = Table {
         "billed_through",
         "suspended_by",
     ],
-    key: &["account_id"],
-};
-pub const LOTS: Table = Table {
-    name: "lots",
-    cols: &[
+    &["account_id"],
+);
+pub static LOTS: Table = Table::new(
+    "lots",
+    &[
         "account_id",
         "lot_id",
         "kind",
@@ -137,11 +169,11 @@ pub const LOTS: Table = Table {
         "unit_price_micros",
         "active",
     ],
-    key: &["account_id", "lot_id"],
-};
-pub const HOLDS: Table = Table {
-    name: "holds",
-    cols: &[
+    &["account_id", "lot_id"],
+);
+pub static HOLDS: Table = Table::new(
+    "holds",
+    &[
         "account_id",
         "hold_id",
         "credits",
@@ -152,11 +184,11 @@ pub const HOLDS: Table = Table {
         "created_at",
         "parts",
     ],
-    key: &["account_id", "hold_id"],
-};
-pub const DEBITS: Table = Table {
-    name: "debits",
-    cols: &[
+    &["account_id", "hold_id"],
+);
+pub static DEBITS: Table = Table::new(
+    "debits",
+    &[
         "account_id",
         "debit_id",
         "credits",
@@ -169,11 +201,11 @@ pub const DEBITS: Table = Table {
         "from_paid",
         "parts",
     ],
-    key: &["account_id", "debit_id"],
-};
-pub const PURCHASES: Table = Table {
-    name: "purchases",
-    cols: &[
+    &["account_id", "debit_id"],
+);
+pub static PURCHASES: Table = Table::new(
+    "purchases",
+    &[
         "account_id",
         "purchase_id",
         "credits",
@@ -185,11 +217,11 @@ pub const PURCHASES: Table = Table {
         "refunded_unbilled_credits",
         "statement_id",
     ],
-    key: &["account_id", "purchase_id"],
-};
-pub const REFUNDS: Table = Table {
-    name: "purchase_refunds",
-    cols: &[
+    &["account_id", "purchase_id"],
+);
+pub static REFUNDS: Table = Table::new(
+    "purchase_refunds",
+    &[
         "account_id",
         "refund_id",
         "purchase_id",
@@ -200,11 +232,11 @@ pub const REFUNDS: Table = Table {
         "needs_line",
         "statement_id",
     ],
-    key: &["account_id", "refund_id"],
-};
-pub const STATEMENTS: Table = Table {
-    name: "statements",
-    cols: &[
+    &["account_id", "refund_id"],
+);
+pub static STATEMENTS: Table = Table::new(
+    "statements",
+    &[
         "account_id",
         "month",
         "statement_id",
@@ -215,11 +247,11 @@ pub const STATEMENTS: Table = Table {
         "status",
         "created_at",
     ],
-    key: &["account_id", "month"],
-};
-pub const ENTRIES: Table = Table {
-    name: "entries",
-    cols: &[
+    &["account_id", "month"],
+);
+pub static ENTRIES: Table = Table::new(
+    "entries",
+    &[
         "account_id",
         "entry_id",
         "kind",
@@ -233,8 +265,8 @@ pub const ENTRIES: Table = Table {
         "effective_at",
         "created_at",
     ],
-    key: &["account_id", "entry_id"],
-};
+    &["account_id", "entry_id"],
+);
 
 /// Rows in every table of the ledger, one number.
 pub const ROW_COUNT_SQL: &str = "SELECT CAST((SELECT COUNT(*) FROM accounts) + (SELECT COUNT(*) FROM lots) + (SELECT COUNT(*) FROM holds) + (SELECT COUNT(*) FROM debits) + (SELECT COUNT(*) FROM purchases) + (SELECT COUNT(*) FROM purchase_refunds) + (SELECT COUNT(*) FROM statements) + (SELECT COUNT(*) FROM entries) + (SELECT COUNT(*) FROM idempotency_keys) + (SELECT COUNT(*) FROM account_tokens) AS BIGINT)";

@@ -57,7 +57,7 @@ async fn exec(c: &impl GenericClient, sql: &str, vals: &[Val]) -> Result<u64, Le
 }
 
 async fn upsert(c: &impl GenericClient, table: &Table, vals: Vec<Val>) -> Result<(), LedgerError> {
-    exec(c, &table.upsert(), &vals).await.map(|_| ())
+    exec(c, table.upsert(), &vals).await.map(|_| ())
 }
 
 /// Loads an account's state (see the SQLite store's `load_state`, which
@@ -69,33 +69,47 @@ pub async fn load_state(
     now: Timestamp,
 ) -> Result<Option<AccountState>, LedgerError> {
     let a = id.as_str();
-    let Some(account) = one(c, &ACCOUNTS.select("WHERE account_id = $1"), &[&a], columns::account).await?
+    let Some(account) =
+        one(c, crate::cached!(ACCOUNTS.select("WHERE account_id = $1")), &[&a], columns::account).await?
     else {
         return Ok(None);
     };
     let zone = account.zone.clone();
     let mut s = AccountState::new(account);
-    s.lots = all(c, &LOTS.select("WHERE account_id = $1 AND active"), &[&a], columns::lot).await?;
-    s.holds =
-        all(c, &HOLDS.select("WHERE account_id = $1 AND status = 'held'"), &[&a], columns::hold).await?;
+    s.lots =
+        all(c, crate::cached!(LOTS.select("WHERE account_id = $1 AND active")), &[&a], columns::lot).await?;
+    s.holds = all(
+        c,
+        crate::cached!(HOLDS.select("WHERE account_id = $1 AND status = 'held'")),
+        &[&a],
+        columns::hold,
+    )
+    .await?;
     if let Some(h) = needs.hold.as_deref().filter(|h| !s.holds.iter().any(|x| x.id == *h)) {
-        let sql = HOLDS.select("WHERE account_id = $1 AND hold_id = $2");
-        s.holds.extend(one(c, &sql, &[&a, &h], columns::hold).await?);
+        let sql = crate::cached!(HOLDS.select("WHERE account_id = $1 AND hold_id = $2"));
+        s.holds.extend(one(c, sql, &[&a, &h], columns::hold).await?);
     }
     if let Some(d) = &needs.debit {
-        s.debit = one(c, &DEBITS.select("WHERE account_id = $1 AND debit_id = $2"), &[&a, d], columns::debit)
-            .await?;
+        s.debit = one(
+            c,
+            crate::cached!(DEBITS.select("WHERE account_id = $1 AND debit_id = $2")),
+            &[&a, d],
+            columns::debit,
+        )
+        .await?;
     }
     if let Some(p) = &needs.purchase {
-        let sql = PURCHASES.select("WHERE account_id = $1 AND purchase_id = $2");
-        s.purchases.extend(one(c, &sql, &[&a, p], columns::purchase).await?);
+        let sql = crate::cached!(PURCHASES.select("WHERE account_id = $1 AND purchase_id = $2"));
+        s.purchases.extend(one(c, sql, &[&a, p], columns::purchase).await?);
     }
     if needs.unbilled {
-        let sql = PURCHASES
-            .select("WHERE account_id = $1 AND statement_id IS NULL AND credits > refunded_unbilled_credits");
-        s.purchases.extend(all(c, &sql, &[&a], columns::purchase).await?);
-        let sql = REFUNDS.select("WHERE account_id = $1 AND needs_line AND statement_id IS NULL");
-        s.pending_refunds = all(c, &sql, &[&a], columns::refund).await?;
+        let sql = crate::cached!(PURCHASES.select(
+            "WHERE account_id = $1 AND statement_id IS NULL AND credits > refunded_unbilled_credits"
+        ));
+        s.purchases.extend(all(c, sql, &[&a], columns::purchase).await?);
+        let sql =
+            crate::cached!(REFUNDS.select("WHERE account_id = $1 AND needs_line AND statement_id IS NULL"));
+        s.pending_refunds = all(c, sql, &[&a], columns::refund).await?;
     }
     if needs.month_purchases {
         let month = Month::of(now, &zone);
@@ -106,8 +120,10 @@ pub async fn load_state(
         s.month_purchased_credits = sum.unwrap_or(0);
     }
     if let Some(sid) = &needs.statement {
-        let sql = STATEMENTS.select("WHERE account_id = $1 AND (statement_id = $2 OR status = 'failed')");
-        s.statements = all(c, &sql, &[&a, sid], columns::statement).await?;
+        let sql = crate::cached!(
+            STATEMENTS.select("WHERE account_id = $1 AND (statement_id = $2 OR status = 'failed')")
+        );
+        s.statements = all(c, sql, &[&a, sid], columns::statement).await?;
     }
     load_missing_lots(c, &mut s).await?;
     Ok(Some(s))
@@ -120,11 +136,11 @@ async fn load_missing_lots(c: &impl GenericClient, s: &mut AccountState) -> Resu
     }
     wanted.extend(s.purchases.iter().map(|p| p.id.clone()));
     wanted.extend(s.holds.iter().flat_map(|h| h.parts.iter().map(|p| p.lot_id.clone())));
-    let sql = LOTS.select("WHERE account_id = $1 AND lot_id = $2");
+    let sql = crate::cached!(LOTS.select("WHERE account_id = $1 AND lot_id = $2"));
     let a = s.account.id.as_str().to_string();
     for lot_id in wanted {
         if s.lot_index(&lot_id).is_none()
-            && let Some(lot) = one(c, &sql, &[&a, &lot_id], columns::lot).await?
+            && let Some(lot) = one(c, sql, &[&a, &lot_id], columns::lot).await?
         {
             s.lots.push(lot);
         }
@@ -218,7 +234,7 @@ async fn save(
         for (mut e, entry_id) in changes.entries.into_iter().zip(ids) {
             e.id = entry_id;
             e.created_at = now;
-            exec(c, &insert, &columns::entry_vals(id, &e, key)).await?;
+            exec(c, insert, &columns::entry_vals(id, &e, key)).await?;
         }
     }
     Ok(())

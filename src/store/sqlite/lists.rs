@@ -177,13 +177,13 @@ fn account_records(conn: &Connection, account: Account) -> rusqlite::Result<Acco
         format!("SELECT {cols} FROM {table} WHERE account_id = ?1 ORDER BY {order}")
     };
     Ok(AccountRecords {
-        lots: all(conn, &q("lots", &LOTS.list(), "lot_id"), [&a], rows::lot)?,
-        holds: all(conn, &q("holds", &HOLDS.list(), "hold_id"), [&a], rows::hold)?,
-        debits: all(conn, &q("debits", &DEBITS.list(), "debit_id"), [&a], rows::debit)?,
-        purchases: all(conn, &q("purchases", &PURCHASES.list(), "purchase_id"), [&a], rows::purchase)?,
-        refunds: all(conn, &q("purchase_refunds", &REFUNDS.list(), "refund_id"), [&a], rows::refund)?,
-        statements: all(conn, &q("statements", &STATEMENTS.list(), "month"), [&a], rows::statement)?,
-        entries: all(conn, &q("entries", &ENTRIES.list(), "entry_id"), [&a], rows::entry)?,
+        lots: all(conn, &q("lots", LOTS.list(), "lot_id"), [&a], rows::lot)?,
+        holds: all(conn, &q("holds", HOLDS.list(), "hold_id"), [&a], rows::hold)?,
+        debits: all(conn, &q("debits", DEBITS.list(), "debit_id"), [&a], rows::debit)?,
+        purchases: all(conn, &q("purchases", PURCHASES.list(), "purchase_id"), [&a], rows::purchase)?,
+        refunds: all(conn, &q("purchase_refunds", REFUNDS.list(), "refund_id"), [&a], rows::refund)?,
+        statements: all(conn, &q("statements", STATEMENTS.list(), "month"), [&a], rows::statement)?,
+        entries: all(conn, &q("entries", ENTRIES.list(), "entry_id"), [&a], rows::entry)?,
         account,
     })
 }

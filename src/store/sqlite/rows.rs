@@ -78,11 +78,11 @@ fn write(conn: &Connection, sql: &str, vals: Vec<Val>) -> rusqlite::Result<()> {
 }
 
 fn upsert(conn: &Connection, table: &Table, vals: Vec<Val>) -> rusqlite::Result<()> {
-    write(conn, &table.upsert(), vals)
+    write(conn, table.upsert(), vals)
 }
 
 pub fn insert_account(conn: &Connection, a: &Account) -> rusqlite::Result<()> {
-    write(conn, &columns::ACCOUNTS.insert(), columns::account_vals(a))
+    write(conn, columns::ACCOUNTS.insert(), columns::account_vals(a))
 }
 
 pub fn update_account(conn: &Connection, a: &Account) -> rusqlite::Result<()> {
@@ -119,5 +119,5 @@ pub fn insert_entry(
     e: &Entry,
     key: Option<&str>,
 ) -> rusqlite::Result<()> {
-    write(conn, &columns::ENTRIES.insert(), columns::entry_vals(account, e, key))
+    write(conn, columns::ENTRIES.insert(), columns::entry_vals(account, e, key))
 }

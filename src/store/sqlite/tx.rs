@@ -39,40 +39,52 @@ pub fn load_state(
     now: Timestamp,
 ) -> rusqlite::Result<Option<AccountState>> {
     let a = id.as_str();
-    let sql = format!("SELECT {} FROM accounts WHERE account_id = ?1", ACCOUNTS.list());
-    let Some(account) = conn.prepare_cached(&sql)?.query_row([a], rows::account).optional()? else {
+    let sql = crate::cached!(format!("SELECT {} FROM accounts WHERE account_id = ?1", ACCOUNTS.list()));
+    let Some(account) = conn.prepare_cached(sql)?.query_row([a], rows::account).optional()? else {
         return Ok(None);
     };
     let zone = account.zone.clone();
     let mut s = AccountState::new(account);
-    let lot_sql = format!("SELECT {} FROM lots WHERE account_id = ?1 AND active = 1", LOTS.list());
-    s.lots = all(conn, &lot_sql, [a], rows::lot)?;
-    let hold_sql = format!("SELECT {} FROM holds WHERE account_id = ?1 AND status = 'held'", HOLDS.list());
-    s.holds = all(conn, &hold_sql, [a], rows::hold)?;
+    let lot_sql =
+        crate::cached!(format!("SELECT {} FROM lots WHERE account_id = ?1 AND active = 1", LOTS.list()));
+    s.lots = all(conn, lot_sql, [a], rows::lot)?;
+    let hold_sql = crate::cached!(format!(
+        "SELECT {} FROM holds WHERE account_id = ?1 AND status = 'held'",
+        HOLDS.list()
+    ));
+    s.holds = all(conn, hold_sql, [a], rows::hold)?;
     if let Some(h) = needs.hold.as_deref().filter(|h| !s.holds.iter().any(|x| x.id == *h)) {
-        let sql = format!("SELECT {} FROM holds WHERE account_id = ?1 AND hold_id = ?2", HOLDS.list());
-        s.holds.extend(conn.prepare_cached(&sql)?.query_row([a, h], rows::hold).optional()?);
+        let sql = crate::cached!(format!(
+            "SELECT {} FROM holds WHERE account_id = ?1 AND hold_id = ?2",
+            HOLDS.list()
+        ));
+        s.holds.extend(conn.prepare_cached(sql)?.query_row([a, h], rows::hold).optional()?);
     }
     if let Some(d) = &needs.debit {
-        let sql = format!("SELECT {} FROM debits WHERE account_id = ?1 AND debit_id = ?2", DEBITS.list());
-        s.debit = conn.prepare_cached(&sql)?.query_row([a, d], rows::debit).optional()?;
+        let sql = crate::cached!(format!(
+            "SELECT {} FROM debits WHERE account_id = ?1 AND debit_id = ?2",
+            DEBITS.list()
+        ));
+        s.debit = conn.prepare_cached(sql)?.query_row([a, d], rows::debit).optional()?;
     }
     if let Some(p) = &needs.purchase {
-        let sql =
-            format!("SELECT {} FROM purchases WHERE account_id = ?1 AND purchase_id = ?2", PURCHASES.list());
-        s.purchases.extend(conn.prepare_cached(&sql)?.query_row([a, p], rows::purchase).optional()?);
+        let sql = crate::cached!(format!(
+            "SELECT {} FROM purchases WHERE account_id = ?1 AND purchase_id = ?2",
+            PURCHASES.list()
+        ));
+        s.purchases.extend(conn.prepare_cached(sql)?.query_row([a, p], rows::purchase).optional()?);
     }
     if needs.unbilled {
-        let sql = format!(
+        let sql = crate::cached!(format!(
             "SELECT {} FROM purchases WHERE account_id = ?1 AND statement_id IS NULL AND credits > refunded_unbilled_credits",
             PURCHASES.list()
-        );
-        s.purchases.extend(all(conn, &sql, [a], rows::purchase)?);
-        let sql = format!(
+        ));
+        s.purchases.extend(all(conn, sql, [a], rows::purchase)?);
+        let sql = crate::cached!(format!(
             "SELECT {} FROM purchase_refunds WHERE account_id = ?1 AND needs_line = 1 AND statement_id IS NULL",
             REFUNDS.list()
-        );
-        s.pending_refunds = all(conn, &sql, [a], rows::refund)?;
+        ));
+        s.pending_refunds = all(conn, sql, [a], rows::refund)?;
     }
     if needs.month_purchases {
         let month = Month::of(now, &zone);
@@ -84,11 +96,11 @@ pub fn load_state(
             .query_row(params![a, micros(month.start(&zone)), micros(month.end(&zone))], |r| r.get(0))?;
     }
     if let Some(sid) = &needs.statement {
-        let sql = format!(
+        let sql = crate::cached!(format!(
             "SELECT {} FROM statements WHERE account_id = ?1 AND (statement_id = ?2 OR status = 'failed')",
             STATEMENTS.list()
-        );
-        s.statements = all(conn, &sql, [a, sid], rows::statement)?;
+        ));
+        s.statements = all(conn, sql, [a, sid], rows::statement)?;
     }
     load_missing_lots(conn, &mut s)?;
     Ok(Some(s))
@@ -103,13 +115,12 @@ fn load_missing_lots(conn: &Connection, s: &mut AccountState) -> rusqlite::Resul
     }
     wanted.extend(s.purchases.iter().map(|p| p.id.clone()));
     wanted.extend(s.holds.iter().flat_map(|h| h.parts.iter().map(|p| p.lot_id.clone())));
-    let sql = format!("SELECT {} FROM lots WHERE account_id = ?1 AND lot_id = ?2", LOTS.list());
+    let sql =
+        crate::cached!(format!("SELECT {} FROM lots WHERE account_id = ?1 AND lot_id = ?2", LOTS.list()));
     for lot_id in wanted {
         if s.lot_index(&lot_id).is_none()
-            && let Some(lot) = conn
-                .prepare_cached(&sql)?
-                .query_row([s.account.id.as_str(), &lot_id], rows::lot)
-                .optional()?
+            && let Some(lot) =
+                conn.prepare_cached(sql)?.query_row([s.account.id.as_str(), &lot_id], rows::lot).optional()?
         {
             s.lots.push(lot);
         }
