@@ -7,6 +7,7 @@
 //!
 //! Speed is only ever measured here, never asserted by tests.
 
+mod http_load;
 mod measure;
 mod scenarios;
 mod yardstick;

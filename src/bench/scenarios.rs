@@ -64,6 +64,12 @@ pub const SCENARIOS: &[Scenario] = &[
         default_ops: 100_000,
         compared: false,
     },
+    Scenario {
+        name: "http",
+        about: "debits through the real server over loopback, one keep-alive connection per client",
+        default_ops: 50_000,
+        compared: false,
+    },
 ];
 
 /// Accounts of the spread-out scenarios.
@@ -101,7 +107,7 @@ fn ts(s: &str) -> Timestamp {
     s.parse().expect("bench timestamps are valid")
 }
 
-fn account_id(i: u64) -> AccountId {
+pub(super) fn account_id(i: u64) -> AccountId {
     AccountId::parse(&format!("bench-{i}")).expect("valid id")
 }
 
@@ -120,12 +126,15 @@ async fn run_on<S: Store>(
         "hold-capture" => (SPREAD_ACCOUNTS.min(ops), Work::HoldCapture),
         "balance" => (SPREAD_ACCOUNTS.min(ops), Work::Balance),
         "month-rollover" => (ops, Work::Rollover),
+        "http" => (SPREAD_ACCOUNTS.min(ops), Work::Http),
         _ => (ops, Work::Close),
     };
     setup(&ledger, accounts, work, now, config).await?;
     let rows_before = ledger.store().row_count().await?;
     let (mut latencies, elapsed) = if work == Work::Close {
         close_all(&ledger, ops, config).await?
+    } else if work == Work::Http {
+        super::http_load::run(ledger.clone(), ops, accounts, config).await?
     } else {
         drive(&ledger, s.name, ops, accounts, work, config).await?
     };
@@ -141,6 +150,7 @@ enum Work {
     Balance,
     Rollover,
     Close,
+    Http,
 }
 
 /// Creates the accounts, with enough credits for any number of operations,
@@ -273,7 +283,7 @@ async fn one_op<S: Store>(ledger: &Ledger<S>, work: Work, i: u64, accounts: u64)
             let account = account_id(i);
             ledger.execute(&account, debit, Some(key()), ts(NEXT_MONTH)).await?;
         }
-        Work::Close => unreachable!("closing is one sequence"),
+        Work::Close | Work::Http => unreachable!("closing and HTTP load have their own drivers"),
     }
     Ok(())
 }

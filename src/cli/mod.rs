@@ -203,7 +203,7 @@ enum Cmd {
     /// --database names (nothing of yours is touched) and report the figures.
     Bench {
         /// debit-many, debit-hot, hold-capture, balance, month-rollover,
-        /// close-month (default: all).
+        /// close-month, http (default: all).
         scenarios: Vec<String>,
         /// Operations per scenario (default: the scenario's own).
         #[arg(long)]
