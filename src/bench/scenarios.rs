@@ -90,16 +90,14 @@ pub async fn run(s: &Scenario, scratch: &Scratch, config: &BenchConfig) -> Resul
         Scratch::Sqlite { path, .. } => {
             let store = SqliteStore::open(path)?;
             let before = store.group_stats();
-            let mut result = run_on(store.clone(), s, scratch.store_name(), config).await?;
+            let mut result = run_on(store.clone(), s, scratch, config).await?;
             let after = store.group_stats();
             let (groups, ops) = (after.0 - before.0, after.1 - before.1);
             let per = if groups > 0 { ops as f64 / groups as f64 } else { 1.0 };
             result.ops_per_commit = per;
             Ok(result)
         }
-        Scratch::Postgres { url, .. } => {
-            run_on(PgStore::open(url).await?, s, scratch.store_name(), config).await
-        }
+        Scratch::Postgres { url, .. } => run_on(PgStore::open(url).await?, s, scratch, config).await,
     }
 }
 
@@ -114,9 +112,10 @@ pub(super) fn account_id(i: u64) -> AccountId {
 async fn run_on<S: Store>(
     store: S,
     s: &Scenario,
-    store_name: &str,
+    scratch: &Scratch,
     config: &BenchConfig,
 ) -> Result<Outcome, LedgerError> {
+    let store_name = scratch.store_name();
     let ledger = Arc::new(Ledger::new(store, Zone::utc()));
     let ops = config.ops.unwrap_or(s.default_ops).max(1);
     let now = ts(NOW);
@@ -130,6 +129,11 @@ async fn run_on<S: Store>(
         _ => (ops, Work::Close),
     };
     setup(&ledger, accounts, work, now, config).await?;
+    if config.history > 0 {
+        let progress = Progress::new("history", config.history, config.progress);
+        scratch.prefill_history(accounts, config.history).await?;
+        progress.finish();
+    }
     let rows_before = ledger.store().row_count().await?;
     let (mut latencies, elapsed) = if work == Work::Close {
         close_all(&ledger, ops, config).await?

@@ -214,6 +214,12 @@ enum Cmd {
         /// Also run the yardsticks (hand-written ledger, bare inserts).
         #[arg(long)]
         compare: bool,
+        /// Runs of each scenario; the report keeps the median.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        /// Entries of prior history written before measuring (e.g. 10000000).
+        #[arg(long, default_value_t = 0)]
+        history: u64,
     },
     /// Apply operations from a JSON-lines file (or - for stdin), one answer
     /// line each; rerunning after a crash is safe when each line has a key.
@@ -392,11 +398,15 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     };
     let zone = Zone::parse(&cli.default_time_zone)?;
     let url = DatabaseUrl::parse(&cli.database)?;
-    if let Cmd::Bench { scenarios, ops, concurrency, compare } = cli.command {
-        if ops == Some(0) || concurrency == 0 {
-            return Err(Failure::Refused("--ops and --concurrency must be at least 1".into()));
+    if let Cmd::Bench { scenarios, ops, concurrency, compare, runs, history } = cli.command {
+        if ops == Some(0) || concurrency == 0 || !(1..=crate::bench::MAX_RUNS).contains(&runs) {
+            return Err(Failure::Refused(format!(
+                "--ops and --concurrency must be at least 1, --runs between 1 and {}",
+                crate::bench::MAX_RUNS
+            )));
         }
-        let config = crate::bench::BenchConfig { scenarios, ops, concurrency, compare, progress: true };
+        let config =
+            crate::bench::BenchConfig { scenarios, ops, concurrency, compare, progress: true, runs, history };
         let report = crate::bench::run(&url, &config).await?;
         Out { json: cli.json }.print(&report, output::bench);
         return Ok(ExitCode::SUCCESS);
