@@ -977,6 +977,16 @@ fn bench_reports_its_scenarios_as_json() {
     assert_eq!(results[0]["store"], "sqlite");
     // A debit writes its entry, the debit and the idempotency key.
     assert_eq!(results[0]["rows_per_op"], 3.0);
+    // Three runs (the median is kept), on top of prior history.
+    let run = db.run(&["bench", "debit-many", "--ops", "30", "--runs", "3", "--history", "500", "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let results = run.json()["results"].as_array().expect("results").clone();
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert_eq!(results[0]["ops"], 30);
+    for bad in [&["bench", "--runs", "0"][..], &["bench", "--ops", "0"], &["bench", "--runs", "10"]] {
+        let r = db.run(bad);
+        assert_eq!(r.code, 2, "{bad:?}: {r:?}");
+    }
     let bad = db.run(&["bench", "no-such-scenario"]);
     assert_eq!(bad.code, 2, "{bad:?}");
     assert!(bad.stderr.starts_with("error: unknown scenario"), "{bad:?}");
