@@ -41,7 +41,8 @@ pub struct Problem {
     pub statement_id: Option<String>,
 }
 
-/// Errors any authenticated route may answer.
+/// Errors any authenticated route may answer. Only described in the
+/// document, never built (the answers themselves are [`super::ApiError`]).
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]
 pub enum Errors {
@@ -74,7 +75,7 @@ pub enum Errors {
     Unavailable(Problem),
 }
 
-/// The 402 of spending routes.
+/// The 402 of spending routes (described only, as [`Errors`]).
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]
 pub enum Spending {
