@@ -20,7 +20,7 @@ use crate::ledger::{
 };
 use crate::store::columns::Cols as _;
 use crate::store::columns::{
-    self, ACCOUNTS, DEBITS, ENTRIES, HOLDS, LOTS, PURCHASES, REFUNDS, STATEMENTS, Table, Val, micros,
+    self, ACCOUNTS, DEBITS, ENTRIES, HOLDS, LOTS, PURCHASES, REFUNDS, STATEMENTS, Val, micros,
 };
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
@@ -56,10 +56,6 @@ async fn exec(c: &impl GenericClient, sql: &str, vals: &[Val]) -> Result<u64, Le
     c.execute(&stmt, &params(vals)).await.map_err(pg_error)
 }
 
-async fn upsert(c: &impl GenericClient, table: &Table, vals: Vec<Val>) -> Result<(), LedgerError> {
-    exec(c, table.upsert(), &vals).await.map(|_| ())
-}
-
 /// Loads an account's state (see the SQLite store's `load_state`, which
 /// this mirrors query for query).
 pub async fn load_state(
@@ -69,22 +65,20 @@ pub async fn load_state(
     now: Timestamp,
 ) -> Result<Option<AccountState>, LedgerError> {
     let a = id.as_str();
-    let Some(account) =
-        one(c, crate::cached!(ACCOUNTS.select("WHERE account_id = $1")), &[&a], columns::account).await?
-    else {
+    // One round trip: the three queries are pipelined on the connection.
+    let p: [&(dyn ToSql + Sync); 1] = [&a];
+    let (account, lots, holds) = tokio::try_join!(
+        one(c, crate::cached!(ACCOUNTS.select("WHERE account_id = $1")), &p, columns::account),
+        all(c, crate::cached!(LOTS.select("WHERE account_id = $1 AND active")), &p, columns::lot),
+        all(c, crate::cached!(HOLDS.select("WHERE account_id = $1 AND status = 'held'")), &p, columns::hold),
+    )?;
+    let Some(account) = account else {
         return Ok(None);
     };
     let zone = account.zone.clone();
     let mut s = AccountState::new(account);
-    s.lots =
-        all(c, crate::cached!(LOTS.select("WHERE account_id = $1 AND active")), &[&a], columns::lot).await?;
-    s.holds = all(
-        c,
-        crate::cached!(HOLDS.select("WHERE account_id = $1 AND status = 'held'")),
-        &[&a],
-        columns::hold,
-    )
-    .await?;
+    s.lots = lots;
+    s.holds = holds;
     if let Some(h) = needs.hold.as_deref().filter(|h| !s.holds.iter().any(|x| x.id == *h)) {
         let sql = crate::cached!(HOLDS.select("WHERE account_id = $1 AND hold_id = $2"));
         s.holds.extend(one(c, sql, &[&a, &h], columns::hold).await?);
@@ -157,28 +151,46 @@ pub async fn run(c: &impl GenericClient, op: &Operation) -> Result<Executed, Led
     if locked.is_none() {
         return Err(LedgerError::AccountNotFound(op.account.to_string()));
     }
-    if let Some(key) = &op.key
-        && let Some(stored) = find_key(c, &op.account, key).await?
-    {
+    // Under the lock, the key check and the loads go out together.
+    let key_check = async {
+        match &op.key {
+            Some(key) => find_key(c, &op.account, key).await,
+            None => Ok(None),
+        }
+    };
+    let needs = op.command.needs();
+    let (stored, before) = tokio::try_join!(key_check, load_state(c, &op.account, &needs, op.now))?;
+    if let (Some(key), Some(stored)) = (&op.key, stored) {
         return replay(key, &request, &stored);
     }
-    let before = load_state(c, &op.account, &op.command.needs(), op.now)
-        .await?
-        .ok_or_else(|| LedgerError::AccountNotFound(op.account.to_string()))?;
+    let before = before.ok_or_else(|| LedgerError::AccountNotFound(op.account.to_string()))?;
     let done = transition(&before, op)?;
-    save(c, &before, &done.after, done.changes, op.key.as_ref().map(IdempotencyKey::as_str), op.now).await?;
+    let n = done.changes.entries.len() as i64;
+    let mut ids = if n > 0 {
+        all(c, "SELECT nextval('entry_ids') FROM generate_series(1, $1::BIGINT)", &[&n], |r| r.int(0)).await?
+    } else {
+        Vec::new()
+    };
+    ids.sort_unstable();
+    let key = op.key.as_ref().map(IdempotencyKey::as_str);
+    let mut batch = writes(&before, &done.after, done.changes, key, op.now, ids);
     if let Some(key) = &op.key {
         let answer = answer_of(request, &done.outcome)?;
-        let sql = "INSERT INTO idempotency_keys (account_id, key, request, response, created_at) VALUES ($1, $2, $3, $4, $5)";
-        let vals = [
-            a.into(),
-            key.as_str().into(),
-            answer.request.into(),
-            answer.response.into(),
-            micros(op.now).into(),
-        ];
-        exec(c, sql, &vals).await?;
+        let sql = "INSERT INTO idempotency_keys (account_id, key, request, response, created_at) \
+                   VALUES ($1, $2, $3, $4, $5)";
+        batch.push((
+            sql,
+            vec![
+                a.into(),
+                key.as_str().into(),
+                answer.request.into(),
+                answer.response.into(),
+                micros(op.now).into(),
+            ],
+        ));
     }
+    // One round trip for all the writes: pipelined on the connection.
+    futures_util::future::try_join_all(batch.iter().map(|(sql, vals)| exec(c, sql, vals))).await?;
     Ok(Executed { outcome: done.outcome, replayed: false, tally: done.tally })
 }
 
@@ -194,48 +206,35 @@ async fn find_key(
     .await
 }
 
-async fn save(
-    c: &impl GenericClient,
+/// Every row a transition changed, as (statement, values), to be sent
+/// together. `ids` are the new entries' ids, in order.
+fn writes(
     before: &AccountState,
     after: &AccountState,
     changes: Changes,
     key: Option<&str>,
     now: Timestamp,
-) -> Result<(), LedgerError> {
+    ids: Vec<i64>,
+) -> Vec<(&'static str, Vec<Val>)> {
     let id = &after.account.id;
+    let mut out = Vec::new();
     if after.account != before.account {
-        upsert(c, &ACCOUNTS, columns::account_vals(&after.account)).await?;
+        out.push((ACCOUNTS.upsert(), columns::account_vals(&after.account)));
     }
     for lot in after.changed_lots(before) {
-        upsert(c, &LOTS, columns::lot_vals(id, lot, lot.is_active(after.account.free_month))).await?;
+        out.push((LOTS.upsert(), columns::lot_vals(id, lot, lot.is_active(after.account.free_month))));
     }
     for hold in after.changed_holds(before) {
-        upsert(c, &HOLDS, columns::hold_vals(id, hold)).await?;
+        out.push((HOLDS.upsert(), columns::hold_vals(id, hold)));
     }
-    for d in &changes.debits {
-        upsert(c, &DEBITS, columns::debit_vals(id, d)).await?;
+    out.extend(changes.debits.iter().map(|d| (DEBITS.upsert(), columns::debit_vals(id, d))));
+    out.extend(changes.purchases.iter().map(|p| (PURCHASES.upsert(), columns::purchase_vals(id, p))));
+    out.extend(changes.refunds.iter().map(|r| (REFUNDS.upsert(), columns::refund_vals(id, r))));
+    out.extend(changes.statements.iter().map(|s| (STATEMENTS.upsert(), columns::statement_vals(s))));
+    for (mut e, entry_id) in changes.entries.into_iter().zip(ids) {
+        e.id = entry_id;
+        e.created_at = now;
+        out.push((ENTRIES.insert(), columns::entry_vals(id, &e, key)));
     }
-    for p in &changes.purchases {
-        upsert(c, &PURCHASES, columns::purchase_vals(id, p)).await?;
-    }
-    for r in &changes.refunds {
-        upsert(c, &REFUNDS, columns::refund_vals(id, r)).await?;
-    }
-    for s in &changes.statements {
-        upsert(c, &STATEMENTS, columns::statement_vals(s)).await?;
-    }
-    let n = changes.entries.len() as i64;
-    if n > 0 {
-        let mut ids =
-            all(c, "SELECT nextval('entry_ids') FROM generate_series(1, $1::BIGINT)", &[&n], |r| r.int(0))
-                .await?;
-        ids.sort_unstable();
-        let insert = ENTRIES.insert();
-        for (mut e, entry_id) in changes.entries.into_iter().zip(ids) {
-            e.id = entry_id;
-            e.created_at = now;
-            exec(c, insert, &columns::entry_vals(id, &e, key)).await?;
-        }
-    }
-    Ok(())
+    out
 }
