@@ -165,15 +165,8 @@ pub async fn run(c: &impl GenericClient, op: &Operation) -> Result<Executed, Led
     }
     let before = before.ok_or_else(|| LedgerError::AccountNotFound(op.account.to_string()))?;
     let done = transition(&before, op)?;
-    let n = done.changes.entries.len() as i64;
-    let mut ids = if n > 0 {
-        all(c, "SELECT nextval('entry_ids') FROM generate_series(1, $1::BIGINT)", &[&n], |r| r.int(0)).await?
-    } else {
-        Vec::new()
-    };
-    ids.sort_unstable();
     let key = op.key.as_ref().map(IdempotencyKey::as_str);
-    let mut batch = writes(&before, &done.after, done.changes, key, op.now, ids);
+    let mut batch = writes(&before, &done.after, done.changes, key, op.now);
     if let Some(key) = &op.key {
         let answer = answer_of(request, &done.outcome)?;
         let sql = "INSERT INTO idempotency_keys (account_id, key, request, response, created_at) \
@@ -206,15 +199,30 @@ async fn find_key(
     .await
 }
 
+/// Entries take their id from the sequence as they are inserted: pipelined
+/// in order under the account's lock, so an account's ids increase.
+fn insert_entry_sql() -> &'static str {
+    crate::cached!({
+        let cols = ENTRIES.cols;
+        let values: Vec<String> = (0..cols.len())
+            .map(|i| match i {
+                0 => "$1".to_string(),
+                1 => "nextval('entry_ids')".to_string(),
+                _ => format!("${i}"),
+            })
+            .collect();
+        format!("INSERT INTO entries ({}) VALUES ({})", ENTRIES.list(), values.join(", "))
+    })
+}
+
 /// Every row a transition changed, as (statement, values), to be sent
-/// together. `ids` are the new entries' ids, in order.
+/// together.
 fn writes(
     before: &AccountState,
     after: &AccountState,
     changes: Changes,
     key: Option<&str>,
     now: Timestamp,
-    ids: Vec<i64>,
 ) -> Vec<(&'static str, Vec<Val>)> {
     let id = &after.account.id;
     let mut out = Vec::new();
@@ -231,10 +239,11 @@ fn writes(
     out.extend(changes.purchases.iter().map(|p| (PURCHASES.upsert(), columns::purchase_vals(id, p))));
     out.extend(changes.refunds.iter().map(|r| (REFUNDS.upsert(), columns::refund_vals(id, r))));
     out.extend(changes.statements.iter().map(|s| (STATEMENTS.upsert(), columns::statement_vals(s))));
-    for (mut e, entry_id) in changes.entries.into_iter().zip(ids) {
-        e.id = entry_id;
+    for mut e in changes.entries {
         e.created_at = now;
-        out.push((ENTRIES.insert(), columns::entry_vals(id, &e, key)));
+        let mut vals = columns::entry_vals(id, &e, key);
+        vals.remove(1); // the id comes from the sequence
+        out.push((insert_entry_sql(), vals));
     }
     out
 }
