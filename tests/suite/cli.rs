@@ -49,23 +49,6 @@ fn assert_audit(db: &Db) {
     }
 }
 
-/// Every page of `ledger ACCOUNT --json`, newest first.
-fn ledger(db: &Db, account: &str) -> Vec<Value> {
-    let mut entries = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut args = vec!["ledger", account, "--limit", "500"];
-        if let Some(c) = &cursor {
-            args.extend(["--cursor", c.as_str()]);
-        }
-        let page = json(db, &args);
-        entries.extend(page["data"].as_array().expect("data is a list").clone());
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return entries,
-        }
-    }
-}
 
 /// What an operator can read of these accounts: the proof that a refused
 /// command changed nothing is that all of it reads back the same.
@@ -77,7 +60,7 @@ fn snapshot(db: &Db, accounts: &[&str]) -> Value {
             a.to_string(),
             json!({
                 "balance": json(db, &["balance", a]),
-                "ledger": ledger(db, a),
+                "ledger": db.ledger_entries(a),
                 "account": json(db, &["account", "show", a]),
                 "purchases": json(db, &["purchases", a, "--limit", "500"]),
                 "statements": json(db, &["statements", a, "--limit", "500"]),
@@ -775,7 +758,7 @@ fn r7_purchase_debit_balance_flow() {
     assert_eq!(balance["unbilled"]["amount"], "5.00", "{balance}");
 
     // The ledger's newest entry agrees with the balance.
-    let entries = ledger(&db, "cafe-1");
+    let entries = db.ledger_entries("cafe-1");
     assert_eq!(entries[0]["balance_after"], 440, "{entries:?}");
     assert_audit(&db);
 }
@@ -931,7 +914,7 @@ fn batch_refused_lines_change_nothing_and_exit_2() {
     assert!(errors[5].contains("already used with a different request"));
     assert_eq!(answers[6]["ok"], true, "the good line still applies");
     assert_eq!(json(&db, &["balance", "cafe-1"])["available"], 997);
-    let debits = ledger(&db, "cafe-1").iter().filter(|e| e["kind"] == "debit").count();
+    let debits = db.ledger_entries("cafe-1").iter().filter(|e| e["kind"] == "debit").count();
     assert_eq!(debits, 2, "only the fixture's debit and r-5");
     assert_audit(&db);
 }

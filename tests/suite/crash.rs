@@ -34,29 +34,7 @@ fn json(db: &Db, args: &[&str]) -> Value {
     db.json(&all)
 }
 
-fn assert_audit(db: &Db) {
-    let run = db.run(&["--now", NOW, "audit"]);
-    assert_eq!(run.code, 0, "audit failed: {}{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("audit passed"), "{}", run.stdout);
-}
 
-/// Every ledger entry of `account`, newest first, over all pages.
-fn ledger(db: &Db, account: &str) -> Vec<Value> {
-    let mut entries = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut args = vec!["ledger", account, "--limit", "500"];
-        if let Some(c) = &cursor {
-            args.extend(["--cursor", c.as_str()]);
-        }
-        let page = json(db, &args);
-        entries.extend(page["data"].as_array().expect("data is a list").clone());
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return entries,
-        }
-    }
-}
 
 /// An account with no free credits and [`INITIAL`] paid ones, so every
 /// debit of the batch comes from one paid lot.
@@ -136,7 +114,7 @@ fn run_batch(db: &Db, file: &Path, kill_after: Option<usize>) -> BatchRun {
 /// exactly one credit.
 fn debits_by_reference(db: &Db, account: &str) -> BTreeMap<String, String> {
     let mut debits = BTreeMap::new();
-    for e in ledger(db, account).iter().filter(|e| e["kind"] == "debit") {
+    for e in db.ledger_entries(account).iter().filter(|e| e["kind"] == "debit") {
         assert_eq!(e["credits"], -1, "each line debits one credit: {e}");
         let reference = e["reference"].as_str().expect("debits carry their line");
         let id = e["source"].as_str().expect("debit entries name their debit");
@@ -150,7 +128,7 @@ fn debits_by_reference(db: &Db, account: &str) -> BTreeMap<String, String> {
 /// `known` maps line numbers to debit ids acknowledged by earlier runs.
 /// Returns how many lines are applied.
 fn check_after_kill(db: &Db, account: &str, answers: &[Value], known: &mut BTreeMap<usize, String>) -> usize {
-    assert_audit(db);
+    db.assert_audit();
     let debits = debits_by_reference(db, account);
     let applied = debits.len();
     let expected: BTreeSet<String> = (1..=applied).map(|n| format!("line-{n}")).collect();
@@ -202,7 +180,7 @@ fn finish(db: &Db, account: &str, file: &Path, applied: usize, known: &BTreeMap<
     }
     let balance = json(db, &["balance", account]);
     assert_eq!(balance["available"], INITIAL - LINES as i64, "{balance}");
-    assert_audit(db);
+    db.assert_audit();
 }
 
 /// Kills the batch once after `kill_after` answers, checks, and finishes.
@@ -292,8 +270,8 @@ fn sigkill_among_mixed_operations() {
     let change_of = |n: usize| ops[(n - 1) % ops.len()].2;
 
     let killed = run_batch(&db, &file, Some(200));
-    assert_audit(&db);
-    let entries = ledger(&db, ACCOUNT);
+    db.assert_audit();
+    let entries = db.ledger_entries(ACCOUNT);
     let sources: BTreeSet<String> =
         entries.iter().filter_map(|e| e["source"].as_str().map(str::to_string)).collect();
     let after_kill = json(&db, &["balance", ACCOUNT]);
@@ -339,5 +317,5 @@ fn sigkill_among_mixed_operations() {
     let expected_end: i64 = initial + (1..=MIXED_LINES).map(change_of).sum::<i64>();
     assert_eq!(end["available"], expected_end, "{end}");
     assert_eq!(end["held"], (MIXED_LINES / ops.len()) as i64, "{end}");
-    assert_audit(&db);
+    db.assert_audit();
 }

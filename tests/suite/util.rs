@@ -137,6 +137,24 @@ impl Db {
         run.json()
     }
 
+    /// Every entry of `account` (`ledger --json`, all pages), newest first.
+    pub fn ledger_entries(&self, account: &str) -> Vec<Value> {
+        let mut entries = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut args = vec!["ledger", account, "--limit", "500"];
+            if let Some(c) = &cursor {
+                args.extend(["--cursor", c.as_str()]);
+            }
+            let page = self.json(&args);
+            entries.extend(page["data"].as_array().expect("data is a list").clone());
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return entries,
+            }
+        }
+    }
+
     /// `textcredits audit` passes on this database.
     pub fn assert_audit(&self) {
         let run = self.run(&["audit"]);
