@@ -1,9 +1,14 @@
 //! What a run measures: latencies into percentiles, the machine it ran on,
 //! peak memory, and a progress line on stderr.
 
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+
+use crate::ledger::LedgerError;
 
 /// One line of the report (a scenario or a yardstick).
 #[derive(Debug, Clone, Serialize)]
@@ -136,4 +141,56 @@ impl Progress {
             );
         }
     }
+}
+
+/// Runs operations `0..ops` from one task per client, each taking the next
+/// index as it is free: `op(client, i)` runs operation `i`. Gives every
+/// operation's latency in microseconds, and the whole run's duration.
+pub async fn concurrently<C, F, Fut>(
+    clients: Vec<C>,
+    ops: u64,
+    op: F,
+    mut progress: Progress,
+) -> Result<(Vec<u32>, Duration), LedgerError>
+where
+    C: Send + 'static,
+    F: Fn(&C, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), LedgerError>> + Send,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for client in clients {
+        let (op, next) = (op.clone(), next.clone());
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= ops {
+                    return Ok::<_, LedgerError>(latencies);
+                }
+                let t = Instant::now();
+                op(&client, i).await?;
+                latencies.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+            }
+        });
+    }
+    let ticking = {
+        let next = next.clone();
+        tokio::spawn(async move {
+            while next.load(Ordering::Relaxed) < ops {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                progress.tick(next.load(Ordering::Relaxed).min(ops));
+            }
+            progress.finish();
+        })
+    };
+    let mut all = Vec::with_capacity(ops as usize);
+    while let Some(done) = tasks.join_next().await {
+        all.extend(done.map_err(|e| LedgerError::Internal(e.to_string()))??);
+    }
+    let elapsed = started.elapsed();
+    let _ = ticking.await;
+    Ok((all, elapsed))
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::measure::{BenchResult, Progress};
+use super::measure::{BenchResult, Progress, concurrently};
 use super::{BenchConfig, Scratch};
 use crate::domain::account::{AccountId, NewAccount};
 use crate::domain::command::Command;
@@ -215,49 +215,23 @@ async fn drive<S: Store>(
     work: Work,
     config: &BenchConfig,
 ) -> Result<(Vec<u32>, std::time::Duration), LedgerError> {
-    let next = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..config.concurrency {
-        let (ledger, next) = (ledger.clone(), next.clone());
-        tasks.spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= ops {
-                    return Ok::<_, LedgerError>(latencies);
-                }
-                let t = Instant::now();
-                one_op(&ledger, work, i, accounts).await?;
-                latencies.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
-            }
-        });
-    }
-    let mut progress = Progress::new(name, ops, config.progress);
-    let mut all = Vec::with_capacity(ops as usize);
-    let ticker = {
-        let next = next.clone();
-        async move {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-                progress.tick(next.load(Ordering::Relaxed).min(ops));
-                if next.load(Ordering::Relaxed) >= ops {
-                    progress.finish();
-                    return;
-                }
-            }
-        }
-    };
-    let ticking = tokio::spawn(ticker);
-    while let Some(done) = tasks.join_next().await {
-        all.extend(done.map_err(|e| LedgerError::Internal(e.to_string()))??);
-    }
-    let elapsed = started.elapsed();
-    let _ = ticking.await;
-    Ok((all, elapsed))
+    let clients = vec![ledger.clone(); config.concurrency];
+    let progress = Progress::new(name, ops, config.progress);
+    concurrently(
+        clients,
+        ops,
+        move |ledger: &Arc<Ledger<S>>, i| one_op(ledger.clone(), work, i, accounts),
+        progress,
+    )
+    .await
 }
 
-async fn one_op<S: Store>(ledger: &Ledger<S>, work: Work, i: u64, accounts: u64) -> Result<(), LedgerError> {
+async fn one_op<S: Store>(
+    ledger: Arc<Ledger<S>>,
+    work: Work,
+    i: u64,
+    accounts: u64,
+) -> Result<(), LedgerError> {
     // Spread over the accounts, in an order that is not their creation order.
     let account = account_id(i.wrapping_mul(7_919) % accounts);
     let key = || IdempotencyKey::parse(&format!("bench-{i}")).expect("valid key");

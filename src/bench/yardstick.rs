@@ -9,10 +9,9 @@
 //!   committed (SQLite's groups; one operation each on PostgreSQL).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::measure::BenchResult;
+use super::measure::{BenchResult, Progress, concurrently};
 use super::scenarios::Outcome;
 use super::{BenchConfig, Scratch};
 use crate::ledger::LedgerError;
@@ -158,7 +157,7 @@ fn pg(e: tokio_postgres::Error) -> LedgerError {
     LedgerError::Internal(format!("yardstick: {e}"))
 }
 
-/// Runs `ops` transactions from `workers` connections; `body(i)` is one.
+/// Runs `ops` transactions from `workers` connections; `body(client, i)` is one.
 async fn pg_drive<F, Fut>(
     url: &str,
     ops: u64,
@@ -169,31 +168,15 @@ where
     F: Fn(Arc<tokio_postgres::Client>, u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send,
 {
-    let body = Arc::new(body);
-    let next = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut clients = Vec::with_capacity(workers);
     for _ in 0..workers {
-        let client = Arc::new(pg_client(url).await?);
-        let (next, body) = (next.clone(), body.clone());
-        tasks.spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= ops {
-                    return Ok::<_, LedgerError>(latencies);
-                }
-                let t = Instant::now();
-                body(client.clone(), i).await.map_err(pg)?;
-                latencies.push(micros(t.elapsed()));
-            }
-        });
+        clients.push(Arc::new(pg_client(url).await?));
     }
-    let mut all = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        all.extend(done.map_err(|e| LedgerError::Internal(e.to_string()))??);
-    }
-    Ok((all, started.elapsed()))
+    let op = move |client: &Arc<tokio_postgres::Client>, i| {
+        let done = body(client.clone(), i);
+        async move { done.await.map_err(pg) }
+    };
+    concurrently(clients, ops, op, Progress::new("yardstick", ops, false)).await
 }
 
 async fn pg_hand_ledger(

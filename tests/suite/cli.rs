@@ -49,7 +49,6 @@ fn assert_audit(db: &Db) {
     }
 }
 
-
 /// What an operator can read of these accounts: the proof that a refused
 /// command changed nothing is that all of it reads back the same.
 fn snapshot(db: &Db, accounts: &[&str]) -> Value {

@@ -34,8 +34,6 @@ fn json(db: &Db, args: &[&str]) -> Value {
     db.json(&all)
 }
 
-
-
 /// An account with no free credits and [`INITIAL`] paid ones, so every
 /// debit of the batch comes from one paid lot.
 fn paid_account(db: &Db, account: &str) {
