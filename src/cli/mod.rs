@@ -586,12 +586,7 @@ async fn dispatch<S: Store>(
             out.print(&report.statements, |s| output::outcome(&Outcome::Closed(s.clone())));
         }
         Cmd::Billing(BillingCmd::Status { statement_id, status }) => {
-            let status = match StatementStatus::parse(&status) {
-                Some(s @ (StatementStatus::Paid | StatementStatus::Failed)) => s,
-                _ => {
-                    return Err(Failure::Refused(format!("status must be paid or failed, got {status:?}")));
-                }
-            };
+            let status = StatementStatus::parse_payment(&status)?;
             let (account, _) = crate::domain::statement::Statement::parse_id(&statement_id)?;
             let command = Command::SetStatementStatus { statement_id, status };
             let done = l.execute(&account, command, None, now).await?;

@@ -21,6 +21,14 @@ pub enum StatementStatus {
 }
 
 impl StatementStatus {
+    /// A payment outcome an operator may record: `paid` or `failed`.
+    pub fn parse_payment(s: &str) -> Result<StatementStatus, DomainError> {
+        match StatementStatus::parse(s) {
+            Some(status @ (StatementStatus::Paid | StatementStatus::Failed)) => Ok(status),
+            _ => Err(DomainError::invalid(format!("status must be paid or failed, got {s:?}"))),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             StatementStatus::Open => "open",

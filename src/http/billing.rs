@@ -89,15 +89,7 @@ pub async fn set_status<S: Store>(
     Body(body): Body<StatusBody>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
-    let status = match StatementStatus::parse(&body.status) {
-        Some(s @ (StatementStatus::Paid | StatementStatus::Failed)) => s,
-        _ => {
-            return Err(ApiError::invalid(format!(
-                "status must be \"paid\" or \"failed\", got {:?}",
-                body.status
-            )));
-        }
-    };
+    let status = StatementStatus::parse_payment(&body.status)?;
     let (account, _) = Statement::parse_id(&statement_id)?;
     let command = Command::SetStatementStatus { statement_id, status };
     let done = st.ledger.execute(&account, command, key.0, st.clock.now()).await?;
