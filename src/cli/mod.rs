@@ -574,10 +574,7 @@ async fn dispatch<S: Store>(
         }
         Cmd::Usage { account, from, to } => {
             let id = account_id(&account)?;
-            let zone = l.account(&id, now).await?.time_zone;
-            let current = Month::of(now, &Zone::parse(&zone)?);
-            let from = from.as_deref().map(month).transpose()?.unwrap_or(current);
-            let to = to.as_deref().map(month).transpose()?.unwrap_or(current.max(from));
+            let (from, to) = (from.as_deref().map(month).transpose()?, to.as_deref().map(month).transpose()?);
             out.print(&l.usage(&id, from, to, now).await?, |u| output::usage(u));
         }
         Cmd::Billing(BillingCmd::Close { month: m }) => {

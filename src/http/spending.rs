@@ -14,7 +14,7 @@ use super::extract::{Body, Ids, Key, Q, account_id};
 use super::{AppState, KeyRule, ListParams, mutate};
 use crate::domain::command::Command;
 use crate::domain::credits::Credits;
-use crate::domain::period::{Month, Zone};
+use crate::domain::period::Month;
 use crate::domain::view::{
     DebitRefundView, DebitView, EntryView, GrantView, HoldView, Page, PurchaseRefundView, PurchaseView,
     UsageView,
@@ -242,15 +242,10 @@ pub async fn usage<S: Store>(
 ) -> Result<Response, ApiError> {
     let id = account_id(&id)?;
     caller.may_access(&id)?;
-    let now = st.clock.now();
-    let account = st.ledger.account(&id, now).await?;
-    let zone = Zone::parse(&account.time_zone)?;
-    let current = Month::of(now, &zone);
     let parse = |m: &Option<String>| {
         m.as_deref().map(Month::parse).transpose().map_err(|e| ApiError::bad_request(e.to_string()))
     };
-    let from = parse(&q.from)?.unwrap_or(current);
-    let to = parse(&q.to)?.unwrap_or(current.max(from));
-    let rows = st.ledger.usage(&id, from, to, now).await?;
+    let (from, to) = (parse(&q.from)?, parse(&q.to)?);
+    let rows = st.ledger.usage(&id, from, to, st.clock.now()).await?;
     Ok(Json(serde_json::json!({"data": rows, "next_cursor": null})).into_response())
 }

@@ -155,16 +155,21 @@ impl<S: Store> Ledger<S> {
 
     /// Usage per local month of `from..=to` (R7 reports), from the entries
     /// as they stand plus what time has brought since (rolled forward).
+    /// `from` defaults to this month in the account's zone, `to` to the
+    /// later of this month and `from`.
     pub async fn usage(
         &self,
         account: &AccountId,
-        from: Month,
-        to: Month,
+        from: Option<Month>,
+        to: Option<Month>,
         now: Timestamp,
     ) -> Result<Vec<UsageView>, LedgerError> {
-        usage::months(from, to)?;
         let state = self.store.state(account.clone(), Needs::default()).await?;
         let zone = state.account.zone.clone();
+        let current = Month::of(now, &zone);
+        let from = from.unwrap_or(current);
+        let to = to.unwrap_or(current.max(from));
+        usage::months(from, to)?;
         let mut entries =
             self.store.entries_between(account.clone(), from.start(&zone), to.end(&zone)).await?;
         let mut rolled = state;
