@@ -43,6 +43,10 @@ pub struct BenchConfig {
 
 /// Most runs per scenario.
 pub const MAX_RUNS: usize = 9;
+/// Most operations per scenario, and most entries of prior history.
+pub const MAX_OPS: u64 = 100_000_000;
+/// Most concurrent clients.
+pub const MAX_CONCURRENCY: usize = 4_096;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {

@@ -399,10 +399,15 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let zone = Zone::parse(&cli.default_time_zone)?;
     let url = DatabaseUrl::parse(&cli.database)?;
     if let Cmd::Bench { scenarios, ops, concurrency, compare, runs, history } = cli.command {
-        if ops == Some(0) || concurrency == 0 || !(1..=crate::bench::MAX_RUNS).contains(&runs) {
+        use crate::bench::{MAX_CONCURRENCY, MAX_OPS, MAX_RUNS};
+        let ok = ops.is_none_or(|n| (1..=MAX_OPS).contains(&n))
+            && (1..=MAX_CONCURRENCY).contains(&concurrency)
+            && (1..=MAX_RUNS).contains(&runs)
+            && history <= MAX_OPS;
+        if !ok {
             return Err(Failure::Refused(format!(
-                "--ops and --concurrency must be at least 1, --runs between 1 and {}",
-                crate::bench::MAX_RUNS
+                "--ops must be 1 to {MAX_OPS}, --history at most {MAX_OPS}, --concurrency 1 to \
+                 {MAX_CONCURRENCY}, --runs 1 to {MAX_RUNS}"
             )));
         }
         let config =

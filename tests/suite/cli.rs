@@ -965,7 +965,13 @@ fn bench_reports_its_scenarios_as_json() {
     let results = run.json()["results"].as_array().expect("results").clone();
     assert_eq!(results.len(), 1, "{results:?}");
     assert_eq!(results[0]["ops"], 30);
-    for bad in [&["bench", "--runs", "0"][..], &["bench", "--ops", "0"], &["bench", "--runs", "10"]] {
+    for bad in [
+        &["bench", "--runs", "0"][..],
+        &["bench", "--ops", "0"],
+        &["bench", "--runs", "10"],
+        &["bench", "--concurrency", "0"],
+        &["bench", "--history", "100000001"],
+    ] {
         let r = db.run(bad);
         assert_eq!(r.code, 2, "{bad:?}: {r:?}");
     }
