@@ -15,6 +15,15 @@ use crate::domain::money::Micros;
 use crate::domain::purchase::{Purchase, PurchaseRefund};
 use crate::domain::statement::Statement;
 
+/// Rows whose account does not exist (PostgreSQL's append-only tables
+/// carry no foreign key, see its schema): table and account, a few.
+pub const ORPHANS_SQL: &str = "SELECT 'entries', account_id FROM entries t \
+    WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.account_id = t.account_id) \
+    UNION ALL SELECT 'debits', account_id FROM debits t \
+    WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.account_id = t.account_id) \
+    UNION ALL SELECT 'idempotency_keys', account_id FROM idempotency_keys t \
+    WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.account_id = t.account_id) LIMIT 20";
+
 /// How many mismatches a report keeps in full; the count goes on.
 pub const MAX_REPORTED_MISMATCHES: usize = 100;
 
@@ -48,6 +57,14 @@ pub struct AuditReport {
 impl AuditReport {
     pub fn ok(&self) -> bool {
         self.mismatch_count == 0
+    }
+
+    /// A finding that belongs to no account's checks.
+    pub fn finding(&mut self, what: String) {
+        self.mismatch_count += 1;
+        if self.mismatches.len() < MAX_REPORTED_MISMATCHES {
+            self.mismatches.push(what);
+        }
     }
 
     fn mismatch(&mut self, account: &Account, what: String) {

@@ -23,7 +23,7 @@ use crate::domain::view::{
     AccountView, BalanceView, EntryView, HoldView, Page, PurchaseView, QuoteView, StatementView, UsageView,
 };
 
-pub use audit::{AccountRecords, AuditReport};
+pub use audit::{AccountRecords, AuditReport, ORPHANS_SQL};
 pub use error::LedgerError;
 pub use key::IdempotencyKey;
 pub use store::{

@@ -75,7 +75,7 @@ pub struct Table {
     pub name: &'static str,
     pub cols: &'static [&'static str],
     pub key: &'static [&'static str],
-    sql: OnceLock<[String; 3]>,
+    sql: OnceLock<[String; 4]>,
 }
 
 /// A query built once per call site: `cached!(format!(...))`. Statements
@@ -94,7 +94,7 @@ impl Table {
         Table { name, cols, key, sql: OnceLock::new() }
     }
 
-    fn built(&self) -> &[String; 3] {
+    fn built(&self) -> &[String; 4] {
         self.sql.get_or_init(|| {
             let params: Vec<String> = (1..=self.cols.len()).map(|i| format!("${i}")).collect();
             let insert = format!(
@@ -109,9 +109,8 @@ impl Table {
                 .filter(|c| !self.key.contains(c))
                 .map(|c| format!("{c} = excluded.{c}"))
                 .collect();
-            let upsert =
-                format!("{insert} ON CONFLICT ({}) DO UPDATE SET {}", self.key.join(", "), set.join(", "));
-            [self.cols.join(", "), insert, upsert]
+            let conflict = format!(" ON CONFLICT ({}) DO UPDATE SET {}", self.key.join(", "), set.join(", "));
+            [self.cols.join(", "), insert.clone(), insert + &conflict, conflict]
         })
     }
 
@@ -132,6 +131,13 @@ impl Table {
     /// Insert, or overwrite every non-key column of the row with that key.
     pub fn upsert(&self) -> &str {
         &self.built()[2]
+    }
+
+    /// Writes many rows in one statement: `INSERT INTO <table> (<all
+    /// columns>) SELECT <select> FROM <source>`, as an upsert if `upsert`.
+    pub fn insert_from(&self, select: &str, source: &str, upsert: bool) -> String {
+        let conflict = if upsert { self.built()[3].as_str() } else { "" };
+        format!("INSERT INTO {} ({}) SELECT {select} FROM {source}{conflict}", self.name, self.list())
     }
 }
 
@@ -266,6 +272,12 @@ pub static ENTRIES: Table = Table::new(
         "created_at",
     ],
     &["account_id", "entry_id"],
+);
+
+pub static KEYS: Table = Table::new(
+    "idempotency_keys",
+    &["account_id", "key", "request", "response", "created_at"],
+    &["account_id", "key"],
 );
 
 /// Rows in every table of the ledger, one number.

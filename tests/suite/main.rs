@@ -1,12 +1,39 @@
 //! The one integration-test binary (as ripgrep and cargo do): a module per
 //! area, shared fixtures in `util`.
 
+/// Runs every test of the module it is called in once per store: SQLite always, PostgreSQL when
+/// `TEXTCREDITS_TEST_PG` is set (each test in a fresh schema).
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let db = crate::util::Db::new();
+                    super::$name(db.ledger().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(db) = crate::util::Db::postgres() else { return };
+                    super::$name(db.pg_ledger().await).await;
+                }
+            )*
+        }
+    };
+}
+
 /// Bad input and whole flows through the real `textcredits` binary.
 mod cli;
 /// The OpenAPI contract, checked by schemathesis against the real server.
 mod contract;
 /// SIGKILL in the middle of writes: nothing acknowledged is lost.
 mod crash;
+/// Operations sent together, grouped by the stores: answers as if one at a time.
+mod groups;
 /// The HTTP API end to end: the real server over loopback.
 mod http;
 /// Bad input through HTTP: every field of every POST, bodies of every size.

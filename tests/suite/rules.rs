@@ -626,31 +626,6 @@ async fn creating_an_account_again_is_idempotent_or_a_conflict<S: Store>(l: Ledg
     assert!(matches!(e, LedgerError::Domain(DomainError::Conflict(_))));
 }
 
-/// Runs every test above once per store: SQLite always, PostgreSQL when
-/// `TEXTCREDITS_TEST_PG` is set (each test in a fresh schema).
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let db = crate::util::Db::new();
-                    super::$name(db.ledger().await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let Some(db) = crate::util::Db::postgres() else { return };
-                    super::$name(db.pg_ledger().await).await;
-                }
-            )*
-        }
-    };
-}
-
 conformance!(
     r1_a_campaign_to_2500_patrons_costs_2500_credits,
     r2_free_credits_reset_at_local_midnight_in_los_angeles,

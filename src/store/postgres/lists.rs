@@ -10,7 +10,7 @@ use crate::domain::entry::Entry;
 use crate::domain::period::Month;
 use crate::domain::statement::Statement;
 use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView};
-use crate::ledger::{AccountRecords, AuditReport, LedgerError, PageRequest};
+use crate::ledger::{AccountRecords, AuditReport, LedgerError, ORPHANS_SQL, PageRequest};
 use crate::store::columns::Cols as _;
 use crate::store::columns::{
     self, ACCOUNTS, DEBITS, ENTRIES, HOLDS, LOTS, PURCHASES, REFUNDS, STATEMENTS, micros,
@@ -154,6 +154,9 @@ pub async fn audit(c: &impl GenericClient) -> Result<AuditReport, LedgerError> {
             account,
         };
         report.check(&records);
+    }
+    for (table, account) in all(c, ORPHANS_SQL, &[], |r| Ok((r.text(0)?, r.text(1)?))).await? {
+        report.finding(format!("{table} has rows of account {account}, which does not exist"));
     }
     Ok(report)
 }

@@ -12,6 +12,7 @@
 //! 503); the pool drops broken connections and opens new ones on demand, so
 //! the server recovers without a restart.
 
+mod group;
 mod lists;
 mod rows;
 mod schema;
@@ -42,6 +43,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    groups: group::Groups,
 }
 
 /// Maps PostgreSQL failures: a lost or refused connection, a shutdown or a
@@ -91,7 +93,7 @@ impl PgStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| LedgerError::Internal(format!("cannot build the connection pool: {e}")))?;
-        let store = PgStore { pool };
+        let store = PgStore { groups: group::Groups::start(&pool), pool };
         let mut client = store.pool.get().await.map_err(pool_error)?;
         schema::migrate(&mut client).await.map_err(pg_error)?.map_err(LedgerError::Internal)?;
         Ok(store)
@@ -121,11 +123,10 @@ macro_rules! read {
 
 impl Store for PgStore {
     async fn execute(&self, op: Operation) -> Result<Executed, LedgerError> {
-        let mut client = self.client().await?;
-        let t = client.transaction().await.map_err(pg_error)?;
-        let done = tx::run(&t, &op).await?;
-        t.commit().await.map_err(pg_error)?;
-        Ok(done)
+        match self.groups.execute(op).await {
+            Ok(answer) => answer,
+            Err(op) => group::alone(&self.pool, &op).await,
+        }
     }
 
     async fn create_account(

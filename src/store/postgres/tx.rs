@@ -20,7 +20,7 @@ use crate::ledger::{
 };
 use crate::store::columns::Cols as _;
 use crate::store::columns::{
-    self, ACCOUNTS, DEBITS, ENTRIES, HOLDS, LOTS, PURCHASES, REFUNDS, STATEMENTS, Val, micros,
+    self, ACCOUNTS, DEBITS, ENTRIES, HOLDS, KEYS, LOTS, PURCHASES, REFUNDS, STATEMENTS, Table, Val, micros,
 };
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
@@ -123,7 +123,7 @@ pub async fn load_state(
     Ok(Some(s))
 }
 
-async fn load_missing_lots(c: &impl GenericClient, s: &mut AccountState) -> Result<(), LedgerError> {
+pub async fn load_missing_lots(c: &impl GenericClient, s: &mut AccountState) -> Result<(), LedgerError> {
     let mut wanted: Vec<String> = Vec::new();
     if let Some(d) = &s.debit {
         wanted.extend(d.parts.iter().map(|p| p.lot_id.clone()));
@@ -166,21 +166,12 @@ pub async fn run(c: &impl GenericClient, op: &Operation) -> Result<Executed, Led
     let before = before.ok_or_else(|| LedgerError::AccountNotFound(op.account.to_string()))?;
     let done = transition(&before, op)?;
     let key = op.key.as_ref().map(IdempotencyKey::as_str);
-    let mut batch = writes(&before, &done.after, done.changes, key, op.now);
+    let mut ws = row_writes(&before, &done.after);
+    ws.extend(change_writes(&op.account, done.changes, key, op.now));
+    let mut batch: Vec<(&str, Vec<Val>)> = ws.into_iter().map(Write::single).collect();
     if let Some(key) = &op.key {
         let answer = answer_of(request, &done.outcome)?;
-        let sql = "INSERT INTO idempotency_keys (account_id, key, request, response, created_at) \
-                   VALUES ($1, $2, $3, $4, $5)";
-        batch.push((
-            sql,
-            vec![
-                a.into(),
-                key.as_str().into(),
-                answer.request.into(),
-                answer.response.into(),
-                micros(op.now).into(),
-            ],
-        ));
+        batch.push((KEYS.insert(), key_vals(&op.account, key, answer, op.now)));
     }
     // One round trip for all the writes: pipelined on the connection.
     futures_util::future::try_join_all(batch.iter().map(|(sql, vals)| exec(c, sql, vals))).await?;
@@ -199,8 +190,8 @@ async fn find_key(
     .await
 }
 
-/// Entries take their id from the sequence as they are inserted: pipelined
-/// in order under the account's lock, so an account's ids increase.
+/// Entries take their id from the sequence as they are inserted: in order
+/// under the account's lock, so an account's ids increase.
 fn insert_entry_sql() -> &'static str {
     crate::cached!({
         let cols = ENTRIES.cols;
@@ -215,35 +206,67 @@ fn insert_entry_sql() -> &'static str {
     })
 }
 
-/// Every row a transition changed, as (statement, values), to be sent
-/// together.
-fn writes(
-    before: &AccountState,
-    after: &AccountState,
-    changes: Changes,
-    key: Option<&str>,
-    now: Timestamp,
-) -> Vec<(&'static str, Vec<Val>)> {
+/// One row to write: an upsert into its table (entries: an insert that
+/// draws the entry id from the sequence).
+pub struct Write {
+    pub table: &'static Table,
+    pub vals: Vec<Val>,
+}
+
+impl Write {
+    /// The statement and values that write this row alone.
+    fn single(self) -> (&'static str, Vec<Val>) {
+        let Write { table, mut vals } = self;
+        if std::ptr::eq(table, &ENTRIES) {
+            vals.remove(1); // the id comes from the sequence
+            (insert_entry_sql(), vals)
+        } else {
+            (table.upsert(), vals)
+        }
+    }
+}
+
+/// The rows of the account itself, its lots and its holds that differ
+/// from `before` to `after`.
+pub fn row_writes(before: &AccountState, after: &AccountState) -> Vec<Write> {
     let id = &after.account.id;
     let mut out = Vec::new();
     if after.account != before.account {
-        out.push((ACCOUNTS.upsert(), columns::account_vals(&after.account)));
+        out.push(Write { table: &ACCOUNTS, vals: columns::account_vals(&after.account) });
     }
     for lot in after.changed_lots(before) {
-        out.push((LOTS.upsert(), columns::lot_vals(id, lot, lot.is_active(after.account.free_month))));
+        let vals = columns::lot_vals(id, lot, lot.is_active(after.account.free_month));
+        out.push(Write { table: &LOTS, vals });
     }
     for hold in after.changed_holds(before) {
-        out.push((HOLDS.upsert(), columns::hold_vals(id, hold)));
-    }
-    out.extend(changes.debits.iter().map(|d| (DEBITS.upsert(), columns::debit_vals(id, d))));
-    out.extend(changes.purchases.iter().map(|p| (PURCHASES.upsert(), columns::purchase_vals(id, p))));
-    out.extend(changes.refunds.iter().map(|r| (REFUNDS.upsert(), columns::refund_vals(id, r))));
-    out.extend(changes.statements.iter().map(|s| (STATEMENTS.upsert(), columns::statement_vals(s))));
-    for mut e in changes.entries {
-        e.created_at = now;
-        let mut vals = columns::entry_vals(id, &e, key);
-        vals.remove(1); // the id comes from the sequence
-        out.push((insert_entry_sql(), vals));
+        out.push(Write { table: &HOLDS, vals: columns::hold_vals(id, hold) });
     }
     out
+}
+
+/// The records one transition created, and its entries stamped with the
+/// operation's key and time.
+pub fn change_writes(id: &AccountId, changes: Changes, key: Option<&str>, now: Timestamp) -> Vec<Write> {
+    let mut out = Vec::new();
+    let w = |table, vals| Write { table, vals };
+    out.extend(changes.debits.iter().map(|d| w(&DEBITS, columns::debit_vals(id, d))));
+    out.extend(changes.purchases.iter().map(|p| w(&PURCHASES, columns::purchase_vals(id, p))));
+    out.extend(changes.refunds.iter().map(|r| w(&REFUNDS, columns::refund_vals(id, r))));
+    out.extend(changes.statements.iter().map(|s| w(&STATEMENTS, columns::statement_vals(s))));
+    for mut e in changes.entries {
+        e.created_at = now;
+        out.push(w(&ENTRIES, columns::entry_vals(id, &e, key)));
+    }
+    out
+}
+
+/// The values of an idempotency key's row (see [`KEYS`]).
+pub fn key_vals(account: &AccountId, key: &IdempotencyKey, answer: StoredAnswer, now: Timestamp) -> Vec<Val> {
+    vec![
+        account.as_str().into(),
+        key.as_str().into(),
+        answer.request.into(),
+        answer.response.into(),
+        micros(now).into(),
+    ]
 }

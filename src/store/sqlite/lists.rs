@@ -11,7 +11,7 @@ use crate::domain::account::{Account, AccountId};
 use crate::domain::entry::Entry;
 use crate::domain::period::Month;
 use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView};
-use crate::ledger::{AccountRecords, AuditReport, LedgerError, PageRequest};
+use crate::ledger::{AccountRecords, AuditReport, LedgerError, ORPHANS_SQL, PageRequest};
 use crate::store::columns::{ACCOUNTS, DEBITS, ENTRIES, HOLDS, LOTS, PURCHASES, REFUNDS, STATEMENTS, micros};
 use crate::store::paging::{bad_cursor, page, split_cursor};
 
@@ -167,6 +167,11 @@ pub fn audit(conn: &Connection) -> Result<AuditReport, LedgerError> {
         report
             .mismatches
             .push(format!("entry ids reach {} but the sequence is at {last_id}", max_id.unwrap_or(0)));
+    }
+    let orphans = all(conn, ORPHANS_SQL, [], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .map_err(sql_error)?;
+    for (table, account) in orphans {
+        report.finding(format!("{table} has rows of account {account}, which does not exist"));
     }
     Ok(report)
 }

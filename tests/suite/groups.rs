@@ -1,0 +1,217 @@
+//! Operations that arrive together: both stores run what is queued as one
+//! group (SQLite's writer thread, PostgreSQL's group workers), in arrival
+//! order per account. Every burst here is sent at once, so it lands in a
+//! few groups; the answers must be those of running the operations one at a
+//! time, in the order they were sent.
+
+use futures_util::future::join_all;
+use textcredits::domain::DomainError;
+use textcredits::domain::account::AccountId;
+use textcredits::domain::command::{Command, Outcome};
+use textcredits::domain::credits::Credits;
+use textcredits::ledger::{Executed, IdempotencyKey, Ledger, LedgerError, PageRequest, Store};
+
+use crate::util::{account, id, ts};
+
+const NOW: &str = "2026-11-25T12:00:00Z";
+
+fn debit(n: i64, reference: &str) -> Command {
+    let credits = Credits::new(n).expect("valid");
+    Command::Debit { credits, reference: Some(reference.into()), description: None }
+}
+
+fn key(k: &str) -> Option<IdempotencyKey> {
+    Some(IdempotencyKey::parse(k).expect("valid key"))
+}
+
+/// Sends every operation at once and waits for all the answers, in order.
+async fn burst<S: Store>(
+    l: &Ledger<S>,
+    ops: Vec<(AccountId, Command, Option<IdempotencyKey>)>,
+) -> Vec<Result<Executed, LedgerError>> {
+    let now = ts(NOW);
+    join_all(ops.into_iter().map(|(a, cmd, k)| async move { l.execute(&a, cmd, k, now).await })).await
+}
+
+async fn available<S: Store>(l: &Ledger<S>, a: &AccountId) -> i64 {
+    l.balance(a, ts(NOW)).await.expect("balance").available
+}
+
+async fn audit_ok<S: Store>(l: &Ledger<S>) {
+    let report = l.audit().await.expect("audit runs");
+    assert!(report.ok(), "audit: {:?}", report.mismatches);
+}
+
+/// Entry ids of the account, oldest first: they must increase with the
+/// order of the operations.
+async fn entry_ids<S: Store>(l: &Ledger<S>, a: &AccountId) -> Vec<i64> {
+    let mut ids: Vec<i64> =
+        l.entries(a, PageRequest::first(500)).await.expect("entries").data.iter().map(|e| e.id).collect();
+    ids.reverse();
+    ids
+}
+
+fn insufficient(r: &Result<Executed, LedgerError>) -> bool {
+    matches!(r, Err(LedgerError::Domain(DomainError::InsufficientCredits { .. })))
+}
+
+async fn a_burst_spends_exactly_the_balance_in_arrival_order<S: Store>(l: Ledger<S>) {
+    let a = account(&l, "acct_burst", "America/Los_Angeles", 100, ts("2026-11-01T00:00:00Z")).await;
+    let ops = (0..150).map(|i| (a.clone(), debit(1, &format!("m{i}")), key(&format!("k{i}")))).collect();
+    let answers = burst(&l, ops).await;
+    // One at a time, in order: the first 100 are paid, the last 50 refused.
+    for (i, r) in answers.iter().enumerate() {
+        if i < 100 {
+            let Ok(Executed { outcome: Outcome::Debit(d), replayed: false, .. }) = r else {
+                panic!("debit {i}: {r:?}")
+            };
+            assert_eq!(d.balance_after, 99 - i as i64, "debit {i}");
+        } else {
+            assert!(insufficient(r), "debit {i}: {r:?}");
+        }
+    }
+    assert_eq!(available(&l, &a).await, 0);
+    let ids = entry_ids(&l, &a).await;
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "entry ids increase: {ids:?}");
+    audit_ok(&l).await;
+}
+
+async fn a_key_sent_many_times_in_one_burst_is_applied_once<S: Store>(l: Ledger<S>) {
+    let a = account(&l, "acct_retry", "UTC", 1000, ts("2026-11-01T00:00:00Z")).await;
+    let mut ops: Vec<_> = (0..20).map(|_| (a.clone(), debit(7, "campaign"), key("same-key"))).collect();
+    // The same key with another request, in the middle of the burst.
+    ops.insert(10, (a.clone(), debit(8, "campaign"), key("same-key")));
+    let answers = burst(&l, ops).await;
+    let first = answers[0].as_ref().expect("the first is applied");
+    assert!(!first.replayed);
+    for (i, r) in answers.iter().enumerate().skip(1) {
+        if i == 10 {
+            assert!(matches!(r, Err(LedgerError::IdempotencyConflict { .. })), "{r:?}");
+            continue;
+        }
+        let r = r.as_ref().expect("a replay");
+        assert!(r.replayed, "answer {i} is a replay");
+        assert_eq!(r.outcome, first.outcome, "answer {i} is the first answer");
+    }
+    assert_eq!(available(&l, &a).await, 993);
+    audit_ok(&l).await;
+}
+
+async fn a_refused_operation_in_a_burst_changes_nothing_around_it<S: Store>(l: Ledger<S>) {
+    let a = account(&l, "acct_mixed", "Asia/Tokyo", 50, ts("2026-11-01T00:00:00Z")).await;
+    let missing = id("acct_nobody");
+    let too_many = (a.clone(), debit(51, "too-big"), key("big"));
+    let ops = vec![
+        (a.clone(), debit(10, "a"), key("a")),
+        (missing.clone(), debit(1, "x"), key("x")),
+        too_many.clone(),
+        (a.clone(), debit(15, "b"), key("b")),
+        (missing, debit(1, "y"), None),
+        (a.clone(), debit(25, "c"), None),
+        too_many,
+    ];
+    let answers = burst(&l, ops).await;
+    assert!(answers[0].is_ok() && answers[3].is_ok() && answers[5].is_ok(), "{answers:?}");
+    assert!(matches!(answers[1], Err(LedgerError::AccountNotFound(_))), "{:?}", answers[1]);
+    assert!(matches!(answers[4], Err(LedgerError::AccountNotFound(_))), "{:?}", answers[4]);
+    assert!(insufficient(&answers[2]) && insufficient(&answers[6]), "{answers:?}");
+    assert_eq!(available(&l, &a).await, 0);
+    // The refused key was not remembered: once there are credits, it works.
+    let grant = Command::Grant {
+        credits: Credits::new(60).expect("valid"),
+        expires_at: None,
+        reason: "promo".into(),
+    };
+    l.execute(&a, grant, None, ts(NOW)).await.expect("grant");
+    let again = l.execute(&a, debit(51, "too-big"), key("big"), ts(NOW)).await.expect("now it fits");
+    assert!(!again.replayed);
+    audit_ok(&l).await;
+}
+
+async fn holds_made_captured_and_released_in_one_burst<S: Store>(l: Ledger<S>) {
+    let a = account(&l, "acct_holds", "Europe/London", 100, ts("2026-11-01T00:00:00Z")).await;
+    let hold =
+        |n| Command::Hold { credits: Credits::new(n).expect("valid"), reference: None, ttl_seconds: None };
+    let mut holds = Vec::new();
+    for n in [10, 20, 30] {
+        let done = l.execute(&a, hold(n), None, ts(NOW)).await.expect("hold");
+        let Outcome::Hold(h) = done.outcome else { panic!("not a hold") };
+        holds.push(h.id);
+    }
+    let capture = |h: &str, n| Command::Capture { hold_id: h.to_string(), credits: n };
+    let release = |h: &str| Command::Release { hold_id: h.to_string() };
+    let ops = vec![
+        (a.clone(), release(&holds[0]), None),
+        (a.clone(), capture(&holds[0], 5), None), // released just before
+        (a.clone(), capture(&holds[1], 15), key("cap")),
+        (a.clone(), capture(&holds[1], 15), key("cap")), // its replay
+        (a.clone(), capture(&holds[1], 1), None),        // already captured
+        (a.clone(), hold(40), None),
+        (a.clone(), debit(1, "last"), None),
+    ];
+    let answers = burst(&l, ops).await;
+    let not_active = |r: &Result<Executed, LedgerError>| {
+        matches!(r, Err(LedgerError::Domain(DomainError::HoldNotActive { .. })))
+    };
+    assert!(answers[0].is_ok(), "{:?}", answers[0]);
+    assert!(not_active(&answers[1]), "{:?}", answers[1]);
+    assert!(answers[2].as_ref().is_ok_and(|r| !r.replayed), "{:?}", answers[2]);
+    assert!(answers[3].as_ref().is_ok_and(|r| r.replayed), "{:?}", answers[3]);
+    assert!(not_active(&answers[4]), "{:?}", answers[4]);
+    assert!(answers[5].is_ok() && answers[6].is_ok(), "{answers:?}");
+    // 100 - 15 captured - 30 still held - 40 held - 1 debited.
+    assert_eq!(available(&l, &a).await, 14);
+    // A released hold from before the burst is found and refused as such.
+    let late = l.execute(&a, capture(&holds[0], 1), None, ts(NOW)).await;
+    assert!(not_active(&late), "{late:?}");
+    audit_ok(&l).await;
+}
+
+async fn bursts_over_many_accounts_stay_exact<S: Store>(l: Ledger<S>) {
+    let mut accounts = Vec::new();
+    for i in 0..20 {
+        accounts.push(account(&l, &format!("acct_many_{i}"), "UTC", 30, ts("2026-11-01T00:00:00Z")).await);
+    }
+    let ops = (0..25)
+        .flat_map(|round| accounts.iter().map(move |a| (a.clone(), debit(2, "r"), key(&format!("r{round}")))))
+        .collect();
+    let answers = burst(&l, ops).await;
+    let paid = answers.iter().filter(|r| r.is_ok()).count();
+    let refused = answers.iter().filter(|r| insufficient(r)).count();
+    assert_eq!((paid, refused), (20 * 15, 20 * 10));
+    for a in &accounts {
+        assert_eq!(available(&l, a).await, 0, "{a:?}");
+    }
+    audit_ok(&l).await;
+}
+
+conformance!(
+    a_burst_spends_exactly_the_balance_in_arrival_order,
+    a_key_sent_many_times_in_one_burst_is_applied_once,
+    a_refused_operation_in_a_burst_changes_nothing_around_it,
+    holds_made_captured_and_released_in_one_burst,
+    bursts_over_many_accounts_stay_exact,
+);
+
+/// PostgreSQL's append-only tables carry no foreign key to their account
+/// (a check per row was most of an insert's cost): the audit looks instead.
+#[tokio::test]
+async fn postgres_audit_reports_rows_whose_account_does_not_exist() {
+    let Some(db) = crate::util::Db::postgres() else { return };
+    let l = db.pg_ledger().await;
+    let a = account(&l, "acct_real", "UTC", 10, ts("2026-11-01T00:00:00Z")).await;
+    l.execute(&a, debit(1, "x"), key("k1"), ts(NOW)).await.expect("debit");
+    audit_ok(&l).await;
+    crate::util::pg_exec(
+        &db.url,
+        "INSERT INTO idempotency_keys (account_id, key, request, response, created_at) \
+         VALUES ('acct_ghost', 'k', '{}', '{}', 0)",
+    );
+    let report = l.audit().await.expect("audit runs");
+    assert!(!report.ok());
+    assert!(
+        report.mismatches.iter().any(|m| m.contains("idempotency_keys") && m.contains("acct_ghost")),
+        "{:?}",
+        report.mismatches
+    );
+}
