@@ -78,12 +78,21 @@ pub(crate) fn sql_error(e: rusqlite::Error) -> LedgerError {
     }
 }
 
+/// Pages the WAL holds before the writer copies them back into the
+/// database file (SQLite's default is 1,000). Debits over many accounts
+/// dirty a different page of each table each; a longer WAL lets one copy
+/// serve many commits of the same page: +60% debits/s over 10,000 accounts
+/// (`bench debit-many`, 4.7k/s to 7.5k/s, medians of 3), for a WAL file of up
+/// to 128 MiB and a longer replay when a crashed database is opened.
+const WAL_CHECKPOINT_PAGES: i64 = 32_768;
+
 fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     let flags =
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", true)?;
     // Each operation's savepoint journals into memory, not a temp file.
