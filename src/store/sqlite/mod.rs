@@ -86,7 +86,14 @@ pub(crate) fn sql_error(e: rusqlite::Error) -> LedgerError {
 /// to 128 MiB and a longer replay when a crashed database is opened.
 const WAL_CHECKPOINT_PAGES: i64 = 32_768;
 
-fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+/// Page cache of the writer's connection, and of each reader's (KiB).
+/// Pages of the database file are read through the memory map and not
+/// copied; pages still in the WAL are copied into the cache, so readers
+/// keep a small one: the server stays under 100 MiB of resident memory.
+const WRITER_CACHE_KIB: i64 = 65_536;
+const READER_CACHE_KIB: i64 = 8_192;
+
+fn open_connection(path: &Path, cache_kib: i64) -> rusqlite::Result<Connection> {
     let flags =
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)?;
@@ -97,9 +104,9 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "foreign_keys", true)?;
     // Each operation's savepoint journals into memory, not a temp file.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
-    // 64 MiB of page cache per connection, and reads through a memory map,
-    // so hot pages are not copied in from the OS on every operation.
-    conn.pragma_update(None, "cache_size", -65_536)?;
+    // A page cache, and reads through a memory map, so hot pages are not
+    // copied in from the OS on every operation.
+    conn.pragma_update(None, "cache_size", -cache_kib)?;
     conn.pragma_update(None, "mmap_size", 256i64 << 20)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
@@ -108,7 +115,7 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
 impl SqliteStore {
     /// Opens (creating if needed) and migrates the database file.
     pub fn open(path: &Path) -> Result<SqliteStore, LedgerError> {
-        let mut conn = open_connection(path)
+        let mut conn = open_connection(path, WRITER_CACHE_KIB)
             .map_err(|e| LedgerError::Unavailable(format!("cannot open database {}: {e}", path.display())))?;
         schema::migrate(&mut conn).map_err(sql_error)?.map_err(LedgerError::Internal)?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
@@ -158,7 +165,7 @@ impl SqliteStore {
         tokio::task::spawn_blocking(move || {
             let conn = match inner.readers.lock().expect("reader pool lock").pop() {
                 Some(c) => c,
-                None => open_connection(&inner.path).map_err(sql_error)?,
+                None => open_connection(&inner.path, READER_CACHE_KIB).map_err(sql_error)?,
             };
             let result = conn.unchecked_transaction().map_err(sql_error).and_then(|tx| f(&tx));
             let mut idle = inner.readers.lock().expect("reader pool lock");
