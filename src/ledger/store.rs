@@ -110,6 +110,7 @@ impl PageRequest {
 }
 
 /// What a loaded answer of an earlier request looks like.
+#[derive(Debug, Clone)]
 pub struct StoredAnswer {
     pub request: String,
     pub response: String,

@@ -254,14 +254,10 @@ async fn apply_one(
     writes.extend(change_writes(&op.account, done.changes, key, op.now));
     if let Some(key) = &op.key {
         let answer = answer_of(request.to_string(), &done.outcome)?;
-        writes.push(Write { table: &KEYS, vals: key_vals(&op.account, key, clone(&answer), op.now) });
+        writes.push(Write { table: &KEYS, vals: key_vals(&op.account, key, answer.clone(), op.now) });
         stored.insert((a.to_string(), key.as_str().to_string()), answer);
     }
     Ok(Ok(Executed { outcome: done.outcome, replayed: false, tally: done.tally }))
-}
-
-fn clone(a: &StoredAnswer) -> StoredAnswer {
-    StoredAnswer { request: a.request.clone(), response: a.response.clone() }
 }
 
 /// A hold that is no longer held was not loaded with the group: read it
