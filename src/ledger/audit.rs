@@ -59,11 +59,13 @@ impl AuditReport {
         self.mismatch_count == 0
     }
 
-    /// A finding that belongs to no account's checks.
-    pub fn finding(&mut self, what: String) {
-        self.mismatch_count += 1;
-        if self.mismatches.len() < MAX_REPORTED_MISMATCHES {
-            self.mismatches.push(what);
+    /// Adds the rows [`ORPHANS_SQL`] found: (table, account).
+    pub fn orphans(&mut self, rows: impl IntoIterator<Item = (String, String)>) {
+        for (table, account) in rows {
+            self.mismatch_count += 1;
+            if self.mismatches.len() < MAX_REPORTED_MISMATCHES {
+                self.mismatches.push(format!("{table} has rows of account {account}, which does not exist"));
+            }
         }
     }
 

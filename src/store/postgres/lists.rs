@@ -155,8 +155,6 @@ pub async fn audit(c: &impl GenericClient) -> Result<AuditReport, LedgerError> {
         };
         report.check(&records);
     }
-    for (table, account) in all(c, ORPHANS_SQL, &[], |r| Ok((r.text(0)?, r.text(1)?))).await? {
-        report.finding(format!("{table} has rows of account {account}, which does not exist"));
-    }
+    report.orphans(all(c, ORPHANS_SQL, &[], |r| Ok((r.text(0)?, r.text(1)?))).await?);
     Ok(report)
 }

@@ -168,11 +168,7 @@ pub fn audit(conn: &Connection) -> Result<AuditReport, LedgerError> {
             .mismatches
             .push(format!("entry ids reach {} but the sequence is at {last_id}", max_id.unwrap_or(0)));
     }
-    let orphans = all(conn, ORPHANS_SQL, [], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-        .map_err(sql_error)?;
-    for (table, account) in orphans {
-        report.finding(format!("{table} has rows of account {account}, which does not exist"));
-    }
+    report.orphans(all(conn, ORPHANS_SQL, [], |r| Ok((r.get(0)?, r.get(1)?))).map_err(sql_error)?);
     Ok(report)
 }
 

@@ -14,7 +14,7 @@ use crate::domain::period::Month;
 use crate::domain::state::{AccountState, Changes};
 use crate::domain::statement::Statement;
 use crate::ledger::{IdempotencyKey, LedgerError, StoredAnswer, Tx};
-use crate::store::columns::{ACCOUNTS, DEBITS, HOLDS, LOTS, PURCHASES, REFUNDS, STATEMENTS, micros};
+use crate::store::columns::{ACCOUNTS, DEBITS, HOLDS, KEYS, LOTS, PURCHASES, REFUNDS, STATEMENTS, micros};
 
 pub struct SqliteTx<'c> {
     pub conn: &'c Connection,
@@ -175,10 +175,16 @@ impl Tx for SqliteTx<'_> {
         now: Timestamp,
     ) -> Result<(), LedgerError> {
         self.conn
-            .prepare_cached(
-                "INSERT INTO idempotency_keys (account_id, key, request, response, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .and_then(|mut s| s.execute(params![account.as_str(), key.as_str(), answer.request, answer.response, micros(now)]))
+            .prepare_cached(KEYS.insert())
+            .and_then(|mut s| {
+                s.execute(params![
+                    account.as_str(),
+                    key.as_str(),
+                    answer.request,
+                    answer.response,
+                    micros(now)
+                ])
+            })
             .map(|_| ())
             .map_err(sql_error)
     }
