@@ -356,7 +356,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    // The server uses every core (its HTTP connections, the PostgreSQL
+    // group workers); a command runs one operation and needs one thread.
+    let runtime = match cli.command {
+        Cmd::Serve { .. } => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+        _ => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+    };
     let result = match runtime {
         Ok(rt) => rt.block_on(run(cli)),
         Err(e) => Err(Failure::Broken(format!("cannot start the runtime: {e}"))),

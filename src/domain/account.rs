@@ -108,6 +108,18 @@ pub struct Account {
     pub billed_through: Option<Month>,
     /// A `failed` statement that suspends new purchases.
     pub suspended_by: Option<String>,
+    /// The local month of the latest purchase, and the net credits bought
+    /// in it (less refunds before billing): what the purchase limit counts,
+    /// kept here by the domain so a purchase loads nothing else.
+    pub purchased_month: Option<Month>,
+    pub purchased_month_credits: i64,
+}
+
+impl Account {
+    /// Net credits bought so far in `month` (the purchase limit's window).
+    pub fn purchased_in(&self, month: Month) -> i64 {
+        if self.purchased_month == Some(month) { self.purchased_month_credits } else { 0 }
+    }
 }
 
 /// What a platform sends to create an account; unset fields take defaults.
@@ -168,6 +180,8 @@ impl NewAccount {
             free_month: None,
             billed_through: None,
             suspended_by: None,
+            purchased_month: None,
+            purchased_month_credits: 0,
         })
     }
 }

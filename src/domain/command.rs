@@ -86,8 +86,6 @@ pub struct Needs {
     pub purchase: Option<String>,
     /// Every purchase and refund not yet on a statement (close, balance).
     pub unbilled: bool,
-    /// Net credits purchased in the current month (the purchase limit).
-    pub month_purchases: bool,
     /// This statement, and every `failed` one of the account.
     pub statement: Option<String>,
 }
@@ -138,7 +136,6 @@ impl Command {
             Command::RefundPurchase { purchase_id, .. } => {
                 Needs { purchase: Some(purchase_id.clone()), ..Needs::default() }
             }
-            Command::Purchase { .. } => Needs { month_purchases: true, ..Needs::default() },
             Command::CloseMonths { .. } => Needs { unbilled: true, ..Needs::default() },
             Command::SetStatementStatus { statement_id, .. } => {
                 Needs { statement: Some(statement_id.clone()), ..Needs::default() }

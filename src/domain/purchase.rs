@@ -86,8 +86,9 @@ pub fn purchase(
     }
     let n = credits.get();
     let limit = a.monthly_purchase_limit;
-    if limit > 0 && state.month_purchased_credits + n > limit {
-        let remaining = (limit - state.month_purchased_credits).max(0);
+    let so_far = a.purchased_in(month);
+    if limit > 0 && so_far + n > limit {
+        let remaining = (limit - so_far).max(0);
         return Err(DomainError::PurchaseLimitExceeded { limit, remaining });
     }
     a.unit_price.times(n)?;
@@ -115,8 +116,12 @@ pub fn purchase(
     });
     let i = state.lots.len() - 1;
     state.record(changes, NewEntry::new(EntryKind::Purchase, i, n, now).source(Some(&p.id)));
-    state.month_purchased_credits += n;
-    let view = PurchaseView::of(a.id.as_str(), &p);
+    state.account.purchased_month = Some(month);
+    state.account.purchased_month_credits = so_far + n;
+    let view = PurchaseView::of(state.account.id.as_str(), &p);
+    // Kept in the state too, so a later operation of the same group (a
+    // refund, a close) sees it.
+    state.purchases.push(p.clone());
     changes.purchases.push(p);
     Ok(view)
 }
@@ -146,6 +151,7 @@ pub fn refund_purchase(
     let purchase = &mut state.purchases[p];
     purchase.refunded_credits += n;
     let needs_line = purchase.statement_id.is_some();
+    let counted = !needs_line && a.purchased_month == Some(purchase.month);
     if !needs_line {
         purchase.refunded_unbilled_credits += n;
     }
@@ -166,6 +172,9 @@ pub fn refund_purchase(
         statement_id: None,
     };
     let view = PurchaseRefundView::of(&refund, &a.currency, state.available());
+    if counted {
+        state.account.purchased_month_credits -= n;
+    }
     changes.purchases.push(state.purchases[p].clone());
     if needs_line {
         state.pending_refunds.push(refund.clone());

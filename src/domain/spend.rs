@@ -62,6 +62,8 @@ pub fn debit(
         parts: to_parts(&state.lots, &taken),
     };
     let view = DebitView::of(&debit, state.available());
+    // Kept in the state too, so a refund later in the same group finds it.
+    state.debits.push(debit.clone());
     changes.debits.push(debit);
     Ok(view)
 }
@@ -174,11 +176,12 @@ pub fn refund_debit(
     now: Timestamp,
     changes: &mut Changes,
 ) -> Result<DebitRefundView, DomainError> {
-    let mut debit = state
-        .debit
-        .take()
-        .filter(|d| d.id == debit_id)
+    let d = state
+        .debits
+        .iter()
+        .position(|d| d.id == debit_id)
         .ok_or_else(|| DomainError::not_found("debit", debit_id))?;
+    let mut debit = state.debits[d].clone();
     let refundable = debit.credits - debit.refunded;
     let mut left = credits.get();
     if left > refundable {
@@ -213,6 +216,7 @@ pub fn refund_debit(
         balance_after: state.available(),
         created_at: now,
     };
+    state.debits[d] = debit.clone();
     changes.debits.push(debit);
     Ok(view)
 }

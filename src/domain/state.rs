@@ -29,16 +29,15 @@ pub struct AccountState {
     pub lots: Vec<Lot>,
     /// Active holds, plus the one the operation names.
     pub holds: Vec<Hold>,
-    /// The debit the operation names.
-    pub debit: Option<Debit>,
+    /// The debits the operations name.
+    pub debits: Vec<Debit>,
     /// Purchases the operation names, or all unbilled ones (close, balance).
     pub purchases: Vec<Purchase>,
     /// Refunds of billed purchases that still need their negative line.
     pub pending_refunds: Vec<PurchaseRefund>,
-    /// Statements the operation names.
+    /// Statements the operation names, every `failed` one, and those
+    /// closed by earlier operations of the same group.
     pub statements: Vec<Statement>,
-    /// Net credits purchased in the current local month (purchase limit).
-    pub month_purchased_credits: i64,
 }
 
 /// What a transition wrote besides lots, holds and the account (which the
@@ -64,11 +63,10 @@ impl AccountState {
             account,
             lots: Vec::new(),
             holds: Vec::new(),
-            debit: None,
+            debits: Vec::new(),
             purchases: Vec::new(),
             pending_refunds: Vec::new(),
             statements: Vec::new(),
-            month_purchased_credits: 0,
         }
     }
 

@@ -121,6 +121,9 @@ pub fn close_months(
     for month in months {
         let statement = close_one(state, month, now, changes)?;
         views.push(StatementView::of(&statement));
+        // Kept in the state too, so a status change later in the same
+        // group finds it.
+        state.statements.push(statement.clone());
         changes.statements.push(statement);
     }
     state.account.billed_through = Some(through);

@@ -4,7 +4,7 @@
 //! Stores feed it one account at a time ([`AccountRecords`]), so memory is
 //! bounded by the largest account's history, not by the database.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::domain::account::Account;
 use crate::domain::debit::Debit;
@@ -85,12 +85,15 @@ impl AuditReport {
         self.debits += r.debits.len() as u64;
         self.purchases += r.purchases.len() as u64;
         self.statements += r.statements.len() as u64;
+        // Every check looks rows up through these indexes, so the audit
+        // is linear in an account's rows, not quadratic.
+        let ix = Index::of(r);
         self.check_chain(r);
         self.check_lots(r);
-        self.check_holds(r);
-        self.check_debits(r);
-        self.check_purchases(r);
-        self.check_statements(r);
+        self.check_holds(r, &ix);
+        self.check_debits(r, &ix);
+        self.check_purchases(r, &ix);
+        self.check_statements(r, &ix);
     }
 
     /// Entry ids increase, and each `balance_after` is the running sum.
@@ -149,10 +152,10 @@ impl AuditReport {
         }
     }
 
-    fn check_holds(&mut self, r: &AccountRecords) {
+    fn check_holds(&mut self, r: &AccountRecords, ix: &Index<'_>) {
         let mut per_lot: BTreeMap<&str, i64> = BTreeMap::new();
         for h in &r.holds {
-            let entries = r.entries.iter().filter(|e| e.source.as_deref() == Some(&h.id));
+            let entries = ix.from(&h.id);
             let (mut held, mut captured) = (0, 0);
             for e in entries {
                 held += e.held_delta_credits;
@@ -192,11 +195,11 @@ impl AuditReport {
         }
     }
 
-    fn check_debits(&mut self, r: &AccountRecords) {
+    fn check_debits(&mut self, r: &AccountRecords, ix: &Index<'_>) {
         for d in &r.debits {
             let mut spent = Breakdown::default();
             let mut refunded = 0;
-            for e in r.entries.iter().filter(|e| e.source.as_deref() == Some(&d.id)) {
+            for e in ix.from(&d.id) {
                 match e.kind {
                     EntryKind::Debit => spent.add(LotKind::of_lot_id(&e.lot_id), -e.delta_credits),
                     EntryKind::Refund => refunded += e.delta_credits,
@@ -221,21 +224,21 @@ impl AuditReport {
         }
     }
 
-    fn check_purchases(&mut self, r: &AccountRecords) {
+    fn check_purchases(&mut self, r: &AccountRecords, ix: &Index<'_>) {
         for p in &r.purchases {
             let (mut bought, mut refunded) = (0, 0);
-            for e in r.entries.iter().filter(|e| e.source.as_deref() == Some(&p.id)) {
+            for e in ix.from(&p.id) {
                 match e.kind {
                     EntryKind::Purchase => bought += e.delta_credits,
                     EntryKind::Refund => refunded -= e.delta_credits,
                     _ => {}
                 }
             }
-            let refunds: i64 = r.refunds.iter().filter(|f| f.purchase_id == p.id).map(|f| f.credits).sum();
-            let lot_ok = r
+            let refunds = ix.refunded.get(p.id.as_str()).copied().unwrap_or(0);
+            let lot_ok = ix
                 .lots
-                .iter()
-                .any(|l| l.id == p.id && l.original == p.credits && l.unit_price == Some(p.unit_price));
+                .get(p.id.as_str())
+                .is_some_and(|l| l.original == p.credits && l.unit_price == Some(p.unit_price));
             if bought != p.credits || refunded != p.refunded_credits || refunds != refunded || !lot_ok {
                 self.mismatch(
                     &r.account,
@@ -248,7 +251,7 @@ impl AuditReport {
         }
     }
 
-    fn check_statements(&mut self, r: &AccountRecords) {
+    fn check_statements(&mut self, r: &AccountRecords, ix: &Index<'_>) {
         let mut billed: BTreeSet<&str> = BTreeSet::new();
         for s in &r.statements {
             let mut total = Micros(0);
@@ -264,7 +267,7 @@ impl AuditReport {
                     );
                 }
                 if line.credits > 0 {
-                    let p = r.purchases.iter().find(|p| p.id == line.purchase_id);
+                    let p = ix.purchases.get(line.purchase_id.as_str());
                     let ok = p.is_some_and(|p| {
                         p.statement_id.as_deref() == Some(&s.id)
                             && p.billable_credits() == line.credits
@@ -288,7 +291,7 @@ impl AuditReport {
                 );
             }
             let refund_lines = s.lines.iter().filter(|l| l.credits < 0).count();
-            let refunds = r.refunds.iter().filter(|f| f.statement_id.as_deref() == Some(&s.id)).count();
+            let refunds = ix.refund_lines.get(s.id.as_str()).copied().unwrap_or(0);
             if refund_lines != refunds {
                 self.mismatch(
                     &r.account,
@@ -304,5 +307,45 @@ impl AuditReport {
                 );
             }
         }
+    }
+}
+
+/// One account's rows by the ids the checks look them up with.
+struct Index<'a> {
+    /// Entries by their `source` (the hold, debit or purchase they belong to).
+    by_source: HashMap<&'a str, Vec<&'a Entry>>,
+    lots: HashMap<&'a str, &'a Lot>,
+    purchases: HashMap<&'a str, &'a Purchase>,
+    /// Credits refunded per purchase.
+    refunded: HashMap<&'a str, i64>,
+    /// Refunds per statement they are a line of.
+    refund_lines: HashMap<&'a str, usize>,
+}
+
+impl<'a> Index<'a> {
+    fn of(r: &'a AccountRecords) -> Index<'a> {
+        let mut ix = Index {
+            by_source: HashMap::new(),
+            lots: r.lots.iter().map(|l| (l.id.as_str(), l)).collect(),
+            purchases: r.purchases.iter().map(|p| (p.id.as_str(), p)).collect(),
+            refunded: HashMap::new(),
+            refund_lines: HashMap::new(),
+        };
+        for e in &r.entries {
+            if let Some(source) = e.source.as_deref() {
+                ix.by_source.entry(source).or_default().push(e);
+            }
+        }
+        for f in &r.refunds {
+            *ix.refunded.entry(f.purchase_id.as_str()).or_default() += f.credits;
+            if let Some(s) = f.statement_id.as_deref() {
+                *ix.refund_lines.entry(s).or_default() += 1;
+            }
+        }
+        ix
+    }
+
+    fn from(&self, source: &str) -> impl Iterator<Item = &'a Entry> + '_ {
+        self.by_source.get(source).into_iter().flatten().copied()
     }
 }

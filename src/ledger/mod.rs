@@ -6,6 +6,7 @@
 //! so balances are exact at any instant without writing.
 
 mod audit;
+pub mod batch;
 mod error;
 mod key;
 mod store;
@@ -28,7 +29,7 @@ pub use error::LedgerError;
 pub use key::IdempotencyKey;
 pub use store::{
     DEFAULT_PAGE_LIMIT, Executed, MAX_PAGE_LIMIT, NewToken, Operation, PageRequest, Store, StoredAnswer,
-    Tally, Transition, Tx, answer_of, replay, request_of, run_in, transition,
+    Tally, Transition, answer_of, replay, request_of, transition,
 };
 
 /// A fresh random id suffix: 16 characters of base32 (80 bits).

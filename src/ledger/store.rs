@@ -1,9 +1,10 @@
-//! What the ledger needs from a store, and the one transaction body every
-//! store runs for a mutation ([`run_in`]), so idempotency and the order
-//! "check key, lock and load, apply, save, remember key" exist once.
+//! What the ledger needs from a store, and the steps of one operation that
+//! the write pipeline ([`super::batch`]) runs for every store: its request
+//! fingerprint, a replay of a stored answer, the transition, the answer to
+//! remember. Idempotency is decided here, once.
 //!
 //! Architecture invariant: a store never decides a rule. It loads state,
-//! saves what [`crate::domain::command::apply`] changed, and answers lists.
+//! writes the rows the batch returned, and answers lists.
 
 use std::future::Future;
 
@@ -110,65 +111,10 @@ impl PageRequest {
 }
 
 /// What a loaded answer of an earlier request looks like.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredAnswer {
     pub request: String,
     pub response: String,
-}
-
-/// One open write transaction, holding the lock of the account it loads.
-pub trait Tx {
-    fn find_key(
-        &mut self,
-        account: &AccountId,
-        key: &IdempotencyKey,
-    ) -> Result<Option<StoredAnswer>, LedgerError>;
-    /// The account's state with what `needs` names; `None` if no such account.
-    fn load(
-        &mut self,
-        account: &AccountId,
-        needs: &Needs,
-        now: Timestamp,
-    ) -> Result<Option<AccountState>, LedgerError>;
-    /// Writes what changed from `before` to `after`, and the new entries
-    /// (assigning their ids), all stamped with `key` and `now`.
-    fn save(
-        &mut self,
-        before: &AccountState,
-        after: &AccountState,
-        changes: Changes,
-        key: Option<&IdempotencyKey>,
-        now: Timestamp,
-    ) -> Result<(), LedgerError>;
-    fn remember_key(
-        &mut self,
-        account: &AccountId,
-        key: &IdempotencyKey,
-        answer: &StoredAnswer,
-        now: Timestamp,
-    ) -> Result<(), LedgerError>;
-}
-
-/// The body of every mutation's transaction. The caller commits if this
-/// returns `Ok` and rolls back otherwise: a refused operation changes nothing.
-/// Stores whose I/O is async run the same steps ([`request_of`],
-/// [`replay`], [`transition`], [`answer_of`]) around their own awaits.
-pub fn run_in(tx: &mut impl Tx, op: &Operation) -> Result<Executed, LedgerError> {
-    let request = request_of(op)?;
-    if let Some(key) = &op.key
-        && let Some(stored) = tx.find_key(&op.account, key)?
-    {
-        return replay(key, &request, &stored);
-    }
-    let before = tx
-        .load(&op.account, &op.command.needs(), op.now)?
-        .ok_or_else(|| LedgerError::AccountNotFound(op.account.to_string()))?;
-    let done = transition(&before, op)?;
-    tx.save(&before, &done.after, done.changes, op.key.as_ref(), op.now)?;
-    if let Some(key) = &op.key {
-        tx.remember_key(&op.account, key, &answer_of(request, &done.outcome)?, op.now)?;
-    }
-    Ok(Executed { outcome: done.outcome, replayed: false, tally: done.tally })
 }
 
 /// Checks the command and gives its fingerprint: what an idempotency key
@@ -215,7 +161,8 @@ pub fn answer_of(request: String, outcome: &Outcome) -> Result<StoredAnswer, Led
 /// [`crate::store::sqlite::SqliteStore`]; a PostgreSQL store implements
 /// the same methods with row locks per account.
 pub trait Store: Clone + Send + Sync + 'static {
-    /// Runs one mutation atomically (see [`run_in`]).
+    /// Runs one mutation atomically, in a group of the write pipeline
+    /// ([`super::batch`]).
     fn execute(&self, op: Operation) -> impl Future<Output = Result<Executed, LedgerError>> + Send;
 
     /// Creates an account, or answers the existing one if it has the same

@@ -157,6 +157,8 @@ pub static ACCOUNTS: Table = Table::new(
         "free_month",
         "billed_through",
         "suspended_by",
+        "purchased_month",
+        "purchased_month_credits",
     ],
     &["account_id"],
 );
@@ -344,6 +346,8 @@ pub fn account(r: &impl Cols) -> Result<Account, String> {
         free_month: opt_parsed(r, 10, Month::parse)?,
         billed_through: opt_parsed(r, 11, Month::parse)?,
         suspended_by: r.opt_text(12)?,
+        purchased_month: opt_parsed(r, 13, Month::parse)?,
+        purchased_month_credits: r.int(14)?,
     })
 }
 
@@ -362,6 +366,8 @@ pub fn account_vals(a: &Account) -> Vec<Val> {
         a.free_month.map(|m| m.to_string()).into(),
         a.billed_through.map(|m| m.to_string()).into(),
         a.suspended_by.clone().into(),
+        a.purchased_month.map(|m| m.to_string()).into(),
+        a.purchased_month_credits.into(),
     ]
 }
 

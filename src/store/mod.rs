@@ -5,6 +5,7 @@
 
 pub mod columns;
 pub mod paging;
+pub mod pipeline;
 pub mod postgres;
 pub mod sqlite;
 

@@ -1,39 +1,32 @@
-//! Group commit on PostgreSQL: the operations waiting on a replica run
-//! together, in one transaction, with a fixed number of round trips
-//! however many they are.
+//! The one write pipeline on PostgreSQL ([`crate::ledger::batch`]): the
+//! operations waiting on a replica run together, in one transaction, with
+//! a fixed number of round trips however many they are.
 //!
 //! A few worker tasks take what is queued (up to [`MAX_GROUP`]) and run it:
 //! lock every account the group names, in account order (so two groups on
-//! any replicas never deadlock); load their states, stored keys and active
-//! lots and holds with one query per table; apply the operations in memory,
-//! one after the other, in the order they arrived (an account's state
-//! carries from one to the next, a key used twice in the group is
-//! answered from the first); write every changed row with one statement
-//! per table (`jsonb_populate_recordset`); commit; answer. A refused
-//! operation writes nothing, so it does not disturb its neighbours.
+//! any replicas never deadlock); load what the group needs with one query
+//! per table ([`crate::store::pipeline`], pipelined on the connection);
+//! apply the operations in memory in arrival order; write every row with
+//! one statement per table (`jsonb_populate_recordset`); commit; answer.
+//! Every mutation goes this way, purchases, refunds and statements too.
 //!
-//! Operations that need rows beyond the active ones (refunds, purchases and
-//! their monthly limit, statements) run alone, as before. If anything goes
-//! wrong inside a group before the commit, the transaction rolls back and
-//! each operation runs again alone, so one failure answers one request.
+//! If anything goes wrong before the commit (a database error, a panic),
+//! the transaction rolls back and each operation runs again alone, so one
+//! failure answers one request; a panic answers `internal` and the worker
+//! goes on. A lost COMMIT answers `unavailable` to the whole group.
 
-use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use deadpool_postgres::{GenericClient, Pool};
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::types::ToSql;
 
-use super::tx::{self, Write, all, change_writes, key_vals, one, row_writes};
 use super::{pg_error, pool_error};
-use crate::domain::account::AccountId;
-use crate::domain::state::AccountState;
-use crate::ledger::{
-    Executed, IdempotencyKey, LedgerError, Operation, StoredAnswer, answer_of, replay, request_of, transition,
-};
-use crate::store::columns::{
-    self, ACCOUNTS, Cols as _, DEBITS, ENTRIES, HOLDS, KEYS, LOTS, PURCHASES, REFUNDS, STATEMENTS, Table, Val,
-};
+use crate::ledger::batch::{self, Loaded, Rows, Wants};
+use crate::ledger::{Executed, LedgerError, Operation};
+use crate::store::columns::{ENTRIES, KEYS, Table, Val};
+use crate::store::pipeline::{Dialect, Load, plan, plan_missing, table_rows};
 
 /// Groups in flight at once per replica (each holds one connection). An
 /// account's operations always go to the same worker, so a replica's groups
@@ -41,6 +34,7 @@ use crate::store::columns::{
 pub const WORKERS: usize = 2;
 /// Operations in one group at most.
 pub const MAX_GROUP: usize = 256;
+/// Operations waiting per worker before callers wait to enqueue.
 const QUEUE: usize = 1024;
 
 type Answer = Result<Executed, LedgerError>;
@@ -70,57 +64,48 @@ impl Groups {
         Groups { queues }
     }
 
-    /// Runs `op` in the next group; gives it back if it must run alone.
-    pub async fn execute(&self, op: Operation) -> Result<Answer, Operation> {
-        if !groupable(&op) {
-            return Err(op);
-        }
+    /// Runs `op` in the next group of its account's worker.
+    pub async fn execute(&self, op: Operation) -> Answer {
         let (reply, answer) = oneshot::channel();
         let worker =
             op.account.as_str().bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
         let queue = &self.queues[worker % self.queues.len()];
-        queue.send(Job { op, reply }).await.map_err(|e| e.0.op)?;
-        Ok(answer.await.unwrap_or_else(|_| {
-            Err(LedgerError::Unavailable("the server is shutting down; retry with the same key".into()))
-        }))
+        let stopped =
+            || LedgerError::Unavailable("the server is shutting down; retry with the same key".into());
+        queue.send(Job { op, reply }).await.map_err(|_| stopped())?;
+        answer.await.unwrap_or_else(|_| Err(stopped()))
     }
-}
-
-/// Whether everything `op` reads is among the rows a group loads.
-fn groupable(op: &Operation) -> bool {
-    let n = op.command.needs();
-    n.debit.is_none() && n.purchase.is_none() && !n.unbilled && !n.month_purchases && n.statement.is_none()
 }
 
 async fn worker(pool: Pool, mut rx: mpsc::Receiver<Job>) {
     let mut jobs = Vec::new();
     while rx.recv_many(&mut jobs, MAX_GROUP).await > 0 {
-        let ops: Vec<&Operation> = jobs.iter().map(|j| &j.op).collect();
-        let answers = match run_group(&pool, &ops).await {
-            Ok(answers) => answers,
-            Err(Failed::Committing(e)) => ops.iter().map(|_| Err(e.clone())).collect(),
-            Err(Failed::Before(e)) if ops.len() == 1 => vec![Err(e)],
-            Err(Failed::Before(_)) => {
-                let mut answers = Vec::with_capacity(ops.len());
-                for op in &ops {
-                    answers.push(alone(&pool, op).await);
-                }
-                answers
-            }
-        };
+        let ops: Vec<Operation> = jobs.iter().map(|j| j.op.clone()).collect();
+        let answers = run_ops(&pool, &ops).await;
         for (job, answer) in jobs.drain(..).zip(answers) {
             let _ = job.reply.send(answer);
         }
     }
 }
 
-/// Runs one operation in its own transaction.
-pub async fn alone(pool: &Pool, op: &Operation) -> Answer {
-    let mut client = pool.get().await.map_err(pool_error)?;
-    let t = client.transaction().await.map_err(pg_error)?;
-    let done = tx::run(&t, op).await?;
-    t.commit().await.map_err(pg_error)?;
-    Ok(done)
+/// Runs `ops` as one group; if it fails before its commit, each again alone.
+async fn run_ops(pool: &Pool, ops: &[Operation]) -> Vec<Answer> {
+    let outcome = AssertUnwindSafe(run_group(pool, ops)).catch_unwind().await.unwrap_or_else(|_| {
+        tracing::error!(operations = ops.len(), "a group of operations panicked; it was rolled back");
+        Err(Failed::Before(LedgerError::Internal("an operation panicked; it was rolled back".into())))
+    });
+    match outcome {
+        Ok(answers) => answers,
+        Err(Failed::Committing(e)) => ops.iter().map(|_| Err(e.clone())).collect(),
+        Err(Failed::Before(e)) if ops.len() == 1 => vec![Err(e)],
+        Err(Failed::Before(_)) => {
+            let mut answers = Vec::with_capacity(ops.len());
+            for op in ops {
+                answers.extend(Box::pin(run_ops(pool, std::slice::from_ref(op))).await);
+            }
+            answers
+        }
+    }
 }
 
 enum Failed {
@@ -136,169 +121,59 @@ impl From<LedgerError> for Failed {
     }
 }
 
-/// The states a group works on, by account: as loaded, and as the
-/// operations so far left them.
-struct Accounts {
-    before: HashMap<String, AccountState>,
-    now: HashMap<String, AccountState>,
-}
-
-async fn run_group(pool: &Pool, ops: &[&Operation]) -> Result<Vec<Answer>, Failed> {
+async fn run_group(pool: &Pool, ops: &[Operation]) -> Result<Vec<Answer>, Failed> {
     let mut client = pool.get().await.map_err(pool_error)?;
     let t = client.transaction().await.map_err(pg_error)?;
-    let mut answers: Vec<Option<Answer>> = vec![None; ops.len()];
-    let mut requests = vec![String::new(); ops.len()];
-    for (i, op) in ops.iter().enumerate() {
-        match request_of(op) {
-            Ok(r) => requests[i] = r,
-            Err(e) => answers[i] = Some(Err(e)),
-        }
-    }
-    let live = || ops.iter().enumerate().filter(|(i, _)| answers[*i].is_none());
-    let mut ids: Vec<&str> = live().map(|(_, op)| op.account.as_str()).collect();
-    ids.sort_unstable();
-    ids.dedup();
-
-    // Lock first, in account order; everything after reads under the locks.
-    let sql = crate::cached!(ACCOUNTS.select("WHERE account_id = ANY($1) ORDER BY account_id FOR UPDATE"));
-    let locked = all(&t, sql, &[&ids], columns::account).await?;
-    let (key_accounts, keys): (Vec<&str>, Vec<&str>) =
-        live().filter_map(|(_, op)| op.key.as_ref().map(|k| (op.account.as_str(), k.as_str()))).unzip();
-    // One primary-key lookup per pair, whatever the table's statistics say
-    // (a hash join over the whole table is what an `IN` list became).
-    let keys_sql = "SELECT k.account_id, k.key, k.request, k.response \
-                    FROM unnest($1::text[], $2::text[]) AS wanted (account_id, key), \
-                    LATERAL (SELECT * FROM idempotency_keys \
-                             WHERE account_id = wanted.account_id AND key = wanted.key) AS k";
-    let by_account: [&(dyn ToSql + Sync); 1] = [&ids];
-    let by_key: [&(dyn ToSql + Sync); 2] = [&key_accounts, &keys];
-    let (lots, holds, stored) = tokio::try_join!(
-        all(&t, crate::cached!(LOTS.select("WHERE account_id = ANY($1) AND active")), &by_account, |r| {
-            Ok((r.text(0)?, columns::lot(r)?))
-        }),
-        all(
-            &t,
-            crate::cached!(HOLDS.select("WHERE account_id = ANY($1) AND status = 'held'")),
-            &by_account,
-            |r| { Ok((r.text(0)?, columns::hold(r)?)) }
-        ),
-        all(&t, keys_sql, &by_key, |r| {
-            Ok(((r.text(0)?, r.text(1)?), StoredAnswer { request: r.text(2)?, response: r.text(3)? }))
-        }),
-    )?;
-    let mut states: HashMap<String, AccountState> =
-        locked.into_iter().map(|a| (a.id.as_str().to_string(), AccountState::new(a))).collect();
-    for (a, lot) in lots {
-        if let Some(s) = states.get_mut(&a) {
-            s.lots.push(lot);
-        }
-    }
-    for (a, hold) in holds {
-        if let Some(s) = states.get_mut(&a) {
-            s.holds.push(hold);
-        }
-    }
-    for s in states.values_mut() {
-        tx::load_missing_lots(&t, s).await?;
-    }
-    let mut stored: HashMap<(String, String), StoredAnswer> = stored.into_iter().collect();
-    let mut accounts = Accounts { before: states.clone(), now: states };
-
-    let mut writes: Vec<Write> = Vec::new();
-    for (i, op) in ops.iter().enumerate() {
-        if answers[i].is_some() {
-            continue;
-        }
-        let answer = apply_one(&t, op, &mut accounts, &mut stored, &requests[i], &mut writes).await?;
-        answers[i] = Some(answer);
-    }
-    let mut ordered: Vec<Write> = Vec::new();
-    for (a, after) in &accounts.now {
-        ordered.extend(row_writes(&accounts.before[a], after));
-    }
-    ordered.extend(writes);
-    write_all(&t, ordered).await?;
+    let loaded = load(&t, &Wants::of(ops), true).await?;
+    let batch = batch::apply(loaded, ops);
+    write(&t, &batch.rows).await?;
     t.commit().await.map_err(|e| Failed::Committing(pg_error(e)))?;
-    Ok(answers.into_iter().map(|a| a.expect("every operation answered")).collect())
+    Ok(batch.answers)
 }
 
-/// Applies one operation to its account's state in memory, and queues
-/// what it created.
-async fn apply_one(
-    t: &impl GenericClient,
-    op: &Operation,
-    accounts: &mut Accounts,
-    stored: &mut HashMap<(String, String), StoredAnswer>,
-    request: &str,
-    writes: &mut Vec<Write>,
-) -> Result<Answer, LedgerError> {
-    let a = op.account.as_str();
-    if !accounts.now.contains_key(a) {
-        return Ok(Err(LedgerError::AccountNotFound(a.to_string())));
-    }
-    if let Some(key) = &op.key
-        && let Some(answer) = stored.get(&(a.to_string(), key.as_str().to_string()))
-    {
-        return Ok(replay(key, request, answer));
-    }
-    if let Some(h) = op.command.needs().hold {
-        load_hold(t, &op.account, &h, accounts).await?;
-    }
-    let state = accounts.now.get_mut(a).expect("checked above");
-    let done = match transition(state, op) {
-        Ok(done) => done,
-        Err(e) => return Ok(Err(e)),
-    };
-    *state = done.after;
-    let key = op.key.as_ref().map(IdempotencyKey::as_str);
-    writes.extend(change_writes(&op.account, done.changes, key, op.now));
-    if let Some(key) = &op.key {
-        let answer = answer_of(request.to_string(), &done.outcome)?;
-        writes.push(Write { table: &KEYS, vals: key_vals(&op.account, key, answer.clone(), op.now) });
-        stored.insert((a.to_string(), key.as_str().to_string()), answer);
-    }
-    Ok(Ok(Executed { outcome: done.outcome, replayed: false, tally: done.tally }))
+async fn run_load(
+    c: &impl GenericClient,
+    load: Load,
+    param: &str,
+    lock: bool,
+) -> Result<Vec<tokio_postgres::Row>, LedgerError> {
+    let stmt = c.prepare_cached(Dialect::Postgres.sql(load, lock)).await.map_err(pg_error)?;
+    c.query(&stmt, &[&param]).await.map_err(pg_error)
 }
 
-/// A hold that is no longer held was not loaded with the group: read it
-/// (and its lots) as stored, since the group has not touched it.
-async fn load_hold(
-    t: &impl GenericClient,
-    account: &AccountId,
-    hold: &str,
-    accounts: &mut Accounts,
-) -> Result<(), LedgerError> {
-    let a = account.as_str();
-    if accounts.now[a].holds.iter().any(|x| x.id == hold) {
-        return Ok(());
-    }
-    let sql = crate::cached!(HOLDS.select("WHERE account_id = $1 AND hold_id = $2"));
-    let Some(found) = one(t, sql, &[&a, &hold], columns::hold).await? else {
-        return Ok(());
-    };
-    for states in [&mut accounts.before, &mut accounts.now] {
-        let s = states.get_mut(a).expect("loaded account");
-        s.holds.push(found.clone());
-        tx::load_missing_lots(t, s).await?;
-    }
-    Ok(())
+fn land(loaded: &mut Loaded, load: Load, rows: Vec<tokio_postgres::Row>) -> Result<(), LedgerError> {
+    rows.iter().try_for_each(|r| load.land(loaded, r)).map_err(LedgerError::Internal)
 }
 
-/// Writes every row with one statement per table, in an order that keeps
-/// each account's entry ids increasing in the order of its operations.
-async fn write_all(t: &impl GenericClient, writes: Vec<Write>) -> Result<(), LedgerError> {
-    let order: [&'static Table; 9] =
-        [&ACCOUNTS, &LOTS, &HOLDS, &DEBITS, &PURCHASES, &REFUNDS, &STATEMENTS, &ENTRIES, &KEYS];
-    let mut rows: Vec<Vec<Vec<Val>>> = vec![Vec::new(); order.len()];
-    for w in writes {
-        let i = order.iter().position(|t| std::ptr::eq(*t, w.table)).expect("a known table");
-        rows[i].push(w.vals);
+/// Everything `wants` names, as stored; with `lock`, the accounts' rows are
+/// locked first, in id order, and everything else is read under the locks.
+pub async fn load(c: &impl GenericClient, wants: &Wants, lock: bool) -> Result<Loaded, LedgerError> {
+    let mut loaded = Loaded::default();
+    let mut plan = plan(wants).into_iter().peekable();
+    if lock && let Some((load, param)) = plan.next_if(|(l, _)| *l == Load::Accounts) {
+        let rows = run_load(c, load, &param, true).await?;
+        land(&mut loaded, load, rows)?;
     }
-    let statements: Vec<(String, String)> = order
-        .iter()
-        .zip(rows)
-        .filter(|(_, rows)| !rows.is_empty())
-        .map(|(table, rows)| (many_sql(table), json_rows(table, rows)))
+    let rest: Vec<(Load, String)> = plan.collect();
+    // One round trip: the queries are pipelined on the connection.
+    let results =
+        futures_util::future::try_join_all(rest.iter().map(|(load, param)| run_load(c, *load, param, false)))
+            .await?;
+    for ((load, _), rows) in rest.iter().zip(results) {
+        land(&mut loaded, *load, rows)?;
+    }
+    if let Some((load, param)) = plan_missing(&loaded) {
+        let rows = run_load(c, load, &param, false).await?;
+        land(&mut loaded, load, rows)?;
+    }
+    Ok(loaded)
+}
+
+/// Writes a group's rows with one statement per table, pipelined.
+pub async fn write(t: &impl GenericClient, rows: &Rows) -> Result<(), LedgerError> {
+    let statements: Vec<(String, String)> = table_rows(rows, 0)
+        .into_iter()
+        .map(|(table, values)| (many_sql(table), json_rows(table, values)))
         .collect();
     let run = statements.iter().map(|(sql, json)| async move {
         let stmt = t.prepare_cached(sql).await.map_err(pg_error)?;

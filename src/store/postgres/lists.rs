@@ -4,7 +4,7 @@
 use deadpool_postgres::GenericClient;
 use jiff::Timestamp;
 
-use super::tx::{all, one};
+use super::rows::{all, one};
 use crate::domain::account::{Account, AccountId};
 use crate::domain::entry::Entry;
 use crate::domain::period::Month;

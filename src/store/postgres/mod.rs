@@ -1,11 +1,11 @@
 //! The PostgreSQL store: many server replicas, one database.
 //!
-//! Every mutation is one transaction on a pooled connection: lock the
-//! account's row (`SELECT ... FOR UPDATE`), check the idempotency key, load
-//! the state, apply, write, remember the key, commit. The row lock is the
-//! only serialization, so different accounts proceed in parallel on every
-//! replica, and one account's operations are applied one at a time however
-//! many replicas receive them. Reads run in read-only REPEATABLE READ
+//! Every mutation runs in a group of the write pipeline (`group.rs`): one
+//! transaction on a pooled connection that locks the accounts' rows
+//! (`SELECT ... FOR UPDATE`, in id order), loads, applies in memory, writes
+//! and commits. The row locks are the only serialization, so different
+//! accounts proceed in parallel on every replica, and one account's
+//! operations are applied one at a time however many replicas receive them. Reads run in read-only REPEATABLE READ
 //! transactions (one snapshot) and take no lock.
 //!
 //! A lost connection (PostgreSQL restarting) answers `Unavailable` (HTTP
@@ -16,7 +16,6 @@ mod group;
 mod lists;
 mod rows;
 mod schema;
-mod tx;
 
 use std::time::Duration;
 
@@ -31,6 +30,7 @@ use crate::domain::entry::Entry;
 use crate::domain::period::{Month, Zone};
 use crate::domain::state::AccountState;
 use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView};
+use crate::ledger::batch::Wants;
 use crate::ledger::{AuditReport, Executed, LedgerError, NewToken, Operation, PageRequest, Store};
 use crate::store::columns::{self, ACCOUNTS, Cols as _, micros};
 
@@ -123,10 +123,7 @@ macro_rules! read {
 
 impl Store for PgStore {
     async fn execute(&self, op: Operation) -> Result<Executed, LedgerError> {
-        match self.groups.execute(op).await {
-            Ok(answer) => answer,
-            Err(op) => group::alone(&self.pool, &op).await,
-        }
+        self.groups.execute(op).await
     }
 
     async fn create_account(
@@ -145,7 +142,7 @@ impl Store for PgStore {
         let stmt = t.prepare_cached(&insert).await.map_err(pg_error)?;
         let vals = columns::account_vals(&built);
         let inserted = t.execute(&stmt, &rows::params(&vals)).await.map_err(pg_error)?;
-        let existing = tx::one(
+        let existing = rows::one(
             &t,
             &ACCOUNTS.select("WHERE account_id = $1 FOR UPDATE"),
             &[&id.as_str()],
@@ -162,9 +159,10 @@ impl Store for PgStore {
     }
 
     async fn state(&self, account: AccountId, needs: Needs) -> Result<AccountState, LedgerError> {
-        read!(self, |c| tx::load_state(&c, &account, &needs, Timestamp::UNIX_EPOCH)
-            .await?
-            .ok_or_else(|| LedgerError::AccountNotFound(account.to_string())))
+        read!(self, |c| {
+            let (mut states, _) = group::load(&c, &Wants::read(&account, &needs), false).await?.into_states();
+            states.remove(account.as_str()).ok_or_else(|| LedgerError::AccountNotFound(account.to_string()))
+        })
     }
 
     async fn accounts(&self, page: PageRequest) -> Result<Page<AccountView>, LedgerError> {
@@ -226,13 +224,13 @@ impl Store for PgStore {
     async fn token_exists(&self, account: AccountId, secret_sha256: String) -> Result<bool, LedgerError> {
         let client = self.client().await?;
         let sql = "SELECT 1 FROM account_tokens WHERE account_id = $1 AND secret_sha256 = $2";
-        let row = tx::one(&client, sql, &[&account.as_str(), &secret_sha256], |_| Ok(())).await?;
+        let row = rows::one(&client, sql, &[&account.as_str(), &secret_sha256], |_| Ok(())).await?;
         Ok(row.is_some())
     }
 
     async fn row_count(&self) -> Result<u64, LedgerError> {
         let client = self.client().await?;
-        let n = tx::one(&client, columns::ROW_COUNT_SQL, &[], |r| r.int(0)).await?;
+        let n = rows::one(&client, columns::ROW_COUNT_SQL, &[], |r| r.int(0)).await?;
         Ok(n.unwrap_or(0) as u64)
     }
 

@@ -164,6 +164,20 @@ ALTER TABLE entries DROP CONSTRAINT entries_account_id_fkey;
 ALTER TABLE debits DROP CONSTRAINT debits_account_id_fkey;
 ALTER TABLE idempotency_keys DROP CONSTRAINT idempotency_keys_account_id_fkey;
 "#,
+    r#"
+-- The purchase limit's counter lives on the account row, kept by the
+-- domain: the local month of the latest purchase and the net credits
+-- bought in it, so a purchase needs no sum over the purchases table.
+ALTER TABLE accounts ADD COLUMN purchased_month TEXT;
+ALTER TABLE accounts ADD COLUMN purchased_month_credits BIGINT NOT NULL DEFAULT 0;
+UPDATE accounts SET purchased_month =
+    (SELECT MAX(p.month) FROM purchases p WHERE p.account_id = accounts.account_id);
+UPDATE accounts SET purchased_month_credits =
+    (SELECT CAST(COALESCE(SUM(p.credits - p.refunded_unbilled_credits), 0) AS BIGINT) FROM purchases p
+     WHERE p.account_id = accounts.account_id AND p.month = accounts.purchased_month)
+    WHERE purchased_month IS NOT NULL;
+CREATE INDEX statements_failed ON statements (account_id) WHERE status = 'failed';
+"#,
 ];
 
 /// Brings the database to the latest version; refuses a newer one.

@@ -5,8 +5,8 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows;
+use super::rows::all;
 use super::sql_error;
-use super::tx::all;
 use crate::domain::account::{Account, AccountId};
 use crate::domain::entry::Entry;
 use crate::domain::period::Month;

@@ -1,22 +1,28 @@
 //! The SQLite store: one file, WAL, one writer thread with group commit.
 //!
 //! Every mutation is queued to the writer thread, which takes whatever is
-//! waiting (up to [`MAX_GROUP_OPS`]), runs each operation in its own
-//! savepoint inside one `BEGIN IMMEDIATE` transaction, commits once, and
-//! only then answers each caller. A refused operation rolls back to its
-//! savepoint and changes nothing; a failed commit fails every operation of
-//! the group (none was acknowledged). With `synchronous = FULL` (the
-//! default here) a commit is on disk before anyone hears of it.
+//! waiting (up to [`MAX_GROUP_OPS`]) and runs it as one group of the write
+//! pipeline (`group.rs`, [`crate::ledger::batch`]): one `BEGIN IMMEDIATE`
+//! transaction, one query per table to load, the operations applied in
+//! memory in arrival order, one write per row, one commit, and only then
+//! an answer to each caller. A refused operation writes nothing by
+//! construction, so no savepoints are needed. If the group fails before
+//! its commit (a database error, a panic), it is rolled back and each
+//! operation runs again alone, so one failure answers one request; a failed
+//! commit fails every operation of the group (none was acknowledged). With
+//! `synchronous = FULL` (the default here) a commit is on disk before
+//! anyone hears of it. Account creation and tokens, which are not
+//! operations of an account, run in their own transaction before the group.
 //!
 //! Reads run on separate connections (WAL readers never wait for the
 //! writer), each inside a transaction so a snapshot is consistent.
 //! Other processes (a CLI next to a server) take turns through SQLite's own
 //! lock and the busy timeout.
 
+mod group;
 mod lists;
 mod rows;
 mod schema;
-mod tx;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -33,7 +39,8 @@ use crate::domain::entry::Entry;
 use crate::domain::period::{Month, Zone};
 use crate::domain::state::AccountState;
 use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView};
-use crate::ledger::{AuditReport, Executed, LedgerError, NewToken, Operation, PageRequest, Store, run_in};
+use crate::ledger::batch::{self, Wants};
+use crate::ledger::{AuditReport, Executed, LedgerError, NewToken, Operation, PageRequest, Store};
 use crate::store::columns::ACCOUNTS;
 
 pub use schema::SCHEMA_VERSION;
@@ -54,7 +61,7 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
-    writer: mpsc::Sender<Box<dyn Job>>,
+    writer: mpsc::Sender<Queued>,
     readers: Mutex<Vec<Connection>>,
     groups: Arc<GroupStats>,
 }
@@ -139,7 +146,8 @@ impl SqliteStore {
         (self.inner.groups.groups.load(Relaxed), self.inner.groups.ops.load(Relaxed))
     }
 
-    /// Runs `work` in the writer's next group, in its own savepoint.
+    /// Runs `work` in the writer's next transaction, in its own savepoint
+    /// (account creation, tokens: writes that are not operations).
     async fn write<T, F>(&self, work: F) -> Result<T, LedgerError>
     where
         T: Send + 'static,
@@ -147,12 +155,16 @@ impl SqliteStore {
     {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(TypedJob { work: Some(work), result: None, reply });
+        self.enqueue(Queued::Job(job)).await?;
+        answer.await.map_err(|_| LedgerError::Internal("the database writer dropped an operation".into()))?
+    }
+
+    async fn enqueue(&self, item: Queued) -> Result<(), LedgerError> {
         self.inner
             .writer
-            .send(job)
+            .send(item)
             .await
-            .map_err(|_| LedgerError::Unavailable("the database writer has stopped".into()))?;
-        answer.await.map_err(|_| LedgerError::Internal("the database writer dropped an operation".into()))?
+            .map_err(|_| LedgerError::Unavailable("the database writer has stopped".into()))
     }
 
     /// Runs `f` on a read connection inside one read transaction.
@@ -219,43 +231,111 @@ where
     }
 }
 
-fn writer_loop(conn: Connection, mut queue: mpsc::Receiver<Box<dyn Job>>, stats: &GroupStats) {
-    while let Some(first) = queue.blocking_recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP_OPS {
-            match queue.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
+type Answer = Result<Executed, LedgerError>;
+
+/// What waits for the writer: an operation of the pipeline, or other work.
+enum Queued {
+    Op(Box<Operation>, oneshot::Sender<Answer>),
+    Job(Box<dyn Job>),
+}
+
+fn writer_loop(conn: Connection, mut queue: mpsc::Receiver<Queued>, stats: &GroupStats) {
+    let mut taken = Vec::with_capacity(MAX_GROUP_OPS);
+    while queue.blocking_recv_many(&mut taken, MAX_GROUP_OPS) > 0 {
+        let mut jobs = Vec::new();
+        let (mut ops, mut replies) = (Vec::new(), Vec::new());
+        for item in taken.drain(..) {
+            match item {
+                Queued::Op(op, reply) => {
+                    ops.push(*op);
+                    replies.push(reply);
+                }
+                Queued::Job(job) => jobs.push(job),
             }
         }
-        let commit = run_group(&conn, &mut group).map_err(sql_error);
-        stats.groups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        stats.ops.fetch_add(group.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        if commit.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
+        if !jobs.is_empty() {
+            run_jobs(&conn, jobs);
         }
-        for job in group {
-            job.finish(commit.clone());
+        if !ops.is_empty() {
+            let answers = run_ops(&conn, &ops);
+            stats.groups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            stats.ops.fetch_add(ops.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                // The caller may have gone away (a cancelled request).
+                let _ = reply.send(answer);
+            }
         }
     }
 }
 
-fn run_group(conn: &Connection, group: &mut [Box<dyn Job>]) -> rusqlite::Result<()> {
-    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-    for job in group.iter_mut() {
-        conn.prepare_cached("SAVEPOINT op")?.execute([])?;
-        if !job.run(conn) {
-            conn.prepare_cached("ROLLBACK TO op")?.execute([])?;
+/// Runs jobs in one transaction, each in its own savepoint.
+fn run_jobs(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
+    let mut run = || -> rusqlite::Result<()> {
+        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        for job in jobs.iter_mut() {
+            conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+            if !job.run(conn) {
+                conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
+            }
+            conn.prepare_cached("RELEASE job")?.execute([])?;
         }
-        conn.prepare_cached("RELEASE op")?.execute([])?;
+        conn.prepare_cached("COMMIT")?.execute([])?;
+        Ok(())
+    };
+    let commit = run().map_err(sql_error);
+    if commit.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
     }
-    conn.prepare_cached("COMMIT")?.execute([])?;
-    Ok(())
+    for job in jobs {
+        job.finish(commit.clone());
+    }
+}
+
+enum Failed {
+    /// Rolled back: nothing of the group was written.
+    Before(LedgerError),
+    /// COMMIT itself failed: nothing was acknowledged.
+    Committing(LedgerError),
+}
+
+/// Runs `ops` as one group; if it fails before its commit, each again alone.
+fn run_ops(conn: &Connection, ops: &[Operation]) -> Vec<Answer> {
+    let outcome = catch_unwind(AssertUnwindSafe(|| commit_group(conn, ops))).unwrap_or_else(|_| {
+        Err(Failed::Before(LedgerError::Internal("an operation panicked; it was rolled back".into())))
+    });
+    match outcome {
+        Ok(answers) => answers,
+        Err(Failed::Committing(e)) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            ops.iter().map(|_| Err(e.clone())).collect()
+        }
+        Err(Failed::Before(e)) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            if ops.len() == 1 {
+                return vec![Err(e)];
+            }
+            ops.iter().flat_map(|op| run_ops(conn, std::slice::from_ref(op))).collect()
+        }
+    }
+}
+
+fn commit_group(conn: &Connection, ops: &[Operation]) -> Result<Vec<Answer>, Failed> {
+    let before = |e: rusqlite::Error| Failed::Before(sql_error(e));
+    conn.prepare_cached("BEGIN IMMEDIATE").and_then(|mut s| s.execute([])).map_err(before)?;
+    let loaded = group::load(conn, &Wants::of(ops)).map_err(Failed::Before)?;
+    let batch = batch::apply(loaded, ops);
+    group::write(conn, &batch.rows).map_err(before)?;
+    conn.prepare_cached("COMMIT")
+        .and_then(|mut s| s.execute([]))
+        .map_err(|e| Failed::Committing(sql_error(e)))?;
+    Ok(batch.answers)
 }
 
 impl Store for SqliteStore {
     async fn execute(&self, op: Operation) -> Result<Executed, LedgerError> {
-        self.write(move |conn| run_in(&mut tx::SqliteTx { conn }, &op)).await
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(Queued::Op(Box::new(op), reply)).await?;
+        answer.await.map_err(|_| LedgerError::Internal("the database writer dropped an operation".into()))?
     }
 
     async fn create_account(
@@ -282,10 +362,8 @@ impl Store for SqliteStore {
 
     async fn state(&self, account: AccountId, needs: Needs) -> Result<AccountState, LedgerError> {
         self.read(move |conn| {
-            // `now` only sizes the purchase-limit window, which reads never ask for.
-            tx::load_state(conn, &account, &needs, Timestamp::UNIX_EPOCH)
-                .map_err(sql_error)?
-                .ok_or_else(|| LedgerError::AccountNotFound(account.to_string()))
+            let (mut states, _) = group::load(conn, &Wants::read(&account, &needs))?.into_states();
+            states.remove(account.as_str()).ok_or_else(|| LedgerError::AccountNotFound(account.to_string()))
         })
         .await
     }

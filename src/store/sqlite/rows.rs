@@ -2,16 +2,16 @@
 //! position, binding [`Val`]s, and one function per write of the ledger.
 
 use rusqlite::types::{ToSqlOutput, Type};
-use rusqlite::{Connection, Row, ToSql};
+use rusqlite::{Connection, Params, Row, ToSql};
 
-use crate::domain::account::{Account, AccountId};
+use crate::domain::account::Account;
 use crate::domain::debit::Debit;
 use crate::domain::entry::Entry;
 use crate::domain::hold::Hold;
 use crate::domain::lot::Lot;
 use crate::domain::purchase::{Purchase, PurchaseRefund};
 use crate::domain::statement::Statement;
-use crate::store::columns::{self, Cols, Table, Val};
+use crate::store::columns::{self, Cols, Val};
 
 impl Cols for Row<'_> {
     fn int(&self, i: usize) -> Result<i64, String> {
@@ -40,6 +40,18 @@ impl ToSql for Val {
             Val::Null => Ok(ToSqlOutput::Owned(rusqlite::types::Value::Null)),
         }
     }
+}
+
+/// Every row of a query, read by `read`.
+pub fn all<T, P: Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    read: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params, read)?;
+    rows.collect()
 }
 
 /// A row that does not read back, as rusqlite's error.
@@ -77,47 +89,6 @@ fn write(conn: &Connection, sql: &str, vals: Vec<Val>) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn upsert(conn: &Connection, table: &Table, vals: Vec<Val>) -> rusqlite::Result<()> {
-    write(conn, table.upsert(), vals)
-}
-
 pub fn insert_account(conn: &Connection, a: &Account) -> rusqlite::Result<()> {
     write(conn, columns::ACCOUNTS.insert(), columns::account_vals(a))
-}
-
-pub fn update_account(conn: &Connection, a: &Account) -> rusqlite::Result<()> {
-    upsert(conn, &columns::ACCOUNTS, columns::account_vals(a))
-}
-
-pub fn upsert_lot(conn: &Connection, account: &AccountId, l: &Lot, active: bool) -> rusqlite::Result<()> {
-    upsert(conn, &columns::LOTS, columns::lot_vals(account, l, active))
-}
-
-pub fn upsert_hold(conn: &Connection, account: &AccountId, h: &Hold) -> rusqlite::Result<()> {
-    upsert(conn, &columns::HOLDS, columns::hold_vals(account, h))
-}
-
-pub fn upsert_debit(conn: &Connection, account: &AccountId, d: &Debit) -> rusqlite::Result<()> {
-    upsert(conn, &columns::DEBITS, columns::debit_vals(account, d))
-}
-
-pub fn upsert_purchase(conn: &Connection, account: &AccountId, p: &Purchase) -> rusqlite::Result<()> {
-    upsert(conn, &columns::PURCHASES, columns::purchase_vals(account, p))
-}
-
-pub fn upsert_refund(conn: &Connection, account: &AccountId, r: &PurchaseRefund) -> rusqlite::Result<()> {
-    upsert(conn, &columns::REFUNDS, columns::refund_vals(account, r))
-}
-
-pub fn upsert_statement(conn: &Connection, s: &Statement) -> rusqlite::Result<()> {
-    upsert(conn, &columns::STATEMENTS, columns::statement_vals(s))
-}
-
-pub fn insert_entry(
-    conn: &Connection,
-    account: &AccountId,
-    e: &Entry,
-    key: Option<&str>,
-) -> rusqlite::Result<()> {
-    write(conn, columns::ENTRIES.insert(), columns::entry_vals(account, e, key))
 }

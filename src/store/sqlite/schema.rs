@@ -166,6 +166,19 @@ CREATE TABLE account_tokens (
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX account_tokens_by_secret ON account_tokens (account_id, secret_sha256);
 "#,
+    r#"
+-- The purchase limit's counter lives on the account row, kept by the
+-- domain: the local month of the latest purchase and the net credits
+-- bought in it, so a purchase needs no sum over the purchases table.
+ALTER TABLE accounts ADD COLUMN purchased_month TEXT;
+ALTER TABLE accounts ADD COLUMN purchased_month_credits INTEGER NOT NULL DEFAULT 0;
+UPDATE accounts SET purchased_month =
+    (SELECT MAX(p.month) FROM purchases p WHERE p.account_id = accounts.account_id);
+UPDATE accounts SET purchased_month_credits =
+    (SELECT CAST(COALESCE(SUM(p.credits - p.refunded_unbilled_credits), 0) AS BIGINT) FROM purchases p
+     WHERE p.account_id = accounts.account_id AND p.month = accounts.purchased_month)
+    WHERE purchased_month IS NOT NULL;
+"#,
 ];
 
 /// The schema version this binary writes.

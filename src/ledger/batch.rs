@@ -1,0 +1,347 @@
+//! The pure middle of the one write pipeline, shared by every store.
+//!
+//! A store takes a group of queued operations and, inside one transaction
+//! holding the accounts' locks:
+//! 1. asks [`Wants::of`] what the group needs and loads it into a
+//!    [`Loaded`] (one query per table for the whole group, then one more
+//!    for the lots the loaded rows name, [`Loaded::missing_lots`]);
+//! 2. calls [`apply`], which runs the operations in arrival order on
+//!    those states, in memory, and returns each operation's answer and the
+//!    [`Rows`] to write;
+//! 3. writes the rows (one statement per table where the database allows)
+//!    and commits, then answers.
+//!
+//! Invariants of [`apply`]: an account's state carries from one operation
+//! to the next; a refused operation writes nothing (its work is done on a
+//! copy that is dropped); a key used twice in a group answers from the
+//! first; every row appears once, in its last version (upserts of one key
+//! twice in one statement are an error in PostgreSQL). No I/O, no clock.
+
+use std::collections::{HashMap, HashSet};
+
+use jiff::Timestamp;
+
+use crate::domain::account::{Account, AccountId};
+use crate::domain::command::Needs;
+use crate::domain::debit::Debit;
+use crate::domain::entry::Entry;
+use crate::domain::hold::Hold;
+use crate::domain::lot::Lot;
+use crate::domain::purchase::{Purchase, PurchaseRefund};
+use crate::domain::state::AccountState;
+use crate::domain::statement::Statement;
+
+use super::LedgerError;
+use super::store::{Executed, Operation, StoredAnswer, answer_of, replay, request_of, transition};
+
+/// An (account, id) pair: a row named by its key.
+pub type Pair = (String, String);
+
+/// What a group needs loaded, besides every named account's row, active
+/// lots and held holds. Lists are sorted and without repeats.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Wants {
+    pub accounts: Vec<String>,
+    pub keys: Vec<Pair>,
+    pub holds: Vec<Pair>,
+    pub debits: Vec<Pair>,
+    pub purchases: Vec<Pair>,
+    /// Accounts whose unbilled purchases and pending refund lines are needed.
+    pub unbilled: Vec<String>,
+    pub statements: Vec<Pair>,
+    /// Accounts whose `failed` statements are needed (a status change).
+    pub failed_statements: Vec<String>,
+}
+
+impl Wants {
+    /// What `ops` need; an operation whose command is invalid needs nothing
+    /// (it is answered without a load).
+    pub fn of(ops: &[Operation]) -> Wants {
+        let mut w = Wants::default();
+        for op in ops.iter().filter(|op| op.command.validate().is_ok()) {
+            let a = op.account.as_str();
+            w.add(a, &op.command.needs());
+            if let Some(key) = &op.key {
+                w.keys.push((a.to_string(), key.as_str().to_string()));
+            }
+        }
+        w.settle();
+        w
+    }
+
+    /// What a read of one account needs.
+    pub fn read(account: &AccountId, needs: &Needs) -> Wants {
+        let mut w = Wants::default();
+        w.add(account.as_str(), needs);
+        w.settle();
+        w
+    }
+
+    fn add(&mut self, a: &str, needs: &Needs) {
+        let pair = |id: &String| (a.to_string(), id.clone());
+        self.accounts.push(a.to_string());
+        self.holds.extend(needs.hold.iter().map(pair));
+        self.debits.extend(needs.debit.iter().map(pair));
+        self.purchases.extend(needs.purchase.iter().map(pair));
+        if needs.unbilled {
+            self.unbilled.push(a.to_string());
+        }
+        if let Some(s) = &needs.statement {
+            self.statements.push(pair(s));
+            self.failed_statements.push(a.to_string());
+        }
+    }
+
+    fn settle(&mut self) {
+        fn tidy<T: Ord>(v: &mut Vec<T>) {
+            v.sort_unstable();
+            v.dedup();
+        }
+        tidy(&mut self.accounts);
+        tidy(&mut self.keys);
+        tidy(&mut self.holds);
+        tidy(&mut self.debits);
+        tidy(&mut self.purchases);
+        tidy(&mut self.unbilled);
+        tidy(&mut self.statements);
+        tidy(&mut self.failed_statements);
+    }
+}
+
+/// What a store loaded for a group: rows with the account they belong to.
+/// A row may come twice (named and active); [`apply`] keeps one.
+#[derive(Debug, Default, Clone)]
+pub struct Loaded {
+    pub accounts: Vec<Account>,
+    pub lots: Vec<(String, Lot)>,
+    pub holds: Vec<(String, Hold)>,
+    pub debits: Vec<(String, Debit)>,
+    pub purchases: Vec<(String, Purchase)>,
+    pub refunds: Vec<(String, PurchaseRefund)>,
+    pub statements: Vec<Statement>,
+    pub keys: Vec<(Pair, StoredAnswer)>,
+}
+
+impl Loaded {
+    /// Lots that the loaded debits, purchases and holds name but that were
+    /// not loaded as active (a debit refunded into last month's free lot, a
+    /// purchase with nothing unused): the load's second round.
+    pub fn missing_lots(&self) -> Vec<Pair> {
+        let have: HashSet<(&str, &str)> =
+            self.lots.iter().map(|(a, l)| (a.as_str(), l.id.as_str())).collect();
+        let mut wanted: Vec<Pair> = Vec::new();
+        let mut want = |a: &str, lot: &str| {
+            if !have.contains(&(a, lot)) {
+                wanted.push((a.to_string(), lot.to_string()));
+            }
+        };
+        for (a, d) in &self.debits {
+            d.parts.iter().for_each(|p| want(a, &p.lot_id));
+        }
+        for (a, p) in &self.purchases {
+            want(a, &p.id);
+        }
+        for (a, h) in &self.holds {
+            h.parts.iter().for_each(|p| want(a, &p.lot_id));
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+        wanted
+    }
+
+    /// The loaded states by account, each row once.
+    pub fn into_states(self) -> (HashMap<String, AccountState>, HashMap<Pair, StoredAnswer>) {
+        let mut states: HashMap<String, AccountState> =
+            self.accounts.into_iter().map(|a| (a.id.as_str().to_string(), AccountState::new(a))).collect();
+        for (a, lot) in self.lots {
+            if let Some(s) = states.get_mut(&a)
+                && s.lot_index(&lot.id).is_none()
+            {
+                s.lots.push(lot);
+            }
+        }
+        for (a, hold) in self.holds {
+            if let Some(s) = states.get_mut(&a)
+                && !s.holds.iter().any(|h| h.id == hold.id)
+            {
+                s.holds.push(hold);
+            }
+        }
+        for (a, debit) in self.debits {
+            if let Some(s) = states.get_mut(&a)
+                && !s.debits.iter().any(|d| d.id == debit.id)
+            {
+                s.debits.push(debit);
+            }
+        }
+        for (a, purchase) in self.purchases {
+            if let Some(s) = states.get_mut(&a)
+                && !s.purchases.iter().any(|p| p.id == purchase.id)
+            {
+                s.purchases.push(purchase);
+            }
+        }
+        for (a, refund) in self.refunds {
+            if let Some(s) = states.get_mut(&a)
+                && !s.pending_refunds.iter().any(|r| r.id == refund.id)
+            {
+                s.pending_refunds.push(refund);
+            }
+        }
+        for statement in self.statements {
+            if let Some(s) = states.get_mut(statement.account_id.as_str())
+                && !s.statements.iter().any(|x| x.id == statement.id)
+            {
+                s.statements.push(statement);
+            }
+        }
+        (states, self.keys.into_iter().collect())
+    }
+}
+
+/// An idempotency key to remember: the account, the key, the answer, when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRow {
+    pub account: AccountId,
+    pub key: String,
+    pub answer: StoredAnswer,
+    pub at: Timestamp,
+}
+
+/// An entry to append, with the key of the operation that made it. Ids are
+/// 0: the store numbers entries in this order (so an account's ids follow
+/// its operations).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryRow {
+    pub account: AccountId,
+    pub entry: Entry,
+    pub key: Option<String>,
+}
+
+/// Everything a group writes: each row once, in its last version.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Rows {
+    pub accounts: Vec<Account>,
+    /// With whether the lot is active (loaded by the next operation).
+    pub lots: Vec<(AccountId, Lot, bool)>,
+    pub holds: Vec<(AccountId, Hold)>,
+    pub debits: Vec<(AccountId, Debit)>,
+    pub purchases: Vec<(AccountId, Purchase)>,
+    pub refunds: Vec<(AccountId, PurchaseRefund)>,
+    pub statements: Vec<Statement>,
+    pub entries: Vec<EntryRow>,
+    pub keys: Vec<KeyRow>,
+}
+
+impl Rows {
+    pub fn is_empty(&self) -> bool {
+        self.accounts.is_empty()
+            && self.entries.is_empty()
+            && self.keys.is_empty()
+            && self.statements.is_empty()
+            && self.purchases.is_empty()
+            && self.refunds.is_empty()
+            && self.debits.is_empty()
+            && self.holds.is_empty()
+            && self.lots.is_empty()
+    }
+}
+
+/// Keeps the last version of each row (by `id`), in first-seen order.
+fn last_versions<T>(rows: Vec<T>, id: impl Fn(&T) -> (String, String)) -> Vec<T> {
+    let mut seen = HashSet::new();
+    let mut kept: Vec<T> = rows.into_iter().rev().filter(|r| seen.insert(id(r))).collect();
+    kept.reverse();
+    kept
+}
+
+/// What a group's operations answered and what they wrote.
+#[derive(Debug)]
+pub struct Batch {
+    /// One answer per operation, in order.
+    pub answers: Vec<Result<Executed, LedgerError>>,
+    pub rows: Rows,
+}
+
+/// Runs `ops` in arrival order on the states `loaded` holds (see the
+/// module's invariants).
+pub fn apply(loaded: Loaded, ops: &[Operation]) -> Batch {
+    let (mut states, mut keys) = loaded.into_states();
+    let before = states.clone();
+    let mut rows = Rows::default();
+    let mut answers = Vec::with_capacity(ops.len());
+    for op in ops {
+        answers.push(apply_one(op, &mut states, &mut keys, &mut rows));
+    }
+    let mut ids: Vec<&String> = states.keys().collect();
+    ids.sort_unstable();
+    for a in ids {
+        let (old, new) = (&before[a], &states[a]);
+        let id = &new.account.id;
+        if new.account != old.account {
+            rows.accounts.push(new.account.clone());
+        }
+        for lot in new.changed_lots(old) {
+            rows.lots.push((id.clone(), lot.clone(), lot.is_active(new.account.free_month)));
+        }
+        for hold in new.changed_holds(old) {
+            rows.holds.push((id.clone(), hold.clone()));
+        }
+    }
+    let by_id = |a: &AccountId, id: &str| (a.as_str().to_string(), id.to_string());
+    rows.debits = last_versions(std::mem::take(&mut rows.debits), |(a, d)| by_id(a, &d.id));
+    rows.purchases = last_versions(std::mem::take(&mut rows.purchases), |(a, p)| by_id(a, &p.id));
+    rows.refunds = last_versions(std::mem::take(&mut rows.refunds), |(a, r)| by_id(a, &r.id));
+    rows.statements = last_versions(std::mem::take(&mut rows.statements), |s| by_id(&s.account_id, &s.id));
+    Batch { answers, rows }
+}
+
+fn apply_one(
+    op: &Operation,
+    states: &mut HashMap<String, AccountState>,
+    keys: &mut HashMap<Pair, StoredAnswer>,
+    rows: &mut Rows,
+) -> Result<Executed, LedgerError> {
+    let request = request_of(op)?;
+    let a = op.account.as_str();
+    let Some(state) = states.get_mut(a) else {
+        return Err(LedgerError::AccountNotFound(a.to_string()));
+    };
+    let pair = op.key.as_ref().map(|k| (a.to_string(), k.as_str().to_string()));
+    if let (Some(key), Some(pair)) = (&op.key, &pair)
+        && let Some(stored) = keys.get(pair)
+    {
+        return replay(key, &request, stored);
+    }
+    let done = transition(state, op)?;
+    let answer = match &op.key {
+        Some(_) => Some(answer_of(request, &done.outcome)?),
+        None => None,
+    };
+    *state = done.after;
+    let id = &op.account;
+    let changes = done.changes;
+    rows.debits.extend(changes.debits.into_iter().map(|d| (id.clone(), d)));
+    rows.purchases.extend(changes.purchases.into_iter().map(|p| (id.clone(), p)));
+    rows.refunds.extend(changes.refunds.into_iter().map(|r| (id.clone(), r)));
+    rows.statements.extend(changes.statements);
+    let key = op.key.as_ref().map(|k| k.as_str().to_string());
+    for mut entry in changes.entries {
+        entry.created_at = op.now;
+        rows.entries.push(EntryRow { account: id.clone(), entry, key: key.clone() });
+    }
+    if let (Some(answer), Some(pair)) = (answer, pair) {
+        rows.keys.push(KeyRow {
+            account: id.clone(),
+            key: pair.1.clone(),
+            answer: answer.clone(),
+            at: op.now,
+        });
+        keys.insert(pair, answer);
+    }
+    Ok(Executed { outcome: done.outcome, replayed: false, tally: done.tally })
+}
+
+#[cfg(test)]
+#[path = "batch_tests.rs"]
+mod tests;

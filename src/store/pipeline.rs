@@ -1,0 +1,304 @@
+//! The store side of the one write pipeline ([`crate::ledger::batch`]),
+//! written once for both databases: which queries load a group, their SQL,
+//! where each row they return lands, and the rows a group writes, table by
+//! table. A store only runs these (sync or async) inside its transaction.
+//!
+//! Every load takes one parameter, a JSON array of account ids or of
+//! `[account, id]` pairs, so a whole group is one query per table. What
+//! differs between the databases is only how that array becomes rows
+//! (`json_each` or `jsonb_array_elements`), how the join is forced to look
+//! rows up by key (SQLite's `CROSS JOIN` keeps the written order; in
+//! PostgreSQL a `LATERAL` subquery), booleans, and the lock on accounts.
+
+use std::sync::OnceLock;
+
+use crate::domain::account::Account;
+use crate::ledger::StoredAnswer;
+use crate::ledger::batch::{KeyRow, Loaded, Pair, Rows, Wants};
+
+use super::columns::{
+    self, ACCOUNTS, Cols, DEBITS, ENTRIES, HOLDS, KEYS, LOTS, PURCHASES, REFUNDS, STATEMENTS, Table, Val,
+    micros,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// One query of a group's load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Load {
+    Accounts,
+    ActiveLots,
+    HeldHolds,
+    Holds,
+    Debits,
+    Purchases,
+    UnbilledPurchases,
+    PendingRefunds,
+    Statements,
+    FailedStatements,
+    Keys,
+    /// The second round: lots the first round's rows name.
+    Lots,
+}
+
+/// A condition on the loaded table `t`.
+enum Term {
+    /// A boolean column is true.
+    Flag(&'static str),
+    Sql(&'static str),
+}
+
+const ALL: [Load; 12] = [
+    Load::Accounts,
+    Load::ActiveLots,
+    Load::HeldHolds,
+    Load::Holds,
+    Load::Debits,
+    Load::Purchases,
+    Load::UnbilledPurchases,
+    Load::PendingRefunds,
+    Load::Statements,
+    Load::FailedStatements,
+    Load::Keys,
+    Load::Lots,
+];
+
+impl Load {
+    fn table(self) -> &'static Table {
+        match self {
+            Load::Accounts => &ACCOUNTS,
+            Load::ActiveLots | Load::Lots => &LOTS,
+            Load::HeldHolds | Load::Holds => &HOLDS,
+            Load::Debits => &DEBITS,
+            Load::Purchases | Load::UnbilledPurchases => &PURCHASES,
+            Load::PendingRefunds => &REFUNDS,
+            Load::Statements | Load::FailedStatements => &STATEMENTS,
+            Load::Keys => &KEYS,
+        }
+    }
+
+    /// The id column matched with the second member of a pair; `None` for
+    /// loads by account.
+    fn pair_column(self) -> Option<&'static str> {
+        match self {
+            Load::Holds => Some("hold_id"),
+            Load::Debits => Some("debit_id"),
+            Load::Purchases => Some("purchase_id"),
+            Load::Statements => Some("statement_id"),
+            Load::Keys => Some("key"),
+            Load::Lots => Some("lot_id"),
+            _ => None,
+        }
+    }
+
+    fn terms(self) -> &'static [Term] {
+        match self {
+            Load::ActiveLots => &[Term::Flag("active")],
+            Load::HeldHolds => &[Term::Sql("t.status = 'held'")],
+            Load::UnbilledPurchases => {
+                &[Term::Sql("t.statement_id IS NULL AND t.credits > t.refunded_unbilled_credits")]
+            }
+            Load::PendingRefunds => &[Term::Flag("needs_line"), Term::Sql("t.statement_id IS NULL")],
+            Load::FailedStatements => &[Term::Sql("t.status = 'failed'")],
+            _ => &[],
+        }
+    }
+
+    /// Puts one returned row where it belongs.
+    pub fn land(self, loaded: &mut Loaded, r: &impl Cols) -> Result<(), String> {
+        match self {
+            Load::Accounts => loaded.accounts.push(columns::account(r)?),
+            Load::ActiveLots | Load::Lots => loaded.lots.push((r.text(0)?, columns::lot(r)?)),
+            Load::HeldHolds | Load::Holds => loaded.holds.push((r.text(0)?, columns::hold(r)?)),
+            Load::Debits => loaded.debits.push((r.text(0)?, columns::debit(r)?)),
+            Load::Purchases | Load::UnbilledPurchases => {
+                loaded.purchases.push((r.text(0)?, columns::purchase(r)?))
+            }
+            Load::PendingRefunds => loaded.refunds.push((r.text(0)?, columns::refund(r)?)),
+            Load::Statements | Load::FailedStatements => loaded.statements.push(columns::statement(r)?),
+            Load::Keys => loaded
+                .keys
+                .push(((r.text(0)?, r.text(1)?), StoredAnswer { request: r.text(2)?, response: r.text(3)? })),
+        }
+        Ok(())
+    }
+}
+
+fn json_ids(ids: &[String]) -> String {
+    serde_json::to_string(ids).expect("strings serialize")
+}
+
+fn json_pairs(pairs: &[Pair]) -> String {
+    serde_json::to_string(pairs).expect("strings serialize")
+}
+
+/// The first round of a group's load: each query with its parameter,
+/// leaving out those with nothing to ask for. [`Load::Accounts`] comes
+/// first (on PostgreSQL it takes the locks).
+pub fn plan(w: &Wants) -> Vec<(Load, String)> {
+    let by_accounts = [
+        (Load::Accounts, &w.accounts),
+        (Load::ActiveLots, &w.accounts),
+        (Load::HeldHolds, &w.accounts),
+        (Load::UnbilledPurchases, &w.unbilled),
+        (Load::PendingRefunds, &w.unbilled),
+        (Load::FailedStatements, &w.failed_statements),
+    ];
+    let by_pairs = [
+        (Load::Holds, &w.holds),
+        (Load::Debits, &w.debits),
+        (Load::Purchases, &w.purchases),
+        (Load::Statements, &w.statements),
+        (Load::Keys, &w.keys),
+    ];
+    let mut out: Vec<(Load, String)> =
+        by_accounts.into_iter().filter(|(_, v)| !v.is_empty()).map(|(l, v)| (l, json_ids(v))).collect();
+    out.extend(by_pairs.into_iter().filter(|(_, v)| !v.is_empty()).map(|(l, v)| (l, json_pairs(v))));
+    out
+}
+
+/// The second round: the lots the first round's rows name, if any.
+pub fn plan_missing(loaded: &Loaded) -> Option<(Load, String)> {
+    let missing = loaded.missing_lots();
+    (!missing.is_empty()).then(|| (Load::Lots, json_pairs(&missing)))
+}
+
+impl Dialect {
+    /// The SQL of `load`. Accounts are locked (`FOR UPDATE`, in id order)
+    /// when `lock`; SQLite's writer already holds the database's lock.
+    pub fn sql(self, load: Load, lock: bool) -> &'static str {
+        static SQL: OnceLock<Vec<String>> = OnceLock::new();
+        let all = SQL.get_or_init(|| {
+            let mut v = Vec::new();
+            for dialect in [Dialect::Sqlite, Dialect::Postgres] {
+                for lock in [false, true] {
+                    v.extend(ALL.iter().map(|&l| dialect.build(l, lock)));
+                }
+            }
+            v
+        });
+        let i = ALL.iter().position(|&l| l == load).expect("every load is listed");
+        let dialect = if self == Dialect::Sqlite { 0 } else { 2 };
+        &all[(dialect + usize::from(lock)) * ALL.len() + i]
+    }
+
+    fn build(self, load: Load, lock: bool) -> String {
+        let table = load.table();
+        if load == Load::Accounts && self == Dialect::Postgres {
+            let lock = if lock { " FOR UPDATE" } else { "" };
+            return format!(
+                "{} WHERE account_id IN (SELECT jsonb_array_elements_text($1::text::jsonb)) \
+                 ORDER BY account_id{lock}",
+                table.select("")
+            );
+        }
+        let mut conds = vec!["t.account_id = w.a".to_string()];
+        if let Some(col) = load.pair_column() {
+            conds.push(format!("t.{col} = w.b"));
+        }
+        for term in load.terms() {
+            conds.push(match (term, self) {
+                (Term::Flag(c), Dialect::Sqlite) => format!("t.{c} = 1"),
+                (Term::Flag(c), Dialect::Postgres) => format!("t.{c}"),
+                (Term::Sql(s), _) => s.to_string(),
+            });
+        }
+        let source = match (self, load.pair_column().is_some()) {
+            (Dialect::Sqlite, false) => "(SELECT value AS a FROM json_each($1)) AS w",
+            (Dialect::Sqlite, true) => "(SELECT value ->> 0 AS a, value ->> 1 AS b FROM json_each($1)) AS w",
+            (Dialect::Postgres, false) => "jsonb_array_elements_text($1::text::jsonb) AS w (a)",
+            (Dialect::Postgres, true) => {
+                "(SELECT v ->> 0 AS a, v ->> 1 AS b FROM jsonb_array_elements($1::text::jsonb) AS v) AS w"
+            }
+        };
+        let cols = table.cols.iter().map(|c| format!("t.{c}")).collect::<Vec<_>>().join(", ");
+        let name = table.name;
+        match self {
+            Dialect::Sqlite => {
+                format!("SELECT {cols} FROM {source} CROSS JOIN {name} AS t WHERE {}", conds.join(" AND "))
+            }
+            Dialect::Postgres => format!(
+                "SELECT {cols} FROM {source} CROSS JOIN LATERAL \
+                 (SELECT * FROM {name} AS t WHERE {}) AS t",
+                conds.join(" AND ")
+            ),
+        }
+    }
+}
+
+/// The tables a group writes, in this order: each account's entry ids then
+/// follow the order of its operations, and a row is written before the
+/// rows that name it.
+pub const WRITE_ORDER: [&Table; 9] =
+    [&ACCOUNTS, &LOTS, &HOLDS, &DEBITS, &PURCHASES, &REFUNDS, &STATEMENTS, &ENTRIES, &KEYS];
+
+/// The values of every row of `rows`, per table of [`WRITE_ORDER`] (empty
+/// tables left out). Entries are numbered from `first_entry_id` in order
+/// (PostgreSQL draws them from its sequence instead and ignores these).
+pub fn table_rows(rows: &Rows, first_entry_id: i64) -> Vec<(&'static Table, Vec<Vec<Val>>)> {
+    let account = |a: &Account| columns::account_vals(a);
+    let per_table: [Vec<Vec<Val>>; 9] = [
+        rows.accounts.iter().map(account).collect(),
+        rows.lots.iter().map(|(a, l, active)| columns::lot_vals(a, l, *active)).collect(),
+        rows.holds.iter().map(|(a, h)| columns::hold_vals(a, h)).collect(),
+        rows.debits.iter().map(|(a, d)| columns::debit_vals(a, d)).collect(),
+        rows.purchases.iter().map(|(a, p)| columns::purchase_vals(a, p)).collect(),
+        rows.refunds.iter().map(|(a, r)| columns::refund_vals(a, r)).collect(),
+        rows.statements.iter().map(columns::statement_vals).collect(),
+        rows.entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let mut entry = e.entry.clone();
+                entry.id = first_entry_id + i as i64;
+                columns::entry_vals(&e.account, &entry, e.key.as_deref())
+            })
+            .collect(),
+        rows.keys.iter().map(key_vals).collect(),
+    ];
+    WRITE_ORDER.into_iter().zip(per_table).filter(|(_, rows)| !rows.is_empty()).collect()
+}
+
+/// The values of an idempotency key's row (see [`KEYS`]).
+pub fn key_vals(k: &KeyRow) -> Vec<Val> {
+    vec![
+        k.account.as_str().into(),
+        k.key.clone().into(),
+        k.answer.request.clone().into(),
+        k.answer.response.clone().into(),
+        micros(k.at).into(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loads_by_pair_join_on_the_key_and_flags_differ_by_dialect() {
+        assert_eq!(
+            Dialect::Sqlite.sql(Load::PendingRefunds, false),
+            "SELECT t.account_id, t.refund_id, t.purchase_id, t.credits, t.unit_price_micros, t.created_at, \
+             t.month, t.needs_line, t.statement_id FROM (SELECT value AS a FROM json_each($1)) AS w \
+             CROSS JOIN purchase_refunds AS t WHERE t.account_id = w.a AND t.needs_line = 1 AND \
+             t.statement_id IS NULL"
+        );
+        let pg = Dialect::Postgres.sql(Load::Keys, true);
+        assert!(pg.contains("CROSS JOIN LATERAL (SELECT * FROM idempotency_keys AS t WHERE t.account_id = w.a AND t.key = w.b)"), "{pg}");
+        assert!(Dialect::Postgres.sql(Load::Accounts, true).ends_with("ORDER BY account_id FOR UPDATE"));
+        assert!(!Dialect::Postgres.sql(Load::Accounts, false).contains("FOR UPDATE"));
+    }
+
+    #[test]
+    fn a_plan_asks_only_for_what_the_group_needs() {
+        let w = Wants { accounts: vec!["a".into()], ..Wants::default() };
+        let loads: Vec<Load> = plan(&w).into_iter().map(|(l, _)| l).collect();
+        assert_eq!(loads, [Load::Accounts, Load::ActiveLots, Load::HeldHolds]);
+        let w = Wants { keys: vec![("a".into(), "k\"1".into())], ..w };
+        assert_eq!(plan(&w).last().unwrap(), &(Load::Keys, r#"[["a","k\"1"]]"#.to_string()));
+    }
+}
