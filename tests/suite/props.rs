@@ -29,7 +29,6 @@ use textcredits::domain::period::{Month, Zone};
 use textcredits::domain::state::Changes;
 use textcredits::domain::view::BalanceView;
 use textcredits::ledger::{IdempotencyKey, Ledger, LedgerError, MAX_PAGE_LIMIT, PageRequest, Store};
-use textcredits::store::sqlite::SqliteStore;
 
 use crate::util::{self, Db, ts};
 
@@ -579,15 +578,50 @@ enum Jump {
 /// `per_mille` scales a quantity; `over` asks for one more than allowed.
 #[derive(Debug, Clone)]
 enum Step {
-    Purchase { acct: usize, credits: i64 },
-    Debit { acct: usize, credits: i64 },
-    Hold { acct: usize, credits: i64, ttl_seconds: Option<i64> },
-    Capture { acct: usize, pick: usize, per_mille: i64, over: bool },
-    Release { acct: usize, pick: usize },
-    RefundDebit { acct: usize, pick: usize, per_mille: i64, over: bool },
-    RefundPurchase { acct: usize, pick: usize, per_mille: Option<i64>, over: bool },
-    Grant { acct: usize, credits: i64, expiry: Expiry },
+    Purchase {
+        acct: usize,
+        credits: i64,
+    },
+    Debit {
+        acct: usize,
+        credits: i64,
+    },
+    Hold {
+        acct: usize,
+        credits: i64,
+        ttl_seconds: Option<i64>,
+    },
+    Capture {
+        acct: usize,
+        pick: usize,
+        per_mille: i64,
+        over: bool,
+    },
+    Release {
+        acct: usize,
+        pick: usize,
+    },
+    RefundDebit {
+        acct: usize,
+        pick: usize,
+        per_mille: i64,
+        over: bool,
+    },
+    RefundPurchase {
+        acct: usize,
+        pick: usize,
+        per_mille: Option<i64>,
+        over: bool,
+    },
+    Grant {
+        acct: usize,
+        credits: i64,
+        expiry: Expiry,
+    },
     Wait(Jump),
+    /// Several operations sent at once, so the store groups them: they
+    /// enter its queue in this order, and must answer as if one at a time.
+    Burst(Vec<Step>),
 }
 
 #[derive(Debug, Clone)]
@@ -651,12 +685,23 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
+/// Most operations of one burst.
+const MAX_BURST: usize = 8;
+
+fn step_or_burst() -> impl Strategy<Value = Step> {
+    let operation = step().prop_filter("a burst holds operations", |s| !matches!(s, Step::Wait(_)));
+    prop_oneof![
+        5 => step(),
+        1 => prop::collection::vec(operation, 2..=MAX_BURST).prop_map(Step::Burst),
+    ]
+}
+
 fn case() -> impl Strategy<Value = Case> {
     let account = (prop::sample::select(MODEL_ZONES), prop::sample::select(ALLOWANCES));
     (
         prop::collection::vec(account, 1..=2),
         0..(2 * 365 * 24 * 60i64),
-        prop::collection::vec(step(), 1..=MAX_STEPS),
+        prop::collection::vec(step_or_burst(), 1..=MAX_STEPS),
     )
         .prop_map(|(accounts, minutes, steps)| Case {
             accounts,
@@ -753,7 +798,7 @@ fn resolve(step: &Step, models: &[Model], now: Timestamp) -> (usize, Command) {
             let cmd = Command::Grant { credits: credits(c), expires_at, reason: "promo".into() };
             (acct % n, cmd)
         }
-        Step::Wait(_) => unreachable!("waits are not commands"),
+        Step::Wait(_) | Step::Burst(_) => unreachable!("waits and bursts are not commands"),
     }
 }
 
@@ -784,8 +829,8 @@ fn land(jump: &Jump, models: &[Model], now: Timestamp) -> Timestamp {
 // ---------------------------------------------------------------------------
 // Running a case: the real ledger and the model, step by step.
 
-struct Run {
-    ledger: Ledger<SqliteStore>,
+struct Run<S> {
+    ledger: Ledger<S>,
     models: Vec<Model>,
     now: Timestamp,
     trace: Vec<String>,
@@ -800,7 +845,7 @@ macro_rules! ensure {
     };
 }
 
-impl Run {
+impl<S: Store> Run<S> {
     fn failure(&self, msg: String) -> String {
         format!("{msg}\ntrace:\n  {}", self.trace.join("\n  "))
     }
@@ -1013,7 +1058,48 @@ impl Run {
         Ok(())
     }
 
+    /// A burst: every operation is queued before the first is answered
+    /// (`join_all` polls them in order, and each enqueues on its first
+    /// poll), so the store may group them; each answer must be the model's
+    /// for the operations in this order.
+    async fn burst(&mut self, index: usize, steps: &[Step]) -> Result<(), String> {
+        let mut sent = Vec::new();
+        let mut now = self.now;
+        for (j, step) in steps.iter().enumerate() {
+            let (a, cmd) = resolve(step, &self.models, now);
+            let key = IdempotencyKey::parse(&format!("burst-{index}-{j}")).expect("valid key");
+            self.trace.push(format!("{index}.{j}: at {now} on {} (burst): {cmd:?}", self.models[a].id));
+            sent.push((a, cmd, key, now));
+            now += SignedDuration::from_micros(STEP_MICROS);
+        }
+        let answers = futures_util::future::join_all(sent.iter().map(|(a, cmd, key, at)| {
+            self.ledger.execute(&self.models[*a].id, cmd.clone(), Some(key.clone()), *at)
+        }))
+        .await;
+        for (j, ((a, cmd, _, at), answer)) in sent.iter().zip(answers).enumerate() {
+            let mut model = self.models[*a].clone();
+            let want = model.apply(cmd, *at);
+            let first = answer.map(|e| e.outcome);
+            let got = summarize(&first);
+            self.trace.push(format!("   {index}.{j} -> {got:?}"));
+            ensure!(
+                self,
+                got.as_ref().map_err(|e| e.as_ref()) == want.as_ref().map_err(Ok),
+                "burst step {index}.{j}: ledger answered {got:?}, model expects {want:?}"
+            );
+            if let Ok(outcome) = &first {
+                model.bind_id(cmd, outcome);
+                self.models[*a] = model;
+            }
+        }
+        self.now = now;
+        self.check_all().await
+    }
+
     async fn step(&mut self, index: usize, step: &Step) -> Result<(), String> {
+        if let Step::Burst(steps) = step {
+            return self.burst(index, steps).await;
+        }
         if let Step::Wait(jump) = step {
             self.now = land(jump, &self.models, self.now);
             self.trace.push(format!("{index}: wait until {} ({jump:?})", self.now));
@@ -1026,9 +1112,7 @@ impl Run {
     }
 }
 
-async fn run_case(case: &Case) -> Result<(), String> {
-    let db = Db::new();
-    let ledger = db.ledger().await;
+async fn run_case<S: Store>(case: &Case, ledger: Ledger<S>) -> Result<(), String> {
     let mut models = Vec::new();
     let mut now = case.start;
     for (i, &(zone, free)) in case.accounts.iter().enumerate() {
@@ -1059,7 +1143,20 @@ proptest! {
     /// nothing.
     #[test]
     fn ledger_matches_the_model(case in case()) {
-        block_on(run_case(&case)).map_err(TestCaseError::fail)?;
+        let db = Db::new();
+        block_on(async { run_case(&case, db.ledger().await).await }).map_err(TestCaseError::fail)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(config(DEFAULT_CASES / 2))]
+
+    /// The same on PostgreSQL (a fresh schema per case), when
+    /// `TEXTCREDITS_TEST_PG` is set.
+    #[test]
+    fn ledger_matches_the_model_on_postgres(case in case()) {
+        let Some(db) = Db::postgres() else { return Ok(()) };
+        block_on(async { run_case(&case, db.pg_ledger().await).await }).map_err(TestCaseError::fail)?;
     }
 }
 
