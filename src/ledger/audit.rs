@@ -69,6 +69,18 @@ impl AuditReport {
         }
     }
 
+    /// No entry id lies beyond the last one the store's counter handed out
+    /// (else the next entry could reuse an id).
+    pub fn check_sequence(&mut self, max_entry_id: i64, last_issued: i64) {
+        if max_entry_id > last_issued {
+            self.mismatch_count += 1;
+            if self.mismatches.len() < MAX_REPORTED_MISMATCHES {
+                self.mismatches
+                    .push(format!("entry ids reach {max_entry_id} but the sequence is at {last_issued}"));
+            }
+        }
+    }
+
     fn mismatch(&mut self, account: &Account, what: String) {
         self.mismatch_count += 1;
         if self.mismatches.len() < MAX_REPORTED_MISMATCHES {

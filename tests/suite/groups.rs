@@ -195,23 +195,90 @@ conformance!(
 
 /// PostgreSQL's append-only tables carry no foreign key to their account
 /// (a check per row was most of an insert's cost): the audit looks instead.
+/// The audit checks the same things on both stores: rows of an account
+/// that does not exist, and entry ids beyond the store's counter.
+async fn audit_reports_orphans_and_a_counter_behind_the_entries(db: crate::util::Db) {
+    let pg = db.pg_schema.is_some();
+    let report = if pg {
+        let l = db.pg_ledger().await;
+        let a = account(&l, "acct_real", "UTC", 10, ts("2026-11-01T00:00:00Z")).await;
+        l.execute(&a, debit(1, "x"), key("k1"), ts(NOW)).await.expect("debit");
+        audit_ok(&l).await;
+        crate::util::raw_sql(&db, ORPHAN_KEY);
+        crate::util::raw_sql(&db, "SELECT setval('entry_ids', 1)");
+        l.audit().await.expect("audit runs")
+    } else {
+        let l = db.ledger().await;
+        let a = account(&l, "acct_real", "UTC", 10, ts("2026-11-01T00:00:00Z")).await;
+        l.execute(&a, debit(1, "x"), key("k1"), ts(NOW)).await.expect("debit");
+        audit_ok(&l).await;
+        crate::util::raw_sql(&db, ORPHAN_KEY);
+        crate::util::raw_sql(&db, "UPDATE sequences SET value = 1 WHERE name = 'entry'");
+        l.audit().await.expect("audit runs")
+    };
+    let found = |what: &str| report.mismatches.iter().any(|m| m.contains(what));
+    assert!(found("idempotency_keys has rows of account acct_ghost"), "{:?}", report.mismatches);
+    assert!(found("entry ids reach 2 but the sequence is at 1"), "{:?}", report.mismatches);
+}
+
+const ORPHAN_KEY: &str = "INSERT INTO idempotency_keys (account_id, key, request, response, created_at) \
+                          VALUES ('acct_ghost', 'k', '{}', '{}', 0)";
+
 #[tokio::test]
-async fn postgres_audit_reports_rows_whose_account_does_not_exist() {
+async fn sqlite_audit_reports_orphans_and_a_counter_behind_the_entries() {
+    audit_reports_orphans_and_a_counter_behind_the_entries(crate::util::Db::new()).await;
+}
+
+#[tokio::test]
+async fn postgres_audit_reports_orphans_and_a_counter_behind_the_entries() {
     let Some(db) = crate::util::Db::postgres() else { return };
-    let l = db.pg_ledger().await;
-    let a = account(&l, "acct_real", "UTC", 10, ts("2026-11-01T00:00:00Z")).await;
-    l.execute(&a, debit(1, "x"), key("k1"), ts(NOW)).await.expect("debit");
-    audit_ok(&l).await;
-    crate::util::pg_exec(
-        &db.url,
-        "INSERT INTO idempotency_keys (account_id, key, request, response, created_at) \
-         VALUES ('acct_ghost', 'k', '{}', '{}', 0)",
-    );
-    let report = l.audit().await.expect("audit runs");
-    assert!(!report.ok());
-    assert!(
-        report.mismatches.iter().any(|m| m.contains("idempotency_keys") && m.contains("acct_ghost")),
-        "{:?}",
-        report.mismatches
-    );
+    audit_reports_orphans_and_a_counter_behind_the_entries(db).await;
+}
+
+/// A panic while a group is applied (here: an active hold whose lot was
+/// deleted behind the ledger's back) answers `internal` to its operation
+/// only; the other operations of the group are answered, and the writer
+/// (SQLite) or worker (PostgreSQL) goes on.
+async fn a_panic_in_a_group_answers_internal_and_the_store_goes_on(db: crate::util::Db) {
+    macro_rules! body {
+        ($l:expr) => {{
+            let l = $l;
+            let at = ts("2026-11-01T00:00:00Z");
+            let a = account(&l, "acct_broken", "UTC", 10, at).await;
+            let b = account(&l, "acct_fine", "UTC", 10, at).await;
+            let hold =
+                Command::Hold { credits: Credits::new(4).unwrap(), reference: None, ttl_seconds: None };
+            let Outcome::Hold(h) = l.execute(&a, hold, key("h"), ts(NOW)).await.expect("hold").outcome else {
+                panic!("not a hold")
+            };
+            crate::util::raw_sql(&db, "DELETE FROM lots WHERE account_id = 'acct_broken'");
+            let release = Command::Release { hold_id: h.id.clone() };
+            let answers = burst(
+                &l,
+                vec![
+                    (a.clone(), release, None),
+                    (b.clone(), debit(1, "x"), key("d1")),
+                    (b.clone(), debit(1, "y"), key("d2")),
+                ],
+            )
+            .await;
+            assert!(matches!(answers[0], Err(LedgerError::Internal(_))), "{:?}", answers[0]);
+            assert!(answers[1].is_ok() && answers[2].is_ok(), "{answers:?}");
+            let after = l.execute(&b, debit(1, "z"), key("d3"), ts(NOW)).await;
+            assert!(after.is_ok(), "the store goes on: {after:?}");
+            assert_eq!(available(&l, &b).await, 7);
+        }};
+    }
+    if db.pg_schema.is_some() { body!(db.pg_ledger().await) } else { body!(db.ledger().await) }
+}
+
+#[tokio::test]
+async fn sqlite_a_panic_in_a_group_answers_internal_and_the_store_goes_on() {
+    a_panic_in_a_group_answers_internal_and_the_store_goes_on(crate::util::Db::new()).await;
+}
+
+#[tokio::test]
+async fn postgres_a_panic_in_a_group_answers_internal_and_the_store_goes_on() {
+    let Some(db) = crate::util::Db::postgres() else { return };
+    a_panic_in_a_group_answers_internal_and_the_store_goes_on(db).await;
 }

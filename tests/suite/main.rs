@@ -44,5 +44,7 @@ mod props;
 mod replicas;
 /// The rules R1-R8, run against every store (the conformance suite).
 mod rules;
+/// The two stores' schemas, read from their catalogs, are the same.
+mod schema;
 /// Shared fixtures: databases, the binary, timestamps.
 mod util;

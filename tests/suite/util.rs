@@ -34,7 +34,7 @@ pub struct Db {
     pub path: PathBuf,
     pub url: String,
     /// The PostgreSQL schema this database lives in, dropped at drop.
-    pg_schema: Option<String>,
+    pub pg_schema: Option<String>,
     /// Held while the database is in use: the test that restarts
     /// PostgreSQL takes it exclusively, so no other test sees the restart.
     _pg_in_use: Option<std::sync::RwLockReadGuard<'static, ()>>,
@@ -204,6 +204,17 @@ pub fn pg_exec(url: &str, sql: &str) {
     })
     .join()
     .expect("the statement ran");
+}
+
+/// Runs SQL on the test's database behind the ledger's back (to corrupt
+/// it on purpose).
+pub fn raw_sql(db: &Db, sql: &str) {
+    if db.pg_schema.is_some() {
+        pg_exec(&db.url, sql);
+    } else {
+        let conn = rusqlite::Connection::open(&db.path).expect("open");
+        conn.execute_batch(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
 }
 
 /// Creates an account through the ledger.

@@ -155,6 +155,10 @@ pub async fn audit(c: &impl GenericClient) -> Result<AuditReport, LedgerError> {
         };
         report.check(&records);
     }
+    let sql = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM entry_ids";
+    let last_id = one(c, sql, &[], |r| r.int(0)).await?.unwrap_or(0);
+    let max_id = one(c, "SELECT COALESCE(MAX(entry_id), 0) FROM entries", &[], |r| r.int(0)).await?;
+    report.check_sequence(max_id.unwrap_or(0), last_id);
     report.orphans(all(c, ORPHANS_SQL, &[], |r| Ok((r.text(0)?, r.text(1)?))).await?);
     Ok(report)
 }

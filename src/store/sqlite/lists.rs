@@ -162,12 +162,7 @@ pub fn audit(conn: &Connection) -> Result<AuditReport, LedgerError> {
         .map_err(sql_error)?;
     let max_id: Option<i64> =
         conn.query_row("SELECT MAX(entry_id) FROM entries", [], |r| r.get(0)).map_err(sql_error)?;
-    if max_id.unwrap_or(0) > last_id {
-        report.mismatch_count += 1;
-        report
-            .mismatches
-            .push(format!("entry ids reach {} but the sequence is at {last_id}", max_id.unwrap_or(0)));
-    }
+    report.check_sequence(max_id.unwrap_or(0), last_id);
     report.orphans(all(conn, ORPHANS_SQL, [], |r| Ok((r.get(0)?, r.get(1)?))).map_err(sql_error)?);
     Ok(report)
 }

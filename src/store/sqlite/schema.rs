@@ -179,6 +179,61 @@ UPDATE accounts SET purchased_month_credits =
      WHERE p.account_id = accounts.account_id AND p.month = accounts.purchased_month)
     WHERE purchased_month IS NOT NULL;
 "#,
+    r#"
+-- As PostgreSQL's migration 2 did: the rows every debit appends (its
+-- entry, its debit, its key) carry no foreign key; the writer holds the
+-- database's lock, accounts are never deleted, and the audit reports any
+-- row whose account is missing. SQLite cannot drop a constraint, so the
+-- three tables are rebuilt.
+CREATE TABLE debits_rebuilt (
+    account_id TEXT NOT NULL,
+    debit_id TEXT NOT NULL,
+    credits INTEGER NOT NULL,
+    refunded INTEGER NOT NULL,
+    reference TEXT,
+    description TEXT,
+    created_at INTEGER NOT NULL,
+    from_free INTEGER NOT NULL,
+    from_grants INTEGER NOT NULL,
+    from_paid INTEGER NOT NULL,
+    parts TEXT NOT NULL,
+    PRIMARY KEY (account_id, debit_id)
+) WITHOUT ROWID;
+INSERT INTO debits_rebuilt SELECT * FROM debits;
+DROP TABLE debits;
+ALTER TABLE debits_rebuilt RENAME TO debits;
+
+CREATE TABLE entries_rebuilt (
+    account_id TEXT NOT NULL,
+    entry_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    lot_id TEXT NOT NULL,
+    delta_credits INTEGER NOT NULL,
+    held_delta_credits INTEGER NOT NULL,
+    balance_after INTEGER NOT NULL,
+    source TEXT,
+    reference TEXT,
+    idempotency_key TEXT,
+    effective_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (account_id, entry_id)
+) WITHOUT ROWID;
+INSERT INTO entries_rebuilt SELECT * FROM entries;
+DROP TABLE entries;
+ALTER TABLE entries_rebuilt RENAME TO entries;
+
+CREATE TABLE idempotency_keys_rebuilt (
+    account_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    request TEXT NOT NULL,
+    response TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (account_id, key)
+) WITHOUT ROWID;
+INSERT INTO idempotency_keys_rebuilt SELECT * FROM idempotency_keys;
+DROP TABLE idempotency_keys;
+ALTER TABLE idempotency_keys_rebuilt RENAME TO idempotency_keys;
+"#,
 ];
 
 /// The schema version this binary writes.
