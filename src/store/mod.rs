@@ -7,6 +7,7 @@ pub mod columns;
 pub mod paging;
 pub mod pipeline;
 pub mod postgres;
+pub mod reads;
 pub mod sqlite;
 
 use std::path::PathBuf;

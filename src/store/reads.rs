@@ -1,0 +1,184 @@
+//! The read side's queries, written once for both databases: the SQL and
+//! parameters of each list (keyset pages, newest first), and how a fetched
+//! page is cut and shaped. Each store only runs a [`Query`] and reads its
+//! rows with the shared readers of [`super::columns`].
+//!
+//! The SQL is the subset both databases take: `$n` parameters, row-value
+//! comparisons, `CAST(.. AS TEXT)` where PostgreSQL must know a NULL's type.
+
+use crate::domain::account::{Account, AccountId};
+use crate::domain::entry::Entry;
+use crate::domain::period::Month;
+use crate::domain::purchase::Purchase;
+use crate::domain::statement::Statement;
+use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView};
+use crate::ledger::{LedgerError, PageRequest};
+
+use super::columns::{ACCOUNTS, ENTRIES, PURCHASES, STATEMENTS, Table, Val, micros};
+use super::paging::{bad_cursor, page, split_cursor};
+
+/// A query and its parameters.
+pub struct Query {
+    pub sql: &'static str,
+    pub params: Vec<Val>,
+}
+
+fn limit(req: &PageRequest) -> Val {
+    Val::Int(req.limit as i64 + 1)
+}
+
+/// `(micros, id)` of a `<micros>:<id>` cursor, or the start of the list.
+fn time_cursor(req: &PageRequest) -> Result<(i64, String), LedgerError> {
+    match &req.cursor {
+        Some(c) => split_cursor(c),
+        None => Ok((i64::MAX, String::new())),
+    }
+}
+
+pub fn account(id: &AccountId) -> Query {
+    Query { sql: crate::cached!(ACCOUNTS.select("WHERE account_id = $1")), params: vec![id.as_str().into()] }
+}
+
+pub fn accounts(req: &PageRequest) -> Result<Query, LedgerError> {
+    let (t, id) = time_cursor(req)?;
+    let sql = crate::cached!(ACCOUNTS.select(
+        "WHERE (created_at, account_id) < ($1, $2) OR $3 ORDER BY created_at DESC, account_id DESC LIMIT $4"
+    ));
+    Ok(Query { sql, params: vec![t.into(), id.into(), req.cursor.is_none().into(), limit(req)] })
+}
+
+pub fn accounts_page(items: Vec<Account>, req: &PageRequest) -> Page<AccountView> {
+    page(items, req.limit, |a| format!("{}:{}", micros(a.created_at), a.id), AccountView::of)
+}
+
+/// Purchases of `a` (loaded first: its zone bounds `month`).
+pub fn purchases(a: &Account, month: Option<Month>, req: &PageRequest) -> Result<Query, LedgerError> {
+    let (from, to) = match month {
+        Some(m) => (micros(m.start(&a.zone)), micros(m.end(&a.zone))),
+        None => (i64::MIN, i64::MAX),
+    };
+    let (t, pid) = time_cursor(req)?;
+    let sql = crate::cached!(PURCHASES.select(
+        "WHERE account_id = $1 AND purchased_at >= $2 AND purchased_at < $3 \
+         AND ((purchased_at, purchase_id) < ($4, $5) OR $6) ORDER BY purchased_at DESC, purchase_id DESC LIMIT $7"
+    ));
+    let params = vec![
+        a.id.as_str().into(),
+        from.into(),
+        to.into(),
+        t.into(),
+        pid.into(),
+        req.cursor.is_none().into(),
+        limit(req),
+    ];
+    Ok(Query { sql, params })
+}
+
+pub fn purchases_page(items: Vec<Purchase>, req: &PageRequest, id: &AccountId) -> Page<PurchaseView> {
+    page(
+        items,
+        req.limit,
+        |p| format!("{}:{}", micros(p.purchased_at), p.id),
+        |p| PurchaseView::of(id.as_str(), p),
+    )
+}
+
+pub fn entries(id: &AccountId, req: &PageRequest) -> Result<Query, LedgerError> {
+    let before: i64 = match &req.cursor {
+        Some(c) => c.parse().map_err(|_| bad_cursor())?,
+        None => i64::MAX,
+    };
+    let sql = crate::cached!(
+        ENTRIES.select("WHERE account_id = $1 AND entry_id < $2 ORDER BY entry_id DESC LIMIT $3")
+    );
+    Ok(Query { sql, params: vec![id.as_str().into(), before.into(), limit(req)] })
+}
+
+pub fn entries_page(items: Vec<Entry>, req: &PageRequest) -> Page<EntryView> {
+    page(items, req.limit, |e| e.id.to_string(), EntryView::of)
+}
+
+/// Entries whose `effective_at` lies in `[from, to)`, in id order.
+pub fn entries_between(id: &AccountId, from: jiff::Timestamp, to: jiff::Timestamp) -> Query {
+    let sql = crate::cached!(
+        ENTRIES
+            .select("WHERE account_id = $1 AND effective_at >= $2 AND effective_at < $3 ORDER BY entry_id")
+    );
+    Query { sql, params: vec![id.as_str().into(), micros(from).into(), micros(to).into()] }
+}
+
+/// Statements of one account (optionally one month), or of every account
+/// for one month.
+pub fn statements(
+    id: Option<&AccountId>,
+    month: Option<Month>,
+    req: &PageRequest,
+) -> Result<Query, LedgerError> {
+    match (id, month) {
+        (Some(id), _) => {
+            let before = match &req.cursor {
+                Some(c) => Month::parse(c).map_err(|_| bad_cursor())?.to_string(),
+                None => "9999-99".to_string(),
+            };
+            let sql = crate::cached!(STATEMENTS.select(
+                "WHERE account_id = $1 AND month < $2 AND (CAST($3 AS TEXT) IS NULL OR month = $3) \
+                 ORDER BY month DESC LIMIT $4"
+            ));
+            let params =
+                vec![id.as_str().into(), before.into(), month.map(|m| m.to_string()).into(), limit(req)];
+            Ok(Query { sql, params })
+        }
+        (None, Some(month)) => {
+            let after = match &req.cursor {
+                Some(c) => AccountId::parse(c).map_err(|_| bad_cursor())?.to_string(),
+                None => String::new(),
+            };
+            let sql = crate::cached!(
+                STATEMENTS.select("WHERE month = $1 AND account_id > $2 ORDER BY account_id LIMIT $3")
+            );
+            Ok(Query { sql, params: vec![month.to_string().into(), after.into(), limit(req)] })
+        }
+        (None, None) => Err(LedgerError::invalid("give an account or a month")),
+    }
+}
+
+pub fn statements_page(items: Vec<Statement>, req: &PageRequest, by_account: bool) -> Page<StatementView> {
+    let cursor = |s: &Statement| if by_account { s.month.to_string() } else { s.account_id.to_string() };
+    page(items, req.limit, cursor, StatementView::of)
+}
+
+/// Accounts with purchases or refund lines not yet on a statement.
+pub const ACCOUNTS_TO_BILL: &str = "SELECT DISTINCT account_id FROM purchases \
+    WHERE statement_id IS NULL AND credits > refunded_unbilled_credits \
+    UNION SELECT DISTINCT account_id FROM purchase_refunds WHERE needs_line = TRUE AND statement_id IS NULL \
+    ORDER BY account_id";
+
+pub fn account_ids(ids: Vec<String>) -> Result<Vec<AccountId>, LedgerError> {
+    ids.iter().map(|s| AccountId::parse(s).map_err(|e| LedgerError::Internal(e.to_string()))).collect()
+}
+
+/// The audit's walk: every account, then each table's rows of one account.
+pub const AUDIT_ACCOUNTS: &str = "SELECT account_id FROM accounts ORDER BY account_id";
+
+/// One account's rows of `table` in the audit's order.
+pub fn audit_rows(table: &'static Table, id: &AccountId) -> Query {
+    use super::columns::{DEBITS, HOLDS, LOTS, REFUNDS};
+    static SQL: std::sync::OnceLock<Vec<(&'static str, String)>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        [
+            (&ACCOUNTS, "account_id"),
+            (&LOTS, "lot_id"),
+            (&HOLDS, "hold_id"),
+            (&DEBITS, "debit_id"),
+            (&PURCHASES, "purchase_id"),
+            (&REFUNDS, "refund_id"),
+            (&STATEMENTS, "month"),
+            (&ENTRIES, "entry_id"),
+        ]
+        .into_iter()
+        .map(|(t, order)| (t.name, t.select(&format!("WHERE account_id = $1 ORDER BY {order}"))))
+        .collect()
+    });
+    let sql = all.iter().find(|(name, _)| *name == table.name).map(|(_, sql)| sql.as_str());
+    Query { sql: sql.expect("a table the audit reads"), params: vec![id.as_str().into()] }
+}
