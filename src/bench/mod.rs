@@ -135,40 +135,6 @@ impl Scratch {
         }
     }
 
-    /// Writes `entries` old debit entries spread over the first `accounts`
-    /// bench accounts, straight into the entries table (no ledger logic:
-    /// history only the audit would read).
-    pub async fn prefill_history(&self, accounts: u64, entries: u64) -> Result<(), LedgerError> {
-        let per = entries.div_ceil(accounts.max(1)).max(1) as i64;
-        let cols = "account_id, entry_id, kind, lot_id, delta_credits, held_delta_credits, balance_after, source, \
-                    reference, idempotency_key, effective_at, created_at";
-        match self {
-            Scratch::Sqlite { path, .. } => {
-                let conn = rusqlite::Connection::open(path).map_err(crate::store::sqlite::sql_error)?;
-                conn.busy_timeout(std::time::Duration::from_secs(30))
-                    .map_err(crate::store::sqlite::sql_error)?;
-                let sql = format!(
-                    "BEGIN IMMEDIATE;
-                     WITH RECURSIVE n(x) AS (SELECT 0 UNION ALL SELECT x + 1 FROM n WHERE x < {entries} - 1)
-                     INSERT INTO entries ({cols})
-                     SELECT 'bench-' || (x / {per}), (SELECT value FROM sequences WHERE name = 'entry') + 1 + x,
-                            'debit', 'free_2026-10', -1, 0, 0, 'deb_history', NULL, NULL, 0, 0 FROM n;
-                     UPDATE sequences SET value = value + {entries} WHERE name = 'entry';
-                     COMMIT;"
-                );
-                conn.execute_batch(&sql).map_err(crate::store::sqlite::sql_error)
-            }
-            Scratch::Postgres { url, .. } => {
-                let sql = format!(
-                    "INSERT INTO entries ({cols})
-                     SELECT 'bench-' || (x / {per}), nextval('entry_ids'), 'debit', 'free_2026-10', -1, 0, 0,
-                            'deb_history', NULL, NULL, 0, 0 FROM generate_series(0, {entries} - 1) x"
-                );
-                pg_batch(url, &sql).await
-            }
-        }
-    }
-
     pub async fn drop_it(self) {
         if let Scratch::Postgres { base, schema, .. } = &self {
             let _ = pg_batch(base, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
