@@ -15,15 +15,6 @@ use crate::domain::money::Micros;
 use crate::domain::purchase::{Purchase, PurchaseRefund};
 use crate::domain::statement::Statement;
 
-/// Rows whose account does not exist (PostgreSQL's append-only tables
-/// carry no foreign key, see its schema): table and account, a few.
-pub const ORPHANS_SQL: &str = "SELECT 'entries', account_id FROM entries t \
-    WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.account_id = t.account_id) \
-    UNION ALL SELECT 'debits', account_id FROM debits t \
-    WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.account_id = t.account_id) \
-    UNION ALL SELECT 'idempotency_keys', account_id FROM idempotency_keys t \
-    WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.account_id = t.account_id) LIMIT 20";
-
 /// How many mismatches a report keeps in full; the count goes on.
 pub const MAX_REPORTED_MISMATCHES: usize = 100;
 
@@ -59,7 +50,7 @@ impl AuditReport {
         self.mismatch_count == 0
     }
 
-    /// Adds the rows [`ORPHANS_SQL`] found: (table, account).
+    /// Adds rows whose account does not exist: (table, account).
     pub fn orphans(&mut self, rows: impl IntoIterator<Item = (String, String)>) {
         for (table, account) in rows {
             self.mismatch_count += 1;

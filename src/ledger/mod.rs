@@ -24,7 +24,7 @@ use crate::domain::view::{
     AccountView, BalanceView, EntryView, HoldView, Page, PurchaseView, QuoteView, StatementView, UsageView,
 };
 
-pub use audit::{AccountRecords, AuditReport, ORPHANS_SQL};
+pub use audit::{AccountRecords, AuditReport};
 pub use error::LedgerError;
 pub use key::IdempotencyKey;
 pub use store::{

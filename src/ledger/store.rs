@@ -157,9 +157,8 @@ pub fn answer_of(request: String, outcome: &Outcome) -> Result<StoredAnswer, Led
     Ok(StoredAnswer { request, response })
 }
 
-/// A place the ledger keeps its accounts. Implemented by
-/// [`crate::store::sqlite::SqliteStore`]; a PostgreSQL store implements
-/// the same methods with row locks per account.
+/// A place the ledger keeps its accounts (the `store` layer implements it
+/// for SQLite and PostgreSQL).
 pub trait Store: Clone + Send + Sync + 'static {
     /// Runs one mutation atomically, in a group of the write pipeline
     /// ([`super::batch`]).

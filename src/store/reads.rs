@@ -157,6 +157,15 @@ pub fn account_ids(ids: Vec<String>) -> Result<Vec<AccountId>, LedgerError> {
     ids.iter().map(|s| AccountId::parse(s).map_err(|e| LedgerError::Internal(e.to_string()))).collect()
 }
 
+/// Rows whose account does not exist (the append-only tables carry no
+/// foreign key, see the schemas): table and account, a few.
+pub const ORPHANS_SQL: &str = "SELECT 'entries', account_id FROM entries t \
+    WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.account_id = t.account_id) \
+    UNION ALL SELECT 'debits', account_id FROM debits t \
+    WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.account_id = t.account_id) \
+    UNION ALL SELECT 'idempotency_keys', account_id FROM idempotency_keys t \
+    WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.account_id = t.account_id) LIMIT 20";
+
 /// The audit's walk: every account, then each table's rows of one account.
 pub const AUDIT_ACCOUNTS: &str = "SELECT account_id FROM accounts ORDER BY account_id";
 

@@ -11,7 +11,7 @@ use crate::domain::account::{Account, AccountId};
 use crate::domain::entry::Entry;
 use crate::domain::period::Month;
 use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView};
-use crate::ledger::{AccountRecords, AuditReport, LedgerError, ORPHANS_SQL, PageRequest};
+use crate::ledger::{AccountRecords, AuditReport, LedgerError, PageRequest};
 use crate::store::columns::Cols as _;
 use crate::store::columns::{self, DEBITS, ENTRIES, HOLDS, LOTS, PURCHASES, REFUNDS, STATEMENTS};
 use crate::store::reads::{self, Query};
@@ -102,6 +102,6 @@ pub async fn audit(c: &impl GenericClient) -> Result<AuditReport, LedgerError> {
     let last_id = one(c, sql, &[], |r| r.int(0)).await?.unwrap_or(0);
     let max_id = one(c, "SELECT COALESCE(MAX(entry_id), 0) FROM entries", &[], |r| r.int(0)).await?;
     report.check_sequence(max_id.unwrap_or(0), last_id);
-    report.orphans(all(c, ORPHANS_SQL, &[], |r| Ok((r.text(0)?, r.text(1)?))).await?);
+    report.orphans(all(c, reads::ORPHANS_SQL, &[], |r| Ok((r.text(0)?, r.text(1)?))).await?);
     Ok(report)
 }

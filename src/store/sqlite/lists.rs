@@ -11,7 +11,7 @@ use crate::domain::account::{Account, AccountId};
 use crate::domain::entry::Entry;
 use crate::domain::period::Month;
 use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView};
-use crate::ledger::{AccountRecords, AuditReport, LedgerError, ORPHANS_SQL, PageRequest};
+use crate::ledger::{AccountRecords, AuditReport, LedgerError, PageRequest};
 use crate::store::columns::{DEBITS, ENTRIES, HOLDS, LOTS, PURCHASES, REFUNDS, STATEMENTS};
 use crate::store::reads::{self, Query};
 
@@ -101,6 +101,7 @@ pub fn audit(conn: &Connection) -> Result<AuditReport, LedgerError> {
         .query_row("SELECT COALESCE(MAX(entry_id), 0) FROM entries", [], |r| r.get(0))
         .map_err(sql_error)?;
     report.check_sequence(max_id, last_id);
-    report.orphans(rows::all(conn, ORPHANS_SQL, [], |r| Ok((r.get(0)?, r.get(1)?))).map_err(sql_error)?);
+    report
+        .orphans(rows::all(conn, reads::ORPHANS_SQL, [], |r| Ok((r.get(0)?, r.get(1)?))).map_err(sql_error)?);
     Ok(report)
 }
