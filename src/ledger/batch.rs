@@ -153,49 +153,33 @@ impl Loaded {
     pub fn into_states(self) -> (HashMap<String, AccountState>, HashMap<Pair, StoredAnswer>) {
         let mut states: HashMap<String, AccountState> =
             self.accounts.into_iter().map(|a| (a.id.as_str().to_string(), AccountState::new(a))).collect();
-        for (a, lot) in self.lots {
-            if let Some(s) = states.get_mut(&a)
-                && s.lot_index(&lot.id).is_none()
-            {
-                s.lots.push(lot);
-            }
-        }
-        for (a, hold) in self.holds {
-            if let Some(s) = states.get_mut(&a)
-                && !s.holds.iter().any(|h| h.id == hold.id)
-            {
-                s.holds.push(hold);
-            }
-        }
-        for (a, debit) in self.debits {
-            if let Some(s) = states.get_mut(&a)
-                && !s.debits.iter().any(|d| d.id == debit.id)
-            {
-                s.debits.push(debit);
-            }
-        }
-        for (a, purchase) in self.purchases {
-            if let Some(s) = states.get_mut(&a)
-                && !s.purchases.iter().any(|p| p.id == purchase.id)
-            {
-                s.purchases.push(purchase);
-            }
-        }
-        for (a, refund) in self.refunds {
-            if let Some(s) = states.get_mut(&a)
-                && !s.pending_refunds.iter().any(|r| r.id == refund.id)
-            {
-                s.pending_refunds.push(refund);
-            }
-        }
-        for statement in self.statements {
-            if let Some(s) = states.get_mut(statement.account_id.as_str())
-                && !s.statements.iter().any(|x| x.id == statement.id)
-            {
-                s.statements.push(statement);
-            }
-        }
+        let s = &mut states;
+        place(s, self.lots, |s| &mut s.lots, |l| &l.id);
+        place(s, self.holds, |s| &mut s.holds, |h| &h.id);
+        place(s, self.debits, |s| &mut s.debits, |d| &d.id);
+        place(s, self.purchases, |s| &mut s.purchases, |p| &p.id);
+        place(s, self.refunds, |s| &mut s.pending_refunds, |r| &r.id);
+        let statements = self.statements.into_iter().map(|st| (st.account_id.as_str().to_string(), st));
+        place(s, statements, |s| &mut s.statements, |st| &st.id);
         (states, self.keys.into_iter().collect())
+    }
+}
+
+/// Puts each row into its account's state, unless one with its id is
+/// there already (a row loaded both as named and as active).
+fn place<T>(
+    states: &mut HashMap<String, AccountState>,
+    rows: impl IntoIterator<Item = (String, T)>,
+    list: fn(&mut AccountState) -> &mut Vec<T>,
+    id: fn(&T) -> &String,
+) {
+    for (a, row) in rows {
+        if let Some(state) = states.get_mut(&a) {
+            let list = list(state);
+            if !list.iter().any(|x| id(x) == id(&row)) {
+                list.push(row);
+            }
+        }
     }
 }
 
