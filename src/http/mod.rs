@@ -175,9 +175,12 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
 /// latency.
 async fn observe<S: Store>(State(st): State<AppState<S>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().to_string();
-    let route =
-        req.extensions().get::<MatchedPath>().map_or("unmatched".to_string(), |p| p.as_str().to_string());
+    let method = req.method().clone();
+    // The template the router matched, never the path the client sent.
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(metrics::UNMATCHED_ROUTE.to_string(), |p| p.as_str().to_string());
     let response = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
         Ok(r) => r,
         Err(_) => ApiError::new(

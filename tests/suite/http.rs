@@ -985,7 +985,11 @@ async fn health_metrics_openapi_dashboard_and_clock(db: Db) {
     debited(&s, "cafe", "d2", 30).await; // a replay spends nothing
     let m = s.call("GET", "/metrics", None, None, None).await;
     assert_eq!(m.status, 200, "{m:?}");
-    assert!(m.header("content-type").is_some_and(|c| c.starts_with("text/plain")), "{:?}", m.headers);
+    assert!(
+        m.header("content-type").is_some_and(|c| c.starts_with("application/openmetrics-text")),
+        "{:?}",
+        m.headers
+    );
     assert!(m.text.contains("textcredits_http_requests_total"), "{}", m.text);
     assert!(
         m.text.lines().any(|l| l.starts_with("textcredits_http_requests_total{")
@@ -1140,32 +1144,6 @@ async fn token_creation_refuses_an_idempotency_key(db: Db) {
     keyed.assert_problem(400, "invalid_request");
     let plain = s.post("/v1/accounts/cafe/tokens", ADMIN, None, body).await;
     assert_eq!(plain.status, 201, "{plain:?}");
-}
-
-/// Runs every test above once per store, through the real server: SQLite
-/// always, PostgreSQL when `TEXTCREDITS_TEST_PG` is set.
-macro_rules! on_every_store {
-    ($(#[$attr:meta] $name:ident),* $(,)?) => {
-        mod sqlite {
-            use crate::util::Db;
-            $(
-                #[$attr]
-                async fn $name() {
-                    super::$name(Db::new()).await;
-                }
-            )*
-        }
-        mod postgres {
-            use crate::util::Db;
-            $(
-                #[$attr]
-                async fn $name() {
-                    let Some(db) = Db::postgres() else { return };
-                    super::$name(db).await;
-                }
-            )*
-        }
-    };
 }
 
 on_every_store!(

@@ -26,6 +26,33 @@ macro_rules! conformance {
     };
 }
 
+/// Runs every HTTP test of the module it is called in once per store,
+/// through the real server: SQLite always, PostgreSQL when
+/// `TEXTCREDITS_TEST_PG` is set.
+macro_rules! on_every_store {
+    ($(#[$attr:meta] $name:ident),* $(,)?) => {
+        mod sqlite {
+            use crate::util::Db;
+            $(
+                #[$attr]
+                async fn $name() {
+                    super::$name(Db::new()).await;
+                }
+            )*
+        }
+        mod postgres {
+            use crate::util::Db;
+            $(
+                #[$attr]
+                async fn $name() {
+                    let Some(db) = Db::postgres() else { return };
+                    super::$name(db).await;
+                }
+            )*
+        }
+    };
+}
+
 /// Bad input and whole flows through the real `textcredits` binary.
 mod cli;
 /// The OpenAPI contract, checked by schemathesis against the real server.
@@ -34,6 +61,9 @@ mod contract;
 mod crash;
 /// Operations sent together, grouped by the stores: answers as if one at a time.
 mod groups;
+/// Hostile and careless clients (issue 11): metrics labels, slow
+/// connections, panics, instants out of range.
+mod hostile;
 /// The HTTP API end to end: the real server over loopback.
 mod http;
 /// Bad input through HTTP: every field of every POST, bodies of every size.
