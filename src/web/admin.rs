@@ -123,5 +123,6 @@ pub async fn month<S: Store>(
         }
     };
     let nav = Nav { signed: &signed, account: None };
-    Ok(Html(layout::page(&format!("Statements of {month}"), Some(&nav), None, body).into_string()).into_response())
+    Ok(Html(layout::page(&format!("Statements of {month}"), Some(&nav), None, body).into_string())
+        .into_response())
 }

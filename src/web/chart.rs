@@ -12,8 +12,12 @@ const WIDTH: i64 = 720;
 const HEIGHT: i64 = 200;
 const BAR: i64 = 12;
 
-const SERIES: [(&str, &str); 4] =
-    [("free-used", "Free used"), ("free-expired", "Free expired"), ("paid-used", "Paid used"), ("purchased", "Purchased")];
+const SERIES: [(&str, &str); 4] = [
+    ("free-used", "Free used"),
+    ("free-expired", "Free expired"),
+    ("paid-used", "Paid used"),
+    ("purchased", "Purchased"),
+];
 
 fn values(u: &UsageView) -> [i64; 4] {
     [u.free_used, u.free_expired, u.paid_used, u.paid_purchased]

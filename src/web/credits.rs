@@ -76,7 +76,8 @@ async fn render<S: Store>(
     let now = st.app.clock.now();
     let ledger = &st.app.ledger;
     let view = ledger.account(&account, now).await?;
-    let balance = view.balance.clone().ok_or_else(|| crate::ledger::LedgerError::Internal("no balance".into()))?;
+    let balance =
+        view.balance.clone().ok_or_else(|| crate::ledger::LedgerError::Internal("no balance".into()))?;
     let zone = Zone::parse(&view.time_zone)?;
     let current = Month::of(now, &zone);
     let mut from = current;
@@ -217,7 +218,11 @@ fn forecast_text(view: &AccountView, b: &BalanceView, today: jiff::civil::Date, 
 
 /// Credits spent (debits and captures) since `since`, from the newest
 /// entries back, at most [`MAX_FORECAST_ENTRIES`] of them.
-async fn spent_since<S: Store>(st: &WebState<S>, account: &AccountId, since: Timestamp) -> Result<i64, WebError> {
+async fn spent_since<S: Store>(
+    st: &WebState<S>,
+    account: &AccountId,
+    since: Timestamp,
+) -> Result<i64, WebError> {
     let mut spent = 0i64;
     let mut read = 0usize;
     let mut page = PageRequest::first(MAX_PAGE_LIMIT);
@@ -235,7 +240,9 @@ async fn spent_since<S: Store>(st: &WebState<S>, account: &AccountId, since: Tim
         }
         read += got.data.len();
         match got.next_cursor {
-            Some(c) if read < MAX_FORECAST_ENTRIES => page = PageRequest::new(Some(c), Some(MAX_PAGE_LIMIT as i64))?,
+            Some(c) if read < MAX_FORECAST_ENTRIES => {
+                page = PageRequest::new(Some(c), Some(MAX_PAGE_LIMIT as i64))?
+            }
             _ => return Ok(spent),
         }
     }

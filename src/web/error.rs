@@ -17,7 +17,9 @@ pub enum WebError {
     #[error("you are signed out")]
     SignedOut,
     /// A form without this session's CSRF token (or no form at all).
-    #[error("this form did not come from this dashboard, or has expired: reload the page and try again; nothing was changed")]
+    #[error(
+        "this form did not come from this dashboard, or has expired: reload the page and try again; nothing was changed"
+    )]
     Csrf,
     #[error(transparent)]
     TooManySessions(#[from] TooManySessions),

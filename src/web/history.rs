@@ -139,14 +139,17 @@ pub async fn csv<S: Store>(
         let got = st.app.ledger.purchases(&account, None, req).await?;
         all.extend(got.data);
         match got.next_cursor {
-            Some(c) if all.len() < MAX_CSV_PURCHASES => req = PageRequest::new(Some(c), Some(MAX_PAGE_LIMIT as i64))?,
+            Some(c) if all.len() < MAX_CSV_PURCHASES => {
+                req = PageRequest::new(Some(c), Some(MAX_PAGE_LIMIT as i64))?
+            }
             _ => break,
         }
     }
     all.truncate(MAX_CSV_PURCHASES);
     let bytes = to_csv(&all).map_err(|e| LedgerError::Internal(format!("csv: {e}")))?;
     let disposition = format!("attachment; filename=\"purchases-{account}.csv\"");
-    Ok(([(CONTENT_TYPE, "text/csv; charset=utf-8".to_string()), (CONTENT_DISPOSITION, disposition)], bytes).into_response())
+    Ok(([(CONTENT_TYPE, "text/csv; charset=utf-8".to_string()), (CONTENT_DISPOSITION, disposition)], bytes)
+        .into_response())
 }
 
 #[cfg(test)]

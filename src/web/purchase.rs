@@ -164,10 +164,19 @@ pub async fn confirm<S: Store>(
     };
     let key = match form.key.as_deref().map(IdempotencyKey::parse) {
         Some(Ok(k)) => k,
-        _ => return Ok(refused(&signed, &id, &t, &typed, "This form has no purchase key: review the purchase again. Nothing was bought.".into())),
+        _ => {
+            return Ok(refused(
+                &signed,
+                &id,
+                &t,
+                &typed,
+                "This form has no purchase key: review the purchase again. Nothing was bought.".into(),
+            ));
+        }
     };
     let account = signed.account(&id)?;
-    let done = st.app.ledger.execute(&account, Command::Purchase { credits }, Some(key), st.app.clock.now()).await;
+    let done =
+        st.app.ledger.execute(&account, Command::Purchase { credits }, Some(key), st.app.clock.now()).await;
     let purchase = match done {
         Ok(e) => match e.outcome {
             Outcome::Purchase(p) => p,
@@ -205,9 +214,9 @@ fn refusal(e: &LedgerError) -> Option<String> {
             count(*limit),
             count(*remaining)
         ),
-        DomainError::PurchasesSuspended { statement_id } => format!(
-            "Purchases are suspended until statement {statement_id} is paid. Nothing was bought."
-        ),
+        DomainError::PurchasesSuspended { statement_id } => {
+            format!("Purchases are suspended until statement {statement_id} is paid. Nothing was bought.")
+        }
         other => format!("{other}. Nothing was bought."),
     })
 }

@@ -23,7 +23,8 @@ pub async fn account<S: Store>(
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
     let account = signed.account(&id)?;
-    let list = st.app.ledger.statements(Some(&account), None, PageRequest::first(MAX_STATEMENTS_SHOWN)).await?;
+    let list =
+        st.app.ledger.statements(Some(&account), None, PageRequest::first(MAX_STATEMENTS_SHOWN)).await?;
     let body = html! {
         div #statements {
             @if list.data.is_empty() { p { "No statements yet: a month with purchases gets one on the 1st of the next month." } }

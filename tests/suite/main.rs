@@ -26,6 +26,8 @@ macro_rules! conformance {
     };
 }
 
+/// The dashboard in headless Chromium, and its headers and CSRF refusals.
+mod browser;
 /// Bad input and whole flows through the real `textcredits` binary.
 mod cli;
 /// The OpenAPI contract, checked by schemathesis against the real server.
