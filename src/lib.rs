@@ -7,6 +7,7 @@
 //!   store trait it needs, idempotency, audit.
 //! - [`store`]: the store implementations (SQLite).
 //! - [`http`]: the HTTP API v1 (axum).
+//! - [`web`]: the merchant's dashboard (server-rendered HTML over the ledger).
 //! - [`bench`]: `textcredits bench`, the measured scenarios and yardsticks.
 //! - [`cli`]: the `textcredits` command line, the only place (with `http`)
 //!   that reads the clock or the environment.
@@ -17,3 +18,4 @@ pub mod domain;
 pub mod http;
 pub mod ledger;
 pub mod store;
+pub mod web;

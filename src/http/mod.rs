@@ -29,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-pub use auth::Auth;
+pub use auth::{Auth, Caller};
 pub use clock::{Clock, system_now};
 pub use error::ApiError;
 pub use extract::MAX_BODY_BYTES;
@@ -161,7 +161,7 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
     if state.clock.is_test() {
         v1 = v1.route("/v1/test-clock", get(billing::get_clock::<S>).put(billing::set_clock::<S>));
     }
-    v1.route("/", get(ops::index))
+    v1.merge(crate::web::router(state.clone()))
         .route("/healthz", get(ops::healthz::<S>))
         .route("/metrics", get(ops::metrics::<S>))
         .route("/openapi.json", get(ops::openapi))

@@ -1,9 +1,8 @@
-//! Operational routes: health, metrics, the OpenAPI document, the landing
-//! page, and the answers for unknown routes and methods.
+//! Operational routes: health, metrics, the OpenAPI document, and the answers for unknown routes and methods.
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::ApiError;
@@ -30,14 +29,6 @@ pub async fn metrics<S: Store>(State(st): State<AppState<S>>) -> Response {
 #[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "This document", body = Object)), security(()))]
 pub async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], super::openapi::document_json()).into_response()
-}
-
-pub async fn index() -> Html<&'static str> {
-    Html(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>textcredits</title></head><body>\
-         <h1>textcredits</h1><p>SMS credits API v1. The dashboard comes here soon.</p>\
-         <p>API description: <a href=\"/openapi.json\">/openapi.json</a></p></body></html>",
-    )
 }
 
 pub async fn not_found() -> ApiError {

@@ -53,6 +53,8 @@ macro_rules! on_every_store {
     };
 }
 
+/// The dashboard in headless Chromium, and its headers and CSRF refusals.
+mod browser;
 /// Bad input and whole flows through the real `textcredits` binary.
 mod cli;
 /// The OpenAPI contract, checked by schemathesis against the real server.

@@ -1,0 +1,249 @@
+//! The Credits page of one account: the balance cards, the next charge, the
+//! policy in plain words, the 12-month chart, the forecast, and "Will my
+//! campaign go out?" (the quote, answered in words).
+
+use axum::Form;
+use axum::extract::State;
+use axum::extract::rejection::FormRejection;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use jiff::{SignedDuration, Timestamp};
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::error::WebError;
+use super::forecast::{self, Holdings, RATE_WINDOW_DAYS};
+use super::format::{count, day, money, time_of_day};
+use super::layout::{self, Nav, csrf_field};
+use super::signed::Signed;
+use super::{WebState, chart};
+use crate::domain::account::AccountId;
+use crate::domain::credits::Credits;
+use crate::domain::period::{Month, Zone};
+use crate::domain::view::{AccountView, BalanceView, QuoteView};
+use crate::ledger::{MAX_PAGE_LIMIT, PageRequest, Store};
+
+/// Months in the usage chart.
+pub const CHART_MONTHS: usize = 12;
+
+/// Most ledger entries read to measure the last 30 days' spending; an
+/// account busier than that gets a forecast from its latest entries.
+pub const MAX_FORECAST_ENTRIES: usize = 10_000;
+
+/// The answer of the quote box: the words, or why the number was refused.
+enum QuoteAnswer {
+    Quote(QuoteView),
+    Refused(String),
+}
+
+pub async fn page<S: Store>(
+    State(st): State<WebState<S>>,
+    signed: Signed,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response, WebError> {
+    render(&st, &signed, &id, None).await
+}
+
+#[derive(Deserialize)]
+pub struct QuoteForm {
+    csrf: Option<String>,
+    credits: Option<String>,
+}
+
+pub async fn quote<S: Store>(
+    State(st): State<WebState<S>>,
+    signed: Signed,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    form: Result<Form<QuoteForm>, FormRejection>,
+) -> Result<Response, WebError> {
+    let Ok(Form(form)) = form else { return Err(WebError::Csrf) };
+    signed.check_csrf(form.csrf.as_deref())?;
+    let account = signed.account(&id)?;
+    let answer = match Credits::parse(form.credits.as_deref().unwrap_or("").replace(',', "").as_str()) {
+        Ok(c) => QuoteAnswer::Quote(st.app.ledger.quote(&account, c, st.app.clock.now()).await?),
+        Err(e) => QuoteAnswer::Refused(format!("Enter a number of texts: {e}.")),
+    };
+    render(&st, &signed, &id, Some(answer)).await
+}
+
+async fn render<S: Store>(
+    st: &WebState<S>,
+    signed: &Signed,
+    id: &str,
+    quote: Option<QuoteAnswer>,
+) -> Result<Response, WebError> {
+    let account = signed.account(id)?;
+    let now = st.app.clock.now();
+    let ledger = &st.app.ledger;
+    let view = ledger.account(&account, now).await?;
+    let balance =
+        view.balance.clone().ok_or_else(|| crate::ledger::LedgerError::Internal("no balance".into()))?;
+    let zone = Zone::parse(&view.time_zone)?;
+    let current = Month::of(now, &zone);
+    let mut from = current;
+    for _ in 1..CHART_MONTHS {
+        from = from.prev();
+    }
+    let usage = ledger.usage(&account, Some(from), Some(current), now).await?;
+    let spent = spent_since(st, &account, now - SignedDuration::from_hours(24 * RATE_WINDOW_DAYS)).await?;
+    let status = if matches!(quote, Some(QuoteAnswer::Refused(_))) {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    let today = zone.date_of(now);
+    let body = html! {
+        (cards(&view, &balance, &zone, today.year()))
+        p #next-charge .next-charge { (next_charge(&view, &balance, current, today.year())) }
+        p.policy {
+            "1 credit = 1 text to 1 patron. You get " (count(view.monthly_free_credits))
+            " free credits each month; they do not roll over. Paid credits never expire and are billed on the 1st of the next month."
+        }
+        (quote_box(signed, id, quote.as_ref()))
+        h2 { "The last " (CHART_MONTHS) " months" }
+        (chart::usage(&usage))
+        h2 { "Forecast" }
+        p #forecast { (forecast_text(&view, &balance, today, spent)) }
+    };
+    let nav = Nav { signed, account: Some(id) };
+    let title = format!("Credits of {}", view.name);
+    let flash = signed.session.flash.as_ref();
+    Ok((status, Html(layout::page(&title, Some(&nav), flash, body).into_string())).into_response())
+}
+
+fn cards(view: &AccountView, b: &BalanceView, zone: &Zone, year: i16) -> Markup {
+    let resets = zone.date_of(b.free.resets_at);
+    html! {
+        p.as-of { "As of " time #as-of datetime=(b.as_of) { (time_of_day(b.as_of, zone)) } " (" (view.time_zone) ")" }
+        div.cards {
+            section.card aria-labelledby="free-title" {
+                h2 #free-title { "Free credits this month" }
+                p.big { span #free-remaining { (count(b.free.remaining)) } " left" }
+                p { span #free-used { (count(b.free.used)) } " used of " span #free-allowance { (count(b.free.allowance)) } }
+                meter #free-meter value=(b.free.used) min="0" max=(b.free.allowance.max(1)) aria-label="Free credits used" {}
+                p { "Resets on " time #free-resets datetime=(resets) { (day(resets, year)) } }
+            }
+            section.card aria-labelledby="paid-title" {
+                h2 #paid-title { "Paid credits" }
+                p.big #paid-remaining { (count(b.paid.remaining)) }
+                p { "Never expire" }
+                @if b.grants.remaining > 0 { p { "Plus " (count(b.grants.remaining)) " promotional credits" } }
+            }
+            section.card aria-labelledby="held-title" {
+                h2 #held-title { "On hold" }
+                p.big #held { (count(b.held)) }
+                p { "Reserved for campaigns" }
+            }
+            section.card aria-labelledby="available-title" {
+                h2 #available-title { "Available" }
+                p.big #available { (count(b.available)) }
+                p { "Texts you can send now" }
+            }
+        }
+    }
+}
+
+fn next_charge(view: &AccountView, b: &BalanceView, current: Month, year: i16) -> String {
+    let u = &b.unbilled;
+    let when = if u.bills_on == current.next().first_day() { "this month" } else { "and not billed yet" };
+    let bought = if u.credits == 0 {
+        "no credits bought this month".to_string()
+    } else {
+        format!("{} credits bought {when}", count(u.credits))
+    };
+    format!("Next charge: {} on {} ({bought})", money(&view.currency, u.amount), day(u.bills_on, year))
+}
+
+fn quote_box(signed: &Signed, id: &str, answer: Option<&QuoteAnswer>) -> Markup {
+    html! {
+        section.quote aria-labelledby="quote-title" {
+            h2 #quote-title { "Will my campaign go out?" }
+            form #quote-form method="post" action={ "/a/" (id) "/quote" } {
+                (csrf_field(&signed.session.csrf))
+                label for="quote-credits" { "Number of texts" }
+                input #quote-credits name="credits" inputmode="numeric" required;
+                button type="submit" { "Check" }
+            }
+            @match answer {
+                Some(QuoteAnswer::Quote(q)) => (quote_answer(id, q)),
+                Some(QuoteAnswer::Refused(why)) => p #quote-answer .error role="alert" { (why) },
+                None => {},
+            }
+        }
+    }
+}
+
+fn quote_answer(id: &str, q: &QuoteView) -> Markup {
+    let texts = count(q.credits);
+    if q.covered {
+        let mut parts = Vec::new();
+        for (n, what) in [(q.from_free, "free"), (q.from_grants, "promotional"), (q.from_paid, "paid")] {
+            if n > 0 {
+                parts.push(format!("{} {what}", count(n)));
+            }
+        }
+        html! { p #quote-answer role="status" { "Yes: " (texts) " texts can go out now, from " (parts.join(", ")) " credits." } }
+    } else {
+        html! {
+            p #quote-answer role="status" {
+                "No: " (texts) " texts need " (texts) " credits and " (count(q.available)) " are available. You are short by "
+                (count(q.shortfall)) " credits = " (money(&q.currency, q.shortfall_amount)) "."
+            }
+            p { a.button #quote-buy href={ "/a/" (id) "/buy?credits=" (q.shortfall) } { "Buy " (count(q.shortfall)) " credits" } }
+        }
+    }
+}
+
+fn forecast_text(view: &AccountView, b: &BalanceView, today: jiff::civil::Date, spent: i64) -> String {
+    let have = Holdings {
+        free_remaining: b.free.remaining,
+        monthly_free: view.monthly_free_credits,
+        paid_remaining: b.paid.remaining + b.grants.remaining,
+    };
+    let Some(f) = forecast::forecast(today, spent, have) else {
+        return String::new();
+    };
+    let year = today.year();
+    let free = match f.free_runs_out {
+        Some(d) => format!("your free credits run out on {}", day(d, year)),
+        None => "your free credits last until they reset".to_string(),
+    };
+    let paid = match (have.paid_remaining, f.paid_runs_out) {
+        (0, _) => "you have no paid credits".to_string(),
+        (_, Some(d)) => format!("your paid credits on {}", day(d, year)),
+        (_, None) => "your paid credits last more than two years".to_string(),
+    };
+    format!("At this rate {free} and {paid}.")
+}
+
+/// Credits spent (debits and captures) since `since`, from the newest
+/// entries back, at most [`MAX_FORECAST_ENTRIES`] of them.
+async fn spent_since<S: Store>(
+    st: &WebState<S>,
+    account: &AccountId,
+    since: Timestamp,
+) -> Result<i64, WebError> {
+    let mut spent = 0i64;
+    let mut read = 0usize;
+    let mut page = PageRequest::first(MAX_PAGE_LIMIT);
+    loop {
+        let got = st.app.ledger.entries(account, page).await?;
+        for e in &got.data {
+            if e.effective_at < since {
+                return Ok(spent);
+            }
+            spent += match e.kind.as_str() {
+                "debit" => -e.credits,
+                "capture" => -e.held_credits,
+                _ => 0,
+            };
+        }
+        read += got.data.len();
+        match got.next_cursor {
+            Some(c) if read < MAX_FORECAST_ENTRIES => {
+                page = PageRequest::new(Some(c), Some(MAX_PAGE_LIMIT as i64))?
+            }
+            _ => return Ok(spent),
+        }
+    }
+}
