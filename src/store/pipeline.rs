@@ -108,6 +108,21 @@ impl Load {
         }
     }
 
+    /// The partial index that holds exactly the rows this load wants:
+    /// SQLite is told to use it (`INDEXED BY`), so the load reads active
+    /// rows only, however long the account's history (its planner would
+    /// otherwise take the primary key and walk every row of the account).
+    fn partial_index(self) -> Option<&'static str> {
+        match self {
+            Load::ActiveLots => Some("lots_active"),
+            Load::HeldHolds => Some("holds_active"),
+            Load::UnbilledPurchases => Some("purchases_unbilled"),
+            Load::PendingRefunds => Some("refunds_pending"),
+            Load::FailedStatements => Some("statements_failed"),
+            _ => None,
+        }
+    }
+
     /// Puts one returned row where it belongs.
     pub fn land(self, loaded: &mut Loaded, r: &impl Cols) -> Result<(), String> {
         match self {
@@ -219,7 +234,11 @@ impl Dialect {
         let name = table.name;
         match self {
             Dialect::Sqlite => {
-                format!("SELECT {cols} FROM {source} CROSS JOIN {name} AS t WHERE {}", conds.join(" AND "))
+                let indexed = load.partial_index().map(|i| format!(" INDEXED BY {i}")).unwrap_or_default();
+                format!(
+                    "SELECT {cols} FROM {source} CROSS JOIN {name} AS t{indexed} WHERE {}",
+                    conds.join(" AND ")
+                )
             }
             Dialect::Postgres => format!(
                 "SELECT {cols} FROM {source} CROSS JOIN LATERAL \
@@ -284,7 +303,7 @@ mod tests {
             Dialect::Sqlite.sql(Load::PendingRefunds, false),
             "SELECT t.account_id, t.refund_id, t.purchase_id, t.credits, t.unit_price_micros, t.created_at, \
              t.month, t.needs_line, t.statement_id FROM (SELECT value AS a FROM json_each($1)) AS w \
-             CROSS JOIN purchase_refunds AS t WHERE t.account_id = w.a AND t.needs_line = 1 AND \
+             CROSS JOIN purchase_refunds AS t INDEXED BY refunds_pending WHERE t.account_id = w.a AND t.needs_line = 1 AND \
              t.statement_id IS NULL"
         );
         let pg = Dialect::Postgres.sql(Load::Keys, true);
