@@ -203,10 +203,13 @@ impl Dialect {
 
     fn build(self, load: Load, lock: bool) -> String {
         let table = load.table();
+        // An `IN (subquery)` here became a hash join over every account
+        // (PostgreSQL guesses 100 rows for the JSON function); `= ANY` of
+        // an array is looked up in the primary key.
         if load == Load::Accounts && self == Dialect::Postgres {
             let lock = if lock { " FOR UPDATE" } else { "" };
             return format!(
-                "{} WHERE account_id IN (SELECT jsonb_array_elements_text($1::text::jsonb)) \
+                "{} WHERE account_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::text::jsonb))) \
                  ORDER BY account_id{lock}",
                 table.select("")
             );
