@@ -119,6 +119,24 @@ fn refused(signed: &Signed, id: &str, t: &Terms, typed: &str, why: String) -> Re
     (StatusCode::UNPROCESSABLE_ENTITY, Html(page.into_string())).into_response()
 }
 
+/// The opening of both steps: the form (its CSRF token first), the terms,
+/// and the quantity; a bad quantity is the dialog again with its message.
+async fn checked<S: Store>(
+    st: &WebState<S>,
+    signed: &Signed,
+    id: &str,
+    form: Result<Form<PurchaseForm>, FormRejection>,
+) -> Result<Result<(PurchaseForm, Terms, String, Credits), Response>, WebError> {
+    let Ok(Form(form)) = form else { return Err(WebError::Csrf) };
+    signed.check_csrf(form.csrf.as_deref())?;
+    let t = terms(st, signed, id).await?;
+    let typed = form.credits.clone().unwrap_or_default();
+    Ok(match parse_credits(form.credits.as_deref()) {
+        Ok(credits) => Ok((form, t, typed, credits)),
+        Err(why) => Err(refused(signed, id, &t, &typed, why)),
+    })
+}
+
 /// The confirm step: the price, and one button that buys.
 pub async fn review<S: Store>(
     State(st): State<WebState<S>>,
@@ -126,13 +144,9 @@ pub async fn review<S: Store>(
     Path(id): Path<String>,
     form: Result<Form<PurchaseForm>, FormRejection>,
 ) -> Result<Response, WebError> {
-    let Ok(Form(form)) = form else { return Err(WebError::Csrf) };
-    signed.check_csrf(form.csrf.as_deref())?;
-    let t = terms(&st, &signed, &id).await?;
-    let typed = form.credits.clone().unwrap_or_default();
-    let credits = match parse_credits(form.credits.as_deref()) {
-        Ok(c) => c,
-        Err(why) => return Ok(refused(&signed, &id, &t, &typed, why)),
+    let (_, t, _, credits) = match checked(&st, &signed, &id, form).await? {
+        Ok(checked) => checked,
+        Err(page) => return Ok(page),
     };
     let body = html! {
         p #purchase-summary { "Buy " (price_line(&t, credits)) "?" }
@@ -154,13 +168,9 @@ pub async fn confirm<S: Store>(
     Path(id): Path<String>,
     form: Result<Form<PurchaseForm>, FormRejection>,
 ) -> Result<Response, WebError> {
-    let Ok(Form(form)) = form else { return Err(WebError::Csrf) };
-    signed.check_csrf(form.csrf.as_deref())?;
-    let t = terms(&st, &signed, &id).await?;
-    let typed = form.credits.clone().unwrap_or_default();
-    let credits = match parse_credits(form.credits.as_deref()) {
-        Ok(c) => c,
-        Err(why) => return Ok(refused(&signed, &id, &t, &typed, why)),
+    let (form, t, typed, credits) = match checked(&st, &signed, &id, form).await? {
+        Ok(checked) => checked,
+        Err(page) => return Ok(page),
     };
     let key = match form.key.as_deref().map(IdempotencyKey::parse) {
         Some(Ok(k)) => k,
