@@ -41,7 +41,11 @@ struct Cli {
     /// Print answers as JSON (the shapes of the HTTP API).
     #[arg(long, global = true)]
     json: bool,
-    /// Act as if it were this instant (RFC 3339), instead of the clock.
+    /// For tests and scratch databases only: act as if it were this instant
+    /// (RFC 3339), instead of the clock. On a real database an instant
+    /// ahead of the clock moves its accounts ahead for good (time never
+    /// runs backwards for an account). With `serve`, where the test clock
+    /// starts (needs --test-clock).
     #[arg(long, global = true, value_name = "RFC3339")]
     now: Option<String>,
     /// Time zone of new accounts that name none.
@@ -49,6 +53,10 @@ struct Cli {
     default_time_zone: String,
     #[command(subcommand)]
     command: Cmd,
+    /// Whether `serve --admin-token` came from the command line (set from
+    /// clap's matches, not a flag).
+    #[arg(skip)]
+    admin_token_in_args: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -77,9 +85,13 @@ enum Cmd {
         /// The admin token; generated and kept beside the database when unset.
         #[arg(long, env = "TEXTCREDITS_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
-        /// Let the admin move time with PUT /v1/test-clock (for testing month ends).
+        /// Let the admin move time with PUT /v1/test-clock (for testing month
+        /// ends); it starts at --now when given, else at the wall clock.
         #[arg(long)]
         test_clock: bool,
+        /// Connections held at once; one more is answered 503 and closed.
+        #[arg(long, env = "TEXTCREDITS_MAX_CONNECTIONS", default_value_t = http::DEFAULT_MAX_CONNECTIONS)]
+        max_connections: usize,
         /// Seconds between automatic closes of ended months (R5); 0 = never.
         #[arg(long, default_value_t = 60)]
         close_interval_seconds: u64,
@@ -341,11 +353,21 @@ fn parse_time(flag: &str, text: &str) -> Result<Timestamp, Failure> {
             "invalid {flag} {text:?}: expected RFC 3339 such as 2026-11-24T18:00:00Z ({e})"
         ))
     })?;
-    Ok(Timestamp::from_microsecond(t.as_microsecond()).expect("parsed timestamps are in range"))
+    let t = Timestamp::from_microsecond(t.as_microsecond()).expect("parsed timestamps are in range");
+    crate::domain::period::accepted_instant(t, flag).map_err(|e| Failure::Refused(e.to_string()))
 }
 
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let parsed = Cli::command().try_get_matches().and_then(|m| {
+        let mut cli = Cli::from_arg_matches(&m)?;
+        cli.admin_token_in_args = m
+            .subcommand_matches("serve")
+            .and_then(|s| s.value_source("admin_token"))
+            .is_some_and(|source| source == clap::parser::ValueSource::CommandLine);
+        Ok(cli)
+    });
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             let _ = e.print();
@@ -403,6 +425,25 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     };
     let zone = Zone::parse(&cli.default_time_zone)?;
     let url = DatabaseUrl::parse(&cli.database)?;
+    if let Cmd::Serve { test_clock, max_connections, .. } = &cli.command {
+        if cli.json {
+            return Err(Failure::Refused(
+                "serve has no --json (its answers are the HTTP API's JSON); for JSON logs use --log-format json"
+                    .into(),
+            ));
+        }
+        if cli.now.is_some() && !test_clock {
+            return Err(Failure::Refused(
+                "serve --now needs --test-clock: it sets where the test clock starts".into(),
+            ));
+        }
+        if !(1..=http::MAX_MAX_CONNECTIONS).contains(max_connections) {
+            return Err(Failure::Refused(format!(
+                "--max-connections must be 1 to {}",
+                http::MAX_MAX_CONNECTIONS
+            )));
+        }
+    }
     if let Cmd::Bench { scenarios, ops, concurrency, compare, runs, history } = cli.command {
         use crate::bench::{MAX_CONCURRENCY, MAX_OPS, MAX_RUNS};
         let ok = ops.is_none_or(|n| (1..=MAX_OPS).contains(&n))
@@ -441,13 +482,29 @@ async fn run_on<S: Store>(
     now: Timestamp,
     data_dir: Option<std::path::PathBuf>,
 ) -> Result<ExitCode, Failure> {
-    if let Cmd::Serve { listen, admin_token, test_clock, close_interval_seconds, log_format } = cli.command {
+    if let Cmd::Serve {
+        listen,
+        admin_token,
+        test_clock,
+        max_connections,
+        close_interval_seconds,
+        log_format,
+    } = cli.command
+    {
         let format = if log_format == "json" { LogFormat::Json } else { LogFormat::Text };
         http::init_logging(format);
         let close_every =
             (close_interval_seconds > 0).then(|| std::time::Duration::from_secs(close_interval_seconds));
-        let config =
-            ServeConfig { listen, admin_token, test_clock, default_zone: zone, data_dir, close_every };
+        let config = ServeConfig {
+            listen,
+            admin_token,
+            admin_token_in_args: cli.admin_token_in_args,
+            test_clock: test_clock.then_some(now),
+            max_connections,
+            default_zone: zone,
+            data_dir,
+            close_every,
+        };
         http::serve(store, config).await?;
         return Ok(ExitCode::SUCCESS);
     }

@@ -1,6 +1,7 @@
 //! Accounts: one merchant each, with its own time zone, free allowance, unit
 //! price and limits. The ids are chosen by the platform (its merchant ids),
-//! so they are validated strictly: `[A-Za-z0-9_.-]{1,64}`.
+//! so they are validated strictly: `[A-Za-z0-9_.-]{1,64}`, and never `.` or
+//! `..`, which no client can put in a URL path (it resolves them away).
 
 use std::fmt;
 
@@ -28,6 +29,11 @@ impl AccountId {
         let ok = !text.is_empty()
             && text.len() <= MAX_ACCOUNT_ID_LEN
             && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
+        if text == "." || text == ".." {
+            return Err(DomainError::invalid(format!(
+                "invalid account id {text:?}: `.` and `..` cannot appear in a URL path; choose another id"
+            )));
+        }
         if ok {
             Ok(AccountId(text.to_string()))
         } else {
@@ -126,7 +132,7 @@ impl Account {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAccount {
-    #[schema(pattern = r"^[A-Za-z0-9_.-]{1,64}$", example = "cafe-1")]
+    #[schema(pattern = r"^(?!\.{1,2}$)[A-Za-z0-9_.-]{1,64}$", example = "cafe-1")]
     pub id: String,
     #[schema(
         min_length = 1,
@@ -304,7 +310,8 @@ mod tests {
         assert!(AccountId::parse("cafe-1").is_ok());
         assert!(AccountId::parse("A.b_c-9").is_ok());
         assert!(AccountId::parse(&"x".repeat(64)).is_ok());
-        for bad in ["", "café", "a b", "a/b", "a:b", &"x".repeat(65)] {
+        assert!(AccountId::parse("...").is_ok() && AccountId::parse(".a").is_ok());
+        for bad in [".", "..", "", "café", "a b", "a/b", "a:b", &"x".repeat(65)] {
             assert!(AccountId::parse(bad).is_err(), "{bad:?}");
         }
     }

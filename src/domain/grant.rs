@@ -26,6 +26,9 @@ pub fn grant(
     changes: &mut Changes,
 ) -> Result<GrantView, DomainError> {
     text::check_description("reason", Some(req.reason))?;
+    if let Some(at) = req.expires_at {
+        super::period::accepted_instant(at, "expires_at")?;
+    }
     if let Some(at) = req.expires_at.filter(|&at| at <= req.now) {
         return Err(DomainError::invalid(format!("expires_at {at} is not in the future")));
     }

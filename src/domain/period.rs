@@ -16,10 +16,32 @@ use serde::{Deserialize, Serialize};
 
 use super::DomainError;
 
-/// The earliest and latest years a month may name: jiff's range, with a
-/// month of margin on each side so `next`/`prev` never fail.
+/// The earliest and latest years a month may name: every month of an
+/// accepted instant ([`EARLIEST_INSTANT`]..=[`LATEST_INSTANT`]) in every
+/// zone (the end of 9000 in UTC is already January 9001 at UTC+14), far
+/// inside jiff's range so `next`/`prev` and month ends never fail.
 const MIN_YEAR: i16 = 1970;
-const MAX_YEAR: i16 = 9998;
+const MAX_YEAR: i16 = 9001;
+
+/// The first instant accepted from outside (the test clock, `expires_at`,
+/// `--now`): a day after the Unix epoch, so that it is 1970 in every zone.
+pub const EARLIEST_INSTANT: Timestamp = Timestamp::constant(86_400, 0);
+/// The last instant accepted from outside: the end of year 9000 (UTC). Far
+/// inside jiff's range (year 9999), so a month, its end and its neighbours
+/// exist in every zone for every accepted instant, and a hold's expiry
+/// after it too.
+pub const LATEST_INSTANT: Timestamp = Timestamp::constant(221_876_927_999, 999_999_000);
+
+/// `t` if it is in the accepted range, else why not (`what` names it).
+pub fn accepted_instant(t: Timestamp, what: &str) -> Result<Timestamp, DomainError> {
+    if (EARLIEST_INSTANT..=LATEST_INSTANT).contains(&t) {
+        Ok(t)
+    } else {
+        Err(DomainError::invalid(format!(
+            "{what} {t} is out of range: instants run from {EARLIEST_INSTANT} to {LATEST_INSTANT}"
+        )))
+    }
+}
 
 /// A calendar month, `YYYY-MM`, in no particular time zone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -179,7 +201,8 @@ mod tests {
     #[test]
     fn month_parse_and_display() {
         assert_eq!(Month::parse("2026-11").unwrap().to_string(), "2026-11");
-        for bad in ["2026-13", "2026-00", "2026-1", "26-11", "2026/11", "", "abcd-ef", "1969-12"] {
+        assert!(Month::parse("9001-01").is_ok(), "the months of accepted instants");
+        for bad in ["2026-13", "2026-00", "2026-1", "26-11", "2026/11", "", "abcd-ef", "1969-12", "9002-01"] {
             assert!(Month::parse(bad).is_err(), "{bad:?}");
         }
         assert_eq!(Month::parse("2026-12").unwrap().next().to_string(), "2027-01");

@@ -38,6 +38,9 @@ pub struct AccountState {
     /// Statements the operation names, every `failed` one, and those
     /// closed by earlier operations of the same group.
     pub statements: Vec<Statement>,
+    /// The instant of the account's latest entry: time never runs backwards
+    /// for an account, so nothing is applied or read before it.
+    pub latest_entry_at: Option<Timestamp>,
 }
 
 /// What a transition wrote besides lots, holds and the account (which the
@@ -67,7 +70,24 @@ impl AccountState {
             purchases: Vec::new(),
             pending_refunds: Vec::new(),
             statements: Vec::new(),
+            latest_entry_at: None,
         }
+    }
+
+    /// `now`, or the account's latest instant if that is later: its latest
+    /// entry, the end of its last closed month, the start of the month of
+    /// its free credits. Time never runs backwards for an account, so an
+    /// operation or read stamped earlier happens at that instant.
+    pub fn not_before_latest(&self, now: Timestamp) -> Timestamp {
+        let a = &self.account;
+        [
+            self.latest_entry_at,
+            a.billed_through.map(|m| m.end(&a.zone)),
+            a.free_month.map(|m| m.start(&a.zone)),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(now, Timestamp::max)
     }
 
     /// Credits available to spend: the sum of every loaded lot's

@@ -128,6 +128,7 @@ pub async fn set_clock<S: Store>(
 ) -> Result<Response, ApiError> {
     test_clock_only(&st)?;
     caller.require_admin()?;
-    let now = st.clock.set(body.now).map_err(ApiError::invalid)?;
+    let to = crate::domain::period::accepted_instant(body.now, "the test clock's now")?;
+    let now = st.clock.set(to).map_err(ApiError::invalid)?;
     Ok(Json(json!({"now": now})).into_response())
 }

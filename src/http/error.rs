@@ -15,11 +15,15 @@ pub struct ApiError {
     pub code: &'static str,
     pub detail: String,
     pub extra: Map<String, Value>,
+    /// The rest of the request may still be on its way: answer with
+    /// `Connection: close` rather than read it as the next request.
+    pub close_connection: bool,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> ApiError {
-        ApiError { status, code, detail: detail.into(), extra: Map::new() }
+        let close_connection = status == StatusCode::PAYLOAD_TOO_LARGE;
+        ApiError { status, code, detail: detail.into(), extra: Map::new(), close_connection }
     }
 
     fn with(mut self, field: &str, value: impl Into<Value>) -> ApiError {
@@ -51,6 +55,7 @@ impl ApiError {
 
     fn title(&self) -> &'static str {
         match self.code {
+            _ if self.status == StatusCode::REQUEST_TIMEOUT => "Request timeout",
             "invalid_request" => "Invalid request",
             "unauthorized" => "Unauthorized",
             "forbidden" => "Forbidden",
@@ -125,8 +130,9 @@ impl From<LedgerError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The problem+json document.
+    pub fn body(&self) -> String {
         let mut body = json!({
             "type": format!("https://textcredits.dev/problems/{}", self.code),
             "title": self.title(),
@@ -135,14 +141,18 @@ impl IntoResponse for ApiError {
             "code": self.code,
         });
         if let Value::Object(map) = &mut body {
-            map.extend(self.extra);
+            map.extend(self.extra.clone());
         }
-        let mut response = (self.status, body.to_string()).into_response();
+        body.to_string()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, self.body()).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
-            // The rest of the body may still be on its way: do not reuse
-            // this connection.
+        if self.close_connection {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {

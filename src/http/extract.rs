@@ -49,7 +49,26 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
 /// reset connection. Beyond it the connection is simply closed.
 const MAX_DRAINED_BYTES: usize = 4 * 1024 * 1024;
 
-async fn read_limited(mut body: axum::body::Body) -> Result<Vec<u8>, ApiError> {
+/// Longest a request body may take to arrive, from the end of its headers:
+/// a body trickled in more slowly answers 408 and the connection closes.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn read_limited(body: axum::body::Body) -> Result<Vec<u8>, ApiError> {
+    match tokio::time::timeout(BODY_READ_TIMEOUT, read_all(body)).await {
+        Ok(read) => read,
+        Err(_) => {
+            let mut e = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request",
+                format!("the request body did not arrive within {} seconds", BODY_READ_TIMEOUT.as_secs()),
+            );
+            e.close_connection = true;
+            Err(e)
+        }
+    }
+}
+
+async fn read_all(mut body: axum::body::Body) -> Result<Vec<u8>, ApiError> {
     use http_body_util::BodyExt as _;
     let mut kept = Vec::new();
     let mut seen = 0usize;
@@ -134,9 +153,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Key {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Key, ApiError> {
-        let Some(value) = parts.headers.get("idempotency-key") else {
+        let mut sent = parts.headers.get_all("idempotency-key").iter();
+        let Some(value) = sent.next() else {
             return Ok(Key(None));
         };
+        // Two keys on one request: whichever we chose, a retry that carries
+        // only the other would apply twice.
+        if sent.next().is_some() {
+            return Err(ApiError::bad_request("send one Idempotency-Key header, not several"));
+        }
         let text =
             value.to_str().map_err(|_| ApiError::bad_request("Idempotency-Key must be printable ASCII"))?;
         IdempotencyKey::parse(text).map(|k| Key(Some(k))).map_err(|e| ApiError::bad_request(e.to_string()))
@@ -144,7 +169,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Key {
 }
 
 impl Key {
-    /// Purchases, debits and holds cannot go without one (API.md).
+    /// Purchases, debits, holds, refunds and grants cannot go without one
+    /// (API.md): a retry without a key would apply twice.
     pub fn required(self) -> Result<IdempotencyKey, ApiError> {
         self.0.ok_or_else(|| ApiError::bad_request("this request needs an Idempotency-Key header"))
     }

@@ -12,6 +12,7 @@ mod billing;
 mod clock;
 mod error;
 mod extract;
+mod listen;
 mod metrics;
 mod openapi;
 mod ops;
@@ -28,11 +29,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
+use tower_http::catch_panic::CatchPanicLayer;
 
 pub use auth::{Auth, Caller};
 pub use clock::{Clock, system_now};
 pub use error::ApiError;
 pub use extract::MAX_BODY_BYTES;
+pub use listen::{DEFAULT_MAX_CONNECTIONS, MAX_MAX_CONNECTIONS};
 pub use metrics::Metrics;
 pub use serve::{LogFormat, ServeConfig, init_logging, serve};
 
@@ -98,7 +101,7 @@ fn list_error(e: crate::ledger::LedgerError) -> ApiError {
 /// How a mutation route treats `Idempotency-Key`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum KeyRule {
-    /// Purchases, debits, holds: refused without one (API.md).
+    /// Purchases, debits, holds, refunds, grants: refused without one (API.md).
     Required,
     Optional,
 }
@@ -167,8 +170,23 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
         .route("/openapi.json", get(ops::openapi))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(CatchPanicLayer::custom(panicked as fn(_) -> Response))
         .layer(middleware::from_fn_with_state(state.clone(), observe::<S>))
         .with_state(state)
+}
+
+/// A handler that panicked answers 500 `internal` (never a dropped
+/// connection); the panic is logged inside the request's span, so with its
+/// request id.
+fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into());
+    tracing::error!(panic = %what, "a request handler panicked");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; it has been logged")
+        .into_response()
 }
 
 /// Times out slow requests and records each request's route, status and
@@ -192,4 +210,40 @@ async fn observe<S: Store>(State(st): State<AppState<S>>, req: Request, next: Ne
     };
     st.metrics.record_request(&method, &route, response.status().as_u16(), started.elapsed());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn boom() -> &'static str {
+        panic!("boom")
+    }
+
+    /// The server's own connection loop and panic layer around a handler
+    /// that panics: the client gets a 500 problem+json, and the server goes
+    /// on answering on the same connection.
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_internal() {
+        let router = Router::new()
+            .route("/boom", get(boom))
+            .route("/fine", get(|| async { "fine" }))
+            .layer(CatchPanicLayer::custom(panicked as fn(_) -> Response));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(listen::run(listener, router, 8, async {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::new();
+        let boom = client.get(format!("http://{addr}/boom")).send().await.expect("an answer, not a reset");
+        assert_eq!(boom.status(), 500);
+        assert_eq!(boom.headers()["content-type"], "application/problem+json");
+        let body: serde_json::Value = boom.json().await.unwrap();
+        assert_eq!(body["code"], "internal", "{body}");
+        let fine = client.get(format!("http://{addr}/fine")).send().await.unwrap();
+        assert_eq!(fine.text().await.unwrap(), "fine");
+        stop.send(()).unwrap();
+        server.await.unwrap();
+    }
 }

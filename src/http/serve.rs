@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::http::{HeaderName, Request};
+use jiff::Timestamp;
 use tokio::net::TcpListener;
 use tower_http::LatencyUnit;
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
@@ -26,7 +27,13 @@ pub enum LogFormat {
 pub struct ServeConfig {
     pub listen: String,
     pub admin_token: Option<String>,
-    pub test_clock: bool,
+    /// The token was given on the command line, where every local user can
+    /// read it in the process list: warn.
+    pub admin_token_in_args: bool,
+    /// `Some(start)`: run on a test clock that starts there.
+    pub test_clock: Option<Timestamp>,
+    /// Connections held at once (see [`super::listen`]).
+    pub max_connections: usize,
     pub default_zone: Zone,
     /// Where a generated admin token is kept (beside the SQLite file);
     /// `None` with PostgreSQL, whose replicas must all be given the same one.
@@ -52,7 +59,10 @@ impl MakeRequestId for Ids {
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TEXTCREDITS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only for a person at a terminal, never into a file or a pipe.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -60,12 +70,11 @@ pub fn init_logging(format: LogFormat) {
 }
 
 /// The admin token: given, or read from the data directory, or generated
-/// there (mode 0600) on first start. Returns it and whether it is new.
+/// there (owner-only, mode 0600) on first start. Returns it and the file
+/// it is kept in.
 fn admin_token(config: &ServeConfig) -> Result<(String, Option<PathBuf>), LedgerError> {
     if let Some(t) = &config.admin_token {
-        if t.len() < 16 {
-            return Err(LedgerError::invalid("the admin token must be at least 16 characters"));
-        }
+        check_admin_token(t, "--admin-token / TEXTCREDITS_ADMIN_TOKEN")?;
         return Ok((t.clone(), None));
     }
     let Some(dir) = &config.data_dir else {
@@ -74,13 +83,51 @@ fn admin_token(config: &ServeConfig) -> Result<(String, Option<PathBuf>), Ledger
         ));
     };
     let path = dir.join("textcredits-admin-token");
-    if let Ok(t) = std::fs::read_to_string(&path) {
-        return Ok((t.trim().to_string(), Some(path)));
+    match std::fs::metadata(&path) {
+        Ok(meta) => {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(LedgerError::invalid(format!(
+                    "{} is readable by other users (mode {mode:03o}); run `chmod 600 {}` and start again",
+                    path.display(),
+                    path.display()
+                )));
+            }
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| LedgerError::Internal(format!("cannot read {}: {e}", path.display())))?;
+            // The file ends with a newline; anything else around it is a mistake.
+            let token = text.strip_suffix('\n').unwrap_or(&text);
+            check_admin_token(token, &path.display().to_string())?;
+            return Ok((token.to_string(), Some(path)));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(LedgerError::Internal(format!("cannot read {}: {e}", path.display()))),
     }
     let token = format!("tca_{}{}", random_id(), random_id());
     write_private(&path, &token)
         .map_err(|e| LedgerError::Internal(format!("cannot write {}: {e}", path.display())))?;
     Ok((token, Some(path)))
+}
+
+/// Shortest admin token accepted.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+/// An admin token no request could ever send is refused at start: one with
+/// whitespace or control characters (a `\r` from a Windows-style env file)
+/// or too short to resist guessing.
+fn check_admin_token(token: &str, from: &str) -> Result<(), LedgerError> {
+    if let Some(c) = token.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(LedgerError::invalid(format!(
+            "the admin token from {from} contains {c:?}: no whitespace or control characters (check for a trailing \\r or space)"
+        )));
+    }
+    if token.len() < MIN_ADMIN_TOKEN_LEN {
+        return Err(LedgerError::invalid(format!(
+            "the admin token from {from} must be at least {MIN_ADMIN_TOKEN_LEN} characters"
+        )));
+    }
+    Ok(())
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
@@ -94,7 +141,16 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 
 pub async fn serve<S: Store>(store: S, config: ServeConfig) -> Result<(), LedgerError> {
     let (token, token_file) = admin_token(&config)?;
-    let clock = if config.test_clock { Clock::test(super::clock::system_now()) } else { Clock::System };
+    if config.admin_token_in_args {
+        let warning = "--admin-token on the command line can be read by every local user in the process list; \
+                       set TEXTCREDITS_ADMIN_TOKEN instead";
+        eprintln!("warning: {warning}");
+        tracing::warn!("{warning}");
+    }
+    let clock = match config.test_clock {
+        Some(start) => Clock::test(start),
+        None => Clock::System,
+    };
     let state = AppState {
         ledger: Ledger::new(store, config.default_zone.clone()),
         auth: Arc::new(Auth::new(&token)),
@@ -129,14 +185,11 @@ pub async fn serve<S: Store>(store: S, config: ServeConfig) -> Result<(), Ledger
         Some(path) => println!("admin token: {token} (kept in {})", path.display()),
         None => println!("admin token: from --admin-token / TEXTCREDITS_ADMIN_TOKEN"),
     }
-    if config.test_clock {
-        println!("test clock: on (PUT /v1/test-clock moves time)");
+    if let Some(start) = config.test_clock {
+        println!("test clock: on at {start} (PUT /v1/test-clock moves time)");
     }
-    tracing::info!(%addr, test_clock = config.test_clock, "serving");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| LedgerError::Internal(format!("server failed: {e}")))?;
+    tracing::info!(%addr, test_clock = config.test_clock.is_some(), max_connections = config.max_connections, "serving");
+    super::listen::run(listener, router, config.max_connections, shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -60,7 +60,7 @@ pub struct RefundPurchaseBody {
     pub credits: Option<Credits>,
 }
 
-#[utoipa::path(post, path = "/v1/accounts/{id}/purchases/{pid}/refund", tag = "purchases", request_body(content = RefundPurchaseBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("pid" = String, Path, description = "Purchase id"), ("Idempotency-Key" = Option<String>, Header, description = "Optional idempotency key")), responses((status = 201, description = "Refunded unused credits", body = PurchaseRefundView), super::openapi::Errors))]
+#[utoipa::path(post, path = "/v1/accounts/{id}/purchases/{pid}/refund", tag = "purchases", request_body(content = RefundPurchaseBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("pid" = String, Path, description = "Purchase id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Refunded unused credits", body = PurchaseRefundView), super::openapi::Errors))]
 pub async fn refund_purchase<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -70,7 +70,7 @@ pub async fn refund_purchase<S: Store>(
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
     let command = Command::RefundPurchase { purchase_id, credits: body.credits };
-    mutate(&st, &caller, &id, key, KeyRule::Optional, command, StatusCode::CREATED).await
+    mutate(&st, &caller, &id, key, KeyRule::Required, command, StatusCode::CREATED).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -104,7 +104,7 @@ pub struct CreditsBody {
     pub credits: Credits,
 }
 
-#[utoipa::path(post, path = "/v1/accounts/{id}/debits/{did}/refund", tag = "spending", request_body(content = CreditsBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("did" = String, Path, description = "Debit id"), ("Idempotency-Key" = Option<String>, Header, description = "Optional idempotency key")), responses((status = 201, description = "Credits of undelivered messages given back", body = DebitRefundView), super::openapi::Errors))]
+#[utoipa::path(post, path = "/v1/accounts/{id}/debits/{did}/refund", tag = "spending", request_body(content = CreditsBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("did" = String, Path, description = "Debit id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Credits of undelivered messages given back", body = DebitRefundView), super::openapi::Errors))]
 pub async fn refund_debit<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -113,7 +113,7 @@ pub async fn refund_debit<S: Store>(
     Body(body): Body<CreditsBody>,
 ) -> Result<Response, ApiError> {
     let command = Command::RefundDebit { debit_id, credits: body.credits };
-    mutate(&st, &caller, &id, key, KeyRule::Optional, command, StatusCode::CREATED).await
+    mutate(&st, &caller, &id, key, KeyRule::Required, command, StatusCode::CREATED).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -197,7 +197,7 @@ pub struct GrantBody {
     pub reason: String,
 }
 
-#[utoipa::path(post, path = "/v1/accounts/{id}/grants", tag = "spending", request_body(content = GrantBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = Option<String>, Header, description = "Optional idempotency key")), responses((status = 201, description = "Granted", body = GrantView), super::openapi::Errors))]
+#[utoipa::path(post, path = "/v1/accounts/{id}/grants", tag = "spending", request_body(content = GrantBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Granted", body = GrantView), super::openapi::Errors))]
 pub async fn grant<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -207,7 +207,7 @@ pub async fn grant<S: Store>(
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
     let command = Command::Grant { credits: body.credits, expires_at: body.expires_at, reason: body.reason };
-    mutate(&st, &caller, &id, key, KeyRule::Optional, command, StatusCode::CREATED).await
+    mutate(&st, &caller, &id, key, KeyRule::Required, command, StatusCode::CREATED).await
 }
 
 #[utoipa::path(get, path = "/v1/accounts/{id}/ledger", tag = "spending", params(("id" = String, Path, description = "Account id"), ListParams), responses((status = 200, description = "Ledger entries, newest first", body = Page<EntryView>), super::openapi::Errors))]

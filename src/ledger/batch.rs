@@ -120,6 +120,8 @@ pub struct Loaded {
     pub refunds: Vec<(String, PurchaseRefund)>,
     pub statements: Vec<Statement>,
     pub keys: Vec<(Pair, StoredAnswer)>,
+    /// Each account's latest entry instant (none for an account without).
+    pub latest_entries: Vec<(String, Timestamp)>,
 }
 
 impl Loaded {
@@ -153,6 +155,11 @@ impl Loaded {
     pub fn into_states(self) -> (HashMap<String, AccountState>, HashMap<Pair, StoredAnswer>) {
         let mut states: HashMap<String, AccountState> =
             self.accounts.into_iter().map(|a| (a.id.as_str().to_string(), AccountState::new(a))).collect();
+        for (a, at) in self.latest_entries {
+            if let Some(state) = states.get_mut(&a) {
+                state.latest_entry_at = Some(at);
+            }
+        }
         let s = &mut states;
         place(s, self.lots, |s| &mut s.lots, |l| &l.id);
         place(s, self.holds, |s| &mut s.holds, |h| &h.id);
@@ -297,12 +304,26 @@ fn apply_one(
     {
         return replay(key, &request, stored);
     }
+    // Time never runs backwards for an account: an operation stamped before
+    // its latest entry (a skewed replica, a wrong clock) is applied at that
+    // instant, and its answer shows it.
+    let clamped;
+    let latest = state.not_before_latest(op.now);
+    let op = if latest > op.now {
+        clamped = Operation { now: latest, ..op.clone() };
+        &clamped
+    } else {
+        op
+    };
     let done = transition(state, op)?;
     let answer = match &op.key {
         Some(_) => Some(answer_of(request, &done.outcome)?),
         None => None,
     };
     *state = done.after;
+    if !done.changes.entries.is_empty() {
+        state.latest_entry_at = Some(op.now);
+    }
     let id = &op.account;
     let changes = done.changes;
     rows.debits.extend(changes.debits.into_iter().map(|d| (id.clone(), d)));

@@ -85,25 +85,28 @@ impl<S: Store> Ledger<S> {
         self.store.execute(op).await
     }
 
-    /// The account's state as of `now`, computed on a copy.
+    /// The account's state as of `now` (or its latest entry, if later: time
+    /// never runs backwards for an account), computed on a copy, with the
+    /// instant used.
     async fn state_at(
         &self,
         account: &AccountId,
         needs: Needs,
         now: Timestamp,
-    ) -> Result<AccountState, LedgerError> {
+    ) -> Result<(AccountState, Timestamp), LedgerError> {
         let mut state = self.store.state(account.clone(), needs).await?;
+        let now = state.not_before_latest(now);
         state.roll_forward(now, &mut Changes::default());
-        Ok(state)
+        Ok((state, now))
     }
 
     pub async fn balance(&self, account: &AccountId, now: Timestamp) -> Result<BalanceView, LedgerError> {
-        let state = self.state_at(account, Needs { unbilled: true, ..Needs::default() }, now).await?;
+        let (state, now) = self.state_at(account, Needs { unbilled: true, ..Needs::default() }, now).await?;
         Ok(BalanceView::of(&state, now))
     }
 
     pub async fn account(&self, account: &AccountId, now: Timestamp) -> Result<AccountView, LedgerError> {
-        let state = self.state_at(account, Needs { unbilled: true, ..Needs::default() }, now).await?;
+        let (state, now) = self.state_at(account, Needs { unbilled: true, ..Needs::default() }, now).await?;
         let mut view = AccountView::of(&state.account);
         view.balance = Some(BalanceView::of(&state, now));
         Ok(view)
@@ -116,7 +119,7 @@ impl<S: Store> Ledger<S> {
         credits: Credits,
         now: Timestamp,
     ) -> Result<QuoteView, LedgerError> {
-        let state = self.state_at(account, Needs::default(), now).await?;
+        let (state, _) = self.state_at(account, Needs::default(), now).await?;
         Ok(spend::quote(&state, credits)?)
     }
 
@@ -127,7 +130,7 @@ impl<S: Store> Ledger<S> {
         now: Timestamp,
     ) -> Result<HoldView, LedgerError> {
         let needs = Needs { hold: Some(hold_id.to_string()), ..Needs::default() };
-        let state = self.state_at(account, needs, now).await?;
+        let (state, _) = self.state_at(account, needs, now).await?;
         let hold = state.holds.iter().find(|h| h.id == hold_id);
         let hold = hold.ok_or_else(|| crate::domain::DomainError::not_found("hold", hold_id))?;
         Ok(HoldView::of(hold))
@@ -166,6 +169,7 @@ impl<S: Store> Ledger<S> {
         now: Timestamp,
     ) -> Result<Vec<UsageView>, LedgerError> {
         let state = self.store.state(account.clone(), Needs::default()).await?;
+        let now = state.not_before_latest(now);
         let zone = state.account.zone.clone();
         let current = Month::of(now, &zone);
         let from = from.unwrap_or(current);

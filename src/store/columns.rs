@@ -293,6 +293,11 @@ fn corrupt(i: usize, why: impl std::fmt::Display) -> String {
     format!("corrupted row (column {i}): {why}")
 }
 
+/// A stored instant (microseconds since the epoch).
+pub fn instant(micros: i64) -> Result<Timestamp, String> {
+    Timestamp::from_microsecond(micros).map_err(|e| format!("corrupt instant {micros}: {e}"))
+}
+
 fn ts(r: &impl Cols, i: usize) -> Result<Timestamp, String> {
     Timestamp::from_microsecond(r.int(i)?).map_err(|e| corrupt(i, e))
 }

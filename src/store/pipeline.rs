@@ -41,6 +41,9 @@ pub enum Load {
     Statements,
     FailedStatements,
     Keys,
+    /// The instant of each account's latest entry (time never runs
+    /// backwards for an account).
+    LatestEntry,
     /// The second round: lots the first round's rows name.
     Lots,
 }
@@ -52,7 +55,7 @@ enum Term {
     Sql(&'static str),
 }
 
-const ALL: [Load; 12] = [
+const ALL: [Load; 13] = [
     Load::Accounts,
     Load::ActiveLots,
     Load::HeldHolds,
@@ -64,6 +67,7 @@ const ALL: [Load; 12] = [
     Load::Statements,
     Load::FailedStatements,
     Load::Keys,
+    Load::LatestEntry,
     Load::Lots,
 ];
 
@@ -78,6 +82,7 @@ impl Load {
             Load::PendingRefunds => &REFUNDS,
             Load::Statements | Load::FailedStatements => &STATEMENTS,
             Load::Keys => &KEYS,
+            Load::LatestEntry => &ENTRIES,
         }
     }
 
@@ -138,6 +143,11 @@ impl Load {
             Load::Keys => loaded
                 .keys
                 .push(((r.text(0)?, r.text(1)?), StoredAnswer { request: r.text(2)?, response: r.text(3)? })),
+            Load::LatestEntry => {
+                if let Some(at) = r.opt_int(1)? {
+                    loaded.latest_entries.push((r.text(0)?, columns::instant(at)?));
+                }
+            }
         }
         Ok(())
     }
@@ -157,6 +167,7 @@ fn json_pairs(pairs: &[Pair]) -> String {
 pub fn plan(w: &Wants) -> Vec<(Load, String)> {
     let by_accounts = [
         (Load::Accounts, &w.accounts),
+        (Load::LatestEntry, &w.accounts),
         (Load::ActiveLots, &w.accounts),
         (Load::HeldHolds, &w.accounts),
         (Load::UnbilledPurchases, &w.unbilled),
@@ -214,6 +225,22 @@ impl Dialect {
                 table.select("")
             );
         }
+        let source = match (self, load.pair_column().is_some()) {
+            (Dialect::Sqlite, false) => "(SELECT value AS a FROM json_each($1)) AS w",
+            (Dialect::Sqlite, true) => "(SELECT value ->> 0 AS a, value ->> 1 AS b FROM json_each($1)) AS w",
+            (Dialect::Postgres, false) => "jsonb_array_elements_text($1::text::jsonb) AS w (a)",
+            (Dialect::Postgres, true) => {
+                "(SELECT v ->> 0 AS a, v ->> 1 AS b FROM jsonb_array_elements($1::text::jsonb) AS v) AS w"
+            }
+        };
+        if load == Load::LatestEntry {
+            // The account's last entry by id is its latest (ids follow the
+            // account's operations, whose instants never go back).
+            return format!(
+                "SELECT w.a, (SELECT e.created_at FROM entries AS e WHERE e.account_id = w.a \
+                 ORDER BY e.entry_id DESC LIMIT 1) FROM {source}"
+            );
+        }
         let mut conds = vec!["t.account_id = w.a".to_string()];
         if let Some(col) = load.pair_column() {
             conds.push(format!("t.{col} = w.b"));
@@ -225,14 +252,6 @@ impl Dialect {
                 (Term::Sql(s), _) => s.to_string(),
             });
         }
-        let source = match (self, load.pair_column().is_some()) {
-            (Dialect::Sqlite, false) => "(SELECT value AS a FROM json_each($1)) AS w",
-            (Dialect::Sqlite, true) => "(SELECT value ->> 0 AS a, value ->> 1 AS b FROM json_each($1)) AS w",
-            (Dialect::Postgres, false) => "jsonb_array_elements_text($1::text::jsonb) AS w (a)",
-            (Dialect::Postgres, true) => {
-                "(SELECT v ->> 0 AS a, v ->> 1 AS b FROM jsonb_array_elements($1::text::jsonb) AS v) AS w"
-            }
-        };
         let cols = table.cols.iter().map(|c| format!("t.{c}")).collect::<Vec<_>>().join(", ");
         let name = table.name;
         match self {
@@ -319,7 +338,7 @@ mod tests {
     fn a_plan_asks_only_for_what_the_group_needs() {
         let w = Wants { accounts: vec!["a".into()], ..Wants::default() };
         let loads: Vec<Load> = plan(&w).into_iter().map(|(l, _)| l).collect();
-        assert_eq!(loads, [Load::Accounts, Load::ActiveLots, Load::HeldHolds]);
+        assert_eq!(loads, [Load::Accounts, Load::LatestEntry, Load::ActiveLots, Load::HeldHolds]);
         let w = Wants { keys: vec![("a".into(), "k\"1".into())], ..w };
         assert_eq!(plan(&w).last().unwrap(), &(Load::Keys, r#"[["a","k\"1"]]"#.to_string()));
     }

@@ -3,7 +3,33 @@
 //! its connections (slow headers, idle keep-alive, too many connections),
 //! crash a handler, or store an instant the calendar code cannot handle.
 
-use crate::util::{Db, Server};
+use serde_json::{Value, json};
+
+use crate::util::{ADMIN, Answer, Db, Server};
+
+/// What a refused request must leave as it was: the account's balance
+/// (without the time it was read) and its whole ledger.
+async fn snapshot(s: &Server, account: &str) -> (Value, Value) {
+    let b = s.get(&format!("/v1/accounts/{account}/balance"), ADMIN).await;
+    assert_eq!(b.status, 200, "{b:?}");
+    let mut balance = b.body;
+    balance.as_object_mut().expect("an object").remove("as_of");
+    let l = s.get(&format!("/v1/accounts/{account}/ledger?limit=500"), ADMIN).await;
+    assert_eq!(l.status, 200, "{l:?}");
+    (balance, l.body)
+}
+
+/// Creates `id` (1,000 free credits a month, UTC) through the API.
+async fn open_account(s: &Server, id: &str) {
+    let body = json!({"id": id, "name": format!("{id} cafe"), "time_zone": "UTC"});
+    let a = s.post("/v1/accounts", ADMIN, None, body).await;
+    assert_eq!(a.status, 201, "{a:?}");
+}
+
+fn created(a: Answer, what: &str) -> Value {
+    assert_eq!(a.status, 201, "{what}: {a:?}");
+    a.body
+}
 
 /// A small deterministic generator (xorshift64*): random enough for
 /// methods and paths, and a failure can be replayed from the seed.
@@ -81,7 +107,370 @@ async fn random_methods_and_paths_do_not_grow_the_metrics(db: Db) {
     );
 }
 
+/// Item 6: refunds and grants need a key (a retry without one applied
+/// twice), and a request with two keys is refused (a retry carrying only
+/// the second charged twice). Each refusal changes nothing.
+async fn refunds_and_grants_need_one_idempotency_key(db: Db) {
+    let s = Server::start(&db, &[]);
+    open_account(&s, "cafe").await;
+    let p = created(
+        s.post("/v1/accounts/cafe/purchases", ADMIN, Some("p1"), json!({"credits": 100})).await,
+        "purchase",
+    );
+    let d = created(
+        s.post("/v1/accounts/cafe/debits", ADMIN, Some("d1"), json!({"credits": 1040})).await,
+        "debit",
+    );
+    let (pid, did) = (p["id"].as_str().unwrap().to_string(), d["id"].as_str().unwrap().to_string());
+    let before = snapshot(&s, "cafe").await;
+    let refund_debit = format!("/v1/accounts/cafe/debits/{did}/refund");
+    let refund_purchase = format!("/v1/accounts/cafe/purchases/{pid}/refund");
+    let grant = json!({"credits": 50, "reason": "sorry"});
+    for (path, body) in [
+        (refund_debit.as_str(), json!({"credits": 12})),
+        (refund_purchase.as_str(), json!({})),
+        ("/v1/accounts/cafe/grants", grant.clone()),
+    ] {
+        for _ in 0..2 {
+            let a = s.post(path, ADMIN, None, body.clone()).await;
+            a.assert_problem(400, "invalid_request");
+            assert!(a.body["detail"].as_str().unwrap().contains("Idempotency-Key"), "{a:?}");
+        }
+    }
+    // Two keys on one request, on every route that takes one.
+    for (path, body) in [
+        ("/v1/accounts/cafe/purchases", json!({"credits": 5})),
+        ("/v1/accounts/cafe/debits", json!({"credits": 5})),
+        (refund_debit.as_str(), json!({"credits": 12})),
+        ("/v1/accounts/cafe/grants", grant.clone()),
+    ] {
+        let r = s
+            .client
+            .post(format!("{}{path}", s.base))
+            .bearer_auth(ADMIN)
+            .header("Idempotency-Key", "k-first")
+            .header("Idempotency-Key", "k-second")
+            .json(&body)
+            .send()
+            .await
+            .expect("an answer");
+        Answer::from(r).await.assert_problem(400, "invalid_request");
+    }
+    assert_eq!(snapshot(&s, "cafe").await, before, "refused requests changed the account");
+    db.assert_audit();
+
+    // With a key, a retried refund and a retried grant apply once.
+    for _ in 0..2 {
+        let r = s.post(&refund_debit, ADMIN, Some("r1"), json!({"credits": 12})).await;
+        assert_eq!(r.status, 201, "{r:?}");
+        let g = s.post("/v1/accounts/cafe/grants", ADMIN, Some("g1"), grant.clone()).await;
+        assert_eq!(g.status, 201, "{g:?}");
+    }
+    let (b, _) = snapshot(&s, "cafe").await;
+    assert_eq!(b["available"], 60 + 12 + 50, "one refund of 12 and one grant of 50: {b}");
+    db.assert_audit();
+}
+
+/// Item 5: instants from outside are limited to the documented range (422
+/// beyond it, nothing changed); at the very edge of the range everything
+/// still works, in the zone furthest ahead of UTC.
+async fn instants_beyond_year_9000_are_refused_and_the_edge_works(db: Db) {
+    let s = Server::start(&db, &["--test-clock", "--now", "2026-12-01T00:00:00Z"]);
+    let body = json!({"id": "kiri", "name": "Kiritimati cafe", "time_zone": "Pacific/Kiritimati"});
+    assert_eq!(s.post("/v1/accounts", ADMIN, None, body).await.status, 201);
+    let before = snapshot(&s, "kiri").await;
+    for far in ["9999-12-30T00:00:00Z", "9001-01-01T00:00:00Z"] {
+        let a = s.call("PUT", "/v1/test-clock", Some(ADMIN), None, Some(json!({"now": far}))).await;
+        a.assert_problem(422, "invalid_request");
+        let g = json!({"credits": 5, "reason": "promo", "expires_at": far});
+        s.post("/v1/accounts/kiri/grants", ADMIN, Some(far), g).await.assert_problem(422, "invalid_request");
+    }
+    let clock = s.get("/v1/test-clock", ADMIN).await;
+    assert_eq!(clock.body["now"], "2026-12-01T00:00:00Z", "the refused moves left the clock: {clock:?}");
+    assert_eq!(snapshot(&s, "kiri").await, before, "refused instants changed the account");
+    let cli = db.run(&["--now", "9999-12-30T00:00:00Z", "balance", "kiri"]);
+    assert_eq!(cli.code, 2, "{cli:?}");
+    assert_eq!(cli.stderr.lines().count(), 1, "one line: {cli:?}");
+
+    // The last accepted instant: reads, spending, buying and billing work
+    // (no panic, no dropped connection), and the books still add up.
+    let edge = "9000-12-31T23:59:59.999999Z";
+    let a = s.call("PUT", "/v1/test-clock", Some(ADMIN), None, Some(json!({"now": edge}))).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let b = s.get("/v1/accounts/kiri/balance", ADMIN).await;
+    assert_eq!(b.status, 200, "{b:?}");
+    assert_eq!(b.body["free"]["resets_at"], "9001-01-31T10:00:00Z", "{b:?}");
+    let d = s.post("/v1/accounts/kiri/debits", ADMIN, Some("d"), json!({"credits": 3})).await;
+    assert_eq!(d.status, 201, "{d:?}");
+    let p = s.post("/v1/accounts/kiri/purchases", ADMIN, Some("p"), json!({"credits": 3})).await;
+    assert_eq!(p.status, 201, "{p:?}");
+    let h = s
+        .post("/v1/accounts/kiri/holds", ADMIN, Some("h"), json!({"credits": 3, "ttl_seconds": 2_592_000}))
+        .await;
+    assert_eq!(h.status, 201, "a hold expiring after the edge: {h:?}");
+    let close = s.post("/v1/billing/close", ADMIN, None, json!({})).await;
+    assert_eq!(close.status, 200, "{close:?}");
+    let u = s.get("/v1/accounts/kiri/usage?from=9000-11&to=9000-12", ADMIN).await;
+    assert_eq!(u.status, 200, "{u:?}");
+    db.assert_audit();
+}
+
+/// Item 9: `.` and `..` are refused as account ids (no client can put them
+/// in a URL path), through the API and the CLI; nothing is created.
+async fn dot_account_ids_are_refused(db: Db) {
+    let s = Server::start(&db, &[]);
+    for id in [".", ".."] {
+        let a = s.post("/v1/accounts", ADMIN, None, json!({"id": id, "name": "dots"})).await;
+        a.assert_problem(422, "invalid_request");
+        let run = db.run(&["account", "create", id, "--name", "dots"]);
+        assert_eq!(run.code, 2, "{run:?}");
+        assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+    }
+    assert_eq!(s.get("/v1/accounts", ADMIN).await.body["data"], json!([]), "no account was created");
+    assert!(
+        s.post("/v1/accounts", ADMIN, None, json!({"id": "...", "name": "three dots"})).await.status == 201
+    );
+}
+
+/// Item 10: a month end run ahead of the clock (`--now` on a real database)
+/// does not make later real-time operations fail or go back: each is
+/// applied at the account's latest instant, and its answer shows it.
+async fn time_never_runs_backwards_for_an_account(db: Db) {
+    let run = db.run(&["--now", "2026-12-01T10:00:00Z", "account", "create", "cafe", "--name", "Cafe"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    db.json(&["--now", "2026-12-01T10:01:00Z", "purchase", "cafe", "50", "--key", "p0"]);
+    let closed = db.run(&["--now", "2027-01-02T00:00:00Z", "billing", "close"]);
+    assert_eq!(closed.code, 0, "{closed:?}");
+    let latest = db.ledger_entries("cafe")[0]["created_at"].as_str().unwrap().to_string();
+    assert!(latest.as_str() >= "2027-01-01T00:00:00Z", "the close ran in January: {latest}");
+    // Back on the (earlier) clock: a debit, a purchase, a balance, each at
+    // the account's latest instant.
+    let at = "2026-12-01T10:05:00Z";
+    let d = db.json(&["--now", at, "debit", "cafe", "5", "--key", "d1"]);
+    assert_eq!(d["created_at"], latest.as_str(), "applied at the latest instant: {d}");
+    assert_eq!(d["from_free"], 5, "{d}");
+    let p = db.json(&["--now", at, "purchase", "cafe", "100", "--key", "p1"]);
+    assert_eq!(p["purchased_at"], latest.as_str(), "December is billed; this one is January's: {p}");
+    assert_eq!(p["bills_on"], "2027-02-01", "{p}");
+    let b = db.json(&["--now", at, "balance", "cafe"]);
+    assert_eq!(b["as_of"], latest.as_str(), "{b}");
+    assert_eq!(b["free"]["used"], 5, "January's free credits, spent once: {b}");
+    assert_eq!(b["free"]["resets_at"], "2027-02-01T00:00:00Z", "{b}");
+    let entries = db.ledger_entries("cafe");
+    let mut instants: Vec<&str> = entries.iter().map(|e| e["created_at"].as_str().unwrap()).collect();
+    instants.reverse();
+    assert!(instants.windows(2).all(|w| w[0] <= w[1]), "entries in time order: {instants:?}");
+    db.assert_audit();
+}
+
+/// Item 10: `serve --now` starts the test clock there and needs
+/// `--test-clock`; `serve --json` is refused (it did nothing).
+async fn serve_now_starts_the_test_clock(db: Db) {
+    let s = Server::start(&db, &["--test-clock", "--now", "2030-02-28T23:59:00Z"]);
+    assert_eq!(s.get("/v1/test-clock", ADMIN).await.body["now"], "2030-02-28T23:59:00Z");
+    drop(s);
+    for args in [
+        &["serve", "--now", "2030-02-28T23:59:00Z", "--listen", "127.0.0.1:0"][..],
+        &["--json", "serve", "--listen", "127.0.0.1:0"][..],
+    ] {
+        let run = db.run(args);
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+    }
+}
+
 on_every_store!(
     #[tokio::test]
     random_methods_and_paths_do_not_grow_the_metrics,
+    #[tokio::test]
+    refunds_and_grants_need_one_idempotency_key,
+    #[tokio::test]
+    instants_beyond_year_9000_are_refused_and_the_edge_works,
+    #[tokio::test]
+    dot_account_ids_are_refused,
+    #[tokio::test]
+    time_never_runs_backwards_for_an_account,
+    #[tokio::test]
+    serve_now_starts_the_test_clock,
 );
+
+/// Runs `serve` with `env` and `args` on a fresh SQLite directory until it
+/// exits (a bad token or an address it cannot bind ends it).
+fn serve_until_exit(db: &Db, env: &[(&str, &str)], args: &[&str]) -> crate::util::Run {
+    let mut cmd = db.command(&["serve"]);
+    cmd.env_remove("TEXTCREDITS_ADMIN_TOKEN").args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("the binary runs");
+    crate::util::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// An address no one can listen on: `serve` gets past its token checks,
+/// then stops.
+const UNBINDABLE: &str = "192.0.2.1:1";
+
+/// Item 8: admin tokens no request could match are refused at start; the
+/// generated token file is owner-only and a file others can read is
+/// refused; a token on the command line draws a warning. Item 11: logs
+/// written to a file carry no colour codes.
+#[test]
+fn the_admin_token_is_checked_at_start() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let db = Db::new();
+    for bad in
+        ["abcdefghijklmnop\r", " abcdefghijklmnop", "abcdefgh ijklmnop", "abc\tdefghijklmnop", "short-token"]
+    {
+        let run = serve_until_exit(&db, &[("TEXTCREDITS_ADMIN_TOKEN", bad)], &["--listen", "127.0.0.1:0"]);
+        assert_eq!(run.code, 2, "{bad:?}: {run:?}");
+        assert!(run.stderr.contains("admin token"), "{bad:?}: {run:?}");
+        assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+    }
+    assert!(!db.dir.path().join("textcredits-admin-token").exists(), "no token file for refused starts");
+
+    // Generated: owner-only.
+    let run = serve_until_exit(&db, &[], &["--listen", UNBINDABLE]);
+    assert_eq!(run.code, 1, "cannot bind: {run:?}");
+    let file = db.dir.path().join("textcredits-admin-token");
+    let mode = std::fs::metadata(&file).expect("the generated token file").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "owner-only");
+    let token = std::fs::read_to_string(&file).unwrap();
+    // Readable by others: refused, with the fix in the message.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = serve_until_exit(&db, &[], &["--listen", "127.0.0.1:0"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("chmod 600"), "{run:?}");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), token, "the refused start left the token alone");
+
+    // On the command line: a warning; logs into a file: no ANSI colour.
+    let run =
+        serve_until_exit(&db, &[], &["--admin-token", "a-good-long-admin-token", "--listen", UNBINDABLE]);
+    assert!(run.stderr.contains("warning: --admin-token on the command line"), "{run:?}");
+    assert!(run.stderr.contains("TEXTCREDITS_ADMIN_TOKEN"), "{run:?}");
+    assert!(!run.stderr.contains('\u{1b}'), "no colour codes when stderr is not a terminal: {run:?}");
+    let run = serve_until_exit(
+        &db,
+        &[("TEXTCREDITS_ADMIN_TOKEN", "a-good-long-admin-token")],
+        &["--listen", UNBINDABLE],
+    );
+    assert!(!run.stderr.contains("warning"), "from the environment, no warning: {run:?}");
+}
+
+/// Reads what the server sends on `conn` until it closes the connection
+/// (or `limit` passes: the server then did not close it).
+async fn read_until_closed(conn: &mut tokio::net::TcpStream, limit: std::time::Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(limit, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    read.ok().map(|()| String::from_utf8_lossy(&got).into_owned())
+}
+
+/// One request on an open keep-alive connection; the answer's status line.
+async fn ask(conn: &mut tokio::net::TcpStream, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    conn.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 8192];
+    let n = conn.read(&mut buf).await.unwrap();
+    String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_string()
+}
+
+/// Item 4: headers trickled in are cut off after the header timeout, an
+/// idle keep-alive connection is closed, connections past the cap are
+/// refused with a 503 problem while the open ones are still answered, and
+/// a body that arrives too slowly answers 408. Bounded: a handful of
+/// connections, each check waits at most a few seconds past its timeout.
+#[tokio::test]
+async fn slow_idle_and_surplus_connections_are_cut_off() {
+    use std::time::{Duration, Instant};
+    use tokio::io::AsyncWriteExt as _;
+    use tokio::net::TcpStream;
+    const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    const MARGIN: Duration = Duration::from_secs(8);
+    let db = Db::new();
+    let s = Server::start(&db, &["--max-connections", "4"]);
+    let addr = s.base.strip_prefix("http://").unwrap().to_string();
+
+    // A monitor's keep-alive connection, open before the crowd arrives.
+    let mut monitor = TcpStream::connect(&addr).await.unwrap();
+    assert_eq!(ask(&mut monitor, "/healthz").await, "HTTP/1.1 200 OK");
+    // Three clients that trickle a header line every second.
+    let mut tricklers = Vec::new();
+    for _ in 0..3 {
+        let mut c = TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+        tricklers.push(c);
+    }
+    let started = Instant::now();
+    let trickle = tokio::spawn(async move {
+        for i in 0..30 {
+            for c in tricklers.iter_mut() {
+                if c.write_all(format!("x-slow-{i}: 1\r\n").as_bytes()).await.is_err() {
+                    return (tricklers, true);
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        (tricklers, false)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The cap (4) is full: a fifth connection is refused with a problem.
+    let mut fifth = TcpStream::connect(&addr).await.unwrap();
+    fifth.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let refused =
+        read_until_closed(&mut fifth, Duration::from_secs(5)).await.expect("closed after the refusal");
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(
+        refused.contains("application/problem+json") && refused.contains("\"code\":\"unavailable\""),
+        "{refused}"
+    );
+    // The open monitor connection is still answered.
+    assert_eq!(ask(&mut monitor, "/healthz").await, "HTTP/1.1 200 OK");
+
+    // The tricklers are cut off after the header timeout.
+    let (mut tricklers, cut) = trickle.await.unwrap();
+    assert!(cut || started.elapsed() < HEADER_TIMEOUT + MARGIN, "the trickling clients were never cut off");
+    for c in tricklers.iter_mut() {
+        let rest = read_until_closed(c, MARGIN).await;
+        assert!(rest.is_some(), "a trickling connection is still open after {:?}", started.elapsed());
+    }
+    // The monitor, idle since its last answer, is closed too.
+    assert!(
+        read_until_closed(&mut monitor, HEADER_TIMEOUT + MARGIN).await.is_some(),
+        "idle keep-alive kept open"
+    );
+
+    // Room again: new connections are served.
+    let mut again = TcpStream::connect(&addr).await.unwrap();
+    assert_eq!(ask(&mut again, "/healthz").await, "HTTP/1.1 200 OK");
+
+    // A body that trickles: 408 problem+json, and the connection closes.
+    let mut slow = TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v1/accounts HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ADMIN}\r\n\
+         content-type: application/json\r\ncontent-length: 60\r\n\r\n{{\"id\""
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let answer =
+        read_until_closed(&mut slow, Duration::from_secs(10) + MARGIN).await.expect("answered and closed");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    assert_eq!(
+        s.get("/v1/accounts", ADMIN).await.body["data"],
+        json!([]),
+        "the slow request created nothing"
+    );
+}

@@ -239,7 +239,8 @@ async fn r1_r6_spending_order_free_then_grants_by_expiry_then_oldest_purchase(db
     set_clock(&s, "2027-03-10T12:05:00Z").await;
     let p2 = bought(&s, "tokyo", "p2", 2_500).await;
     let grant = |credits: i64, expires_at: &str| json!({"credits": credits, "expires_at": expires_at, "reason": "spring promo"});
-    let late = s.post("/v1/accounts/tokyo/grants", ADMIN, None, grant(300, "2027-06-01T00:00:00Z")).await;
+    let late =
+        s.post("/v1/accounts/tokyo/grants", ADMIN, Some("g-late"), grant(300, "2027-06-01T00:00:00Z")).await;
     let late = expect(late, 201, "grant expiring in June");
     let early =
         s.post("/v1/accounts/tokyo/grants", ADMIN, Some("g-early"), grant(200, "2027-04-15T00:00:00Z")).await;
@@ -651,10 +652,10 @@ async fn every_error_code_of_the_api(db: Db) {
     s.post("/v1/accounts/cafe/holds/hold_doesnotexist/capture", ADMIN, None, json!({"credits": 1}))
         .await
         .assert_problem(404, "not_found");
-    s.post("/v1/accounts/cafe/debits/deb_doesnotexist/refund", ADMIN, None, json!({"credits": 1}))
+    s.post("/v1/accounts/cafe/debits/deb_doesnotexist/refund", ADMIN, Some("r-1"), json!({"credits": 1}))
         .await
         .assert_problem(404, "not_found");
-    s.post("/v1/accounts/cafe/purchases/pur_doesnotexist/refund", ADMIN, None, json!({}))
+    s.post("/v1/accounts/cafe/purchases/pur_doesnotexist/refund", ADMIN, Some("r-2"), json!({}))
         .await
         .assert_problem(404, "not_found");
     s.post("/v1/statements/st_2027-10_cafe/status", ADMIN, None, json!({"status": "paid"}))
@@ -727,8 +728,9 @@ async fn an_account_token_sees_only_its_own_account(db: Db) {
     expect(purchase(&s, t, "shop-a", "a-p", 100).await, 201, "own purchase");
     let d = expect(debit(&s, t, "shop-a", "a-d", 40).await, 201, "own debit");
     let did = str_of(&d["id"]);
-    let r =
-        s.post(&format!("/v1/accounts/shop-a/debits/{did}/refund"), t, None, json!({"credits": 15})).await;
+    let r = s
+        .post(&format!("/v1/accounts/shop-a/debits/{did}/refund"), t, Some("a-r"), json!({"credits": 15}))
+        .await;
     let r = expect(r, 201, "refund of undelivered texts with an account token");
     assert_eq!(int(&r["credits"]), 15, "{r}");
     let h = expect(hold(&s, t, "shop-a", "a-h", json!({"credits": 30})).await, 201, "own hold");
@@ -760,7 +762,7 @@ async fn an_account_token_sees_only_its_own_account(db: Db) {
         ("GET", format!("/holds/{bh}"), None, None),
         ("POST", format!("/holds/{bh}/capture"), None, Some(json!({"credits": 1}))),
         ("POST", format!("/holds/{bh}/release"), None, None),
-        ("POST", format!("/debits/{bd}/refund"), None, Some(json!({"credits": 1}))),
+        ("POST", format!("/debits/{bd}/refund"), Some("x-r"), Some(json!({"credits": 1}))),
     ];
     for (method, tail, key, body) in calls {
         let other = s.call(method, &format!("/v1/accounts/shop-b{tail}"), Some(t), key, body.clone()).await;
@@ -778,7 +780,7 @@ async fn an_account_token_sees_only_its_own_account(db: Db) {
     s.post(&format!("/v1/accounts/shop-a/holds/{bh}/release"), t, None, json!({}))
         .await
         .assert_problem(404, "not_found");
-    s.post(&format!("/v1/accounts/shop-a/debits/{bd}/refund"), t, None, json!({"credits": 1}))
+    s.post(&format!("/v1/accounts/shop-a/debits/{bd}/refund"), t, Some("a-r2"), json!({"credits": 1}))
         .await
         .assert_problem(404, "not_found");
     let b_after = balance(&s, "shop-b").await;

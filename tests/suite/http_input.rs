@@ -1072,7 +1072,7 @@ async fn setup(server: &Server) -> World {
             .post(
                 &format!("{a}/grants"),
                 ADMIN,
-                None,
+                Some("setup-grant"),
                 json!({"credits": 25, "reason": "welcome",
                        "expires_at": now + SignedDuration::from_hours(30 * 24)}),
             )
@@ -1235,7 +1235,7 @@ fn routes(w: &World) -> Vec<Route> {
             method: "POST",
             template: "/v1/accounts/{acct}/purchases/{sub}/refund",
             sub: Some(Sub { real: w.purchase.clone(), variants: id_variants("pur_", &w.other_purchase) }),
-            key: KeyUse::Optional,
+            key: KeyUse::Required,
             fields: vec![field("credits", json!(1), false, {
                 let mut list = credits_bad(true);
                 list.push(bad("more than purchased", json!(501)));
@@ -1261,7 +1261,7 @@ fn routes(w: &World) -> Vec<Route> {
             method: "POST",
             template: "/v1/accounts/{acct}/debits/{sub}/refund",
             sub: Some(Sub { real: w.debit.clone(), variants: id_variants("deb_", &w.other_debit) }),
-            key: KeyUse::Optional,
+            key: KeyUse::Required,
             fields: vec![field("credits", json!(1), true, {
                 let mut list = credits_bad(false);
                 list.push(bad("more than debited", json!(151)));
@@ -1305,7 +1305,7 @@ fn routes(w: &World) -> Vec<Route> {
             method: "POST",
             template: "/v1/accounts/{acct}/grants",
             sub: None,
-            key: KeyUse::Optional,
+            key: KeyUse::Required,
             fields: vec![
                 field("credits", json!(5), true, credits_bad(false)),
                 field("expires_at", future(30 * 24), false, timestamp_bad(true, &past)),
@@ -1484,7 +1484,7 @@ fn special_cases(w: &World) -> Vec<Case> {
             "purchase refund: another account's purchase, all of it",
             "POST",
             format!("{a}/purchases/{}/refund", w.other_purchase),
-            None,
+            Some("domain-key-1"),
             json!({}),
             Expect::Exact(404, "not_found"),
         ),
@@ -1492,7 +1492,7 @@ fn special_cases(w: &World) -> Vec<Case> {
             "purchase refund: a billed purchase, more than bought",
             "POST",
             format!("{a}/purchases/{}/refund", w.billed_purchase),
-            None,
+            Some("domain-key-2"),
             json!({"credits": 1001}),
             Expect::Invalid,
         ),
