@@ -25,7 +25,7 @@ use textcredits::domain::command::{Command, Needs, Outcome};
 use textcredits::domain::credits::Credits;
 use textcredits::domain::lot::{self, Lot, LotKind};
 use textcredits::domain::money::Micros;
-use textcredits::domain::period::{Month, Zone};
+use textcredits::domain::period::{EARLIEST_INSTANT, LATEST_INSTANT, Month, Zone};
 use textcredits::domain::state::Changes;
 use textcredits::domain::view::BalanceView;
 use textcredits::ledger::{IdempotencyKey, Ledger, LedgerError, MAX_PAGE_LIMIT, PageRequest, Store};
@@ -541,7 +541,8 @@ fn summarize(got: &Result<Outcome, LedgerError>) -> Result<Summary, Result<Refus
 // model into commands with real ids.
 
 /// Havana's November 2026 starts at the first of two local midnights.
-const MODEL_ZONES: &[&str] = &["America/Los_Angeles", "Asia/Tokyo", "Europe/Berlin", "America/Havana"];
+const MODEL_ZONES: &[&str] =
+    &["America/Los_Angeles", "Asia/Tokyo", "Europe/Berlin", "America/Havana", "Pacific/Kiritimati"];
 const ALLOWANCES: &[i64] = &[0, 25, 1000];
 
 #[derive(Debug, Clone)]
@@ -703,11 +704,18 @@ fn case() -> impl Strategy<Value = Case> {
         0..(2 * 365 * 24 * 60i64),
         prop::collection::vec(step_or_burst(), 1..=MAX_STEPS),
     )
-        .prop_map(|(accounts, minutes, steps)| Case {
-            accounts,
-            start: ts("2025-06-01T00:00:00Z") + SignedDuration::from_mins(minutes),
-            steps,
-        })
+        .prop_map(|(accounts, minutes, steps)| Case { accounts, start: start_of_case(minutes), steps })
+}
+
+/// Where a case starts: mostly in 2025-2027, sometimes in the first days of
+/// the accepted range or in its last three months (the runner never
+/// passes its end).
+fn start_of_case(minutes: i64) -> Timestamp {
+    match minutes % 10 {
+        0 => EARLIEST_INSTANT + SignedDuration::from_mins(minutes % (3 * 24 * 60)),
+        1 => LATEST_INSTANT - SignedDuration::from_mins(1 + minutes % (90 * 24 * 60)),
+        _ => ts("2025-06-01T00:00:00Z") + SignedDuration::from_mins(minutes),
+    }
 }
 
 /// `per_mille` thousandths of `whole`, at least 1 (commands take positive
@@ -794,7 +802,8 @@ fn resolve(step: &Step, models: &[Model], now: Timestamp) -> (usize, Command) {
                 Expiry::Never => None,
                 Expiry::InSeconds(s) => Some(now + SignedDuration::from_secs(s)),
                 Expiry::AtMonthEnd => Some(later_month_start(now, &m.tz, 1)),
-            };
+            }
+            .map(|at| at.min(LATEST_INSTANT));
             let cmd = Command::Grant { credits: credits(c), expires_at, reason: "promo".into() };
             (acct % n, cmd)
         }
@@ -823,7 +832,10 @@ fn land(jump: &Jump, models: &[Model], now: Timestamp) -> Timestamp {
             next.unwrap_or(now) + SignedDuration::from_micros(offset_us)
         }
     };
-    target.max(now + SignedDuration::from_micros(STEP_MICROS))
+    // Never past the end of the accepted range (less a second for the
+    // steps after this jump).
+    let end = LATEST_INSTANT - SignedDuration::from_secs(1);
+    target.min(end).max(now + SignedDuration::from_micros(STEP_MICROS))
 }
 
 // ---------------------------------------------------------------------------
