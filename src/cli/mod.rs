@@ -102,6 +102,9 @@ enum Cmd {
     /// Create, show, list and configure accounts.
     #[command(subcommand)]
     Account(AccountCmd),
+    /// Create, list and revoke an account's API tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// Buy credits at the account's unit price (billed on the 1st of next month).
     Purchase {
         account: String,
@@ -239,6 +242,20 @@ enum Cmd {
         #[arg(default_value = "-")]
         file: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCmd {
+    /// A new token for the account; printed once, only its hash is kept.
+    Create {
+        account: String,
+        #[arg(long)]
+        label: String,
+    },
+    /// The account's tokens (never their secrets).
+    List { account: String },
+    /// Revoke a token: it answers 401 from its next request on.
+    Revoke { account: String, token_id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -587,6 +604,7 @@ async fn dispatch<S: Store>(
     let l = &ledger;
     match cmd {
         Cmd::Account(a) => return account_cmd(l, a, now, out).await,
+        Cmd::Token(t) => return token_cmd(l, t, now, out).await,
         Cmd::Purchase { account, credits: c, key } => {
             return mutate(l, &account, Command::Purchase { credits: credits(&c)? }, &key, now, out).await;
         }
@@ -675,6 +693,39 @@ async fn dispatch<S: Store>(
         }
         Cmd::Batch { file } => return batch::run(l, &file, now).await,
         Cmd::Serve { .. } | Cmd::Bench { .. } => unreachable!("serve and bench are dispatched in run()"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn token_cmd<S: Store>(
+    l: &Ledger<S>,
+    cmd: TokenCmd,
+    now: Timestamp,
+    out: Out,
+) -> Result<ExitCode, Failure> {
+    match cmd {
+        TokenCmd::Create { account, label } => {
+            let id = account_id(&account)?;
+            crate::domain::text::check_description("label", Some(&label))?;
+            let (token, secret_sha256) = http::new_account_token(&id);
+            let token_id = format!("tok_{}", crate::ledger::random_id());
+            let new = crate::ledger::NewToken { id: token_id.clone(), label, secret_sha256, created_at: now };
+            l.store().add_token(id, new).await?;
+            let view = serde_json::json!({"id": token_id, "token": token});
+            out.print(&view, output::new_token);
+        }
+        TokenCmd::List { account } => {
+            out.print(&l.store().tokens(account_id(&account)?).await?, |t| output::token_list(t));
+        }
+        TokenCmd::Revoke { account, token_id } => {
+            let id = account_id(&account)?;
+            if !l.store().revoke_token(id.clone(), token_id.clone()).await? {
+                return Err(Failure::Refused(format!("account {id} has no token {token_id}")));
+            }
+            if !out.json {
+                println!("revoked {token_id}");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

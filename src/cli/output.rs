@@ -116,6 +116,21 @@ pub fn account_list(page: &Page<AccountView>) -> String {
     with_cursor(t.render(), &page.next_cursor)
 }
 
+/// A token just created: its id, and the token itself, shown this once.
+pub fn new_token(v: &serde_json::Value) -> String {
+    let text = |k: &str| v[k].as_str().unwrap_or("").to_string();
+    format!("token id  {}\ntoken     {}\n(shown once: only its hash is kept)\n", text("id"), text("token"))
+}
+
+pub fn token_list(tokens: &[crate::ledger::TokenInfo]) -> String {
+    let mut t = Table::new(&["token", "label", "created", "last used"]);
+    for k in tokens {
+        let used = k.last_used_at.map_or("never".to_string(), |at| at.to_string());
+        t.row(vec![k.id.clone(), k.label.clone(), k.created_at.to_string(), used]);
+    }
+    t.render()
+}
+
 fn with_cursor(mut out: String, next: &Option<String>) -> String {
     if let Some(c) = next {
         out.push_str(&format!("more: --cursor {c}\n"));

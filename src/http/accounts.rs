@@ -15,7 +15,7 @@ use crate::domain::command::Command;
 use crate::domain::credits::Credits;
 use crate::domain::text;
 use crate::domain::view::{AccountView, BalanceView, Page, QuoteView};
-use crate::ledger::{NewToken, Store, random_id};
+use crate::ledger::{NewToken, Store, TokenInfo, random_id};
 
 #[utoipa::path(post, path = "/v1/accounts", tag = "accounts", request_body(content = NewAccount, content_type = "application/json"), responses((status = 201, description = "Created", body = AccountView), (status = 200, description = "Exists with the same settings", body = AccountView), super::openapi::Errors))]
 pub async fn create<S: Store>(
@@ -99,6 +99,41 @@ pub async fn create_token<S: Store>(
     let new = NewToken { id: token_id.clone(), label: body.label, secret_sha256, created_at: st.clock.now() };
     st.ledger.store().add_token(id, new).await?;
     Ok((StatusCode::CREATED, Json(TokenView { id: token_id, token })).into_response())
+}
+
+/// An account's tokens.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct TokenList {
+    pub data: Vec<TokenInfo>,
+    /// Always null: an account holds at most 100 tokens, all on one page.
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/accounts/{id}/tokens", tag = "accounts", params(("id" = String, Path, description = "Account id")), responses((status = 200, description = "The account's tokens, newest first; never their secrets", body = TokenList), super::openapi::Errors))]
+pub async fn list_tokens<S: Store>(
+    State(st): State<AppState<S>>,
+    caller: Caller,
+    Ids(id): Ids<String>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let id = account_id(&id)?;
+    let data = st.ledger.store().tokens(id).await?;
+    Ok(Json(TokenList { data, next_cursor: None }).into_response())
+}
+
+#[utoipa::path(delete, path = "/v1/accounts/{id}/tokens/{tid}", tag = "accounts", params(("id" = String, Path, description = "Account id"), ("tid" = String, Path, description = "Token id")), responses((status = 204, description = "Revoked: the token answers 401 from the next request on, on every replica"), super::openapi::Errors))]
+pub async fn revoke_token<S: Store>(
+    State(st): State<AppState<S>>,
+    caller: Caller,
+    Ids((id, token_id)): Ids<(String, String)>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let id = account_id(&id)?;
+    if st.ledger.store().revoke_token(id.clone(), token_id.clone()).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::not_found(format!("account {id} has no token {token_id}")))
+    }
 }
 
 #[utoipa::path(get, path = "/v1/accounts/{id}/balance", tag = "accounts", params(("id" = String, Path, description = "Account id")), responses((status = 200, description = "Balance now (R7)", body = BalanceView), super::openapi::Errors))]

@@ -3,11 +3,12 @@
 //! Account tokens look like `tck_<account id>_<secret>`: the account id in
 //! the token routes the check to that account's rows (and shard); only the
 //! SHA-256 of the secret is stored. Every comparison of secrets compares
-//! digests in constant time. Checked tokens are cached in memory (tokens are
-//! never revoked in this version).
-
-use std::collections::HashSet;
-use std::sync::Mutex;
+//! digests in constant time.
+//!
+//! An account token is looked up in the database on every request (one
+//! primary-key read), never cached: a revoked token answers 401 on every
+//! replica from the next request on. Its `last_used_at` is written at most
+//! once a minute ([`TOKEN_USE_RESOLUTION_SECONDS`]).
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -17,10 +18,7 @@ use sha2::{Digest, Sha256};
 use super::AppState;
 use super::error::ApiError;
 use crate::domain::account::AccountId;
-use crate::ledger::{Store, random_id};
-
-/// Most tokens remembered as valid.
-const MAX_CACHED_TOKENS: usize = 100_000;
+use crate::ledger::{Store, TOKEN_USE_RESOLUTION_SECONDS, random_id};
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
@@ -32,15 +30,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 pub struct Auth {
     admin_sha256: Vec<u8>,
-    valid: Mutex<HashSet<(String, String)>>,
 }
 
 impl Auth {
     pub fn new(admin_token: &str) -> Auth {
-        Auth {
-            admin_sha256: Sha256::digest(admin_token.as_bytes()).to_vec(),
-            valid: Mutex::new(HashSet::new()),
-        }
+        Auth { admin_sha256: Sha256::digest(admin_token.as_bytes()).to_vec() }
     }
 
     fn is_admin(&self, token: &str) -> bool {
@@ -102,23 +96,21 @@ impl<S: Store> FromRequestParts<AppState<S>> for Caller {
             return Ok(Caller::Admin);
         }
         let (account, secret) = parse_account_token(token).ok_or_else(ApiError::unauthorized)?;
+        let store = state.ledger.store();
         let digest = sha256_hex(secret.as_bytes());
-        let key = (account.to_string(), digest);
-        if state.auth.valid.lock().expect("token cache").contains(&key) {
-            return Ok(Caller::Account(account));
-        }
-        let known = state
-            .ledger
-            .store()
-            .token_exists(account.clone(), key.1.clone())
-            .await
-            .map_err(ApiError::from)?;
-        if !known {
+        let found = store.token_by_secret(account.clone(), digest).await.map_err(ApiError::from)?;
+        let Some(found) = found else {
             return Err(ApiError::unauthorized());
-        }
-        let mut cache = state.auth.valid.lock().expect("token cache");
-        if cache.len() < MAX_CACHED_TOKENS {
-            cache.insert(key);
+        };
+        let now = state.clock.now();
+        let stale = found.last_used_at.is_none_or(|at| {
+            now.duration_since(at) >= jiff::SignedDuration::from_secs(TOKEN_USE_RESOLUTION_SECONDS)
+        });
+        if stale {
+            // A failed touch costs only the figure, never the request.
+            if let Err(e) = store.touch_token(account.clone(), found.id, now).await {
+                tracing::warn!(error = %e, "could not record a token's use");
+            }
         }
         Ok(Caller::Account(account))
     }

@@ -27,11 +27,11 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use tower_http::catch_panic::CatchPanicLayer;
 
-pub use auth::{Auth, Caller};
+pub use auth::{Auth, Caller, new_account_token};
 pub use clock::{Clock, system_now};
 pub use error::ApiError;
 pub use extract::MAX_BODY_BYTES;
@@ -143,7 +143,8 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
     let mut v1 = Router::new()
         .route("/v1/accounts", post(accounts::create::<S>).get(accounts::list::<S>))
         .route(acct, get(accounts::show::<S>).patch(accounts::update::<S>))
-        .route(&format!("{acct}/tokens"), post(accounts::create_token::<S>))
+        .route(&format!("{acct}/tokens"), post(accounts::create_token::<S>).get(accounts::list_tokens::<S>))
+        .route(&format!("{acct}/tokens/{{tid}}"), delete(accounts::revoke_token::<S>))
         .route(&format!("{acct}/balance"), get(accounts::balance::<S>))
         .route(&format!("{acct}/quote"), post(accounts::quote::<S>))
         .route(&format!("{acct}/purchases"), post(spending::purchase::<S>).get(spending::purchases::<S>))

@@ -150,7 +150,8 @@ impl Modify for Security {
     info(title = "textcredits", version = "1", description = "SMS text-marketing credits: balances, purchases, spending, statements. See API.md."),
     paths(
         super::accounts::create, super::accounts::list, super::accounts::show, super::accounts::update,
-        super::accounts::create_token, super::accounts::balance, super::accounts::quote,
+        super::accounts::create_token, super::accounts::list_tokens, super::accounts::revoke_token,
+        super::accounts::balance, super::accounts::quote,
         super::spending::purchase, super::spending::purchases, super::spending::refund_purchase,
         super::spending::debit, super::spending::refund_debit, super::spending::hold, super::spending::capture,
         super::spending::release, super::spending::show_hold, super::spending::grant, super::spending::ledger,

@@ -29,7 +29,7 @@ pub use error::LedgerError;
 pub use key::IdempotencyKey;
 pub use store::{
     DEFAULT_PAGE_LIMIT, Executed, MAX_PAGE_LIMIT, NewToken, Operation, PageRequest, Store, StoredAnswer,
-    Tally, Transition, answer_of, replay, request_of, transition,
+    TOKEN_USE_RESOLUTION_SECONDS, Tally, TokenInfo, Transition, answer_of, replay, request_of, transition,
 };
 
 /// A fresh random id suffix: 16 characters of base32 (80 bits).

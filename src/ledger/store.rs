@@ -30,6 +30,20 @@ pub struct NewToken {
     pub created_at: Timestamp,
 }
 
+/// An account token as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct TokenInfo {
+    pub id: String,
+    pub label: String,
+    pub created_at: Timestamp,
+    /// When it was last used, to the minute ([`TOKEN_USE_RESOLUTION_SECONDS`]).
+    pub last_used_at: Option<Timestamp>,
+}
+
+/// `last_used_at` is written at most this often per token, so a busy
+/// token costs one small write a minute, not one per request.
+pub const TOKEN_USE_RESOLUTION_SECONDS: i64 = 60;
+
 /// One mutation of one account, with everything it needs from outside.
 #[derive(Debug, Clone)]
 pub struct Operation {
@@ -217,19 +231,40 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Accounts with purchases or refunds not yet on a statement.
     fn accounts_to_bill(&self) -> impl Future<Output = Result<Vec<AccountId>, LedgerError>> + Send;
 
-    /// Stores an account token (only the SHA-256 of its secret, hex).
+    /// Stores an account token (only the SHA-256 of its secret, hex);
+    /// refused past [`crate::store::tokens::MAX_TOKENS_PER_ACCOUNT`].
     fn add_token(
         &self,
         account: AccountId,
         token: NewToken,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
-    /// Whether `secret_sha256` (hex) is a token of `account`.
-    fn token_exists(
+    /// The token of `account` whose secret hashes to `secret_sha256` (hex),
+    /// read from the database on every call: a revoked token is gone for
+    /// every replica at once.
+    fn token_by_secret(
         &self,
         account: AccountId,
         secret_sha256: String,
+    ) -> impl Future<Output = Result<Option<TokenInfo>, LedgerError>> + Send;
+
+    /// The account's tokens, newest first.
+    fn tokens(&self, account: AccountId) -> impl Future<Output = Result<Vec<TokenInfo>, LedgerError>> + Send;
+
+    /// Deletes a token; `false` if the account has none with that id.
+    fn revoke_token(
+        &self,
+        account: AccountId,
+        token_id: String,
     ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
+
+    /// Records that the token was used at `at`.
+    fn touch_token(
+        &self,
+        account: AccountId,
+        token_id: String,
+        at: Timestamp,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
     /// Rows in every table, for the benchmark's rows-per-operation figure.
     fn row_count(&self) -> impl Future<Output = Result<u64, LedgerError>> + Send;

@@ -298,11 +298,11 @@ pub fn instant(micros: i64) -> Result<Timestamp, String> {
     Timestamp::from_microsecond(micros).map_err(|e| format!("corrupt instant {micros}: {e}"))
 }
 
-fn ts(r: &impl Cols, i: usize) -> Result<Timestamp, String> {
+pub fn ts(r: &impl Cols, i: usize) -> Result<Timestamp, String> {
     Timestamp::from_microsecond(r.int(i)?).map_err(|e| corrupt(i, e))
 }
 
-fn opt_ts(r: &impl Cols, i: usize) -> Result<Option<Timestamp>, String> {
+pub fn opt_ts(r: &impl Cols, i: usize) -> Result<Option<Timestamp>, String> {
     r.opt_int(i)?.map(|v| Timestamp::from_microsecond(v).map_err(|e| corrupt(i, e))).transpose()
 }
 

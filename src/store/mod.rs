@@ -9,6 +9,7 @@ pub mod pipeline;
 pub mod postgres;
 pub mod reads;
 pub mod sqlite;
+pub mod tokens;
 
 use std::path::PathBuf;
 

@@ -292,6 +292,8 @@ on_every_store!(
     time_never_runs_backwards_for_an_account,
     #[tokio::test]
     serve_now_starts_the_test_clock,
+    #[tokio::test]
+    tokens_are_listed_and_revoked,
 );
 
 /// Runs `serve` with `env` and `args` on a fresh SQLite directory until it
@@ -473,4 +475,81 @@ async fn slow_idle_and_surplus_connections_are_cut_off() {
         json!([]),
         "the slow request created nothing"
     );
+}
+
+/// Item 7: an account's tokens are listed (never their secrets) and
+/// revoked; a revoked token answers 401 from the next request on; an
+/// account holds at most 100; only the admin lists and revokes.
+async fn tokens_are_listed_and_revoked(db: Db) {
+    let s = Server::start(&db, &[]);
+    open_account(&s, "cafe").await;
+    open_account(&s, "other").await;
+    let mut made = Vec::new();
+    for label in ["pos", "website"] {
+        let t =
+            created(s.post("/v1/accounts/cafe/tokens", ADMIN, None, json!({"label": label})).await, "token");
+        made.push((t["id"].as_str().unwrap().to_string(), t["token"].as_str().unwrap().to_string()));
+    }
+    let (pos_id, pos) = made[0].clone();
+    let (web_id, web) = made[1].clone();
+    assert_eq!(s.get("/v1/accounts/cafe/balance", &pos).await.status, 200);
+    let list = s.get("/v1/accounts/cafe/tokens", ADMIN).await;
+    assert_eq!(list.status, 200, "{list:?}");
+    let data = list.body["data"].as_array().unwrap().clone();
+    assert_eq!(data.len(), 2, "{list:?}");
+    assert!(
+        !list.text.contains(&pos) && !list.text.contains(&web),
+        "a list never shows a token: {}",
+        list.text
+    );
+    let field = |id: &str, f: &str| data.iter().find(|t| t["id"] == id).unwrap()[f].clone();
+    assert_eq!(field(&pos_id, "label"), "pos");
+    assert!(field(&pos_id, "last_used_at").is_string(), "used: {data:?}");
+    assert!(field(&web_id, "last_used_at").is_null(), "never used: {data:?}");
+    let keys: Vec<&String> = data[0].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["created_at", "id", "label", "last_used_at"], "nothing else, no secret hash");
+    // Only the admin lists and revokes.
+    s.get("/v1/accounts/cafe/tokens", &pos).await.assert_problem(403, "forbidden");
+    let path = format!("/v1/accounts/cafe/tokens/{web_id}");
+    s.call("DELETE", &path, Some(&pos), None, None).await.assert_problem(403, "forbidden");
+    // Revoked: 401 from the next request; the other token goes on.
+    let r = s.call("DELETE", &format!("/v1/accounts/cafe/tokens/{pos_id}"), Some(ADMIN), None, None).await;
+    assert_eq!(r.status, 204, "{r:?}");
+    s.get("/v1/accounts/cafe/balance", &pos).await.assert_problem(401, "unauthorized");
+    assert_eq!(s.get("/v1/accounts/cafe/balance", &web).await.status, 200);
+    // Gone, unknown, or another account's: 404.
+    for path in [
+        format!("/v1/accounts/cafe/tokens/{pos_id}"),
+        "/v1/accounts/cafe/tokens/tok_nope".to_string(),
+        format!("/v1/accounts/other/tokens/{web_id}"),
+    ] {
+        s.call("DELETE", &path, Some(ADMIN), None, None).await.assert_problem(404, "not_found");
+    }
+    s.get("/v1/accounts/ghost/tokens", ADMIN).await.assert_problem(404, "not_found");
+    assert_eq!(
+        s.get("/v1/accounts/cafe/balance", &web).await.status,
+        200,
+        "a refused revoke changed nothing"
+    );
+    // At most 100 per account.
+    for i in 1..100 {
+        created(
+            s.post("/v1/accounts/cafe/tokens", ADMIN, None, json!({"label": format!("t{i}")})).await,
+            "token",
+        );
+    }
+    let over = s.post("/v1/accounts/cafe/tokens", ADMIN, None, json!({"label": "one too many"})).await;
+    over.assert_problem(422, "invalid_request");
+    assert_eq!(s.get("/v1/accounts/cafe/tokens", ADMIN).await.body["data"].as_array().unwrap().len(), 100);
+
+    // The CLI: create, list, revoke; a bad revoke exits 2 with one line.
+    let t = db.json(&["token", "create", "other", "--label", "cli"]);
+    let (tid, token) = (t["id"].as_str().unwrap().to_string(), t["token"].as_str().unwrap().to_string());
+    assert_eq!(s.get("/v1/accounts/other/balance", &token).await.status, 200);
+    let listed = db.json(&["token", "list", "other"]);
+    assert_eq!(listed[0]["id"], tid.as_str(), "{listed}");
+    assert_eq!(db.run(&["token", "revoke", "other", &tid]).code, 0);
+    s.get("/v1/accounts/other/balance", &token).await.assert_problem(401, "unauthorized");
+    let again = db.run(&["token", "revoke", "other", &tid]);
+    assert_eq!((again.code, again.stderr.lines().count()), (2, 1), "{again:?}");
 }

@@ -292,3 +292,25 @@ fn the_command_line_works_on_postgres() {
     assert_eq!(closed.json().as_array().map(Vec::len), Some(1), "November's statement: {closed:?}");
     db.assert_audit();
 }
+
+/// A token revoked through one replica answers 401 on the other from the
+/// very next request (no replica keeps a token cache).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_revoked_on_one_replica_is_refused_by_the_other() {
+    let Some(db) = Db::postgres() else { return };
+    let servers = replicas(&db, 2);
+    let (one, other) = (&servers[0], &servers[1]);
+    assert_eq!(one.post("/v1/accounts", ADMIN, None, json!({"id": "r-tok", "name": "t"})).await.status, 201);
+    let made = one.post("/v1/accounts/r-tok/tokens", ADMIN, None, json!({"label": "pos"})).await;
+    assert_eq!(made.status, 201, "{made:?}");
+    let (tid, token) = (made.body["id"].as_str().unwrap(), made.body["token"].as_str().unwrap());
+    // Both replicas have seen it work.
+    for s in [one, other] {
+        assert_eq!(s.get("/v1/accounts/r-tok/balance", token).await.status, 200);
+    }
+    let revoked =
+        one.call("DELETE", &format!("/v1/accounts/r-tok/tokens/{tid}"), Some(ADMIN), None, None).await;
+    assert_eq!(revoked.status, 204, "{revoked:?}");
+    other.get("/v1/accounts/r-tok/balance", token).await.assert_problem(401, "unauthorized");
+    one.get("/v1/accounts/r-tok/balance", token).await.assert_problem(401, "unauthorized");
+}

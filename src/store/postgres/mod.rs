@@ -31,8 +31,9 @@ use crate::domain::period::{Month, Zone};
 use crate::domain::state::AccountState;
 use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView};
 use crate::ledger::batch::Wants;
-use crate::ledger::{AuditReport, Executed, LedgerError, NewToken, Operation, PageRequest, Store};
+use crate::ledger::{AuditReport, Executed, LedgerError, NewToken, Operation, PageRequest, Store, TokenInfo};
 use crate::store::columns::{self, ACCOUNTS, Cols as _, micros};
+use crate::store::tokens;
 
 /// Connections per process: a little above the cores, since a connection
 /// mostly waits on the network.
@@ -206,26 +207,61 @@ impl Store for PgStore {
 
     async fn add_token(&self, account: AccountId, token: NewToken) -> Result<(), LedgerError> {
         let client = self.client().await?;
-        let sql = "INSERT INTO account_tokens (account_id, token_id, label, secret_sha256, created_at) \
-                   SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM accounts WHERE account_id = $1)";
-        let stmt = client.prepare_cached(sql).await.map_err(pg_error)?;
+        let stmt = client.prepare_cached(tokens::INSERT).await.map_err(pg_error)?;
         let a = account.as_str();
         let at = micros(token.created_at);
+        let max = tokens::MAX_TOKENS_PER_ACCOUNT;
         let n = client
-            .execute(&stmt, &[&a, &token.id, &token.label, &token.secret_sha256, &at])
+            .execute(&stmt, &[&a, &token.id, &token.label, &token.secret_sha256, &at, &max])
             .await
             .map_err(pg_error)?;
-        if n == 0 {
-            return Err(LedgerError::AccountNotFound(account.to_string()));
+        if n == 1 {
+            return Ok(());
         }
-        Ok(())
+        let exists = rows::one(&client, tokens::ACCOUNT_EXISTS, &[&a], |_| Ok(())).await?.is_some();
+        Err(if exists {
+            crate::store::tokens::too_many()
+        } else {
+            LedgerError::AccountNotFound(a.to_string())
+        })
     }
 
-    async fn token_exists(&self, account: AccountId, secret_sha256: String) -> Result<bool, LedgerError> {
+    async fn token_by_secret(
+        &self,
+        account: AccountId,
+        secret_sha256: String,
+    ) -> Result<Option<TokenInfo>, LedgerError> {
         let client = self.client().await?;
-        let sql = "SELECT 1 FROM account_tokens WHERE account_id = $1 AND secret_sha256 = $2";
-        let row = rows::one(&client, sql, &[&account.as_str(), &secret_sha256], |_| Ok(())).await?;
-        Ok(row.is_some())
+        rows::one(&client, tokens::BY_SECRET, &[&account.as_str(), &secret_sha256], tokens::token).await
+    }
+
+    async fn tokens(&self, account: AccountId) -> Result<Vec<TokenInfo>, LedgerError> {
+        read!(self, |c| {
+            let a = account.as_str();
+            if rows::one(&c, tokens::ACCOUNT_EXISTS, &[&a], |_| Ok(())).await?.is_none() {
+                return Err(LedgerError::AccountNotFound(a.to_string()));
+            }
+            rows::all(&c, tokens::LIST, &[&a], tokens::token).await
+        })
+    }
+
+    async fn revoke_token(&self, account: AccountId, token_id: String) -> Result<bool, LedgerError> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(tokens::DELETE).await.map_err(pg_error)?;
+        let n = client.execute(&stmt, &[&account.as_str(), &token_id]).await.map_err(pg_error)?;
+        Ok(n == 1)
+    }
+
+    async fn touch_token(
+        &self,
+        account: AccountId,
+        token_id: String,
+        at: Timestamp,
+    ) -> Result<(), LedgerError> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(tokens::TOUCH).await.map_err(pg_error)?;
+        client.execute(&stmt, &[&micros(at), &account.as_str(), &token_id]).await.map_err(pg_error)?;
+        Ok(())
     }
 
     async fn row_count(&self) -> Result<u64, LedgerError> {

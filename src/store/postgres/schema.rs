@@ -178,6 +178,10 @@ UPDATE accounts SET purchased_month_credits =
     WHERE purchased_month IS NOT NULL;
 CREATE INDEX statements_failed ON statements (account_id) WHERE status = 'failed';
 "#,
+    r#"
+-- When each account token was last used (to the minute), for the list.
+ALTER TABLE account_tokens ADD COLUMN last_used_at BIGINT;
+"#,
 ];
 
 /// Brings the database to the latest version; refuses a newer one.

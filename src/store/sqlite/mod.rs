@@ -40,8 +40,9 @@ use crate::domain::period::{Month, Zone};
 use crate::domain::state::AccountState;
 use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView};
 use crate::ledger::batch::{self, Wants};
-use crate::ledger::{AuditReport, Executed, LedgerError, NewToken, Operation, PageRequest, Store};
+use crate::ledger::{AuditReport, Executed, LedgerError, NewToken, Operation, PageRequest, Store, TokenInfo};
 use crate::store::columns::ACCOUNTS;
+use crate::store::tokens;
 
 pub use schema::SCHEMA_VERSION;
 
@@ -409,37 +410,84 @@ impl Store for SqliteStore {
 
     async fn add_token(&self, account: AccountId, token: NewToken) -> Result<(), LedgerError> {
         self.write(move |conn| {
-            let exists = conn
-                .prepare_cached("SELECT 1 FROM accounts WHERE account_id = ?1")
-                .and_then(|mut s| s.exists([account.as_str()]))
+            let a = account.as_str();
+            let n = conn
+                .prepare_cached(tokens::INSERT)
+                .and_then(|mut s| {
+                    s.execute(rusqlite::params![
+                        a,
+                        token.id,
+                        token.label,
+                        token.secret_sha256,
+                        token.created_at.as_microsecond(),
+                        tokens::MAX_TOKENS_PER_ACCOUNT
+                    ])
+                })
                 .map_err(sql_error)?;
-            if !exists {
-                return Err(LedgerError::AccountNotFound(account.to_string()));
+            if n == 1 {
+                return Ok(());
             }
-            conn.prepare_cached(
-                "INSERT INTO account_tokens (account_id, token_id, label, secret_sha256, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .and_then(|mut s| {
-                s.execute(rusqlite::params![
-                    account.as_str(),
-                    token.id,
-                    token.label,
-                    token.secret_sha256,
-                    token.created_at.as_microsecond()
-                ])
-            })
-            .map_err(sql_error)?;
-            Ok(())
+            let exists = conn
+                .prepare_cached(tokens::ACCOUNT_EXISTS)
+                .and_then(|mut s| s.exists([a]))
+                .map_err(sql_error)?;
+            Err(if exists { tokens::too_many() } else { LedgerError::AccountNotFound(a.to_string()) })
         })
         .await
     }
 
-    async fn token_exists(&self, account: AccountId, secret_sha256: String) -> Result<bool, LedgerError> {
+    async fn token_by_secret(
+        &self,
+        account: AccountId,
+        secret_sha256: String,
+    ) -> Result<Option<TokenInfo>, LedgerError> {
         self.read(move |conn| {
-            conn.prepare_cached("SELECT 1 FROM account_tokens WHERE account_id = ?1 AND secret_sha256 = ?2")
-                .and_then(|mut s| s.exists([account.as_str(), &secret_sha256]))
-                .map_err(sql_error)
+            let found = rows::all(conn, tokens::BY_SECRET, [account.as_str(), &secret_sha256], rows::token)
+                .map_err(sql_error)?;
+            Ok(found.into_iter().next())
+        })
+        .await
+    }
+
+    async fn tokens(&self, account: AccountId) -> Result<Vec<TokenInfo>, LedgerError> {
+        self.read(move |conn| {
+            let a = account.as_str();
+            let exists = conn
+                .prepare_cached(tokens::ACCOUNT_EXISTS)
+                .and_then(|mut s| s.exists([a]))
+                .map_err(sql_error)?;
+            if !exists {
+                return Err(LedgerError::AccountNotFound(a.to_string()));
+            }
+            rows::all(conn, tokens::LIST, [a], rows::token).map_err(sql_error)
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, account: AccountId, token_id: String) -> Result<bool, LedgerError> {
+        self.write(move |conn| {
+            let n = conn
+                .prepare_cached(tokens::DELETE)
+                .and_then(|mut s| s.execute([account.as_str(), &token_id]))
+                .map_err(sql_error)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn touch_token(
+        &self,
+        account: AccountId,
+        token_id: String,
+        at: Timestamp,
+    ) -> Result<(), LedgerError> {
+        self.write(move |conn| {
+            conn.prepare_cached(tokens::TOUCH)
+                .and_then(|mut s| {
+                    s.execute(rusqlite::params![at.as_microsecond(), account.as_str(), token_id])
+                })
+                .map_err(sql_error)?;
+            Ok(())
         })
         .await
     }

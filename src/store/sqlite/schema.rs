@@ -234,6 +234,10 @@ INSERT INTO idempotency_keys_rebuilt SELECT * FROM idempotency_keys;
 DROP TABLE idempotency_keys;
 ALTER TABLE idempotency_keys_rebuilt RENAME TO idempotency_keys;
 "#,
+    r#"
+-- When each account token was last used (to the minute), for the list.
+ALTER TABLE account_tokens ADD COLUMN last_used_at INTEGER;
+"#,
 ];
 
 /// The schema version this binary writes.
