@@ -214,17 +214,6 @@ impl Dialect {
 
     fn build(self, load: Load, lock: bool) -> String {
         let table = load.table();
-        // An `IN (subquery)` here became a hash join over every account
-        // (PostgreSQL guesses 100 rows for the JSON function); `= ANY` of
-        // an array is looked up in the primary key.
-        if load == Load::Accounts && self == Dialect::Postgres {
-            let lock = if lock { " FOR UPDATE" } else { "" };
-            return format!(
-                "{} WHERE account_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::text::jsonb))) \
-                 ORDER BY account_id{lock}",
-                table.select("")
-            );
-        }
         let source = match (self, load.pair_column().is_some()) {
             (Dialect::Sqlite, false) => "(SELECT value AS a FROM json_each($1)) AS w",
             (Dialect::Sqlite, true) => "(SELECT value ->> 0 AS a, value ->> 1 AS b FROM json_each($1)) AS w",
@@ -262,11 +251,21 @@ impl Dialect {
                     conds.join(" AND ")
                 )
             }
-            Dialect::Postgres => format!(
-                "SELECT {cols} FROM {source} CROSS JOIN LATERAL \
-                 (SELECT * FROM {name} AS t WHERE {}) AS t",
-                conds.join(" AND ")
-            ),
+            // The subquery is a fence (`OFFSET 0`, or the lock): PostgreSQL
+            // cannot flatten it into a join, so each wanted key is one
+            // index probe whatever the statistics say. Flattened, a young
+            // or not yet analyzed table got a hash join over every row,
+            // and the cached plan kept it while the table grew. Accounts
+            // are locked row by row in the array's order, which is id
+            // order (so two groups never deadlock).
+            Dialect::Postgres => {
+                let fence = if load == Load::Accounts && lock { "FOR UPDATE" } else { "OFFSET 0" };
+                format!(
+                    "SELECT {cols} FROM {source} CROSS JOIN LATERAL \
+                     (SELECT * FROM {name} AS t WHERE {} {fence}) AS t",
+                    conds.join(" AND ")
+                )
+            }
         }
     }
 }
@@ -329,8 +328,12 @@ mod tests {
              t.statement_id IS NULL"
         );
         let pg = Dialect::Postgres.sql(Load::Keys, true);
-        assert!(pg.contains("CROSS JOIN LATERAL (SELECT * FROM idempotency_keys AS t WHERE t.account_id = w.a AND t.key = w.b)"), "{pg}");
-        assert!(Dialect::Postgres.sql(Load::Accounts, true).ends_with("ORDER BY account_id FOR UPDATE"));
+        assert!(pg.contains("CROSS JOIN LATERAL (SELECT * FROM idempotency_keys AS t WHERE t.account_id = w.a AND t.key = w.b OFFSET 0)"), "{pg}");
+        assert!(
+            Dialect::Postgres
+                .sql(Load::Accounts, true)
+                .ends_with("WHERE t.account_id = w.a FOR UPDATE) AS t")
+        );
         assert!(!Dialect::Postgres.sql(Load::Accounts, false).contains("FOR UPDATE"));
     }
 
