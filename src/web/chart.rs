@@ -28,17 +28,22 @@ pub fn usage(months: &[UsageView]) -> Markup {
     let slot = WIDTH / (months.len().max(1) as i64);
     html! {
         figure.chart {
-            svg viewBox={ "0 0 " (WIDTH) " " (HEIGHT + 20) } role="img" aria-labelledby="chart-title" {
+            svg viewBox={ "0 0 " (WIDTH) " " (HEIGHT + 34) } role="img" aria-labelledby="chart-title" {
                 title #chart-title { "Credits per month, the last " (months.len()) " months" }
                 @for (i, m) in months.iter().enumerate() {
+                    @let first = m.month.first_day();
                     @for (k, v) in values(m).iter().enumerate() {
                         @let h = v * HEIGHT / top;
                         rect class=(SERIES[k].0) x=(i as i64 * slot + 6 + k as i64 * BAR) y=(HEIGHT - h)
                             width=(BAR - 2) height=(h) {
-                            title { (m.month) " " (SERIES[k].1) ": " (format::count(*v)) }
+                            title { (first.strftime("%b %Y")) " " (SERIES[k].1) ": " (format::count(*v)) }
                         }
                     }
-                    text x=(i as i64 * slot + 6) y=(HEIGHT + 15) { (m.month.to_string().get(2..).unwrap_or("")) }
+                    text x=(i as i64 * slot + 6) y=(HEIGHT + 15) { (first.strftime("%b")) }
+                    // The year under the first month shown and under each January.
+                    @if i == 0 || first.month() == 1 {
+                        text.year x=(i as i64 * slot + 6) y=(HEIGHT + 29) { (first.year()) }
+                    }
                 }
             }
             figcaption {
@@ -47,5 +52,33 @@ pub fn usage(months: &[UsageView]) -> Markup {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::period::Month;
+
+    #[test]
+    fn months_are_labelled_by_name_with_the_year_where_it_starts() {
+        let row = |m: &str| UsageView {
+            month: Month::parse(m).unwrap(),
+            free_granted: 0,
+            free_used: 1,
+            free_expired: 0,
+            paid_purchased: 0,
+            paid_used: 0,
+            paid_refunded: 0,
+            grants_granted: 0,
+            grants_used: 0,
+            grants_expired: 0,
+            refunded: 0,
+        };
+        let svg = usage(&[row("2026-11"), row("2026-12"), row("2027-01")]).into_string();
+        for label in [">Nov<", ">Dec<", ">Jan<", ">2026<", ">2027<"] {
+            assert!(svg.contains(label), "{label} in {svg}");
+        }
+        assert!(!svg.contains("26-11") && !svg.contains(">2026-12<"), "{svg}");
     }
 }

@@ -200,20 +200,53 @@ fn forecast_text(view: &AccountView, b: &BalanceView, today: jiff::civil::Date, 
         monthly_free: view.monthly_free_credits,
         paid_remaining: b.paid.remaining + b.grants.remaining,
     };
-    let Some(f) = forecast::forecast(today, spent, have) else {
-        return String::new();
-    };
+    forecast::forecast(today, spent, have).map_or(String::new(), |f| forecast_words(today, have, f))
+}
+
+/// The forecast in one sentence.
+fn forecast_words(today: jiff::civil::Date, have: Holdings, f: forecast::Forecast) -> String {
     let year = today.year();
+    let paid = |verb: &str| match (have.paid_remaining, f.paid_runs_out) {
+        (0, _) => "you have no paid credits".to_string(),
+        (_, Some(d)) => format!("your paid credits{verb} on {}", day(d, year)),
+        (_, None) => "your paid credits last more than two years".to_string(),
+    };
+    if have.free_remaining <= 0 {
+        // Nothing left to run out: say so, and when they come back.
+        let reset = today.last_of_month().tomorrow().map(|d| day(d, year)).unwrap_or_default();
+        return format!(
+            "Your free credits are used up until they reset on {reset}; at this rate {}.",
+            paid(" run out")
+        );
+    }
     let free = match f.free_runs_out {
         Some(d) => format!("your free credits run out on {}", day(d, year)),
         None => "your free credits last until they reset".to_string(),
     };
-    let paid = match (have.paid_remaining, f.paid_runs_out) {
-        (0, _) => "you have no paid credits".to_string(),
-        (_, Some(d)) => format!("your paid credits on {}", day(d, year)),
-        (_, None) => "your paid credits last more than two years".to_string(),
-    };
-    format!("At this rate {free} and {paid}.")
+    format!("At this rate {free} and {}.", paid(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::civil::date;
+
+    #[test]
+    fn the_forecast_says_free_credits_are_used_up_when_none_are_left() {
+        let today = date(2026, 11, 20);
+        let have = Holdings { free_remaining: 0, monthly_free: 1000, paid_remaining: 500 };
+        let f = forecast::forecast(today, 3000, have).unwrap();
+        assert_eq!(
+            forecast_words(today, have, f),
+            "Your free credits are used up until they reset on Dec 1; at this rate your paid credits run out on Nov 24."
+        );
+        let have = Holdings { free_remaining: 700, monthly_free: 1000, paid_remaining: 500 };
+        let f = forecast::forecast(today, 3000, have).unwrap();
+        assert_eq!(
+            forecast_words(today, have, f),
+            "At this rate your free credits run out on Nov 26 and your paid credits on Dec 11."
+        );
+    }
 }
 
 /// Credits spent (debits and captures) since `since`, from the newest

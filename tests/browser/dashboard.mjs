@@ -85,7 +85,7 @@ try {
   const billsOn = shortDay(b.unbilled.bills_on + 'T12:00:00Z', 'UTC', new Date(b.as_of).toLocaleDateString('en-CA', { timeZone: zone }) + 'T12:00:00Z');
   const charge = await text(page, '#next-charge');
   check(charge.startsWith(`Next charge: $${Number(b.unbilled.amount).toLocaleString('en-US', { minimumFractionDigits: 2 })} on ${billsOn} (${fmt(b.unbilled.credits)} credits bought`), 'next charge: ' + charge);
-  check((await text(page, '#forecast')).startsWith('At this rate your free credits'), 'forecast');
+  check(/^(At this rate your free credits|Your free credits are used up until they reset on )/.test(await text(page, '#forecast')), 'forecast');
   await inspect(page, 'credits');
 
   // --- Will 2,500 texts go out? Against POST .../quote.
