@@ -53,6 +53,12 @@ pub const SCENARIOS: &[Scenario] = &[
         compared: false,
     },
     Scenario {
+        name: "usage",
+        about: "usage reports of this month over 10 accounts (with --history, each holds a tenth of it)",
+        default_ops: 20_000,
+        compared: false,
+    },
+    Scenario {
         name: "month-rollover",
         about: "the first debit of a new month on each of N accounts",
         default_ops: 100_000,
@@ -74,6 +80,8 @@ pub const SCENARIOS: &[Scenario] = &[
 
 /// Accounts of the spread-out scenarios.
 const SPREAD_ACCOUNTS: u64 = 10_000;
+/// Accounts the usage scenario reads (few, so `--history` makes each long).
+const USAGE_ACCOUNTS: u64 = 10;
 /// The instant the scenarios run at (mid-month, so no month starts by
 /// accident), and the start of the next month for the rollover.
 const NOW: &str = "2026-11-15T12:00:00Z";
@@ -124,6 +132,7 @@ async fn run_on<S: Store>(
         "debit-hot" => (1, Work::Debit),
         "hold-capture" => (SPREAD_ACCOUNTS.min(ops), Work::HoldCapture),
         "balance" => (SPREAD_ACCOUNTS.min(ops), Work::Balance),
+        "usage" => (USAGE_ACCOUNTS.min(ops), Work::Usage),
         "month-rollover" => (ops, Work::Rollover),
         "http" => (SPREAD_ACCOUNTS.min(ops), Work::Http),
         _ => (ops, Work::Close),
@@ -151,6 +160,7 @@ enum Work {
     Debit,
     HoldCapture,
     Balance,
+    Usage,
     Rollover,
     Close,
     Http,
@@ -289,6 +299,9 @@ async fn one_op<S: Store>(
         }
         Work::Balance => {
             ledger.balance(&account, now).await?;
+        }
+        Work::Usage => {
+            ledger.usage(&account, None, None, now).await?;
         }
         Work::Rollover => {
             let debit = Command::Debit { credits: one(), reference: None, description: None };

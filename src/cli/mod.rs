@@ -217,7 +217,7 @@ enum Cmd {
     /// Measure: run named scenarios on a scratch database of the kind
     /// --database names (nothing of yours is touched) and report the figures.
     Bench {
-        /// debit-many, debit-hot, hold-capture, balance, month-rollover,
+        /// debit-many, debit-hot, hold-capture, balance, usage, month-rollover,
         /// close-month, http (default: all).
         scenarios: Vec<String>,
         /// Operations per scenario (default: the scenario's own).
@@ -666,6 +666,13 @@ async fn dispatch<S: Store>(
             let through = m.as_deref().map(month).transpose()?;
             let report = l.close_all(through, now).await?;
             out.print(&report.statements, |s| output::outcome(&Outcome::Closed(s.clone())));
+            // Every other account closed; these could not (exit 1).
+            for f in &report.failed {
+                eprintln!("error: account {} could not close: {}", f.account_id, one_line(&f.detail));
+            }
+            if !report.failed.is_empty() {
+                return Ok(ExitCode::from(1));
+            }
         }
         Cmd::Billing(BillingCmd::Status { statement_id, status }) => {
             let status = StatementStatus::parse_payment(&status)?;

@@ -166,7 +166,7 @@ impl NewAccount {
         check_quantity("monthly_free_credits", monthly_free_credits)?;
         let unit_price = match &self.unit_price {
             Some(text) => Micros::parse_unit_price(text)?,
-            None => Micros(DEFAULT_UNIT_PRICE_MICROS),
+            None => Micros::from_micros(DEFAULT_UNIT_PRICE_MICROS),
         };
         let currency = match &self.currency {
             Some(code) => Currency::new(code)?,
@@ -323,7 +323,7 @@ mod tests {
             .build(&Zone::utc(), now)
             .unwrap();
         assert_eq!(a.monthly_free_credits, 1_000);
-        assert_eq!(a.unit_price, Micros(10_000));
+        assert_eq!(a.unit_price, Micros::from_micros(10_000));
         assert_eq!(a.currency.as_str(), "USD");
         assert_eq!(a.zone.name(), "UTC");
     }

@@ -136,7 +136,10 @@ impl Command {
             Command::RefundPurchase { purchase_id, .. } => {
                 Needs { purchase: Some(purchase_id.clone()), ..Needs::default() }
             }
-            Command::CloseMonths { .. } => Needs { unbilled: true, ..Needs::default() },
+            // A purchase checks the unbilled total it joins.
+            Command::CloseMonths { .. } | Command::Purchase { .. } => {
+                Needs { unbilled: true, ..Needs::default() }
+            }
             Command::SetStatementStatus { statement_id, .. } => {
                 Needs { statement: Some(statement_id.clone()), ..Needs::default() }
             }

@@ -2,7 +2,9 @@
 //! 10,000 micros), decimal strings at the edges (`"0.01"`).
 //!
 //! No float ever touches an amount. Parsing rejects a sign, more than six
-//! decimals and anything that would overflow; arithmetic is checked.
+//! decimals and anything that would overflow. [`Micros`] is opaque: its
+//! only arithmetic is checked, and an amount that would leave the exact
+//! range (about ±9.2 trillion units) refuses the operation that causes it.
 
 use std::fmt;
 
@@ -23,9 +25,29 @@ pub const DEFAULT_UNIT_PRICE_MICROS: i64 = 10_000;
 
 /// An amount of money in micro-units. Negative for refund lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Micros(pub i64);
+pub struct Micros(i64);
+
+/// Why an amount cannot be computed: it would leave the exact range.
+fn out_of_range(what: &str) -> DomainError {
+    DomainError::invalid(format!(
+        "{what} would be beyond the largest amount textcredits keeps exactly ({})",
+        Micros(i64::MAX)
+    ))
+}
 
 impl Micros {
+    pub const ZERO: Micros = Micros(0);
+
+    /// An amount as stored (micro-units).
+    pub const fn from_micros(micros: i64) -> Micros {
+        Micros(micros)
+    }
+
+    /// The micro-units, to store.
+    pub const fn as_micros(self) -> i64 {
+        self.0
+    }
+
     /// Parses a non-negative decimal string with at most six decimals:
     /// `"5"`, `"0.01"`, `"12.345678"`.
     pub fn parse(text: &str) -> Result<Micros, DomainError> {
@@ -82,17 +104,28 @@ impl Micros {
 
     /// `credits × unit price`, checked.
     pub fn times(self, credits: i64) -> Result<Micros, DomainError> {
-        self.0
-            .checked_mul(credits)
-            .map(Micros)
-            .ok_or_else(|| DomainError::invalid("amount overflows".to_string()))
+        self.0.checked_mul(credits).map(Micros).ok_or_else(|| out_of_range("the amount"))
     }
 
     pub fn checked_add(self, other: Micros) -> Result<Micros, DomainError> {
-        self.0
-            .checked_add(other.0)
-            .map(Micros)
-            .ok_or_else(|| DomainError::invalid("amount overflows".to_string()))
+        self.0.checked_add(other.0).map(Micros).ok_or_else(|| out_of_range("the total"))
+    }
+
+    pub fn checked_sub(self, other: Micros) -> Result<Micros, DomainError> {
+        self.0.checked_sub(other.0).map(Micros).ok_or_else(|| out_of_range("the total"))
+    }
+
+    pub fn checked_neg(self) -> Result<Micros, DomainError> {
+        self.0.checked_neg().map(Micros).ok_or_else(|| out_of_range("the amount"))
+    }
+
+    /// The sum of `amounts`, checked.
+    pub fn sum(amounts: impl IntoIterator<Item = Micros>) -> Result<Micros, DomainError> {
+        amounts.into_iter().try_fold(Micros::ZERO, Micros::checked_add)
+    }
+
+    pub fn is_negative(self) -> bool {
+        self.0 < 0
     }
 }
 
@@ -173,7 +206,11 @@ impl Currency {
             "JPY" => "¥",
             _ => "",
         };
-        let (sign, abs) = if amount.0 < 0 { ("-", Micros(-amount.0)) } else { ("", amount) };
+        let text = amount.to_string();
+        let (sign, abs) = match text.strip_prefix('-') {
+            Some(abs) => ("-", abs),
+            None => ("", text.as_str()),
+        };
         if symbol.is_empty() { format!("{sign}{} {abs}", self.0) } else { format!("{sign}{symbol}{abs}") }
     }
 }
@@ -257,5 +294,16 @@ mod tests {
         assert!(Currency::new("usd").is_err());
         assert!(Currency::new("ZZZ").is_err());
         assert!(Currency::new("EUR").is_ok());
+        assert_eq!(Currency::usd().display(Micros(i64::MIN)), "-$9223372036854.775808");
+    }
+
+    #[test]
+    fn arithmetic_is_checked() {
+        assert!(Micros(i64::MAX).checked_add(Micros(1)).is_err());
+        assert!(Micros(i64::MIN).checked_neg().is_err());
+        assert!(Micros(i64::MIN).checked_sub(Micros(1)).is_err());
+        assert!(Micros(1_000_000_000).times(10_000_000_000).is_err());
+        assert_eq!(Micros::sum([Micros(1), Micros(2)]).unwrap(), Micros(3));
+        assert!(Micros::sum([Micros(i64::MAX), Micros(1), Micros(-5)]).is_err());
     }
 }

@@ -31,8 +31,13 @@ pub struct Purchase {
 }
 
 impl Purchase {
-    pub fn amount(&self) -> Micros {
-        Micros(self.unit_price.0 * self.credits)
+    pub fn amount(&self) -> Result<Micros, DomainError> {
+        self.unit_price.times(self.credits)
+    }
+
+    /// What its statement line will charge.
+    pub fn billable_amount(&self) -> Result<Micros, DomainError> {
+        self.unit_price.times(self.billable_credits())
     }
 
     pub fn bills_on(&self) -> Date {
@@ -60,8 +65,8 @@ pub struct PurchaseRefund {
 }
 
 impl PurchaseRefund {
-    pub fn amount(&self) -> Micros {
-        Micros(self.unit_price.0 * self.credits)
+    pub fn amount(&self) -> Result<Micros, DomainError> {
+        self.unit_price.times(self.credits)
     }
 }
 
@@ -91,7 +96,17 @@ pub fn purchase(
         let remaining = (limit - so_far).max(0);
         return Err(DomainError::PurchaseLimitExceeded { limit, remaining });
     }
-    a.unit_price.times(n)?;
+    // The amount, and the unbilled total it joins (which bounds every
+    // statement it will be on), stay exact, or the purchase is refused.
+    let amount = a.unit_price.times(n)?;
+    let mut unbilled = state.purchases.iter().filter(|p| p.statement_id.is_none());
+    let unbilled = unbilled.try_fold(Micros::ZERO, |sum, p| sum.checked_add(p.billable_amount()?))?;
+    unbilled.checked_add(amount).map_err(|_| {
+        DomainError::invalid(format!(
+            "buying {n} credits would take the unbilled total beyond the largest amount textcredits keeps exactly; \
+             buy fewer, or close the month first"
+        ))
+    })?;
     let p = Purchase {
         id,
         credits: n,
@@ -118,7 +133,7 @@ pub fn purchase(
     state.record(changes, NewEntry::new(EntryKind::Purchase, i, n, now).source(Some(&p.id)));
     state.account.purchased_month = Some(month);
     state.account.purchased_month_credits = so_far + n;
-    let view = PurchaseView::of(state.account.id.as_str(), &p);
+    let view = PurchaseView::of(state.account.id.as_str(), &p)?;
     // Kept in the state too, so a later operation of the same group (a
     // refund, a close) sees it.
     state.purchases.push(p.clone());
@@ -171,7 +186,7 @@ pub fn refund_purchase(
         needs_line,
         statement_id: None,
     };
-    let view = PurchaseRefundView::of(&refund, &a.currency, state.available());
+    let view = PurchaseRefundView::of(&refund, &a.currency, state.available())?;
     if counted {
         state.account.purchased_month_credits -= n;
     }

@@ -99,10 +99,10 @@ pub fn close_months(
     let current = Month::of(now, &zone);
     let through = through.unwrap_or(current.prev());
     if through >= current {
-        return Err(DomainError::invalid(format!(
-            "month {through} has not ended yet for this account: it ends at {}",
-            through.end(&zone)
-        )));
+        return Err(DomainError::MonthNotEnded {
+            month: through.to_string(),
+            ends_at: through.end(&zone).to_string(),
+        });
     }
     if state.account.billed_through.is_some_and(|b| b >= through) {
         return Ok(Vec::new());
@@ -139,7 +139,7 @@ fn close_one(
     let a = &state.account;
     let id = Statement::id_for(&a.id, month);
     let mut lines = Vec::new();
-    let mut total = Micros(0);
+    let mut total = Micros::ZERO;
     for p in state.purchases.iter_mut().filter(|p| p.month == month && p.statement_id.is_none()) {
         let credits = p.billable_credits();
         if credits == 0 {
@@ -155,7 +155,7 @@ fn close_one(
         std::mem::take(&mut state.pending_refunds).into_iter().partition(|r| r.month == month);
     state.pending_refunds = later;
     for mut r in due {
-        let amount = Micros(-r.amount().0);
+        let amount = r.amount()?.checked_neg()?;
         total = total.checked_add(amount)?;
         lines.push(Line {
             purchase_id: r.purchase_id.clone(),

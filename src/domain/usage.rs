@@ -1,8 +1,14 @@
 //! Usage reports: per local month, what was granted, used, expired,
-//! purchased and refunded, computed from the ledger entries alone.
+//! purchased and refunded.
 //!
-//! Months in which an account did nothing have no entries (the free lot of
-//! an idle month is never materialized), so they report zeros.
+//! Each entry counts in one month's row ([`month_of`]): the month of its
+//! `effective_at` in the account's zone, except that what expires at the
+//! first instant of a month counts in the month that ended (December's
+//! unused free credits are December's). The rows are kept as counters,
+//! written with the entries in the same transaction ([`by_month`] gives a
+//! group's additions), so a report costs the months asked for, never the
+//! account's history. Months in which an account did nothing have no row
+//! and report zeros.
 
 use super::DomainError;
 use super::entry::{Entry, EntryKind};
@@ -30,56 +36,141 @@ pub fn months(from: Month, to: Month) -> Result<Vec<Month>, DomainError> {
     Ok(out)
 }
 
-/// Sums `entries` into one row per month of `from..=to`, each entry in the
-/// month of its `effective_at` in `zone`.
-pub fn usage(entries: &[Entry], zone: &Zone, from: Month, to: Month) -> Result<Vec<UsageView>, DomainError> {
-    let mut rows: Vec<UsageView> = months(from, to)?.into_iter().map(empty).collect();
-    for e in entries {
-        let month = Month::of(e.effective_at, zone);
-        let Some(row) = rows.iter_mut().find(|r| r.month == month) else {
-            continue;
-        };
-        let kind = LotKind::of_lot_id(&e.lot_id);
-        // Credits spent: a debit's delta, or the held credits a capture took.
-        let spent = match e.kind {
-            EntryKind::Debit => -e.delta_credits,
-            EntryKind::Capture => -e.held_delta_credits,
-            _ => 0,
-        };
-        let expired = if e.kind == EntryKind::Expire { -e.delta_credits } else { 0 };
-        match kind {
-            LotKind::MonthlyFree => {
-                row.free_used += spent;
-                row.free_expired += expired;
-                if e.kind == EntryKind::GrantMonthly {
-                    row.free_granted += e.delta_credits;
-                }
-            }
-            LotKind::Grant => {
-                row.grants_used += spent;
-                row.grants_expired += expired;
-                if e.kind == EntryKind::Grant {
-                    row.grants_granted += e.delta_credits;
-                }
-            }
-            LotKind::Purchase => {
-                row.paid_used += spent;
-                if e.kind == EntryKind::Purchase {
-                    row.paid_purchased += e.delta_credits;
-                }
-                if e.kind == EntryKind::Refund && e.delta_credits < 0 {
-                    row.paid_refunded -= e.delta_credits;
-                }
+/// The month whose row `e` counts in, seen from `zone`.
+pub fn month_of(e: &Entry, zone: &Zone) -> Month {
+    let at = if e.kind == EntryKind::Expire {
+        // An expiry at a month's first instant ends the month before it.
+        e.effective_at - jiff::SignedDuration::from_micros(1)
+    } else {
+        e.effective_at
+    };
+    Month::of(at, zone)
+}
+
+/// Adds what `e` did to `row`.
+pub fn add(row: &mut UsageView, e: &Entry) {
+    let kind = LotKind::of_lot_id(&e.lot_id);
+    // Credits spent: a debit's delta, or the held credits a capture took.
+    let spent = match e.kind {
+        EntryKind::Debit => -e.delta_credits,
+        EntryKind::Capture => -e.held_delta_credits,
+        _ => 0,
+    };
+    let expired = if e.kind == EntryKind::Expire { -e.delta_credits } else { 0 };
+    match kind {
+        LotKind::MonthlyFree => {
+            row.free_used += spent;
+            row.free_expired += expired;
+            if e.kind == EntryKind::GrantMonthly {
+                row.free_granted += e.delta_credits;
             }
         }
-        if e.kind == EntryKind::Refund && e.delta_credits > 0 {
-            row.refunded += e.delta_credits;
+        LotKind::Grant => {
+            row.grants_used += spent;
+            row.grants_expired += expired;
+            if e.kind == EntryKind::Grant {
+                row.grants_granted += e.delta_credits;
+            }
+        }
+        LotKind::Purchase => {
+            row.paid_used += spent;
+            if e.kind == EntryKind::Purchase {
+                row.paid_purchased += e.delta_credits;
+            }
+            if e.kind == EntryKind::Refund && e.delta_credits < 0 {
+                row.paid_refunded -= e.delta_credits;
+            }
+        }
+    }
+    if e.kind == EntryKind::Refund && e.delta_credits > 0 {
+        row.refunded += e.delta_credits;
+    }
+}
+
+/// The names of a row's counters, in the order of [`counts`].
+pub const COUNTS: [&str; 10] = [
+    "free_granted",
+    "free_used",
+    "free_expired",
+    "paid_purchased",
+    "paid_used",
+    "paid_refunded",
+    "grants_granted",
+    "grants_used",
+    "grants_expired",
+    "refunded",
+];
+
+/// A row's counters, in the order of [`COUNTS`].
+pub fn counts(u: &UsageView) -> [i64; 10] {
+    [
+        u.free_granted,
+        u.free_used,
+        u.free_expired,
+        u.paid_purchased,
+        u.paid_used,
+        u.paid_refunded,
+        u.grants_granted,
+        u.grants_used,
+        u.grants_expired,
+        u.refunded,
+    ]
+}
+
+/// Adds `from`'s counters to `to`'s (same month).
+pub fn merge(to: &mut UsageView, from: &UsageView) {
+    to.free_granted += from.free_granted;
+    to.free_used += from.free_used;
+    to.free_expired += from.free_expired;
+    to.paid_purchased += from.paid_purchased;
+    to.paid_used += from.paid_used;
+    to.paid_refunded += from.paid_refunded;
+    to.grants_granted += from.grants_granted;
+    to.grants_used += from.grants_used;
+    to.grants_expired += from.grants_expired;
+    to.refunded += from.refunded;
+}
+
+/// What `entries` add to each month's row, oldest month first (months
+/// they do not touch are left out).
+pub fn by_month<'a>(entries: impl IntoIterator<Item = &'a Entry>, zone: &Zone) -> Vec<UsageView> {
+    let mut rows: Vec<UsageView> = Vec::new();
+    for e in entries {
+        let month = month_of(e, zone);
+        let i = match rows.iter().position(|r| r.month == month) {
+            Some(i) => i,
+            None => {
+                rows.push(empty(month));
+                rows.len() - 1
+            }
+        };
+        add(&mut rows[i], e);
+    }
+    rows.sort_by_key(|r| r.month);
+    rows
+}
+
+/// The report for `from..=to`: the stored counters, plus what `pending`
+/// (entries time alone brings and no write has stored yet) adds; zeros for
+/// months with neither.
+pub fn report(
+    stored: &[UsageView],
+    pending: &[Entry],
+    zone: &Zone,
+    from: Month,
+    to: Month,
+) -> Result<Vec<UsageView>, DomainError> {
+    let mut rows: Vec<UsageView> = months(from, to)?.into_iter().map(empty).collect();
+    for extra in stored.iter().chain(by_month(pending, zone).iter()) {
+        if let Some(row) = rows.iter_mut().find(|r| r.month == extra.month) {
+            merge(row, extra);
         }
     }
     Ok(rows)
 }
 
-fn empty(month: Month) -> UsageView {
+/// A month with nothing in it.
+pub fn empty(month: Month) -> UsageView {
     UsageView {
         month,
         free_granted: 0,

@@ -5,6 +5,7 @@
 use jiff::{Timestamp, civil::Date};
 use serde::{Deserialize, Serialize};
 
+use super::DomainError;
 use super::account::{Account, AutoRecharge};
 use super::debit::Debit;
 use super::entry::Entry;
@@ -89,7 +90,7 @@ pub struct BalanceView {
 impl BalanceView {
     /// `state` must be rolled forward to `now` and carry every unbilled
     /// purchase and pending refund.
-    pub fn of(state: &AccountState, now: Timestamp) -> BalanceView {
+    pub fn of(state: &AccountState, now: Timestamp) -> Result<BalanceView, DomainError> {
         let a = &state.account;
         let month = Month::of(now, &a.zone);
         let by_kind = |kind: LotKind| -> i64 {
@@ -99,7 +100,7 @@ impl BalanceView {
             Some(l) => (l.original, l.original - l.remaining - l.held, l.remaining),
             None => (a.monthly_free_credits, 0, a.monthly_free_credits),
         };
-        BalanceView {
+        Ok(BalanceView {
             account_id: a.id.to_string(),
             as_of: now,
             free: FreeView { allowance, used, remaining, resets_at: month.end(&a.zone) },
@@ -107,36 +108,35 @@ impl BalanceView {
             grants: RemainingView { remaining: by_kind(LotKind::Grant) },
             held: state.held(),
             available: state.available(),
-            unbilled: unbilled(state, month),
-        }
+            unbilled: unbilled(state, month)?,
+        })
     }
 }
 
 /// What the next statement charges so far: unbilled purchases less their
 /// refunds, and negative lines still to come; billed on the 1st after the
 /// oldest month among them (or after this month when there are none).
-fn unbilled(state: &AccountState, month: Month) -> UnbilledView {
+fn unbilled(state: &AccountState, month: Month) -> Result<UnbilledView, DomainError> {
     let mut credits = 0;
-    let mut amount = 0i64;
+    let mut amount = Micros::ZERO;
     let mut oldest = month;
     for p in state.purchases.iter().filter(|p| p.statement_id.is_none()) {
         credits += p.billable_credits();
-        // Each term is at most 10^18 micros (the per-operation limits); the
-        // sum saturates rather than wrap for an absurd pile of them.
-        amount = amount.saturating_add(p.unit_price.0 * p.billable_credits());
+        // Purchases are refused when this sum would leave the exact range.
+        amount = amount.checked_add(p.billable_amount()?)?;
         oldest = oldest.min(p.month);
     }
     for r in state.pending_refunds.iter() {
         credits -= r.credits;
-        amount = amount.saturating_sub(r.amount().0);
+        amount = amount.checked_sub(r.amount()?)?;
         oldest = oldest.min(r.month);
     }
-    UnbilledView {
+    Ok(UnbilledView {
         credits,
-        amount: Micros(amount),
+        amount,
         currency: state.account.currency.clone(),
         bills_on: oldest.next().first_day(),
-    }
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -169,20 +169,20 @@ pub struct PurchaseView {
 }
 
 impl PurchaseView {
-    pub fn of(account: &str, p: &Purchase) -> PurchaseView {
-        PurchaseView {
+    pub fn of(account: &str, p: &Purchase) -> Result<PurchaseView, DomainError> {
+        Ok(PurchaseView {
             id: p.id.clone(),
             account_id: account.to_string(),
             credits: p.credits,
             unit_price: p.unit_price,
-            amount: p.amount(),
+            amount: p.amount()?,
             currency: p.currency.clone(),
             purchased_at: p.purchased_at,
             bills_on: p.bills_on(),
             status: if p.statement_id.is_some() { "billed" } else { "unbilled" }.to_string(),
             statement_id: p.statement_id.clone(),
             refunded_credits: p.refunded_credits,
-        }
+        })
     }
 }
 
@@ -202,18 +202,22 @@ pub struct PurchaseRefundView {
 }
 
 impl PurchaseRefundView {
-    pub fn of(r: &PurchaseRefund, currency: &Currency, balance_after: i64) -> PurchaseRefundView {
-        PurchaseRefundView {
+    pub fn of(
+        r: &PurchaseRefund,
+        currency: &Currency,
+        balance_after: i64,
+    ) -> Result<PurchaseRefundView, DomainError> {
+        Ok(PurchaseRefundView {
             id: r.id.clone(),
             purchase_id: r.purchase_id.clone(),
             credits: r.credits,
-            amount: r.amount(),
+            amount: r.amount()?,
             currency: currency.clone(),
             created_at: r.created_at,
             billing: if r.needs_line { "after_billing" } else { "before_billing" }.to_string(),
             month: r.month,
             balance_after,
-        }
+        })
     }
 }
 

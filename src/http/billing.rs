@@ -53,6 +53,9 @@ pub async fn month_statements<S: Store>(
 pub struct CloseView {
     pub closed: usize,
     pub statements: Vec<StatementView>,
+    /// Accounts that could not close, with why (logged too); each account
+    /// closes on its own, so these never block or half-close the others.
+    pub failed: Vec<crate::ledger::CloseFailure>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -70,7 +73,12 @@ pub async fn close<S: Store>(
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
     let report = st.ledger.close_all(body.month, st.clock.now()).await?;
-    Ok(Json(CloseView { closed: report.statements.len(), statements: report.statements }).into_response())
+    for f in &report.failed {
+        tracing::warn!(account = %f.account_id, detail = %f.detail, "an account could not close its months");
+    }
+    let view =
+        CloseView { closed: report.statements.len(), statements: report.statements, failed: report.failed };
+    Ok(Json(view).into_response())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -77,7 +77,7 @@ impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> ApiError {
         let detail = e.to_string();
         match e {
-            DomainError::Invalid(_) => ApiError::invalid(detail),
+            DomainError::Invalid(_) | DomainError::MonthNotEnded { .. } => ApiError::invalid(detail),
             DomainError::InsufficientCredits { available, requested, shortfall } => {
                 ApiError::new(StatusCode::PAYMENT_REQUIRED, "insufficient_credits", detail)
                     .with("available", available)

@@ -200,14 +200,23 @@ pub async fn serve<S: Store>(store: S, config: ServeConfig) -> Result<(), Ledger
 async fn close_months_forever<S: Store>(state: AppState<S>, every: std::time::Duration) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Accounts whose failure was already logged: said once, not every tick.
+    let mut reported: std::collections::HashSet<crate::ledger::CloseFailure> = Default::default();
     loop {
         ticks.tick().await;
         match state.ledger.close_all(None, state.clock.now()).await {
-            Ok(report) if !report.statements.is_empty() => {
-                tracing::info!(statements = report.statements.len(), "closed ended months");
-                state.metrics.record_statements(report.statements.len() as u64);
+            Ok(report) => {
+                if !report.statements.is_empty() {
+                    tracing::info!(statements = report.statements.len(), "closed ended months");
+                    state.metrics.record_statements(report.statements.len() as u64);
+                }
+                for f in &report.failed {
+                    if !reported.contains(f) {
+                        tracing::warn!(account = %f.account_id, detail = %f.detail, "an account could not close its months; the others did");
+                    }
+                }
+                reported = report.failed.into_iter().collect();
             }
-            Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "closing ended months failed; retrying at the next tick")
             }

@@ -14,6 +14,8 @@ use crate::domain::lot::{Breakdown, Lot, LotKind};
 use crate::domain::money::Micros;
 use crate::domain::purchase::{Purchase, PurchaseRefund};
 use crate::domain::statement::Statement;
+use crate::domain::usage;
+use crate::domain::view::UsageView;
 
 /// How many mismatches a report keeps in full; the count goes on.
 pub const MAX_REPORTED_MISMATCHES: usize = 100;
@@ -30,6 +32,8 @@ pub struct AccountRecords {
     pub statements: Vec<Statement>,
     /// In id order.
     pub entries: Vec<Entry>,
+    /// The stored usage counters, by month.
+    pub usage: Vec<UsageView>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -97,6 +101,29 @@ impl AuditReport {
         self.check_debits(r, &ix);
         self.check_purchases(r, &ix);
         self.check_statements(r, &ix);
+        self.check_usage(r);
+    }
+
+    /// The stored usage counters add up to exactly what the entries do.
+    /// Compared over all months together: each entry counts in a month of
+    /// the zone the account had when it was written, and a zone may change.
+    fn check_usage(&mut self, r: &AccountRecords) {
+        let sums = |rows: &[UsageView]| {
+            rows.iter().fold([0i64; 10], |mut sum, u| {
+                sum.iter_mut().zip(usage::counts(u)).for_each(|(s, c)| *s += c);
+                sum
+            })
+        };
+        let (stored, expected) = (sums(&r.usage), sums(&usage::by_month(&r.entries, &r.account.zone)));
+        if stored != expected {
+            self.mismatch(
+                &r.account,
+                format!(
+                    "usage counters add up to {stored:?}, the entries to {expected:?} ({})",
+                    usage::COUNTS.join(", ")
+                ),
+            );
+        }
     }
 
     /// Entry ids increase, and each `balance_after` is the running sum.
@@ -257,10 +284,10 @@ impl AuditReport {
     fn check_statements(&mut self, r: &AccountRecords, ix: &Index<'_>) {
         let mut billed: BTreeSet<&str> = BTreeSet::new();
         for s in &r.statements {
-            let mut total = Micros(0);
+            // A sum or product beyond the exact range is itself a finding.
+            let total = Micros::sum(s.lines.iter().map(|l| l.amount));
             for line in &s.lines {
-                total = Micros(total.0 + line.amount.0);
-                if line.amount.0 != line.unit_price.0 * line.credits {
+                if line.unit_price.times(line.credits).ok() != Some(line.amount) {
                     self.mismatch(
                         &r.account,
                         format!(
@@ -287,11 +314,13 @@ impl AuditReport {
                     }
                 }
             }
-            if total != s.total {
-                self.mismatch(
+            match total {
+                Ok(total) if total == s.total => {}
+                Ok(total) => self.mismatch(
                     &r.account,
                     format!("statement {}: total {} but lines sum to {total}", s.id, s.total),
-                );
+                ),
+                Err(e) => self.mismatch(&r.account, format!("statement {}: {e}", s.id)),
             }
             let refund_lines = s.lines.iter().filter(|l| l.credits < 0).count();
             let refunds = ix.refund_lines.get(s.id.as_str()).copied().unwrap_or(0);

@@ -17,7 +17,7 @@
 //! first; every row appears once, in its last version (upserts of one key
 //! twice in one statement are an error in PostgreSQL). No I/O, no clock.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use jiff::Timestamp;
 
@@ -27,9 +27,12 @@ use crate::domain::debit::Debit;
 use crate::domain::entry::Entry;
 use crate::domain::hold::Hold;
 use crate::domain::lot::Lot;
+use crate::domain::period::Month;
 use crate::domain::purchase::{Purchase, PurchaseRefund};
 use crate::domain::state::AccountState;
 use crate::domain::statement::Statement;
+use crate::domain::usage;
+use crate::domain::view::UsageView;
 
 use super::LedgerError;
 use super::store::{Executed, Operation, StoredAnswer, answer_of, replay, request_of, transition};
@@ -222,11 +225,16 @@ pub struct Rows {
     pub statements: Vec<Statement>,
     pub entries: Vec<EntryRow>,
     pub keys: Vec<KeyRow>,
+    /// What the group adds to each account's monthly usage counters (one
+    /// row per account and month, summed over the group; stores add them
+    /// to what is stored).
+    pub usage: Vec<(AccountId, UsageView)>,
 }
 
 impl Rows {
     pub fn is_empty(&self) -> bool {
-        self.accounts.is_empty()
+        self.usage.is_empty()
+            && self.accounts.is_empty()
             && self.entries.is_empty()
             && self.keys.is_empty()
             && self.statements.is_empty()
@@ -261,9 +269,25 @@ pub fn apply(loaded: Loaded, ops: &[Operation]) -> Batch {
     let before = states.clone();
     let mut rows = Rows::default();
     let mut answers = Vec::with_capacity(ops.len());
+    let mut usage: BTreeMap<(String, Month), (AccountId, UsageView)> = BTreeMap::new();
     for op in ops {
-        answers.push(apply_one(op, &mut states, &mut keys, &mut rows));
+        let first_entry = rows.entries.len();
+        let answer = apply_one(op, &mut states, &mut keys, &mut rows);
+        if let Some(state) = states.get(op.account.as_str()) {
+            let new = rows.entries[first_entry..].iter().map(|e| &e.entry);
+            for add in usage::by_month(new, &state.account.zone) {
+                let at = (op.account.as_str().to_string(), add.month);
+                match usage.get_mut(&at) {
+                    Some((_, row)) => usage::merge(row, &add),
+                    None => {
+                        usage.insert(at, (op.account.clone(), add));
+                    }
+                }
+            }
+        }
+        answers.push(answer);
     }
+    rows.usage = usage.into_values().collect();
     let mut ids: Vec<&String> = states.keys().collect();
     ids.sort_unstable();
     for a in ids {

@@ -54,6 +54,15 @@ pub struct Ledger<S> {
 pub struct CloseReport {
     pub accounts: usize,
     pub statements: Vec<StatementView>,
+    /// Accounts that could not close, and why; every other account closed.
+    pub failed: Vec<CloseFailure>,
+}
+
+/// An account a close could not close (its months stay open, untouched).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
+pub struct CloseFailure {
+    pub account_id: String,
+    pub detail: String,
 }
 
 impl<S: Store> Ledger<S> {
@@ -102,13 +111,13 @@ impl<S: Store> Ledger<S> {
 
     pub async fn balance(&self, account: &AccountId, now: Timestamp) -> Result<BalanceView, LedgerError> {
         let (state, now) = self.state_at(account, Needs { unbilled: true, ..Needs::default() }, now).await?;
-        Ok(BalanceView::of(&state, now))
+        Ok(BalanceView::of(&state, now)?)
     }
 
     pub async fn account(&self, account: &AccountId, now: Timestamp) -> Result<AccountView, LedgerError> {
         let (state, now) = self.state_at(account, Needs { unbilled: true, ..Needs::default() }, now).await?;
         let mut view = AccountView::of(&state.account);
-        view.balance = Some(BalanceView::of(&state, now));
+        view.balance = Some(BalanceView::of(&state, now)?);
         Ok(view)
     }
 
@@ -157,8 +166,10 @@ impl<S: Store> Ledger<S> {
         self.store.entries(account.clone(), page).await
     }
 
-    /// Usage per local month of `from..=to` (R7 reports), from the entries
-    /// as they stand plus what time has brought since (rolled forward).
+    /// Usage per local month of `from..=to` (R7 reports): the monthly
+    /// counters the writes keep, plus what time has brought since the last
+    /// write (rolled forward on a copy), read in one snapshot. Its cost is
+    /// the months asked for, not the account's history.
     /// `from` defaults to this month in the account's zone, `to` to the
     /// later of this month and `from`.
     pub async fn usage(
@@ -168,20 +179,32 @@ impl<S: Store> Ledger<S> {
         to: Option<Month>,
         now: Timestamp,
     ) -> Result<Vec<UsageView>, LedgerError> {
-        let state = self.store.state(account.clone(), Needs::default()).await?;
+        if let (Some(from), Some(to)) = (from, to) {
+            usage::months(from, to)?;
+        }
+        // The months `now` falls in across every zone (UTC-12 to UTC+14):
+        // the widest the defaults can be, read with the state in one snapshot.
+        let utc = Zone::utc();
+        let west = Month::of(now - jiff::SignedDuration::from_hours(12), &utc);
+        let east = Month::of(now + jiff::SignedDuration::from_hours(14), &utc);
+        let (wide_from, wide_to) = (from.unwrap_or(west), to.unwrap_or(east).max(from.unwrap_or(west)));
+        let (mut state, mut stored) = self.store.usage(account.clone(), wide_from, wide_to).await?;
         let now = state.not_before_latest(now);
         let zone = state.account.zone.clone();
         let current = Month::of(now, &zone);
         let from = from.unwrap_or(current);
         let to = to.unwrap_or(current.max(from));
         usage::months(from, to)?;
-        let mut entries =
-            self.store.entries_between(account.clone(), from.start(&zone), to.end(&zone)).await?;
-        let mut rolled = state;
-        let mut changes = Changes::default();
-        rolled.roll_forward(now, &mut changes);
-        entries.extend(changes.entries);
-        Ok(usage::usage(&entries, &zone, from, to)?)
+        if from < wide_from || to > wide_to {
+            // The account's latest instant is ahead of the clock: read the
+            // months that instant names.
+            (state, stored) = self.store.usage(account.clone(), from, to).await?;
+        }
+        // What time alone has brought since the last write (expiries, a
+        // month start), on a copy: counted, not stored.
+        let mut pending = Changes::default();
+        state.roll_forward(now, &mut pending);
+        Ok(usage::report(&stored, &pending.entries, &zone, from, to)?)
     }
 
     pub async fn statements(
@@ -219,24 +242,32 @@ impl<S: Store> Ledger<S> {
             for account in chunk {
                 let (ledger, account) = (self.clone(), account.clone());
                 closing.spawn(async move {
-                    ledger.execute(&account, Command::CloseMonths { through }, None, now).await
+                    let done = ledger.execute(&account, Command::CloseMonths { through }, None, now).await;
+                    (account, done)
                 });
             }
             while let Some(done) = closing.join_next().await {
-                match done.map_err(|e| LedgerError::Internal(format!("close task: {e}")))? {
+                let (account, done) = done.map_err(|e| LedgerError::Internal(format!("close task: {e}")))?;
+                match done {
                     Ok(Executed { outcome: crate::domain::command::Outcome::Closed(statements), .. }) => {
                         report.accounts += 1;
                         report.statements.extend(statements);
                     }
                     Ok(other) => return Err(LedgerError::Internal(format!("close answered {other:?}"))),
                     // `through` has not ended yet in this account's zone.
-                    Err(LedgerError::Domain(crate::domain::DomainError::Invalid(_))) if through.is_some() => {
-                    }
-                    Err(e) => return Err(e),
+                    Err(LedgerError::Domain(crate::domain::DomainError::MonthNotEnded { .. })) => {}
+                    // The database is away: the whole close is worth a retry.
+                    Err(e @ LedgerError::Unavailable(_)) => return Err(e),
+                    // This account cannot close (it wrote nothing); the
+                    // others go on.
+                    Err(e) => report
+                        .failed
+                        .push(CloseFailure { account_id: account.to_string(), detail: e.to_string() }),
                 }
             }
         }
         report.statements.sort_by(|a, b| (&a.account_id, a.month).cmp(&(&b.account_id, b.month)));
+        report.failed.sort_by(|a, b| a.account_id.cmp(&b.account_id));
         Ok(report)
     }
 

@@ -15,7 +15,7 @@ use crate::domain::command::{self, Command, Ctx, Needs, Outcome};
 use crate::domain::entry::{Entry, EntryKind};
 use crate::domain::period::{Month, Zone};
 use crate::domain::state::{AccountState, Changes};
-use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView};
+use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView, UsageView};
 
 use super::LedgerError;
 use super::audit::AuditReport;
@@ -212,13 +212,14 @@ pub trait Store: Clone + Send + Sync + 'static {
         page: PageRequest,
     ) -> impl Future<Output = Result<Page<EntryView>, LedgerError>> + Send;
 
-    /// Entries whose `effective_at` lies in `[from, to)`, in id order.
-    fn entries_between(
+    /// One snapshot of the account's state (as [`Store::state`] with no
+    /// needs) and its stored usage counters for the months `from..=to`.
+    fn usage(
         &self,
         account: AccountId,
-        from: Timestamp,
-        to: Timestamp,
-    ) -> impl Future<Output = Result<Vec<Entry>, LedgerError>> + Send;
+        from: Month,
+        to: Month,
+    ) -> impl Future<Output = Result<(AccountState, Vec<UsageView>), LedgerError>> + Send;
 
     /// Statements of one account, or of every account for one month.
     fn statements(

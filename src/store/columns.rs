@@ -23,6 +23,7 @@ use crate::domain::money::{Currency, Micros};
 use crate::domain::period::{Month, Zone};
 use crate::domain::purchase::{Purchase, PurchaseRefund};
 use crate::domain::statement::{Statement, StatementStatus};
+use crate::domain::view::UsageView;
 
 /// Reading the columns of one row, by position.
 pub trait Cols {
@@ -75,6 +76,9 @@ pub struct Table {
     pub name: &'static str,
     pub cols: &'static [&'static str],
     pub key: &'static [&'static str],
+    /// Counters: an upsert adds a row's values to the stored ones instead
+    /// of overwriting them.
+    additive: bool,
     sql: OnceLock<[String; 4]>,
 }
 
@@ -91,7 +95,16 @@ macro_rules! cached {
 
 impl Table {
     const fn new(name: &'static str, cols: &'static [&'static str], key: &'static [&'static str]) -> Table {
-        Table { name, cols, key, sql: OnceLock::new() }
+        Table { name, cols, key, additive: false, sql: OnceLock::new() }
+    }
+
+    /// A table of counters (see [`Table::additive`]).
+    const fn counters(
+        name: &'static str,
+        cols: &'static [&'static str],
+        key: &'static [&'static str],
+    ) -> Table {
+        Table { name, cols, key, additive: true, sql: OnceLock::new() }
     }
 
     fn built(&self) -> &[String; 4] {
@@ -107,7 +120,13 @@ impl Table {
                 .cols
                 .iter()
                 .filter(|c| !self.key.contains(c))
-                .map(|c| format!("{c} = excluded.{c}"))
+                .map(|c| {
+                    if self.additive {
+                        format!("{c} = {}.{c} + excluded.{c}", self.name)
+                    } else {
+                        format!("{c} = excluded.{c}")
+                    }
+                })
                 .collect();
             let conflict = format!(" ON CONFLICT ({}) DO UPDATE SET {}", self.key.join(", "), set.join(", "));
             [self.cols.join(", "), insert.clone(), insert + &conflict, conflict]
@@ -128,7 +147,8 @@ impl Table {
         &self.built()[1]
     }
 
-    /// Insert, or overwrite every non-key column of the row with that key.
+    /// Insert, or overwrite every non-key column of the row with that key
+    /// (add to them, for counters).
     pub fn upsert(&self) -> &str {
         &self.built()[2]
     }
@@ -282,8 +302,62 @@ pub static KEYS: Table = Table::new(
     &["account_id", "key"],
 );
 
+/// Each account's usage counters per local month (see
+/// [`crate::domain::usage`]): written with the entries, added up.
+pub static USAGE: Table = Table::counters(
+    "usage_months",
+    &[
+        "account_id",
+        "month",
+        "free_granted",
+        "free_used",
+        "free_expired",
+        "paid_purchased",
+        "paid_used",
+        "paid_refunded",
+        "grants_granted",
+        "grants_used",
+        "grants_expired",
+        "refunded",
+    ],
+    &["account_id", "month"],
+);
+
+pub fn usage(r: &impl Cols) -> Result<UsageView, String> {
+    Ok(UsageView {
+        month: parsed(r, 1, Month::parse)?,
+        free_granted: r.int(2)?,
+        free_used: r.int(3)?,
+        free_expired: r.int(4)?,
+        paid_purchased: r.int(5)?,
+        paid_used: r.int(6)?,
+        paid_refunded: r.int(7)?,
+        grants_granted: r.int(8)?,
+        grants_used: r.int(9)?,
+        grants_expired: r.int(10)?,
+        refunded: r.int(11)?,
+    })
+}
+
+pub fn usage_vals(a: &AccountId, u: &UsageView) -> Vec<Val> {
+    vec![
+        a.as_str().into(),
+        u.month.to_string().into(),
+        u.free_granted.into(),
+        u.free_used.into(),
+        u.free_expired.into(),
+        u.paid_purchased.into(),
+        u.paid_used.into(),
+        u.paid_refunded.into(),
+        u.grants_granted.into(),
+        u.grants_used.into(),
+        u.grants_expired.into(),
+        u.refunded.into(),
+    ]
+}
+
 /// Rows in every table of the ledger, one number.
-pub const ROW_COUNT_SQL: &str = "SELECT CAST((SELECT COUNT(*) FROM accounts) + (SELECT COUNT(*) FROM lots) + (SELECT COUNT(*) FROM holds) + (SELECT COUNT(*) FROM debits) + (SELECT COUNT(*) FROM purchases) + (SELECT COUNT(*) FROM purchase_refunds) + (SELECT COUNT(*) FROM statements) + (SELECT COUNT(*) FROM entries) + (SELECT COUNT(*) FROM idempotency_keys) + (SELECT COUNT(*) FROM account_tokens) AS BIGINT)";
+pub const ROW_COUNT_SQL: &str = "SELECT CAST((SELECT COUNT(*) FROM accounts) + (SELECT COUNT(*) FROM lots) + (SELECT COUNT(*) FROM holds) + (SELECT COUNT(*) FROM debits) + (SELECT COUNT(*) FROM purchases) + (SELECT COUNT(*) FROM purchase_refunds) + (SELECT COUNT(*) FROM statements) + (SELECT COUNT(*) FROM entries) + (SELECT COUNT(*) FROM idempotency_keys) + (SELECT COUNT(*) FROM account_tokens) + (SELECT COUNT(*) FROM usage_months) AS BIGINT)";
 
 pub fn micros(t: Timestamp) -> i64 {
     t.as_microsecond()
@@ -342,7 +416,7 @@ pub fn account(r: &impl Cols) -> Result<Account, String> {
         name: r.text(1)?,
         zone: parsed(r, 2, Zone::parse)?,
         monthly_free_credits: r.int(3)?,
-        unit_price: Micros(r.int(4)?),
+        unit_price: Micros::from_micros(r.int(4)?),
         currency: parsed(r, 5, Currency::new)?,
         auto_recharge: auto.map(|s| serde_json::from_str(&s).map_err(|e| corrupt(6, e))).transpose()?,
         low_balance_threshold: r.int(7)?,
@@ -362,7 +436,7 @@ pub fn account_vals(a: &Account) -> Vec<Val> {
         a.name.clone().into(),
         a.zone.name().into(),
         a.monthly_free_credits.into(),
-        a.unit_price.0.into(),
+        a.unit_price.as_micros().into(),
         a.currency.as_str().into(),
         a.auto_recharge.as_ref().map(to_json).into(),
         a.low_balance_threshold.into(),
@@ -386,7 +460,7 @@ pub fn lot(r: &impl Cols) -> Result<Lot, String> {
         expires_at: opt_ts(r, 6)?,
         expired: r.flag(7)?,
         created_at: ts(r, 8)?,
-        unit_price: r.opt_int(9)?.map(Micros),
+        unit_price: r.opt_int(9)?.map(Micros::from_micros),
     })
 }
 
@@ -401,7 +475,7 @@ pub fn lot_vals(account: &AccountId, l: &Lot, active: bool) -> Vec<Val> {
         l.expires_at.map(micros).into(),
         l.expired.into(),
         micros(l.created_at).into(),
-        l.unit_price.map(|p| p.0).into(),
+        l.unit_price.map(Micros::as_micros).into(),
         active.into(),
     ]
 }
@@ -466,7 +540,7 @@ pub fn purchase(r: &impl Cols) -> Result<Purchase, String> {
     Ok(Purchase {
         id: r.text(1)?,
         credits: r.int(2)?,
-        unit_price: Micros(r.int(3)?),
+        unit_price: Micros::from_micros(r.int(3)?),
         currency: parsed(r, 4, Currency::new)?,
         purchased_at: ts(r, 5)?,
         month: parsed(r, 6, Month::parse)?,
@@ -481,7 +555,7 @@ pub fn purchase_vals(account: &AccountId, p: &Purchase) -> Vec<Val> {
         account.as_str().into(),
         p.id.clone().into(),
         p.credits.into(),
-        p.unit_price.0.into(),
+        p.unit_price.as_micros().into(),
         p.currency.as_str().into(),
         micros(p.purchased_at).into(),
         p.month.to_string().into(),
@@ -496,7 +570,7 @@ pub fn refund(r: &impl Cols) -> Result<PurchaseRefund, String> {
         id: r.text(1)?,
         purchase_id: r.text(2)?,
         credits: r.int(3)?,
-        unit_price: Micros(r.int(4)?),
+        unit_price: Micros::from_micros(r.int(4)?),
         created_at: ts(r, 5)?,
         month: parsed(r, 6, Month::parse)?,
         needs_line: r.flag(7)?,
@@ -510,7 +584,7 @@ pub fn refund_vals(account: &AccountId, f: &PurchaseRefund) -> Vec<Val> {
         f.id.clone().into(),
         f.purchase_id.clone().into(),
         f.credits.into(),
-        f.unit_price.0.into(),
+        f.unit_price.as_micros().into(),
         micros(f.created_at).into(),
         f.month.to_string().into(),
         f.needs_line.into(),
@@ -525,7 +599,7 @@ pub fn statement(r: &impl Cols) -> Result<Statement, String> {
         id: r.text(2)?,
         issued_on: r.text(3)?.parse().map_err(|e| corrupt(3, e))?,
         lines: json(r, 4)?,
-        total: Micros(r.int(5)?),
+        total: Micros::from_micros(r.int(5)?),
         currency: parsed(r, 6, Currency::new)?,
         status: named(r, 7, StatementStatus::parse)?,
         created_at: ts(r, 8)?,
@@ -539,7 +613,7 @@ pub fn statement_vals(s: &Statement) -> Vec<Val> {
         s.id.clone().into(),
         s.issued_on.to_string().into(),
         to_json(&s.lines).into(),
-        s.total.0.into(),
+        s.total.as_micros().into(),
         s.currency.as_str().into(),
         s.status.as_str().into(),
         micros(s.created_at).into(),

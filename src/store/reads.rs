@@ -14,7 +14,7 @@ use crate::domain::statement::Statement;
 use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView};
 use crate::ledger::{LedgerError, PageRequest};
 
-use super::columns::{ACCOUNTS, ENTRIES, PURCHASES, STATEMENTS, Table, Val, micros};
+use super::columns::{ACCOUNTS, ENTRIES, PURCHASES, STATEMENTS, Table, USAGE, Val, micros};
 use super::paging::{bad_cursor, page, split_cursor};
 
 /// A query and its parameters.
@@ -74,13 +74,15 @@ pub fn purchases(a: &Account, month: Option<Month>, req: &PageRequest) -> Result
     Ok(Query { sql, params })
 }
 
-pub fn purchases_page(items: Vec<Purchase>, req: &PageRequest, id: &AccountId) -> Page<PurchaseView> {
-    page(
-        items,
-        req.limit,
-        |p| format!("{}:{}", micros(p.purchased_at), p.id),
-        |p| PurchaseView::of(id.as_str(), p),
-    )
+pub fn purchases_page(
+    items: Vec<Purchase>,
+    req: &PageRequest,
+    id: &AccountId,
+) -> Result<Page<PurchaseView>, LedgerError> {
+    let cursor = |p: &Purchase| format!("{}:{}", micros(p.purchased_at), p.id);
+    let views = page(items, req.limit, cursor, |p| PurchaseView::of(id.as_str(), p));
+    let data = views.data.into_iter().collect::<Result<_, _>>()?;
+    Ok(Page { data, next_cursor: views.next_cursor })
 }
 
 pub fn entries(id: &AccountId, req: &PageRequest) -> Result<Query, LedgerError> {
@@ -99,12 +101,12 @@ pub fn entries_page(items: Vec<Entry>, req: &PageRequest) -> Page<EntryView> {
 }
 
 /// Entries whose `effective_at` lies in `[from, to)`, in id order.
-pub fn entries_between(id: &AccountId, from: jiff::Timestamp, to: jiff::Timestamp) -> Query {
-    let sql = crate::cached!(
-        ENTRIES
-            .select("WHERE account_id = $1 AND effective_at >= $2 AND effective_at < $3 ORDER BY entry_id")
-    );
-    Query { sql, params: vec![id.as_str().into(), micros(from).into(), micros(to).into()] }
+/// The stored usage counters of `id` for the months `from..=to` (months
+/// as `YYYY-MM` text sort as they run).
+pub fn usage(id: &AccountId, from: Month, to: Month) -> Query {
+    let sql =
+        crate::cached!(USAGE.select("WHERE account_id = $1 AND month >= $2 AND month <= $3 ORDER BY month"));
+    Query { sql, params: vec![id.as_str().into(), from.to_string().into(), to.to_string().into()] }
 }
 
 /// Statements of one account (optionally one month), or of every account
@@ -183,6 +185,7 @@ pub fn audit_rows(table: &'static Table, id: &AccountId) -> Query {
             (&REFUNDS, "refund_id"),
             (&STATEMENTS, "month"),
             (&ENTRIES, "entry_id"),
+            (&USAGE, "month"),
         ]
         .into_iter()
         .map(|(t, order)| (t.name, t.select(&format!("WHERE account_id = $1 ORDER BY {order}"))))

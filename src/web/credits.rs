@@ -226,29 +226,6 @@ fn forecast_words(today: jiff::civil::Date, have: Holdings, f: forecast::Forecas
     format!("At this rate {free} and {}.", paid(""))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use jiff::civil::date;
-
-    #[test]
-    fn the_forecast_says_free_credits_are_used_up_when_none_are_left() {
-        let today = date(2026, 11, 20);
-        let have = Holdings { free_remaining: 0, monthly_free: 1000, paid_remaining: 500 };
-        let f = forecast::forecast(today, 3000, have).unwrap();
-        assert_eq!(
-            forecast_words(today, have, f),
-            "Your free credits are used up until they reset on Dec 1; at this rate your paid credits run out on Nov 24."
-        );
-        let have = Holdings { free_remaining: 700, monthly_free: 1000, paid_remaining: 500 };
-        let f = forecast::forecast(today, 3000, have).unwrap();
-        assert_eq!(
-            forecast_words(today, have, f),
-            "At this rate your free credits run out on Nov 26 and your paid credits on Dec 11."
-        );
-    }
-}
-
 /// Credits spent (debits and captures) since `since`, from the newest
 /// entries back, at most [`MAX_FORECAST_ENTRIES`] of them.
 async fn spent_since<S: Store>(
@@ -278,5 +255,28 @@ async fn spent_since<S: Store>(
             }
             _ => return Ok(spent),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::civil::date;
+
+    #[test]
+    fn the_forecast_says_free_credits_are_used_up_when_none_are_left() {
+        let today = date(2026, 11, 20);
+        let have = Holdings { free_remaining: 0, monthly_free: 1000, paid_remaining: 500 };
+        let f = forecast::forecast(today, 3000, have).unwrap();
+        assert_eq!(
+            forecast_words(today, have, f),
+            "Your free credits are used up until they reset on Dec 1; at this rate your paid credits run out on Nov 24."
+        );
+        let have = Holdings { free_remaining: 700, monthly_free: 1000, paid_remaining: 500 };
+        let f = forecast::forecast(today, 3000, have).unwrap();
+        assert_eq!(
+            forecast_words(today, have, f),
+            "At this rate your free credits run out on Nov 26 and your paid credits on Dec 11."
+        );
     }
 }

@@ -69,12 +69,12 @@ mod tests {
     #[test]
     fn money_is_grouped_and_keeps_its_symbol() {
         let usd = Currency::usd();
-        assert_eq!(money(&usd, Micros(12_000_000)), "$12.00");
-        assert_eq!(money(&usd, Micros(1_200_000_000)), "$1,200.00");
-        assert_eq!(money(&usd, Micros(-3_500_000)), "-$3.50");
-        assert_eq!(money(&usd, Micros(10_000)), "$0.01");
+        assert_eq!(money(&usd, Micros::from_micros(12_000_000)), "$12.00");
+        assert_eq!(money(&usd, Micros::from_micros(1_200_000_000)), "$1,200.00");
+        assert_eq!(money(&usd, Micros::from_micros(-3_500_000)), "-$3.50");
+        assert_eq!(money(&usd, Micros::from_micros(10_000)), "$0.01");
         let chf = Currency::new("CHF").unwrap();
-        assert_eq!(money(&chf, Micros(1_000_000_000)), "CHF 1,000.00");
+        assert_eq!(money(&chf, Micros::from_micros(1_000_000_000)), "CHF 1,000.00");
     }
 
     #[test]

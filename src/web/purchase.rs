@@ -20,7 +20,6 @@ use super::signed::Signed;
 use crate::domain::DomainError;
 use crate::domain::command::{Command, Outcome};
 use crate::domain::credits::Credits;
-use crate::domain::money::Micros;
 use crate::domain::period::{Month, Zone};
 use crate::domain::view::AccountView;
 use crate::ledger::{IdempotencyKey, LedgerError, Store};
@@ -61,12 +60,17 @@ async fn terms<S: Store>(st: &WebState<S>, signed: &Signed, id: &str) -> Result<
 
 /// "5,000 credits x $0.01 = $50.00, billed on Dec 1".
 fn price_line(t: &Terms, credits: Credits) -> String {
-    let amount = t.view.unit_price.times(credits.get()).unwrap_or(Micros(i64::MAX));
+    // Credits are at most 10^9 and a unit price at most 10^9 micros: the
+    // product is exact; should it ever not be, the line says so.
+    let amount = match t.view.unit_price.times(credits.get()) {
+        Ok(amount) => money(&t.view.currency, amount),
+        Err(_) => "more than can be charged".to_string(),
+    };
     format!(
         "{} credits x {} = {}, billed on {}",
         count(credits.get()),
         money(&t.view.currency, t.view.unit_price),
-        money(&t.view.currency, amount),
+        amount,
         day(t.bills_on, t.year)
     )
 }
@@ -86,7 +90,7 @@ fn dialog_page(signed: &Signed, id: &str, t: &Terms, typed: &str, flash: Option<
             }
         }
         form #purchase-form method="post" action={ "/a/" (id) "/buy" }
-            data-unit-micros=(t.view.unit_price.0) data-currency=(t.view.currency.as_str())
+            data-unit-micros=(t.view.unit_price.as_micros()) data-currency=(t.view.currency.as_str())
             data-bills-on=(day(t.bills_on, t.year)) {
             (csrf_field(&signed.session.csrf))
             label for="purchase-credits" { "Credits to buy" }

@@ -294,6 +294,10 @@ on_every_store!(
     serve_now_starts_the_test_clock,
     #[tokio::test]
     tokens_are_listed_and_revoked,
+    #[tokio::test]
+    money_never_wraps_and_close_goes_on_past_a_broken_account,
+    #[tokio::test]
+    usage_counts_each_month_once_and_expiries_in_their_month,
 );
 
 /// Runs `serve` with `env` and `args` on a fresh SQLite directory until it
@@ -552,4 +556,150 @@ async fn tokens_are_listed_and_revoked(db: Db) {
     s.get("/v1/accounts/other/balance", &token).await.assert_problem(401, "unauthorized");
     let again = db.run(&["token", "revoke", "other", &tid]);
     assert_eq!((again.code, again.stderr.lines().count()), (2, 1), "{again:?}");
+}
+
+/// Item 2: an amount, or the unbilled total it joins, beyond the exact
+/// range refuses the purchase (422, nothing changed) instead of
+/// saturating; billing close works account by account: one that cannot
+/// close (here, a row corrupted behind the ledger's back) is listed in
+/// `failed` and left untouched, every other account closes.
+async fn money_never_wraps_and_close_goes_on_past_a_broken_account(db: Db) {
+    let s = Server::start(
+        &db,
+        &["--test-clock", "--now", "2026-11-10T12:00:00Z", "--close-interval-seconds", "0"],
+    );
+    for (id, price) in [("big", "1000"), ("small", "0.01"), ("broken", "1000")] {
+        let body = json!({"id": id, "name": id, "time_zone": "UTC", "unit_price": price});
+        assert_eq!(s.post("/v1/accounts", ADMIN, None, body).await.status, 201);
+    }
+    let buy = |acct: &'static str, key: String, credits: i64| {
+        let s = &s;
+        async move {
+            s.post(
+                &format!("/v1/accounts/{acct}/purchases"),
+                ADMIN,
+                Some(&key),
+                json!({ "credits": credits }),
+            )
+            .await
+        }
+    };
+    // Nine purchases of 10^9 credits at 1,000 each: 9 x 10^12, exact.
+    for i in 0..9 {
+        assert_eq!(buy("big", format!("b{i}"), 1_000_000_000).await.status, 201);
+    }
+    let before = snapshot(&s, "big").await;
+    assert_eq!(before.0["unbilled"]["amount"], "9000000000000.00", "{:?}", before.0);
+    // The tenth would take the unbilled total past the exact range.
+    let tenth = buy("big", "b9".into(), 1_000_000_000).await;
+    tenth.assert_problem(422, "invalid_request");
+    assert!(tenth.body["detail"].as_str().unwrap().contains("unbilled total"), "{tenth:?}");
+    assert_eq!(snapshot(&s, "big").await, before, "the refused purchase changed nothing");
+    assert_eq!(buy("small", "s1".into(), 100).await.status, 201);
+    assert_eq!(buy("broken", "x1".into(), 5).await.status, 201);
+    db.assert_audit();
+
+    // A purchase row corrupted behind the ledger's back: its line cannot be
+    // computed exactly.
+    crate::util::raw_sql(&db, "UPDATE purchases SET credits = 9000000000000 WHERE account_id = 'broken'");
+    let a = s
+        .call("PUT", "/v1/test-clock", Some(ADMIN), None, Some(json!({"now": "2026-12-01T00:00:01Z"})))
+        .await;
+    assert_eq!(a.status, 200);
+    for round in 0..2 {
+        let close = s.post("/v1/billing/close", ADMIN, None, json!({})).await;
+        assert_eq!(close.status, 200, "{close:?}");
+        assert_eq!(close.body["closed"], if round == 0 { 2 } else { 0 }, "{close:?}");
+        let failed = close.body["failed"].as_array().unwrap();
+        assert_eq!(failed.len(), 1, "{close:?}");
+        assert_eq!(failed[0]["account_id"], "broken");
+        assert!(failed[0]["detail"].as_str().unwrap().contains("largest amount"), "{close:?}");
+    }
+    let statements = s.get("/v1/statements?month=2026-11", ADMIN).await;
+    let mut totals: Vec<(String, String)> = statements.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|st| (st["account_id"].as_str().unwrap().to_string(), st["total"].as_str().unwrap().to_string()))
+        .collect();
+    totals.sort();
+    assert_eq!(
+        totals,
+        [("big".to_string(), "9000000000000.00".to_string()), ("small".into(), "1.00".into())]
+    );
+    // The broken account is not half-closed: no statement, nothing billed.
+    let st = s.get("/v1/accounts/broken/statements", ADMIN).await;
+    assert_eq!(st.body["data"], json!([]), "{st:?}");
+    let run = db.run(&["--now", "2026-12-01T00:00:02Z", "billing", "close"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("account broken could not close"), "{run:?}");
+    crate::util::raw_sql(&db, "UPDATE purchases SET credits = 5 WHERE account_id = 'broken'");
+    let p = s.get("/v1/accounts/broken/purchases", ADMIN).await;
+    assert_eq!(p.body["data"][0]["status"], "unbilled", "{p:?}");
+}
+
+/// November and December 2026 of `cafe`'s usage report.
+async fn usage_of(s: &Server) -> Value {
+    let u = s.get("/v1/accounts/cafe/usage?from=2026-11&to=2026-12", ADMIN).await;
+    assert_eq!(u.status, 200, "{u:?}");
+    u.body["data"].clone()
+}
+
+/// Item 3: usage comes from monthly counters written with the entries;
+/// what expires at the end of a month counts in that month's row, whether
+/// the expiry is already written or only due; the counters add up to the
+/// entries (audit), and they are rebuilt from the entries by the migration
+/// that introduced them.
+async fn usage_counts_each_month_once_and_expiries_in_their_month(db: Db) {
+    let s = Server::start(
+        &db,
+        &["--test-clock", "--now", "2026-11-10T12:00:00Z", "--close-interval-seconds", "0"],
+    );
+    open_account(&s, "cafe").await;
+    let debit = |key: &'static str, credits: i64| {
+        let s = &s;
+        async move { s.post("/v1/accounts/cafe/debits", ADMIN, Some(key), json!({ "credits": credits })).await }
+    };
+    assert_eq!(debit("n1", 300).await.status, 201);
+    let g = json!({"credits": 50, "reason": "promo", "expires_at": "2026-12-01T00:00:00Z"});
+    assert_eq!(s.post("/v1/accounts/cafe/grants", ADMIN, Some("g1"), g).await.status, 201);
+    let pick = |rows: &Value, month: &str, field: &str| {
+        rows.as_array().unwrap().iter().find(|r| r["month"] == month).unwrap()[field].as_i64().unwrap()
+    };
+    let a = s
+        .call("PUT", "/v1/test-clock", Some(ADMIN), None, Some(json!({"now": "2026-12-05T09:00:00Z"})))
+        .await;
+    assert_eq!(a.status, 200);
+    // December's first write has not happened: November's expiries are due,
+    // not written, and already count in November.
+    let due = usage_of(&s).await;
+    assert_eq!(pick(&due, "2026-11", "free_used"), 300, "{due}");
+    assert_eq!(pick(&due, "2026-11", "free_expired"), 700, "{due}");
+    assert_eq!(pick(&due, "2026-11", "grants_expired"), 50, "{due}");
+    assert_eq!(pick(&due, "2026-12", "free_expired"), 0, "{due}");
+    assert_eq!(pick(&due, "2026-12", "free_granted"), 1000, "{due}");
+    // A December debit writes them: the report is the same, plus the debit.
+    assert_eq!(debit("d1", 5).await.status, 201);
+    let written = usage_of(&s).await;
+    assert_eq!(pick(&written, "2026-11", "free_expired"), 700, "{written}");
+    assert_eq!(pick(&written, "2026-12", "free_expired"), 0, "{written}");
+    assert_eq!(pick(&written, "2026-12", "free_used"), 5, "{written}");
+    db.assert_audit();
+
+    // The counters behind the ledger's back: the audit notices.
+    crate::util::raw_sql(&db, "UPDATE usage_months SET free_used = free_used + 1 WHERE account_id = 'cafe'");
+    let run = db.run(&["audit"]);
+    assert_ne!(run.code, 0, "a wrong counter fails the audit: {run:?}");
+    assert!(format!("{}{}", run.stdout, run.stderr).contains("usage counters"), "{run:?}");
+    drop(s);
+    // Undo the migration that made them; opening again rebuilds them.
+    let undo = if db.pg_schema.is_some() {
+        "DROP TABLE usage_months; DELETE FROM schema_migrations WHERE version = 5;"
+    } else {
+        "DROP TABLE usage_months; PRAGMA user_version = 5;"
+    };
+    crate::util::raw_sql(&db, undo);
+    db.assert_audit();
+    let s = Server::start(&db, &["--test-clock", "--now", "2026-12-05T10:00:00Z"]);
+    assert_eq!(usage_of(&s).await, written, "rebuilt from the entries, the same report");
 }

@@ -191,14 +191,14 @@ async fn free_credits_reset_at_local_month_start(
     let nov = row("2027-11");
     assert_eq!(
         (int(&nov["free_granted"]), int(&nov["free_used"]), int(&nov["free_expired"])),
-        (1_000, 300, 0),
-        "{nov}"
+        (1_000, 300, 700),
+        "November's rest expired at November's end: it counts in November: {nov}"
     );
     let dec = row("2027-12");
     assert_eq!(
         (int(&dec["free_granted"]), int(&dec["free_used"]), int(&dec["free_expired"])),
-        (1_000, 1, 700),
-        "November's rest is reported as expired in December, when it expired: {dec}"
+        (1_000, 1, 0),
+        "{dec}"
     );
     db.assert_audit();
 }

@@ -1666,7 +1666,7 @@ async fn unknown_routes_and_wrong_methods_are_problems() {
         ("GET", format!("{a}/debits")),
         ("GET", format!("{a}/holds")),
         ("GET", format!("{a}/quote")),
-        ("GET", format!("{a}/tokens")),
+        ("PUT", format!("{a}/tokens")),
         ("DELETE", format!("{a}/purchases")),
         ("GET", format!("{a}/holds/hold_x/capture")),
         ("DELETE", format!("{a}/holds/hold_x")),

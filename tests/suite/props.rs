@@ -1367,8 +1367,8 @@ proptest! {
     /// two to six decimals.
     #[test]
     fn micros_format_parse_round_trip(m in 0..=i64::MAX) {
-        let text = Micros(m).to_string();
-        same(Micros::parse(&text).ok(), Some(Micros(m)), &text)?;
+        let text = Micros::from_micros(m).to_string();
+        same(Micros::parse(&text).ok(), Some(Micros::from_micros(m)), &text)?;
         let (_, frac) = text.split_once('.').expect("a decimal point");
         prop_assert!((2..=6).contains(&frac.len()), "{text}");
         prop_assert!(frac.len() == 2 || !frac.ends_with('0'), "{text}");
@@ -1377,9 +1377,9 @@ proptest! {
     /// Money in JSON (signed: refund lines are negative) round-trips.
     #[test]
     fn micros_json_round_trip(m in i64::MIN..=i64::MAX) {
-        let json = serde_json::to_string(&Micros(m)).expect("serializes");
+        let json = serde_json::to_string(&Micros::from_micros(m)).expect("serializes");
         let back: Micros = serde_json::from_str(&json).expect("deserializes");
-        same(back, Micros(m), &json)?;
+        same(back, Micros::from_micros(m), &json)?;
     }
 
     /// Parsing decimal text is exact: the value of the digits, or an error
@@ -1389,16 +1389,16 @@ proptest! {
         let (whole, frac) = text.split_once('.').unwrap_or((&text, ""));
         let exact = whole.parse::<i128>().expect("digits") * 1_000_000
             + format!("{frac:0<6}").parse::<i128>().expect("digits");
-        let want = i64::try_from(exact).ok().map(Micros);
+        let want = i64::try_from(exact).ok().map(Micros::from_micros);
         same(Micros::parse(&text).ok(), want, &text)?;
     }
 }
 
-/// `Micros(i64::MIN)` round-trips although its magnitude is no `i64`
+/// `Micros::from_micros(i64::MIN)` round-trips although its magnitude is no `i64`
 /// (the sign is applied before the range check).
 #[test]
 fn micros_json_round_trip_at_i64_min() {
-    let json = serde_json::to_string(&Micros(i64::MIN)).expect("serializes");
+    let json = serde_json::to_string(&Micros::from_micros(i64::MIN)).expect("serializes");
     let back = serde_json::from_str::<Micros>(&json);
-    assert_eq!(back.ok(), Some(Micros(i64::MIN)), "{json}");
+    assert_eq!(back.ok(), Some(Micros::from_micros(i64::MIN)), "{json}");
 }

@@ -211,8 +211,12 @@ async fn r3_an_account_idle_for_three_months<S: Store>(l: Ledger<S>) {
         .usage(&a, Month::parse("2026-01").ok(), Month::parse("2026-05").ok(), ts("2026-05-02T00:00:00Z"))
         .await
         .unwrap();
-    assert_eq!((usage[0].free_used, usage[0].free_expired), (300, 0));
-    assert_eq!(usage[1].free_expired, 700, "January's leftovers expire on Feb 1 local time");
+    assert_eq!(
+        (usage[0].free_used, usage[0].free_expired),
+        (300, 700),
+        "January's leftovers expire at its end (Feb 1 local time) and count in January"
+    );
+    assert_eq!(usage[1].free_expired, 0);
     assert_eq!((usage[4].free_used, usage[4].paid_used), (1_000, 100));
     audit_ok(&l).await;
 }
@@ -325,7 +329,7 @@ async fn r5_a_month_that_has_not_ended_cannot_close<S: Store>(l: Ledger<S>) {
     // Already December in UTC, still November 30 in Los Angeles.
     let through = Some(Month::parse("2026-11").unwrap());
     let e = run(&l, &a, Command::CloseMonths { through }, "2026-12-01T05:00:00Z").await.unwrap_err();
-    assert!(matches!(e, LedgerError::Domain(DomainError::Invalid(_))), "{e}");
+    assert!(matches!(e, LedgerError::Domain(DomainError::MonthNotEnded { .. })), "{e}");
     assert!(l.statements(Some(&a), None, PageRequest::first(5)).await.unwrap().data.is_empty());
 }
 

@@ -3,17 +3,15 @@
 //! walk over every account.
 
 use deadpool_postgres::GenericClient;
-use jiff::Timestamp;
 use tokio_postgres::Row;
 
 use super::rows::{all, one, params};
 use crate::domain::account::{Account, AccountId};
-use crate::domain::entry::Entry;
 use crate::domain::period::Month;
-use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView};
+use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView, UsageView};
 use crate::ledger::{AccountRecords, AuditReport, LedgerError, PageRequest};
 use crate::store::columns::Cols as _;
-use crate::store::columns::{self, DEBITS, ENTRIES, HOLDS, LOTS, PURCHASES, REFUNDS, STATEMENTS};
+use crate::store::columns::{self, DEBITS, ENTRIES, HOLDS, LOTS, PURCHASES, REFUNDS, STATEMENTS, USAGE};
 use crate::store::reads::{self, Query};
 
 async fn run<T>(
@@ -43,7 +41,7 @@ pub async fn purchases(
 ) -> Result<Page<PurchaseView>, LedgerError> {
     let a = account(c, id).await?;
     let items = run(c, reads::purchases(&a, month, req)?, columns::purchase).await?;
-    Ok(reads::purchases_page(items, req, id))
+    reads::purchases_page(items, req, id)
 }
 
 pub async fn entries(
@@ -55,14 +53,13 @@ pub async fn entries(
     Ok(reads::entries_page(run(c, reads::entries(id, req)?, columns::entry).await?, req))
 }
 
-pub async fn entries_between(
+pub async fn usage(
     c: &impl GenericClient,
     id: &AccountId,
-    from: Timestamp,
-    to: Timestamp,
-) -> Result<Vec<Entry>, LedgerError> {
-    account(c, id).await?;
-    run(c, reads::entries_between(id, from, to), columns::entry).await
+    from: Month,
+    to: Month,
+) -> Result<Vec<UsageView>, LedgerError> {
+    run(c, reads::usage(id, from, to), columns::usage).await
 }
 
 pub async fn statements(
@@ -95,6 +92,7 @@ pub async fn audit(c: &impl GenericClient) -> Result<AuditReport, LedgerError> {
             refunds: run(c, reads::audit_rows(&REFUNDS, &id), columns::refund).await?,
             statements: run(c, reads::audit_rows(&STATEMENTS, &id), columns::statement).await?,
             entries: run(c, reads::audit_rows(&ENTRIES, &id), columns::entry).await?,
+            usage: run(c, reads::audit_rows(&USAGE, &id), columns::usage).await?,
         };
         report.check(&records);
     }

@@ -26,10 +26,9 @@ use tokio_postgres::error::SqlState;
 
 use crate::domain::account::{AccountId, NewAccount};
 use crate::domain::command::{self, Needs};
-use crate::domain::entry::Entry;
 use crate::domain::period::{Month, Zone};
 use crate::domain::state::AccountState;
-use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView};
+use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView, UsageView};
 use crate::ledger::batch::Wants;
 use crate::ledger::{AuditReport, Executed, LedgerError, NewToken, Operation, PageRequest, Store, TokenInfo};
 use crate::store::columns::{self, ACCOUNTS, Cols as _, micros};
@@ -183,13 +182,20 @@ impl Store for PgStore {
         read!(self, |c| lists::entries(&c, &account, &page).await)
     }
 
-    async fn entries_between(
+    async fn usage(
         &self,
         account: AccountId,
-        from: Timestamp,
-        to: Timestamp,
-    ) -> Result<Vec<Entry>, LedgerError> {
-        read!(self, |c| lists::entries_between(&c, &account, from, to).await)
+        from: Month,
+        to: Month,
+    ) -> Result<(AccountState, Vec<UsageView>), LedgerError> {
+        read!(self, |c| {
+            let (mut states, _) =
+                group::load(&c, &Wants::read(&account, &Needs::default()), false).await?.into_states();
+            let state = states
+                .remove(account.as_str())
+                .ok_or_else(|| LedgerError::AccountNotFound(account.to_string()))?;
+            Ok((state, lists::usage(&c, &account, from, to).await?))
+        })
     }
 
     async fn statements(

@@ -6,6 +6,10 @@
 
 use tokio_postgres::Client;
 
+use crate::domain::account::AccountId;
+use crate::domain::period::Zone;
+use crate::domain::usage;
+
 /// Each migration moves the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -182,7 +186,30 @@ CREATE INDEX statements_failed ON statements (account_id) WHERE status = 'failed
 -- When each account token was last used (to the minute), for the list.
 ALTER TABLE account_tokens ADD COLUMN last_used_at BIGINT;
 "#,
+    r#"
+-- Usage counters per account and local month, written with the entries
+-- (filled from the existing entries by `backfill_usage`).
+CREATE TABLE usage_months (
+    account_id TEXT NOT NULL,
+    month TEXT NOT NULL,
+    free_granted BIGINT NOT NULL,
+    free_used BIGINT NOT NULL,
+    free_expired BIGINT NOT NULL,
+    paid_purchased BIGINT NOT NULL,
+    paid_used BIGINT NOT NULL,
+    paid_refunded BIGINT NOT NULL,
+    grants_granted BIGINT NOT NULL,
+    grants_used BIGINT NOT NULL,
+    grants_expired BIGINT NOT NULL,
+    refunded BIGINT NOT NULL,
+    PRIMARY KEY (account_id, month)
+);
+"#,
 ];
+
+/// The migration (1-based) that creates `usage_months`: after it, the
+/// counters are computed from the entries already stored.
+const USAGE_MIGRATION: usize = 5;
 
 /// Brings the database to the latest version; refuses a newer one.
 pub async fn migrate(client: &mut Client) -> Result<Result<(), String>, tokio_postgres::Error> {
@@ -200,8 +227,42 @@ pub async fn migrate(client: &mut Client) -> Result<Result<(), String>, tokio_po
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         tx.batch_execute(sql).await?;
+        if i + 1 == USAGE_MIGRATION
+            && let Err(why) = backfill_usage(&tx).await?
+        {
+            return Ok(Err(why));
+        }
         tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[&(i as i32 + 1)]).await?;
     }
     tx.commit().await?;
+    Ok(Ok(()))
+}
+
+/// Fills `usage_months` from every account's entries (once, at upgrade;
+/// as long as the history, account by account).
+async fn backfill_usage(
+    tx: &tokio_postgres::Transaction<'_>,
+) -> Result<Result<(), String>, tokio_postgres::Error> {
+    use crate::store::columns::{self, ENTRIES, USAGE};
+    let accounts = tx.query("SELECT account_id, time_zone FROM accounts ORDER BY account_id", &[]).await?;
+    let select = tx.prepare(&ENTRIES.select("WHERE account_id = $1 ORDER BY entry_id")).await?;
+    let insert = tx.prepare(USAGE.insert()).await?;
+    for row in accounts {
+        let (id, zone): (String, String) = (row.get(0), row.get(1));
+        let (Ok(account), Ok(zone)) = (AccountId::parse(&id), Zone::parse(&zone)) else {
+            return Ok(Err(format!("account {id:?} has an unreadable id or time zone")));
+        };
+        let mut entries = Vec::new();
+        for r in tx.query(&select, &[&id]).await? {
+            match columns::entry(&r) {
+                Ok(e) => entries.push(e),
+                Err(why) => return Ok(Err(format!("account {id}: {why}"))),
+            }
+        }
+        for u in usage::by_month(&entries, &zone) {
+            let vals = columns::usage_vals(&account, &u);
+            tx.execute(&insert, &super::rows::params(&vals)).await?;
+        }
+    }
     Ok(Ok(()))
 }

@@ -2,17 +2,15 @@
 //! SQL is shared with PostgreSQL; here they only run), and the audit's walk
 //! over every account.
 
-use jiff::Timestamp;
 use rusqlite::{Connection, Row, params_from_iter};
 
 use super::rows;
 use super::sql_error;
 use crate::domain::account::{Account, AccountId};
-use crate::domain::entry::Entry;
 use crate::domain::period::Month;
-use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView};
+use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView, UsageView};
 use crate::ledger::{AccountRecords, AuditReport, LedgerError, PageRequest};
-use crate::store::columns::{DEBITS, ENTRIES, HOLDS, LOTS, PURCHASES, REFUNDS, STATEMENTS};
+use crate::store::columns::{DEBITS, ENTRIES, HOLDS, LOTS, PURCHASES, REFUNDS, STATEMENTS, USAGE};
 use crate::store::reads::{self, Query};
 
 fn run<T>(
@@ -41,7 +39,7 @@ pub fn purchases(
 ) -> Result<Page<PurchaseView>, LedgerError> {
     let a = account(conn, id)?;
     let items = run(conn, reads::purchases(&a, month, req)?, rows::purchase)?;
-    Ok(reads::purchases_page(items, req, id))
+    reads::purchases_page(items, req, id)
 }
 
 pub fn entries(conn: &Connection, id: &AccountId, req: &PageRequest) -> Result<Page<EntryView>, LedgerError> {
@@ -49,14 +47,13 @@ pub fn entries(conn: &Connection, id: &AccountId, req: &PageRequest) -> Result<P
     Ok(reads::entries_page(run(conn, reads::entries(id, req)?, rows::entry)?, req))
 }
 
-pub fn entries_between(
+pub fn usage(
     conn: &Connection,
     id: &AccountId,
-    from: Timestamp,
-    to: Timestamp,
-) -> Result<Vec<Entry>, LedgerError> {
-    account(conn, id)?;
-    run(conn, reads::entries_between(id, from, to), rows::entry)
+    from: Month,
+    to: Month,
+) -> Result<Vec<UsageView>, LedgerError> {
+    run(conn, reads::usage(id, from, to), rows::usage)
 }
 
 pub fn statements(
@@ -91,6 +88,7 @@ pub fn audit(conn: &Connection) -> Result<AuditReport, LedgerError> {
             refunds: run(conn, reads::audit_rows(&REFUNDS, &id), rows::refund)?,
             statements: run(conn, reads::audit_rows(&STATEMENTS, &id), rows::statement)?,
             entries: run(conn, reads::audit_rows(&ENTRIES, &id), rows::entry)?,
+            usage: run(conn, reads::audit_rows(&USAGE, &id), rows::usage)?,
         };
         report.check(&records);
     }

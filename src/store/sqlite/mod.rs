@@ -35,10 +35,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::account::{AccountId, NewAccount};
 use crate::domain::command::{self, Needs};
-use crate::domain::entry::Entry;
 use crate::domain::period::{Month, Zone};
 use crate::domain::state::AccountState;
-use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView};
+use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView, UsageView};
 use crate::ledger::batch::{self, Wants};
 use crate::ledger::{AuditReport, Executed, LedgerError, NewToken, Operation, PageRequest, Store, TokenInfo};
 use crate::store::columns::ACCOUNTS;
@@ -386,13 +385,20 @@ impl Store for SqliteStore {
         self.read(move |conn| lists::entries(conn, &account, &page)).await
     }
 
-    async fn entries_between(
+    async fn usage(
         &self,
         account: AccountId,
-        from: Timestamp,
-        to: Timestamp,
-    ) -> Result<Vec<Entry>, LedgerError> {
-        self.read(move |conn| lists::entries_between(conn, &account, from, to)).await
+        from: Month,
+        to: Month,
+    ) -> Result<(AccountState, Vec<UsageView>), LedgerError> {
+        self.read(move |conn| {
+            let (mut states, _) = group::load(conn, &Wants::read(&account, &Needs::default()))?.into_states();
+            let state = states
+                .remove(account.as_str())
+                .ok_or_else(|| LedgerError::AccountNotFound(account.to_string()))?;
+            Ok((state, lists::usage(conn, &account, from, to)?))
+        })
+        .await
     }
 
     async fn statements(

@@ -62,6 +62,9 @@ fn corrupt(why: String) -> rusqlite::Error {
 pub fn account(r: &Row<'_>) -> rusqlite::Result<Account> {
     columns::account(r).map_err(corrupt)
 }
+pub fn usage(r: &Row<'_>) -> rusqlite::Result<crate::domain::view::UsageView> {
+    columns::usage(r).map_err(corrupt)
+}
 pub fn token(r: &Row<'_>) -> rusqlite::Result<crate::ledger::TokenInfo> {
     crate::store::tokens::token(r).map_err(corrupt)
 }

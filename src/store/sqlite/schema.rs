@@ -9,6 +9,10 @@
 
 use rusqlite::Connection;
 
+use crate::domain::account::AccountId;
+use crate::domain::period::Zone;
+use crate::domain::usage;
+
 /// Each migration moves the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -238,7 +242,30 @@ ALTER TABLE idempotency_keys_rebuilt RENAME TO idempotency_keys;
 -- When each account token was last used (to the minute), for the list.
 ALTER TABLE account_tokens ADD COLUMN last_used_at INTEGER;
 "#,
+    r#"
+-- Usage counters per account and local month, written with the entries
+-- (filled from the existing entries by `backfill_usage`).
+CREATE TABLE usage_months (
+    account_id TEXT NOT NULL,
+    month TEXT NOT NULL,
+    free_granted INTEGER NOT NULL,
+    free_used INTEGER NOT NULL,
+    free_expired INTEGER NOT NULL,
+    paid_purchased INTEGER NOT NULL,
+    paid_used INTEGER NOT NULL,
+    paid_refunded INTEGER NOT NULL,
+    grants_granted INTEGER NOT NULL,
+    grants_used INTEGER NOT NULL,
+    grants_expired INTEGER NOT NULL,
+    refunded INTEGER NOT NULL,
+    PRIMARY KEY (account_id, month)
+) WITHOUT ROWID;
+"#,
 ];
+
+/// The migration (1-based) that creates `usage_months`: after it, the
+/// counters are computed from the entries already stored.
+const USAGE_MIGRATION: usize = 6;
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -254,8 +281,35 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<Result<(), String>> {
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         tx.execute_batch(sql)?;
+        if i + 1 == USAGE_MIGRATION
+            && let Err(why) = backfill_usage(&tx)?
+        {
+            return Ok(Err(why));
+        }
         tx.pragma_update(None, "user_version", i as i64 + 1)?;
     }
     tx.commit()?;
+    Ok(Ok(()))
+}
+
+/// Fills `usage_months` from every account's entries (once, at upgrade;
+/// as long as the history, account by account).
+fn backfill_usage(tx: &Connection) -> rusqlite::Result<Result<(), String>> {
+    use crate::store::columns::{self, ENTRIES, USAGE};
+    let accounts: Vec<(String, String)> =
+        super::rows::all(tx, "SELECT account_id, time_zone FROM accounts ORDER BY account_id", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    let select = ENTRIES.select("WHERE account_id = $1 ORDER BY entry_id");
+    let mut insert = tx.prepare(USAGE.insert())?;
+    for (id, zone) in accounts {
+        let (Ok(account), Ok(zone)) = (AccountId::parse(&id), Zone::parse(&zone)) else {
+            return Ok(Err(format!("account {id:?} has an unreadable id or time zone")));
+        };
+        let entries = super::rows::all(tx, &select, [&id], super::rows::entry)?;
+        for u in usage::by_month(&entries, &zone) {
+            insert.execute(rusqlite::params_from_iter(columns::usage_vals(&account, &u)))?;
+        }
+    }
     Ok(Ok(()))
 }
