@@ -299,6 +299,10 @@ enum AccountCmd {
         auto_recharge: Option<String>,
         #[arg(long)]
         no_auto_recharge: bool,
+        /// `closed` closes the account (no purchases, debits or holds;
+        /// reads, refunds and billing go on); `active` reopens it.
+        #[arg(long, value_parser = ["active", "closed"])]
+        status: Option<String>,
         #[command(flatten)]
         key: KeyArg,
     },
@@ -764,6 +768,7 @@ async fn account_cmd<S: Store>(
             monthly_purchase_limit,
             auto_recharge,
             no_auto_recharge,
+            status,
             key,
         } => {
             let auto_recharge = match (auto_recharge, no_auto_recharge) {
@@ -779,6 +784,7 @@ async fn account_cmd<S: Store>(
                 auto_recharge,
                 low_balance_threshold,
                 monthly_purchase_limit,
+                status,
             };
             return mutate(l, &id, Command::UpdateAccount { patch }, &key, now, out).await;
         }

@@ -92,6 +92,7 @@ pub fn account(a: &AccountView) -> String {
             "purchases",
             a.purchases_suspended_by.as_ref().map_or("allowed".into(), |s| format!("suspended by {s}")),
         ),
+        ("status", a.status.clone()),
         ("created", a.created_at.to_string()),
     ]);
     if let Some(b) = &a.balance {

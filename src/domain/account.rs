@@ -119,9 +119,24 @@ pub struct Account {
     /// kept here by the domain so a purchase loads nothing else.
     pub purchased_month: Option<Month>,
     pub purchased_month_credits: i64,
+    /// Closed: no purchases, debits or holds; reads, refunds, the holds
+    /// already made and billing go on, so its last months are billed.
+    pub closed: bool,
 }
 
 impl Account {
+    /// Refuses what a closed account may not do (purchases, debits, holds).
+    pub fn check_open(&self) -> Result<(), DomainError> {
+        if self.closed {
+            return Err(DomainError::AccountClosed { account_id: self.id.to_string() });
+        }
+        Ok(())
+    }
+
+    pub fn status(&self) -> &'static str {
+        if self.closed { "closed" } else { "active" }
+    }
+
     /// Net credits bought so far in `month` (the purchase limit's window).
     pub fn purchased_in(&self, month: Month) -> i64 {
         if self.purchased_month == Some(month) { self.purchased_month_credits } else { 0 }
@@ -188,6 +203,7 @@ impl NewAccount {
             suspended_by: None,
             purchased_month: None,
             purchased_month_credits: 0,
+            closed: false,
         })
     }
 }
@@ -221,6 +237,10 @@ pub struct AccountPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub monthly_purchase_limit: Option<i64>,
+    /// `closed` closes the account, `active` reopens it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^(active|closed)$", example = "closed")]
+    pub status: Option<String>,
 }
 
 impl AccountPatch {
@@ -257,6 +277,17 @@ impl AccountPatch {
         if let Some(n) = self.monthly_purchase_limit {
             check_quantity("monthly_purchase_limit", n)?;
             next.monthly_purchase_limit = n;
+        }
+        if let Some(status) = &self.status {
+            next.closed = match status.as_str() {
+                "active" => false,
+                "closed" => true,
+                other => {
+                    return Err(DomainError::invalid(format!(
+                        "status must be active or closed, got {other:?}"
+                    )));
+                }
+            };
         }
         Ok(next)
     }

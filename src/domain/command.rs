@@ -152,7 +152,7 @@ impl Command {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "body", rename_all = "snake_case")]
 pub enum Outcome {
-    Account(AccountView),
+    Account(Box<AccountView>),
     Purchase(PurchaseView),
     PurchaseRefund(PurchaseRefundView),
     Debit(DebitView),
@@ -229,7 +229,7 @@ pub fn apply(state: &mut AccountState, cmd: &Command, ctx: &Ctx) -> Result<(Outc
             let req = GrantRequest { id: id("grt"), credits: *credits, expires_at: *expires_at, reason, now };
             Outcome::Grant(grant::grant(state, req, c)?)
         }
-        Command::UpdateAccount { patch } => Outcome::Account(update_account(state, patch, now, c)?),
+        Command::UpdateAccount { patch } => Outcome::Account(Box::new(update_account(state, patch, now, c)?)),
         Command::CloseMonths { through } => {
             Outcome::Closed(statement::close_months(state, *through, now, c)?)
         }

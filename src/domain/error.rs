@@ -19,6 +19,9 @@ pub enum DomainError {
     HoldNotActive { hold_id: String, status: String },
     #[error("{what} {id} not found")]
     NotFound { what: &'static str, id: String },
+    /// The account is closed: no purchases, debits or holds.
+    #[error("account {account_id} is closed: reopen it (status active) to buy, spend or hold credits")]
+    AccountClosed { account_id: String },
     /// A close asked for a month that has not ended in the account's zone.
     #[error("month {month} has not ended yet for this account: it ends at {ends_at}")]
     MonthNotEnded { month: String, ends_at: String },

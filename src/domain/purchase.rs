@@ -80,6 +80,7 @@ pub fn purchase(
     changes: &mut Changes,
 ) -> Result<PurchaseView, DomainError> {
     let a = &state.account;
+    a.check_open()?;
     if let Some(statement_id) = &a.suspended_by {
         return Err(DomainError::PurchasesSuspended { statement_id: statement_id.clone() });
     }

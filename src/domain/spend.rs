@@ -40,6 +40,7 @@ pub fn debit(
     req: DebitRequest<'_>,
     changes: &mut Changes,
 ) -> Result<DebitView, DomainError> {
+    state.account.check_open()?;
     text::check_reference(req.reference)?;
     text::check_description("description", req.description)?;
     let taken = allocate(state, req.credits.get())?;
@@ -81,6 +82,7 @@ pub fn hold(
     req: HoldRequest<'_>,
     changes: &mut Changes,
 ) -> Result<HoldView, DomainError> {
+    state.account.check_open()?;
     text::check_reference(req.reference)?;
     let ttl_seconds = req.ttl_seconds.unwrap_or(hold::DEFAULT_HOLD_TTL_SECONDS);
     hold::check_ttl(ttl_seconds)?;

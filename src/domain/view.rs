@@ -29,6 +29,9 @@ pub struct AccountView {
     pub low_balance_threshold: i64,
     pub monthly_purchase_limit: i64,
     pub purchases_suspended_by: Option<String>,
+    /// `active`, or `closed` (no purchases, debits or holds).
+    #[schema(pattern = "^(active|closed)$")]
+    pub status: String,
     pub created_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balance: Option<BalanceView>,
@@ -47,6 +50,7 @@ impl AccountView {
             low_balance_threshold: a.low_balance_threshold,
             monthly_purchase_limit: a.monthly_purchase_limit,
             purchases_suspended_by: a.suspended_by.clone(),
+            status: a.status().to_string(),
             created_at: a.created_at,
             balance: None,
         }

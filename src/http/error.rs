@@ -66,6 +66,7 @@ impl ApiError {
             "purchase_limit_exceeded" => "Purchase limit exceeded",
             "purchases_suspended" => "Purchases suspended",
             "hold_not_active" => "Hold not active",
+            "account_closed" => "Account closed",
             "unavailable" => "Service unavailable",
             "method_not_allowed" => "Method not allowed",
             _ => "Internal error",
@@ -97,6 +98,9 @@ impl From<DomainError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "hold_not_active", detail)
             }
             DomainError::NotFound { .. } => ApiError::not_found(detail),
+            DomainError::AccountClosed { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "account_closed", detail)
+            }
             DomainError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", detail),
         }
     }

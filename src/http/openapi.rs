@@ -25,7 +25,8 @@ pub struct Problem {
     pub detail: String,
     /// One of: invalid_request, unauthorized, forbidden, not_found, conflict,
     /// idempotency_conflict, insufficient_credits, purchase_limit_exceeded,
-    /// purchases_suspended, hold_not_active, unavailable, internal.
+    /// purchases_suspended, account_closed, hold_not_active, unavailable,
+    /// internal.
     pub code: String,
     /// insufficient_credits: credits available now.
     pub available: Option<i64>,
@@ -61,13 +62,16 @@ pub enum Errors {
     /// Idempotency key reused with another body, object exists, hold not active.
     #[response(status = 409, content_type = "application/problem+json")]
     Conflict(Problem),
+    /// The body did not arrive within 10 seconds of the headers.
+    #[response(status = 408, content_type = "application/problem+json")]
+    TooSlow(Problem),
     /// Body larger than 64 KiB.
     #[response(status = 413, content_type = "application/problem+json")]
     TooLarge(Problem),
     /// Body not sent as application/json.
     #[response(status = 415, content_type = "application/problem+json")]
     UnsupportedMediaType(Problem),
-    /// Wrong types, unknown fields, out-of-range values; purchase limit; suspended purchases.
+    /// Wrong types, unknown fields, out-of-range values; purchase limit; suspended purchases; closed account.
     #[response(status = 422, content_type = "application/problem+json")]
     Invalid(Problem),
     /// The database cannot be reached, or the request timed out: retry.

@@ -179,6 +179,7 @@ pub static ACCOUNTS: Table = Table::new(
         "suspended_by",
         "purchased_month",
         "purchased_month_credits",
+        "status",
     ],
     &["account_id"],
 );
@@ -427,6 +428,11 @@ pub fn account(r: &impl Cols) -> Result<Account, String> {
         suspended_by: r.opt_text(12)?,
         purchased_month: opt_parsed(r, 13, Month::parse)?,
         purchased_month_credits: r.int(14)?,
+        closed: match r.text(15)?.as_str() {
+            "active" => false,
+            "closed" => true,
+            other => return Err(corrupt(15, format!("status {other:?}"))),
+        },
     })
 }
 
@@ -447,6 +453,7 @@ pub fn account_vals(a: &Account) -> Vec<Val> {
         a.suspended_by.clone().into(),
         a.purchased_month.map(|m| m.to_string()).into(),
         a.purchased_month_credits.into(),
+        a.status().into(),
     ]
 }
 

@@ -93,6 +93,11 @@ async fn render<S: Store>(
     };
     let today = zone.date_of(now);
     let body = html! {
+        @if view.status == "closed" {
+            p #closed .notice role="status" {
+                "This account is closed: no credits can be bought, spent or held. Its history and statements stay here, and its last purchases are still billed."
+            }
+        }
         (cards(&view, &balance, &zone, today.year()))
         p #next-charge .next-charge { (next_charge(&view, &balance, current, today.year())) }
         p.policy {
@@ -137,7 +142,7 @@ fn cards(view: &AccountView, b: &BalanceView, zone: &Zone, year: i16) -> Markup 
             section.card aria-labelledby="available-title" {
                 h2 #available-title { "Available" }
                 p.big #available { (count(b.available)) }
-                p { "Texts you can send now" }
+                @if view.status == "closed" { p { "Closed: none can be sent" } } @else { p { "Texts you can send now" } }
             }
         }
     }

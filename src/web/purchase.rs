@@ -231,6 +231,9 @@ fn refusal(e: &LedgerError) -> Option<String> {
         DomainError::PurchasesSuspended { statement_id } => {
             format!("Purchases are suspended until statement {statement_id} is paid. Nothing was bought.")
         }
+        DomainError::AccountClosed { .. } => {
+            "This account is closed, so no credits can be bought. Nothing was bought.".to_string()
+        }
         other => format!("{other}. Nothing was bought."),
     })
 }

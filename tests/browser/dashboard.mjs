@@ -1,13 +1,14 @@
 // The dashboard in a real browser (Debian's chromium, driven by
 // playwright-core), against the real server that tests/suite/browser.rs
-// started. Env: BASE, ADMIN, ACCOUNT, TOKEN, OTHER, OTHER_TOKEN, SHOTS.
+// started. Env: BASE, ADMIN, ACCOUNT, TOKEN, OTHER, OTHER_TOKEN, CLOSED (a
+// closed account), SHOTS.
 // Exits non-zero (with the failed check) on the first failure.
 import { chromium } from 'playwright-core';
 import { readFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
 
-const { BASE, ADMIN, ACCOUNT, TOKEN, OTHER, OTHER_TOKEN, SHOTS } = process.env;
+const { BASE, ADMIN, ACCOUNT, TOKEN, OTHER, OTHER_TOKEN, CLOSED, SHOTS } = process.env;
 const require = createRequire(import.meta.url);
 const AXE = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
 mkdirSync(SHOTS, { recursive: true });
@@ -179,6 +180,10 @@ try {
   await inspect(admin, 'accounts');
   await admin.click(`#accounts a[href="/a/${OTHER}"]`);
   check(admin.url() === BASE + '/a/' + OTHER, 'admin opens its page');
+  check(await admin.locator('#closed').count() === 0, 'an open account shows no closed notice');
+  await admin.goto(BASE + `/a/${CLOSED}`);
+  check((await text(admin, '#closed')).startsWith('This account is closed'), 'a closed account says so');
+  await inspect(admin, 'closed-account');
   await admin.goto(BASE + '/statements');
   await inspect(admin, 'month-statements');
   await actx.close();

@@ -47,11 +47,14 @@ async fn dashboard_in_a_real_browser() {
     }
     let db = Db::new();
     let server = Server::start(&db, &["--test-clock", "--close-interval-seconds", "0"]);
-    for (id, zone) in [("cafe-one", "America/Los_Angeles"), ("other-cafe", "UTC")] {
+    for (id, zone) in [("cafe-one", "America/Los_Angeles"), ("other-cafe", "UTC"), ("closed-cafe", "UTC")] {
         let body = json!({"id": id, "name": format!("{id} shop"), "time_zone": zone});
         assert_eq!(server.post("/v1/accounts", ADMIN, None, body).await.status, 201);
     }
     let (mine, other) = (token(&server, "cafe-one").await, token(&server, "other-cafe").await);
+    let closed = json!({"status": "closed"});
+    let c = server.call("PATCH", "/v1/accounts/closed-cafe", Some(ADMIN), None, Some(closed)).await;
+    assert_eq!(c.status, 200, "{c:?}");
     let p =
         server.post("/v1/accounts/cafe-one/purchases", ADMIN, Some("p-1"), json!({"credits": 1200})).await;
     assert_eq!(p.status, 201, "{p:?}");
@@ -70,6 +73,7 @@ async fn dashboard_in_a_real_browser() {
         .env("TOKEN", &mine)
         .env("OTHER", "other-cafe")
         .env("OTHER_TOKEN", &other)
+        .env("CLOSED", "closed-cafe")
         .env("SHOTS", &shots)
         .output()
         .expect("node runs");

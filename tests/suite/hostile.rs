@@ -298,6 +298,8 @@ on_every_store!(
     money_never_wraps_and_close_goes_on_past_a_broken_account,
     #[tokio::test]
     usage_counts_each_month_once_and_expiries_in_their_month,
+    #[tokio::test]
+    a_closed_account_refuses_spending_and_goes_on_billing,
 );
 
 /// Runs `serve` with `env` and `args` on a fresh SQLite directory until it
@@ -692,14 +694,81 @@ async fn usage_counts_each_month_once_and_expiries_in_their_month(db: Db) {
     assert_ne!(run.code, 0, "a wrong counter fails the audit: {run:?}");
     assert!(format!("{}{}", run.stdout, run.stderr).contains("usage counters"), "{run:?}");
     drop(s);
-    // Undo the migration that made them; opening again rebuilds them.
+    // Undo the migration that made them (and the one after it); opening
+    // again rebuilds them from the entries.
     let undo = if db.pg_schema.is_some() {
-        "DROP TABLE usage_months; DELETE FROM schema_migrations WHERE version = 5;"
+        "DROP TABLE usage_months; ALTER TABLE accounts DROP COLUMN status; \
+         DELETE FROM schema_migrations WHERE version >= 5;"
     } else {
-        "DROP TABLE usage_months; PRAGMA user_version = 5;"
+        "DROP TABLE usage_months; ALTER TABLE accounts DROP COLUMN status; PRAGMA user_version = 5;"
     };
     crate::util::raw_sql(&db, undo);
     db.assert_audit();
     let s = Server::start(&db, &["--test-clock", "--now", "2026-12-05T10:00:00Z"]);
     assert_eq!(usage_of(&s).await, written, "rebuilt from the entries, the same report");
+}
+
+/// Issue 12 item 3 (and issue 13's closed-account message): a closed
+/// account refuses purchases, debits and holds with 422 `account_closed`
+/// and changes nothing; reads, refunds, the holds it already made and
+/// billing go on; `active` reopens it. The CLI does the same.
+async fn a_closed_account_refuses_spending_and_goes_on_billing(db: Db) {
+    let s = Server::start(
+        &db,
+        &["--test-clock", "--now", "2026-11-10T12:00:00Z", "--close-interval-seconds", "0"],
+    );
+    open_account(&s, "cafe").await;
+    let post = |path: &'static str, key: &'static str, body: Value| {
+        let s = &s;
+        async move { s.post(&format!("/v1/accounts/cafe/{path}"), ADMIN, Some(key), body).await }
+    };
+    created(post("purchases", "p1", json!({"credits": 100})).await, "purchase");
+    let d = created(post("debits", "d1", json!({"credits": 30})).await, "debit");
+    let h = created(post("holds", "h1", json!({"credits": 20})).await, "hold");
+    let patch = |status: &str| {
+        let s = &s;
+        let body = json!({ "status": status });
+        async move { s.call("PATCH", "/v1/accounts/cafe", Some(ADMIN), None, Some(body)).await }
+    };
+    let closed = patch("closed").await;
+    assert_eq!((closed.status, closed.body["status"].clone()), (200, json!("closed")), "{closed:?}");
+    let before = snapshot(&s, "cafe").await;
+    for (path, key, body) in [
+        ("purchases", "p2", json!({"credits": 5})),
+        ("debits", "d2", json!({"credits": 5})),
+        ("holds", "h2", json!({"credits": 5})),
+    ] {
+        let a = post(path, key, body).await;
+        a.assert_problem(422, "account_closed");
+        assert!(a.body["detail"].as_str().unwrap().contains("closed"), "{a:?}");
+    }
+    assert_eq!(snapshot(&s, "cafe").await, before, "refused on a closed account, nothing changed");
+    let cli = db.run(&["debit", "cafe", "5", "--key", "cli-d"]);
+    assert_eq!((cli.code, cli.stderr.lines().count()), (2, 1), "{cli:?}");
+    // What goes on: reads, a refund, settling the hold already made, billing.
+    assert_eq!(s.get("/v1/accounts/cafe", ADMIN).await.body["status"], "closed");
+    let did = d["id"].as_str().unwrap();
+    let r = s
+        .post(&format!("/v1/accounts/cafe/debits/{did}/refund"), ADMIN, Some("r1"), json!({"credits": 3}))
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let hid = h["id"].as_str().unwrap();
+    let c =
+        s.post(&format!("/v1/accounts/cafe/holds/{hid}/capture"), ADMIN, None, json!({"credits": 10})).await;
+    assert_eq!(c.status, 200, "{c:?}");
+    let a = s
+        .call("PUT", "/v1/test-clock", Some(ADMIN), None, Some(json!({"now": "2026-12-01T00:00:01Z"})))
+        .await;
+    assert_eq!(a.status, 200);
+    let close = s.post("/v1/billing/close", ADMIN, None, json!({})).await;
+    assert_eq!(close.body["closed"], 1, "its last month is billed: {close:?}");
+    // Reopened, it spends again (CLI too).
+    assert_eq!(patch("active").await.body["status"], "active");
+    assert_eq!(post("debits", "d3", json!({"credits": 5})).await.status, 201);
+    let bad = patch("frozen").await;
+    bad.assert_problem(422, "invalid_request");
+    let run = db.run(&["--now", "2026-12-01T00:00:02Z", "account", "set", "cafe", "--status", "closed"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(s.get("/v1/accounts/cafe", ADMIN).await.body["status"], "closed");
+    db.assert_audit();
 }

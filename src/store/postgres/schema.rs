@@ -205,6 +205,10 @@ CREATE TABLE usage_months (
     PRIMARY KEY (account_id, month)
 );
 "#,
+    r#"
+-- An account may be closed (no purchases, debits or holds) and reopened.
+ALTER TABLE accounts ADD COLUMN status TEXT NOT NULL DEFAULT 'active';
+"#,
 ];
 
 /// The migration (1-based) that creates `usage_months`: after it, the
