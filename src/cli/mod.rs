@@ -716,14 +716,8 @@ async fn token_cmd<S: Store>(
 ) -> Result<ExitCode, Failure> {
     match cmd {
         TokenCmd::Create { account, label } => {
-            let id = account_id(&account)?;
-            crate::domain::text::check_description("label", Some(&label))?;
-            let (token, secret_sha256) = http::new_account_token(&id);
-            let token_id = format!("tok_{}", crate::ledger::random_id());
-            let new = crate::ledger::NewToken { id: token_id.clone(), label, secret_sha256, created_at: now };
-            l.store().add_token(id, new).await?;
-            let view = serde_json::json!({"id": token_id, "token": token});
-            out.print(&view, output::new_token);
+            let created = l.create_token(&account_id(&account)?, label, now).await?;
+            out.print(&created, output::new_token);
         }
         TokenCmd::List { account } => {
             out.print(&l.store().tokens(account_id(&account)?).await?, |t| output::token_list(t));

@@ -118,9 +118,8 @@ pub fn account_list(page: &Page<AccountView>) -> String {
 }
 
 /// A token just created: its id, and the token itself, shown this once.
-pub fn new_token(v: &serde_json::Value) -> String {
-    let text = |k: &str| v[k].as_str().unwrap_or("").to_string();
-    format!("token id  {}\ntoken     {}\n(shown once: only its hash is kept)\n", text("id"), text("token"))
+pub fn new_token(t: &crate::ledger::CreatedToken) -> String {
+    format!("token id  {}\ntoken     {}\n(shown once: only its hash is kept)\n", t.id, t.token)
 }
 
 pub fn token_list(tokens: &[crate::ledger::TokenInfo]) -> String {

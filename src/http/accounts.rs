@@ -6,16 +6,15 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::auth::{Caller, new_account_token};
+use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{Body, Ids, Key, Q, account_id};
 use super::{AppState, KeyRule, ListParams, mutate};
 use crate::domain::account::{AccountPatch, NewAccount};
 use crate::domain::command::Command;
 use crate::domain::credits::Credits;
-use crate::domain::text;
 use crate::domain::view::{AccountView, BalanceView, Page, QuoteView};
-use crate::ledger::{NewToken, Store, TokenInfo, random_id};
+use crate::ledger::{CreatedToken, Store, TokenInfo};
 
 #[utoipa::path(post, path = "/v1/accounts", tag = "accounts", request_body(content = NewAccount, content_type = "application/json"), responses((status = 201, description = "Created", body = AccountView), (status = 200, description = "Exists with the same settings", body = AccountView), super::openapi::Errors))]
 pub async fn create<S: Store>(
@@ -62,13 +61,6 @@ pub async fn update<S: Store>(
     mutate(&st, &caller, &id, key, KeyRule::Optional, Command::UpdateAccount { patch }, StatusCode::OK).await
 }
 
-/// A new account token: `token` is shown this once, only its hash is kept.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct TokenView {
-    pub id: String,
-    pub token: String,
-}
-
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenBody {
@@ -76,7 +68,7 @@ pub struct TokenBody {
     pub label: String,
 }
 
-#[utoipa::path(post, path = "/v1/accounts/{id}/tokens", tag = "accounts", request_body(content = TokenBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id")), responses((status = 201, description = "The token, shown once", body = TokenView), super::openapi::Errors))]
+#[utoipa::path(post, path = "/v1/accounts/{id}/tokens", tag = "accounts", request_body(content = TokenBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id")), responses((status = 201, description = "The token, shown once (only its hash is kept)", body = CreatedToken), super::openapi::Errors))]
 pub async fn create_token<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -93,12 +85,8 @@ pub async fn create_token<S: Store>(
         ));
     }
     let id = account_id(&id)?;
-    text::check_description("label", Some(&body.label))?;
-    let (token, secret_sha256) = new_account_token(&id);
-    let token_id = format!("tok_{}", random_id());
-    let new = NewToken { id: token_id.clone(), label: body.label, secret_sha256, created_at: st.clock.now() };
-    st.ledger.store().add_token(id, new).await?;
-    Ok((StatusCode::CREATED, Json(TokenView { id: token_id, token })).into_response())
+    let created = st.ledger.create_token(&id, body.label, st.clock.now()).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
 /// An account's tokens.

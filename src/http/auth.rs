@@ -18,11 +18,9 @@ use sha2::{Digest, Sha256};
 use super::AppState;
 use super::error::ApiError;
 use crate::domain::account::AccountId;
-use crate::ledger::{Store, TOKEN_USE_RESOLUTION_SECONDS, random_id};
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
+#[cfg(test)]
+use crate::ledger::new_account_token;
+use crate::ledger::{Store, TOKEN_USE_RESOLUTION_SECONDS, sha256_hex};
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -40,12 +38,6 @@ impl Auth {
     fn is_admin(&self, token: &str) -> bool {
         constant_time_eq(&Sha256::digest(token.as_bytes()), &self.admin_sha256)
     }
-}
-
-/// A new account token: what to show once, and the hash to store.
-pub fn new_account_token(account: &AccountId) -> (String, String) {
-    let secret = format!("{}{}", random_id(), random_id());
-    (format!("tck_{account}_{secret}"), sha256_hex(secret.as_bytes()))
 }
 
 fn parse_account_token(token: &str) -> Option<(AccountId, &str)> {

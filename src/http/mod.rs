@@ -31,7 +31,7 @@ use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use tower_http::catch_panic::CatchPanicLayer;
 
-pub use auth::{Auth, Caller, new_account_token};
+pub use auth::{Auth, Caller};
 pub use clock::{Clock, system_now};
 pub use error::ApiError;
 pub use extract::MAX_BODY_BYTES;

@@ -10,6 +10,7 @@ pub mod batch;
 mod error;
 mod key;
 mod store;
+mod token;
 
 use jiff::Timestamp;
 
@@ -31,6 +32,7 @@ pub use store::{
     DEFAULT_PAGE_LIMIT, Executed, MAX_PAGE_LIMIT, NewToken, Operation, PageRequest, Store, StoredAnswer,
     TOKEN_USE_RESOLUTION_SECONDS, Tally, TokenInfo, Transition, answer_of, replay, request_of, transition,
 };
+pub use token::{CreatedToken, new_account_token, sha256_hex};
 
 /// A fresh random id suffix: 16 characters of base32 (80 bits).
 pub fn random_id() -> String {
@@ -269,6 +271,23 @@ impl<S: Store> Ledger<S> {
         report.statements.sort_by(|a, b| (&a.account_id, a.month).cmp(&(&b.account_id, b.month)));
         report.failed.sort_by(|a, b| a.account_id.cmp(&b.account_id));
         Ok(report)
+    }
+
+    /// Creates an account token labelled `label`; the answer is the only
+    /// time the token is shown.
+    pub async fn create_token(
+        &self,
+        account: &AccountId,
+        label: String,
+        now: Timestamp,
+    ) -> Result<CreatedToken, LedgerError> {
+        crate::domain::text::check_description("label", Some(&label))?;
+        let (token, secret_sha256) = new_account_token(account);
+        let id = format!("tok_{}", random_id());
+        self.store
+            .add_token(account.clone(), NewToken { id: id.clone(), label, secret_sha256, created_at: now })
+            .await?;
+        Ok(CreatedToken { id, token })
     }
 
     pub async fn audit(&self) -> Result<AuditReport, LedgerError> {

@@ -62,19 +62,8 @@ mod tests {
 
     #[test]
     fn months_are_labelled_by_name_with_the_year_where_it_starts() {
-        let row = |m: &str| UsageView {
-            month: Month::parse(m).unwrap(),
-            free_granted: 0,
-            free_used: 1,
-            free_expired: 0,
-            paid_purchased: 0,
-            paid_used: 0,
-            paid_refunded: 0,
-            grants_granted: 0,
-            grants_used: 0,
-            grants_expired: 0,
-            refunded: 0,
-        };
+        let row =
+            |m: &str| UsageView { free_used: 1, ..crate::domain::usage::empty(Month::parse(m).unwrap()) };
         let svg = usage(&[row("2026-11"), row("2026-12"), row("2027-01")]).into_string();
         for label in [">Nov<", ">Dec<", ">Jan<", ">2026<", ">2027<"] {
             assert!(svg.contains(label), "{label} in {svg}");

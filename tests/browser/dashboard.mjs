@@ -184,9 +184,25 @@ try {
   await admin.goto(BASE + `/a/${CLOSED}`);
   check((await text(admin, '#closed')).startsWith('This account is closed'), 'a closed account says so');
   await inspect(admin, 'closed-account');
+  // Its purchase dialog says why, and nothing is bought.
+  await admin.goto(BASE + `/a/${CLOSED}/buy?credits=500`);
+  await admin.click('#purchase-form button[type=submit]');
+  await admin.click('#purchase-confirm');
+  check((await text(admin, '#flash')).includes('This account is closed'), 'closed message: ' + await text(admin, '#flash'));
+  check((await api('GET', `/v1/accounts/${CLOSED}/purchases`)).data.length === 0, 'nothing bought on a closed account');
   await admin.goto(BASE + '/statements');
   await inspect(admin, 'month-statements');
   await actx.close();
+
+  // --- Revoking a token ends its sessions, from the next page on.
+  const rctx = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+  const made = await api('POST', `/v1/accounts/${OTHER}/tokens`, { label: 'to revoke' });
+  const merchant = await signIn(rctx, made.token);
+  check(merchant.url() === BASE + `/a/${OTHER}`, 'signed in with the new token');
+  check((await api('DELETE', `/v1/accounts/${OTHER}/tokens/${made.id}`)) === null, 'revoked');
+  await merchant.goto(BASE + `/a/${OTHER}/purchases`);
+  check(merchant.url() === BASE + '/', 'a revoked token\'s session is over: ' + merchant.url());
+  await rctx.close();
   console.log('dashboard browser test: all checks passed');
 } finally {
   await browser.close();
