@@ -279,6 +279,9 @@ enum AccountCmd {
     List {
         #[command(flatten)]
         page: PageArgs,
+        /// Only accounts whose id or name starts with this (any case).
+        #[arg(long)]
+        q: Option<String>,
     },
     Set {
         id: String,
@@ -751,7 +754,9 @@ async fn account_cmd<S: Store>(
             out.print(&view, output::account);
         }
         AccountCmd::Show { id } => out.print(&l.account(&account_id(&id)?, now).await?, output::account),
-        AccountCmd::List { page: p } => out.print(&l.accounts(page(&p)?).await?, output::account_list),
+        AccountCmd::List { page: p, q } => {
+            out.print(&l.accounts(page(&p)?, q.as_deref()).await?, output::account_list)
+        }
         AccountCmd::Set {
             id,
             name,

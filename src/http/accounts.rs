@@ -28,14 +28,29 @@ pub async fn create<S: Store>(
     Ok((status, Json(view)).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/accounts", tag = "accounts", params(ListParams), responses((status = 200, description = "Accounts, newest first", body = Page<AccountView>), super::openapi::Errors))]
+/// `cursor`, `limit` and `q` of the accounts list.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AccountListParams {
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Items per page, 1-500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+    /// Only accounts whose id or name starts with this, ignoring case.
+    #[param(min_length = 1, max_length = 200)]
+    pub q: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/accounts", tag = "accounts", params(AccountListParams), responses((status = 200, description = "Accounts, newest first", body = Page<AccountView>), super::openapi::Errors))]
 pub async fn list<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
-    Q(q): Q<ListParams>,
+    Q(q): Q<AccountListParams>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
-    Ok(Json(st.ledger.accounts(q.page()?).await.map_err(super::list_error)?).into_response())
+    let page = ListParams { cursor: q.cursor, limit: q.limit, month: None }.page()?;
+    Ok(Json(st.ledger.accounts(page, q.q.as_deref()).await.map_err(super::list_error)?).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/accounts/{id}", tag = "accounts", params(("id" = String, Path, description = "Account id")), responses((status = 200, description = "The account with its balance", body = AccountView), super::openapi::Errors))]

@@ -11,7 +11,7 @@ use crate::ledger::{PageRequest, Store};
 /// Healthy when the database answers a read.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The database answers", body = Object), (status = 503, description = "The database cannot be reached", body = super::openapi::Problem, content_type = "application/problem+json")), security(()))]
 pub async fn healthz<S: Store>(State(st): State<AppState<S>>) -> Response {
-    match st.ledger.accounts(PageRequest::first(1)).await {
+    match st.ledger.accounts(PageRequest::first(1), None).await {
         Ok(_) => (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))).into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }

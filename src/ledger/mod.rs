@@ -34,6 +34,9 @@ pub use store::{
 };
 pub use token::{CreatedToken, new_account_token, sha256_hex};
 
+/// Longest account search (an account name is at most 200 characters).
+pub const MAX_SEARCH_CHARS: usize = 200;
+
 /// A fresh random id suffix: 16 characters of base32 (80 bits).
 pub fn random_id() -> String {
     const ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
@@ -147,8 +150,22 @@ impl<S: Store> Ledger<S> {
         Ok(HoldView::of(hold))
     }
 
-    pub async fn accounts(&self, page: PageRequest) -> Result<Page<AccountView>, LedgerError> {
-        self.store.accounts(page).await
+    /// Accounts, newest first; `q` keeps those whose id or name starts
+    /// with it, ignoring case (1 to 200 printable characters).
+    pub async fn accounts(
+        &self,
+        page: PageRequest,
+        q: Option<&str>,
+    ) -> Result<Page<AccountView>, LedgerError> {
+        if let Some(q) = q {
+            let n = q.chars().count();
+            if n == 0 || n > MAX_SEARCH_CHARS || q.chars().any(char::is_control) {
+                return Err(LedgerError::invalid(format!(
+                    "q must be 1 to {MAX_SEARCH_CHARS} printable characters"
+                )));
+            }
+        }
+        self.store.accounts(page, q.map(str::to_string)).await
     }
 
     pub async fn purchases(

@@ -194,9 +194,12 @@ pub trait Store: Clone + Send + Sync + 'static {
         needs: Needs,
     ) -> impl Future<Output = Result<AccountState, LedgerError>> + Send;
 
+    /// Accounts, newest first; with `prefix`, those whose id or name
+    /// starts with it, ignoring case.
     fn accounts(
         &self,
         page: PageRequest,
+        prefix: Option<String>,
     ) -> impl Future<Output = Result<Page<AccountView>, LedgerError>> + Send;
 
     fn purchases(

@@ -39,12 +39,35 @@ pub fn account(id: &AccountId) -> Query {
     Query { sql: crate::cached!(ACCOUNTS.select("WHERE account_id = $1")), params: vec![id.as_str().into()] }
 }
 
-pub fn accounts(req: &PageRequest) -> Result<Query, LedgerError> {
+/// Accounts, newest first; with `prefix`, only those whose id or name
+/// starts with it, ignoring case (a scan of the accounts: no index serves a
+/// name prefix).
+pub fn accounts(req: &PageRequest, prefix: Option<&str>) -> Result<Query, LedgerError> {
     let (t, id) = time_cursor(req)?;
     let sql = crate::cached!(ACCOUNTS.select(
-        "WHERE (created_at, account_id) < ($1, $2) OR $3 ORDER BY created_at DESC, account_id DESC LIMIT $4"
+        "WHERE ((created_at, account_id) < ($1, $2) OR $3) \
+         AND (lower(account_id) LIKE $4 ESCAPE '!' OR lower(name) LIKE $4 ESCAPE '!') \
+         ORDER BY created_at DESC, account_id DESC LIMIT $5"
     ));
-    Ok(Query { sql, params: vec![t.into(), id.into(), req.cursor.is_none().into(), limit(req)] })
+    let pattern = match prefix {
+        Some(p) => format!("{}%", like_escaped(&p.to_lowercase())),
+        None => "%".to_string(),
+    };
+    Ok(Query {
+        sql,
+        params: vec![t.into(), id.into(), req.cursor.is_none().into(), pattern.into(), limit(req)],
+    })
+}
+
+/// `text` with LIKE's wildcards taken literally (`!` is the escape).
+fn like_escaped(text: &str) -> String {
+    text.chars().fold(String::new(), |mut out, c| {
+        if matches!(c, '%' | '_' | '!') {
+            out.push('!');
+        }
+        out.push(c);
+        out
+    })
 }
 
 pub fn accounts_page(items: Vec<Account>, req: &PageRequest) -> Page<AccountView> {

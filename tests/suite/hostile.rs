@@ -300,6 +300,8 @@ on_every_store!(
     usage_counts_each_month_once_and_expiries_in_their_month,
     #[tokio::test]
     a_closed_account_refuses_spending_and_goes_on_billing,
+    #[tokio::test]
+    accounts_are_found_by_id_or_name_prefix,
 );
 
 /// Runs `serve` with `env` and `args` on a fresh SQLite directory until it
@@ -771,4 +773,59 @@ async fn a_closed_account_refuses_spending_and_goes_on_billing(db: Db) {
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(s.get("/v1/accounts/cafe", ADMIN).await.body["status"], "closed");
     db.assert_audit();
+}
+
+/// Issue 12 item 2 (`q`), which the dashboard's admin search uses: the
+/// accounts whose id or name starts with `q`, any case, paginated, with
+/// LIKE's wildcards taken literally; a bad `q` is a 400.
+async fn accounts_are_found_by_id_or_name_prefix(db: Db) {
+    let s = Server::start(&db, &[]);
+    for (id, name) in [
+        ("cafe-one", "Blue Cup"),
+        ("cafe-two", "Green Bean"),
+        ("bakery", "Cafe Sol"),
+        ("a_b", "x"),
+        ("axb", "y"),
+    ] {
+        assert_eq!(s.post("/v1/accounts", ADMIN, None, json!({"id": id, "name": name})).await.status, 201);
+    }
+    let ids = |a: &Answer| {
+        let mut v: Vec<String> = a.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["id"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let find = |q: &str| {
+        let s = &s;
+        let path = format!("/v1/accounts?q={q}");
+        async move { s.get(&path, ADMIN).await }
+    };
+    assert_eq!(ids(&find("CAFE").await), ["bakery", "cafe-one", "cafe-two"]);
+    assert_eq!(ids(&find("green").await), ["cafe-two"]);
+    assert_eq!(ids(&find("a_").await), ["a_b"], "_ is not a wildcard");
+    assert_eq!(ids(&find("%25").await), Vec::<String>::new(), "% is not a wildcard");
+    // Pages of one, following the cursor, find the same three.
+    let (mut seen, mut cursor) = (Vec::new(), None::<String>);
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/accounts?q=caf&limit=1&cursor={c}"),
+            None => "/v1/accounts?q=caf&limit=1".to_string(),
+        };
+        let page = s.get(&path, ADMIN).await;
+        seen.extend(ids(&page));
+        match page.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ["bakery", "cafe-one", "cafe-two"]);
+    find("").await.assert_problem(400, "invalid_request");
+    find(&"x".repeat(201)).await.assert_problem(400, "invalid_request");
+    let cli = db.json(&["account", "list", "--q", "GREEN"]);
+    assert_eq!(cli["data"].as_array().unwrap().len(), 1, "{cli}");
 }

@@ -29,8 +29,12 @@ async fn account(c: &impl GenericClient, id: &AccountId) -> Result<Account, Ledg
         .ok_or_else(|| LedgerError::AccountNotFound(id.to_string()))
 }
 
-pub async fn accounts(c: &impl GenericClient, req: &PageRequest) -> Result<Page<AccountView>, LedgerError> {
-    Ok(reads::accounts_page(run(c, reads::accounts(req)?, columns::account).await?, req))
+pub async fn accounts(
+    c: &impl GenericClient,
+    req: &PageRequest,
+    prefix: Option<&str>,
+) -> Result<Page<AccountView>, LedgerError> {
+    Ok(reads::accounts_page(run(c, reads::accounts(req, prefix)?, columns::account).await?, req))
 }
 
 pub async fn purchases(

@@ -165,8 +165,12 @@ impl Store for PgStore {
         })
     }
 
-    async fn accounts(&self, page: PageRequest) -> Result<Page<AccountView>, LedgerError> {
-        read!(self, |c| lists::accounts(&c, &page).await)
+    async fn accounts(
+        &self,
+        page: PageRequest,
+        prefix: Option<String>,
+    ) -> Result<Page<AccountView>, LedgerError> {
+        read!(self, |c| lists::accounts(&c, &page, prefix.as_deref()).await)
     }
 
     async fn purchases(

@@ -27,8 +27,12 @@ fn account(conn: &Connection, id: &AccountId) -> Result<Account, LedgerError> {
         .ok_or_else(|| LedgerError::AccountNotFound(id.to_string()))
 }
 
-pub fn accounts(conn: &Connection, req: &PageRequest) -> Result<Page<AccountView>, LedgerError> {
-    Ok(reads::accounts_page(run(conn, reads::accounts(req)?, rows::account)?, req))
+pub fn accounts(
+    conn: &Connection,
+    req: &PageRequest,
+    prefix: Option<&str>,
+) -> Result<Page<AccountView>, LedgerError> {
+    Ok(reads::accounts_page(run(conn, reads::accounts(req, prefix)?, rows::account)?, req))
 }
 
 pub fn purchases(

@@ -368,8 +368,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn accounts(&self, page: PageRequest) -> Result<Page<AccountView>, LedgerError> {
-        self.read(move |conn| lists::accounts(conn, &page)).await
+    async fn accounts(
+        &self,
+        page: PageRequest,
+        prefix: Option<String>,
+    ) -> Result<Page<AccountView>, LedgerError> {
+        self.read(move |conn| lists::accounts(conn, &page, prefix.as_deref())).await
     }
 
     async fn purchases(
