@@ -36,6 +36,17 @@ pub async fn account_statements<S: Store>(
         .into_response())
 }
 
+#[utoipa::path(get, path = "/v1/accounts/{id}/statements/{sid}", tag = "billing", params(("id" = String, Path, description = "Account id"), ("sid" = String, Path, description = "Statement id")), responses((status = 200, description = "The statement", body = StatementView), super::openapi::Errors))]
+pub async fn show_statement<S: Store>(
+    State(st): State<AppState<S>>,
+    caller: Caller,
+    Ids((id, statement_id)): Ids<(String, String)>,
+) -> Result<Response, ApiError> {
+    let id = account_id(&id)?;
+    caller.may_access(&id)?;
+    Ok(Json(st.ledger.statement(&id, &statement_id, st.clock.now()).await?).into_response())
+}
+
 #[utoipa::path(get, path = "/v1/statements", tag = "billing", params(ListParams), responses((status = 200, description = "Every statement of a month", body = Page<StatementView>), super::openapi::Errors))]
 pub async fn month_statements<S: Store>(
     State(st): State<AppState<S>>,

@@ -148,6 +148,7 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
         .route(&format!("{acct}/balance"), get(accounts::balance::<S>))
         .route(&format!("{acct}/quote"), post(accounts::quote::<S>))
         .route(&format!("{acct}/purchases"), post(spending::purchase::<S>).get(spending::purchases::<S>))
+        .route(&format!("{acct}/purchases/{{pid}}"), get(spending::show_purchase::<S>))
         .route(&format!("{acct}/purchases/{{pid}}/refund"), post(spending::refund_purchase::<S>))
         .route(&format!("{acct}/debits"), post(spending::debit::<S>))
         .route(&format!("{acct}/debits/{{did}}/refund"), post(spending::refund_debit::<S>))
@@ -159,6 +160,7 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
         .route(&format!("{acct}/ledger"), get(spending::ledger::<S>))
         .route(&format!("{acct}/usage"), get(spending::usage::<S>))
         .route(&format!("{acct}/statements"), get(billing::account_statements::<S>))
+        .route(&format!("{acct}/statements/{{sid}}"), get(billing::show_statement::<S>))
         .route("/v1/statements", get(billing::month_statements::<S>))
         .route("/v1/statements/{sid}/status", post(billing::set_status::<S>))
         .route("/v1/billing/close", post(billing::close::<S>));

@@ -176,6 +176,17 @@ pub async fn release<S: Store>(
     mutate(&st, &caller, &id, key, KeyRule::Optional, Command::Release { hold_id }, StatusCode::OK).await
 }
 
+#[utoipa::path(get, path = "/v1/accounts/{id}/purchases/{pid}", tag = "purchases", params(("id" = String, Path, description = "Account id"), ("pid" = String, Path, description = "Purchase id")), responses((status = 200, description = "The purchase", body = PurchaseView), super::openapi::Errors))]
+pub async fn show_purchase<S: Store>(
+    State(st): State<AppState<S>>,
+    caller: Caller,
+    Ids((id, purchase_id)): Ids<(String, String)>,
+) -> Result<Response, ApiError> {
+    let id = account_id(&id)?;
+    caller.may_access(&id)?;
+    Ok(Json(st.ledger.purchase(&id, &purchase_id, st.clock.now()).await?).into_response())
+}
+
 #[utoipa::path(get, path = "/v1/accounts/{id}/holds/{hid}", tag = "spending", params(("id" = String, Path, description = "Account id"), ("hid" = String, Path, description = "Hold id")), responses((status = 200, description = "The hold", body = HoldView), super::openapi::Errors))]
 pub async fn show_hold<S: Store>(
     State(st): State<AppState<S>>,

@@ -126,6 +126,34 @@ impl<S: Store> Ledger<S> {
         Ok(view)
     }
 
+    /// One purchase of the account.
+    pub async fn purchase(
+        &self,
+        account: &AccountId,
+        purchase_id: &str,
+        now: Timestamp,
+    ) -> Result<PurchaseView, LedgerError> {
+        let needs = Needs { purchase: Some(purchase_id.to_string()), ..Needs::default() };
+        let (state, _) = self.state_at(account, needs, now).await?;
+        let p = state.purchases.iter().find(|p| p.id == purchase_id);
+        let p = p.ok_or_else(|| crate::domain::DomainError::not_found("purchase", purchase_id))?;
+        Ok(PurchaseView::of(account.as_str(), p)?)
+    }
+
+    /// One statement of the account.
+    pub async fn statement(
+        &self,
+        account: &AccountId,
+        statement_id: &str,
+        now: Timestamp,
+    ) -> Result<StatementView, LedgerError> {
+        let needs = Needs { statement: Some(statement_id.to_string()), ..Needs::default() };
+        let (state, _) = self.state_at(account, needs, now).await?;
+        let s = state.statements.iter().find(|s| s.id == statement_id);
+        let s = s.ok_or_else(|| crate::domain::DomainError::not_found("statement", statement_id))?;
+        Ok(StatementView::of(s))
+    }
+
     /// Can `credits` texts go out now? Changes nothing.
     pub async fn quote(
         &self,

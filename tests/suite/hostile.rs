@@ -302,6 +302,8 @@ on_every_store!(
     a_closed_account_refuses_spending_and_goes_on_billing,
     #[tokio::test]
     accounts_are_found_by_id_or_name_prefix,
+    #[tokio::test]
+    one_purchase_and_one_statement_by_id,
 );
 
 /// Runs `serve` with `env` and `args` on a fresh SQLite directory until it
@@ -828,4 +830,57 @@ async fn accounts_are_found_by_id_or_name_prefix(db: Db) {
     find(&"x".repeat(201)).await.assert_problem(400, "invalid_request");
     let cli = db.json(&["account", "list", "--q", "GREEN"]);
     assert_eq!(cli["data"].as_array().unwrap().len(), 1, "{cli}");
+}
+
+/// Issue 12 item 2, part: one purchase and one statement by id, exactly as
+/// their lists show them; another account's, or none, answers 404; an
+/// account token reads its own.
+async fn one_purchase_and_one_statement_by_id(db: Db) {
+    let s = Server::start(
+        &db,
+        &["--test-clock", "--now", "2026-11-10T12:00:00Z", "--close-interval-seconds", "0"],
+    );
+    open_account(&s, "cafe").await;
+    open_account(&s, "other").await;
+    let p = created(
+        s.post("/v1/accounts/cafe/purchases", ADMIN, Some("p1"), json!({"credits": 300})).await,
+        "purchase",
+    );
+    let o = created(
+        s.post("/v1/accounts/other/purchases", ADMIN, Some("p1"), json!({"credits": 7})).await,
+        "purchase",
+    );
+    let (pid, oid) = (p["id"].as_str().unwrap(), o["id"].as_str().unwrap());
+    let got = s.get(&format!("/v1/accounts/cafe/purchases/{pid}"), ADMIN).await;
+    assert_eq!(got.status, 200, "{got:?}");
+    let listed = s.get("/v1/accounts/cafe/purchases", ADMIN).await.body["data"][0].clone();
+    assert_eq!(got.body, listed, "one purchase is what the list shows");
+    let token =
+        created(s.post("/v1/accounts/cafe/tokens", ADMIN, None, json!({"label": "pos"})).await, "token");
+    let token = token["token"].as_str().unwrap();
+    assert_eq!(s.get(&format!("/v1/accounts/cafe/purchases/{pid}"), token).await.body, listed);
+    for (path, who) in [
+        (format!("/v1/accounts/cafe/purchases/{oid}"), ADMIN),
+        ("/v1/accounts/cafe/purchases/pur_nope".to_string(), ADMIN),
+        (format!("/v1/accounts/other/purchases/{oid}"), token),
+        ("/v1/accounts/cafe/statements/st_2026-11_cafe".to_string(), ADMIN),
+    ] {
+        s.get(&path, who).await.assert_problem(404, "not_found");
+    }
+    let a = s
+        .call("PUT", "/v1/test-clock", Some(ADMIN), None, Some(json!({"now": "2026-12-01T00:00:01Z"})))
+        .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(s.post("/v1/billing/close", ADMIN, None, json!({})).await.body["closed"], 2);
+    let st = s.get("/v1/accounts/cafe/statements/st_2026-11_cafe", token).await;
+    assert_eq!(st.status, 200, "{st:?}");
+    assert_eq!(
+        st.body,
+        s.get("/v1/accounts/cafe/statements", ADMIN).await.body["data"][0],
+        "as its list shows it"
+    );
+    assert_eq!(st.body["total"], "3.00", "{st:?}");
+    s.get("/v1/accounts/cafe/statements/st_2026-11_other", ADMIN).await.assert_problem(404, "not_found");
+    let billed = s.get(&format!("/v1/accounts/cafe/purchases/{pid}"), ADMIN).await;
+    assert_eq!(billed.body["status"], "billed", "{billed:?}");
 }
