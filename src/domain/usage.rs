@@ -132,7 +132,7 @@ pub fn merge(to: &mut UsageView, from: &UsageView) {
 }
 
 /// What `entries` add to each month's row, oldest month first (months
-/// they do not touch are left out).
+/// they add nothing to, such as a month of holds only, are left out).
 pub fn by_month<'a>(entries: impl IntoIterator<Item = &'a Entry>, zone: &Zone) -> Vec<UsageView> {
     let mut rows: Vec<UsageView> = Vec::new();
     for e in entries {
@@ -146,6 +146,7 @@ pub fn by_month<'a>(entries: impl IntoIterator<Item = &'a Entry>, zone: &Zone) -
         };
         add(&mut rows[i], e);
     }
+    rows.retain(|r| counts(r) != [0; 10]);
     rows.sort_by_key(|r| r.month);
     rows
 }
@@ -183,5 +184,43 @@ pub fn empty(month: Month) -> UsageView {
         grants_used: 0,
         grants_expired: 0,
         refunded: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(kind: EntryKind, lot_id: &str, delta: i64, held: i64, at: &str) -> Entry {
+        let at: jiff::Timestamp = at.parse().unwrap();
+        Entry {
+            id: 1,
+            kind,
+            lot_id: lot_id.into(),
+            delta_credits: delta,
+            held_delta_credits: held,
+            balance_after: 0,
+            source: None,
+            reference: None,
+            effective_at: at,
+            created_at: at,
+        }
+    }
+
+    #[test]
+    fn an_expiry_at_a_month_start_counts_in_the_month_that_ended() {
+        let utc = Zone::utc();
+        let expiry = entry(EntryKind::Expire, "free_2026-11", -700, 0, "2026-12-01T00:00:00Z");
+        let debit = entry(EntryKind::Debit, "free_2026-12", -5, 0, "2026-12-01T00:00:00Z");
+        let rows = by_month([&expiry, &debit], &utc);
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].month.to_string(), rows[0].free_expired), ("2026-11".to_string(), 700));
+        assert_eq!((rows[1].month.to_string(), rows[1].free_used), ("2026-12".to_string(), 5));
+    }
+
+    #[test]
+    fn months_that_entries_add_nothing_to_are_left_out() {
+        let hold = entry(EntryKind::Hold, "free_2026-11", -5, 5, "2026-11-03T00:00:00Z");
+        assert!(by_month([&hold], &Zone::utc()).is_empty());
     }
 }
