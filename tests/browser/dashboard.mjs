@@ -107,7 +107,13 @@ try {
   await page.click('#purchase-form button[type=submit]');
   await inspect(page, 'purchase-confirm');
   await page.dblclick('#purchase-confirm');
-  await page.waitForURL(BASE + `/a/${ACCOUNT}/purchases`);
+  // The second click's submission may abort the first's navigation
+  // (net::ERR_ABORTED): wait for the one that lands.
+  const landed = BASE + `/a/${ACCOUNT}/purchases`;
+  await page.waitForURL(landed).catch(async (e) => {
+    if (!String(e).includes('ERR_ABORTED')) throw e;
+    await page.waitForURL(landed);
+  });
   const after = (await api('GET', `/v1/accounts/${ACCOUNT}/purchases?limit=500`)).data;
   check(after.length === before + 1, `exactly one purchase: ${before} -> ${after.length}`);
   // The test clock stands still, so purchases may share an instant: find the new one by id.
