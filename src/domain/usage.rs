@@ -117,18 +117,40 @@ pub fn counts(u: &UsageView) -> [i64; 10] {
     ]
 }
 
+/// The row of `month` with the counters `c`, in the order of [`COUNTS`].
+pub fn from_counts(month: Month, c: [i64; 10]) -> UsageView {
+    let [
+        free_granted,
+        free_used,
+        free_expired,
+        paid_purchased,
+        paid_used,
+        paid_refunded,
+        grants_granted,
+        grants_used,
+        grants_expired,
+        refunded,
+    ] = c;
+    UsageView {
+        month,
+        free_granted,
+        free_used,
+        free_expired,
+        paid_purchased,
+        paid_used,
+        paid_refunded,
+        grants_granted,
+        grants_used,
+        grants_expired,
+        refunded,
+    }
+}
+
 /// Adds `from`'s counters to `to`'s (same month).
 pub fn merge(to: &mut UsageView, from: &UsageView) {
-    to.free_granted += from.free_granted;
-    to.free_used += from.free_used;
-    to.free_expired += from.free_expired;
-    to.paid_purchased += from.paid_purchased;
-    to.paid_used += from.paid_used;
-    to.paid_refunded += from.paid_refunded;
-    to.grants_granted += from.grants_granted;
-    to.grants_used += from.grants_used;
-    to.grants_expired += from.grants_expired;
-    to.refunded += from.refunded;
+    let mut sum = counts(to);
+    sum.iter_mut().zip(counts(from)).for_each(|(s, c)| *s += c);
+    *to = from_counts(to.month, sum);
 }
 
 /// What `entries` add to each month's row, oldest month first (months
@@ -172,19 +194,7 @@ pub fn report(
 
 /// A month with nothing in it.
 pub fn empty(month: Month) -> UsageView {
-    UsageView {
-        month,
-        free_granted: 0,
-        free_used: 0,
-        free_expired: 0,
-        paid_purchased: 0,
-        paid_used: 0,
-        paid_refunded: 0,
-        grants_granted: 0,
-        grants_used: 0,
-        grants_expired: 0,
-        refunded: 0,
-    }
+    from_counts(month, [0; 10])
 }
 
 #[cfg(test)]

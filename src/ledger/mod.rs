@@ -126,6 +126,20 @@ impl<S: Store> Ledger<S> {
         Ok(view)
     }
 
+    /// One object of the account that `needs` names, shaped by `view`;
+    /// not found (404) when the account has none with that id.
+    async fn one<T>(
+        &self,
+        account: &AccountId,
+        needs: Needs,
+        now: Timestamp,
+        (what, id): (&'static str, &str),
+        view: impl FnOnce(&AccountState) -> Option<Result<T, crate::domain::DomainError>>,
+    ) -> Result<T, LedgerError> {
+        let (state, _) = self.state_at(account, needs, now).await?;
+        Ok(view(&state).ok_or_else(|| crate::domain::DomainError::not_found(what, id))??)
+    }
+
     /// One purchase of the account.
     pub async fn purchase(
         &self,
@@ -134,10 +148,10 @@ impl<S: Store> Ledger<S> {
         now: Timestamp,
     ) -> Result<PurchaseView, LedgerError> {
         let needs = Needs { purchase: Some(purchase_id.to_string()), ..Needs::default() };
-        let (state, _) = self.state_at(account, needs, now).await?;
-        let p = state.purchases.iter().find(|p| p.id == purchase_id);
-        let p = p.ok_or_else(|| crate::domain::DomainError::not_found("purchase", purchase_id))?;
-        Ok(PurchaseView::of(account.as_str(), p)?)
+        self.one(account, needs, now, ("purchase", purchase_id), |s| {
+            s.purchases.iter().find(|p| p.id == purchase_id).map(|p| PurchaseView::of(account.as_str(), p))
+        })
+        .await
     }
 
     /// One statement of the account.
@@ -148,10 +162,10 @@ impl<S: Store> Ledger<S> {
         now: Timestamp,
     ) -> Result<StatementView, LedgerError> {
         let needs = Needs { statement: Some(statement_id.to_string()), ..Needs::default() };
-        let (state, _) = self.state_at(account, needs, now).await?;
-        let s = state.statements.iter().find(|s| s.id == statement_id);
-        let s = s.ok_or_else(|| crate::domain::DomainError::not_found("statement", statement_id))?;
-        Ok(StatementView::of(s))
+        self.one(account, needs, now, ("statement", statement_id), |s| {
+            s.statements.iter().find(|st| st.id == statement_id).map(|st| Ok(StatementView::of(st)))
+        })
+        .await
     }
 
     /// Can `credits` texts go out now? Changes nothing.
@@ -172,10 +186,10 @@ impl<S: Store> Ledger<S> {
         now: Timestamp,
     ) -> Result<HoldView, LedgerError> {
         let needs = Needs { hold: Some(hold_id.to_string()), ..Needs::default() };
-        let (state, _) = self.state_at(account, needs, now).await?;
-        let hold = state.holds.iter().find(|h| h.id == hold_id);
-        let hold = hold.ok_or_else(|| crate::domain::DomainError::not_found("hold", hold_id))?;
-        Ok(HoldView::of(hold))
+        self.one(account, needs, now, ("hold", hold_id), |s| {
+            s.holds.iter().find(|h| h.id == hold_id).map(|h| Ok(HoldView::of(h)))
+        })
+        .await
     }
 
     /// Accounts, newest first; `q` keeps those whose id or name starts

@@ -23,6 +23,7 @@ use crate::domain::money::{Currency, Micros};
 use crate::domain::period::{Month, Zone};
 use crate::domain::purchase::{Purchase, PurchaseRefund};
 use crate::domain::statement::{Statement, StatementStatus};
+use crate::domain::usage;
 use crate::domain::view::UsageView;
 
 /// Reading the columns of one row, by position.
@@ -305,56 +306,26 @@ pub static KEYS: Table = Table::new(
 
 /// Each account's usage counters per local month (see
 /// [`crate::domain::usage`]): written with the entries, added up.
-pub static USAGE: Table = Table::counters(
-    "usage_months",
-    &[
-        "account_id",
-        "month",
-        "free_granted",
-        "free_used",
-        "free_expired",
-        "paid_purchased",
-        "paid_used",
-        "paid_refunded",
-        "grants_granted",
-        "grants_used",
-        "grants_expired",
-        "refunded",
-    ],
-    &["account_id", "month"],
-);
+pub static USAGE: Table = Table::counters("usage_months", &USAGE_COLS, &["account_id", "month"]);
+
+/// The account, the month, then the counters named as the domain names them.
+const USAGE_COLS: [&str; 12] = {
+    let c = usage::COUNTS;
+    ["account_id", "month", c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9]]
+};
 
 pub fn usage(r: &impl Cols) -> Result<UsageView, String> {
-    Ok(UsageView {
-        month: parsed(r, 1, Month::parse)?,
-        free_granted: r.int(2)?,
-        free_used: r.int(3)?,
-        free_expired: r.int(4)?,
-        paid_purchased: r.int(5)?,
-        paid_used: r.int(6)?,
-        paid_refunded: r.int(7)?,
-        grants_granted: r.int(8)?,
-        grants_used: r.int(9)?,
-        grants_expired: r.int(10)?,
-        refunded: r.int(11)?,
-    })
+    let mut c = [0i64; 10];
+    for (i, n) in c.iter_mut().enumerate() {
+        *n = r.int(2 + i)?;
+    }
+    Ok(usage::from_counts(parsed(r, 1, Month::parse)?, c))
 }
 
 pub fn usage_vals(a: &AccountId, u: &UsageView) -> Vec<Val> {
-    vec![
-        a.as_str().into(),
-        u.month.to_string().into(),
-        u.free_granted.into(),
-        u.free_used.into(),
-        u.free_expired.into(),
-        u.paid_purchased.into(),
-        u.paid_used.into(),
-        u.paid_refunded.into(),
-        u.grants_granted.into(),
-        u.grants_used.into(),
-        u.grants_expired.into(),
-        u.refunded.into(),
-    ]
+    let mut vals: Vec<Val> = vec![a.as_str().into(), u.month.to_string().into()];
+    vals.extend(usage::counts(u).map(Val::Int));
+    vals
 }
 
 /// Rows in every table of the ledger, one number.

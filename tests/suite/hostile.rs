@@ -827,6 +827,7 @@ async fn accounts_are_found_by_id_or_name_prefix(db: Db) {
     seen.sort();
     assert_eq!(seen, ["bakery", "cafe-one", "cafe-two"]);
     find("").await.assert_problem(400, "invalid_request");
+    assert_eq!(find(&"x".repeat(200)).await.status, 200, "200 characters are accepted");
     find(&"x".repeat(201)).await.assert_problem(400, "invalid_request");
     let cli = db.json(&["account", "list", "--q", "GREEN"]);
     assert_eq!(cli["data"].as_array().unwrap().len(), 1, "{cli}");
@@ -883,4 +884,33 @@ async fn one_purchase_and_one_statement_by_id(db: Db) {
     s.get("/v1/accounts/cafe/statements/st_2026-11_other", ADMIN).await.assert_problem(404, "not_found");
     let billed = s.get(&format!("/v1/accounts/cafe/purchases/{pid}"), ADMIN).await;
     assert_eq!(billed.body["status"], "billed", "{billed:?}");
+}
+
+/// Item 4's stated limits at their edges: a request head just under 64 KiB
+/// is served, one over is refused (431, by hyper); `--max-connections`
+/// takes 1 to 100,000.
+#[tokio::test]
+async fn the_head_size_and_connection_cap_limits_hold_at_their_edges() {
+    let db = Db::new();
+    let s = Server::start(&db, &[]);
+    let head = |filler: usize| {
+        let s = &s;
+        async move {
+            s.client
+                .get(format!("{}/healthz", s.base))
+                .header("x-filler", "a".repeat(filler))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    };
+    assert_eq!(head(60 * 1024).await.ok(), Some(200), "a head under 64 KiB is served");
+    let over = head(64 * 1024 + 1).await;
+    assert!(over.as_ref().is_ok_and(|&st| st == 431) || over.is_err(), "over 64 KiB: {over:?}");
+    assert_ne!(over.ok(), Some(200));
+    assert_eq!(s.call("GET", "/healthz", None, None, None).await.status, 200, "and the server goes on");
+    for bad in ["0", "100001", "lots"] {
+        let run = db.run(&["serve", "--listen", "127.0.0.1:0", "--max-connections", bad]);
+        assert_eq!((run.code, run.stderr.lines().count()), (2, 1), "--max-connections {bad}: {run:?}");
+    }
 }
