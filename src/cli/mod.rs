@@ -20,6 +20,7 @@ use crate::domain::DomainError;
 use crate::domain::account::{AccountId, AccountPatch, AutoRecharge, NewAccount};
 use crate::domain::command::{Command, Outcome};
 use crate::domain::credits::Credits;
+use crate::domain::hold::HoldStatus;
 use crate::domain::period::{Month, Zone};
 use crate::domain::statement::StatementStatus;
 use crate::http::{self, LogFormat, ServeConfig};
@@ -92,6 +93,15 @@ enum Cmd {
         /// Connections held at once; one more is answered 503 and closed.
         #[arg(long, env = "TEXTCREDITS_MAX_CONNECTIONS", default_value_t = http::DEFAULT_MAX_CONNECTIONS)]
         max_connections: usize,
+        /// Let a browser application on this origin (scheme://host[:port])
+        /// call the API; repeat for several (at most 100). Off by default.
+        #[arg(
+            long = "cors-origin",
+            value_name = "ORIGIN",
+            env = "TEXTCREDITS_CORS_ORIGINS",
+            value_delimiter = ','
+        )]
+        cors_origins: Vec<String>,
         /// Seconds between automatic closes of ended months (R5); 0 = never.
         #[arg(long, default_value_t = 60)]
         close_interval_seconds: u64,
@@ -162,6 +172,26 @@ enum Cmd {
     },
     /// Show a hold.
     ShowHold { account: String, hold_id: String },
+    /// Holds, newest first.
+    Holds {
+        account: String,
+        /// Only holds in this status: held, captured, released or expired.
+        #[arg(long)]
+        status: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Show a debit (a capture of a hold is one too).
+    ShowDebit { account: String, debit_id: String },
+    /// Debits, newest first, captures of holds included.
+    Debits {
+        account: String,
+        /// Only debits with this reference.
+        #[arg(long)]
+        reference: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
     /// Refund undelivered messages of a debit, or unused credits of a purchase.
     #[command(subcommand)]
     Refund(RefundCmd),
@@ -449,7 +479,16 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     };
     let zone = Zone::parse(&cli.default_time_zone)?;
     let url = DatabaseUrl::parse(&cli.database)?;
-    if let Cmd::Serve { test_clock, max_connections, .. } = &cli.command {
+    if let Cmd::Serve { test_clock, max_connections, cors_origins, .. } = &cli.command {
+        if cors_origins.len() > http::cors::MAX_CORS_ORIGINS {
+            return Err(Failure::Refused(format!(
+                "--cors-origin: at most {} origins",
+                http::cors::MAX_CORS_ORIGINS
+            )));
+        }
+        for origin in cors_origins {
+            http::cors::parse_origin(origin).map_err(Failure::Refused)?;
+        }
         if cli.json {
             return Err(Failure::Refused(
                 "serve has no --json (its answers are the HTTP API's JSON); for JSON logs use --log-format json"
@@ -511,6 +550,7 @@ async fn run_on<S: Store>(
         admin_token,
         test_clock,
         max_connections,
+        cors_origins,
         close_interval_seconds,
         log_format,
     } = cli.command
@@ -528,6 +568,8 @@ async fn run_on<S: Store>(
             default_zone: zone,
             data_dir,
             close_every,
+            // Checked before the store opened.
+            cors_origins: cors_origins.iter().filter_map(|o| http::cors::parse_origin(o).ok()).collect(),
         };
         http::serve(store, config).await?;
         return Ok(ExitCode::SUCCESS);
@@ -652,6 +694,26 @@ async fn dispatch<S: Store>(
         }
         Cmd::ShowHold { account, hold_id } => {
             out.print(&l.hold(&account_id(&account)?, &hold_id, now).await?, output::hold)
+        }
+        Cmd::Holds { account, status, page: p } => {
+            let (id, p) = (account_id(&account)?, page(&p)?);
+            let status = status
+                .map(|s| {
+                    HoldStatus::parse(&s).ok_or_else(|| {
+                        Failure::Refused(format!(
+                            "--status must be held, captured, released or expired, got {s:?}"
+                        ))
+                    })
+                })
+                .transpose()?;
+            out.print(&l.holds(&id, status, p).await?, output::hold_list);
+        }
+        Cmd::ShowDebit { account, debit_id } => {
+            out.print(&l.debit(&account_id(&account)?, &debit_id, now).await?, output::debit)
+        }
+        Cmd::Debits { account, reference, page: p } => {
+            let (id, p) = (account_id(&account)?, page(&p)?);
+            out.print(&l.debits(&id, reference.as_deref(), p).await?, output::debit_list);
         }
         Cmd::Balance { account } => {
             out.print(&l.balance(&account_id(&account)?, now).await?, output::balance)

@@ -7,7 +7,8 @@ use super::table::{Table, fields};
 use crate::domain::command::Outcome;
 use crate::domain::money::{Currency, Micros};
 use crate::domain::view::{
-    AccountView, BalanceView, EntryView, HoldView, Page, PurchaseView, QuoteView, StatementView, UsageView,
+    AccountView, BalanceView, DebitView, EntryView, HoldView, Page, PurchaseView, QuoteView, StatementView,
+    UsageView,
 };
 use crate::ledger::AuditReport;
 
@@ -37,15 +38,7 @@ pub fn outcome(o: &Outcome) -> String {
             ("billing", format!("{} ({})", r.billing, r.month)),
             ("available", r.balance_after.to_string()),
         ]),
-        Outcome::Debit(d) => fields(&[
-            ("debit", d.id.clone()),
-            ("credits", d.credits.to_string()),
-            ("from free", d.from_free.to_string()),
-            ("from grants", d.from_grants.to_string()),
-            ("from paid", d.from_paid.to_string()),
-            ("reference", opt(&d.reference)),
-            ("available", d.balance_after.to_string()),
-        ]),
+        Outcome::Debit(d) => debit(d),
         Outcome::DebitRefund(r) => fields(&[
             ("debit", r.debit_id.clone()),
             ("refunded", r.credits.to_string()),
@@ -180,6 +173,54 @@ pub fn purchase(p: &PurchaseView) -> String {
     ])
 }
 
+pub fn debit(d: &DebitView) -> String {
+    fields(&[
+        ("debit", d.id.clone()),
+        ("credits", d.credits.to_string()),
+        ("from free", d.from_free.to_string()),
+        ("from grants", d.from_grants.to_string()),
+        ("from paid", d.from_paid.to_string()),
+        ("refunded", d.refunded_credits.to_string()),
+        ("reference", opt(&d.reference)),
+        ("hold", opt(&d.hold_id)),
+        ("available", d.balance_after.to_string()),
+    ])
+}
+
+pub fn debit_list(page: &Page<DebitView>) -> String {
+    let mut t = Table::new(&["created", "debit", ">credits", ">refunded", "reference", "hold", ">available"]);
+    for d in &page.data {
+        t.row(vec![
+            d.created_at.to_string(),
+            d.id.clone(),
+            d.credits.to_string(),
+            d.refunded_credits.to_string(),
+            opt(&d.reference),
+            opt(&d.hold_id),
+            d.balance_after.to_string(),
+        ]);
+    }
+    with_cursor(t.render(), &page.next_cursor)
+}
+
+pub fn hold_list(page: &Page<HoldView>) -> String {
+    let mut t =
+        Table::new(&["created", "hold", ">credits", ">captured", "status", "expires", "reference", "debit"]);
+    for h in &page.data {
+        t.row(vec![
+            h.created_at.to_string(),
+            h.id.clone(),
+            h.credits.to_string(),
+            h.captured.to_string(),
+            h.status.as_str().to_string(),
+            h.expires_at.to_string(),
+            opt(&h.reference),
+            opt(&h.debit_id),
+        ]);
+    }
+    with_cursor(t.render(), &page.next_cursor)
+}
+
 pub fn purchase_list(page: &Page<PurchaseView>) -> String {
     let mut t = Table::new(&[
         "purchased",
@@ -211,9 +252,10 @@ pub fn hold(h: &HoldView) -> String {
         ("hold", h.id.clone()),
         ("credits", h.credits.to_string()),
         ("captured", h.captured.to_string()),
-        ("status", h.status.clone()),
+        ("status", h.status.as_str().to_string()),
         ("expires", h.expires_at.to_string()),
         ("reference", opt(&h.reference)),
+        ("debit", opt(&h.debit_id)),
     ])
 }
 

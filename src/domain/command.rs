@@ -216,11 +216,11 @@ pub fn apply(state: &mut AccountState, cmd: &Command, ctx: &Ctx) -> Result<(Outc
             Outcome::Hold(spend::hold(state, req, c)?)
         }
         Command::Capture { hold_id, credits } => {
-            Outcome::Hold(spend::capture(state, hold_id, *credits, now, c)?)
+            Outcome::Hold(spend::capture(state, hold_id, *credits, id("deb"), now, c)?)
         }
         Command::Release { hold_id } => Outcome::Hold(spend::release(state, hold_id, now, c)?),
         Command::RefundDebit { debit_id, credits } => {
-            Outcome::DebitRefund(spend::refund_debit(state, debit_id, *credits, now, c)?)
+            Outcome::DebitRefund(spend::refund_debit(state, id("drf"), debit_id, *credits, now, c)?)
         }
         Command::RefundPurchase { purchase_id, credits } => Outcome::PurchaseRefund(
             purchase::refund_purchase(state, id("prf"), purchase_id, *credits, now, c)?,

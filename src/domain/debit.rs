@@ -16,6 +16,10 @@ pub struct Debit {
     pub description: Option<String>,
     pub created_at: Timestamp,
     pub breakdown: Breakdown,
+    /// The hold this debit captured, when it is a capture.
+    pub hold_id: Option<String>,
+    /// Credits available on the account right after the debit.
+    pub balance_after: i64,
     /// Credits per lot that a refund may still return, in spending order.
     pub parts: Vec<Part>,
 }

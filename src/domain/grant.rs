@@ -50,6 +50,7 @@ pub fn grant(
     state.record(changes, entry);
     Ok(GrantView {
         id: req.id,
+        account_id: state.account.id.to_string(),
         credits: n,
         expires_at: req.expires_at,
         reason: req.reason.to_string(),

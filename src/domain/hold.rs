@@ -18,7 +18,7 @@ pub const DEFAULT_HOLD_TTL_SECONDS: i64 = 86_400;
 /// keep credits away from everything else.
 pub const MAX_HOLD_TTL_SECONDS: i64 = 30 * 86_400;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HoldStatus {
     Held,
@@ -60,6 +60,9 @@ pub struct Hold {
     pub expires_at: Timestamp,
     pub reference: Option<String>,
     pub created_at: Timestamp,
+    /// The debit its capture created (none before a capture, or for a
+    /// capture of 0 credits).
+    pub debit_id: Option<String>,
     /// Credits still held, per lot, in spending order.
     pub parts: Vec<Part>,
 }

@@ -187,7 +187,7 @@ pub fn refund_purchase(
         needs_line,
         statement_id: None,
     };
-    let view = PurchaseRefundView::of(&refund, &a.currency, state.available())?;
+    let view = PurchaseRefundView::of(a.id.as_str(), &refund, &a.currency, state.available())?;
     if counted {
         state.account.purchased_month_credits -= n;
     }

@@ -60,9 +60,11 @@ pub fn debit(
         description: req.description.map(str::to_string),
         created_at: req.now,
         breakdown,
+        hold_id: None,
+        balance_after: state.available(),
         parts: to_parts(&state.lots, &taken),
     };
-    let view = DebitView::of(&debit, state.available());
+    let view = DebitView::of(state.account.id.as_str(), &debit);
     // Kept in the state too, so a refund later in the same group finds it.
     state.debits.push(debit.clone());
     changes.debits.push(debit);
@@ -104,9 +106,10 @@ pub fn hold(
         expires_at: req.now + SignedDuration::from_secs(ttl_seconds),
         reference: req.reference.map(str::to_string),
         created_at: req.now,
+        debit_id: None,
         parts: to_parts(&state.lots, &taken),
     };
-    let view = HoldView::of(&h);
+    let view = HoldView::of(state.account.id.as_str(), &h);
     state.holds.push(h);
     Ok(view)
 }
@@ -115,11 +118,15 @@ fn hold_index(state: &AccountState, hold_id: &str) -> Result<usize, DomainError>
     state.holds.iter().position(|h| h.id == hold_id).ok_or_else(|| DomainError::not_found("hold", hold_id))
 }
 
-/// Spends `credits` of a hold (the texts actually sent) and releases the rest.
+/// Spends `credits` of a hold (the texts actually sent) and releases the
+/// rest. The credits spent become a debit `debit_id` (with `hold_id`), which
+/// a refund of undelivered messages takes back like any other; a capture of
+/// 0 credits spends nothing and creates no debit.
 pub fn capture(
     state: &mut AccountState,
     hold_id: &str,
     credits: i64,
+    debit_id: String,
     now: Timestamp,
     changes: &mut Changes,
 ) -> Result<HoldView, DomainError> {
@@ -133,6 +140,7 @@ pub fn capture(
     }
     let mut left = credits;
     let reference = state.holds[h].reference.clone();
+    let (mut breakdown, mut spent) = (Breakdown::default(), Vec::new());
     for p in 0..state.holds[h].parts.len() {
         let n = left.min(state.holds[h].parts[p].credits);
         if n == 0 {
@@ -142,6 +150,8 @@ pub fn capture(
         state.holds[h].parts[p].credits -= n;
         let i = state.lot_index(&state.holds[h].parts[p].lot_id).expect("lots of active holds are loaded");
         state.lots[i].held -= n;
+        breakdown.add(state.lots[i].kind, n);
+        spent.push(Part { lot_id: state.lots[i].id.clone(), credits: n });
         let entry = NewEntry::new(EntryKind::Capture, i, 0, now)
             .held(-n)
             .source(Some(hold_id))
@@ -152,7 +162,24 @@ pub fn capture(
     state.release_hold(h, now, changes);
     state.holds[h].captured = credits;
     state.holds[h].status = HoldStatus::Captured;
-    Ok(HoldView::of(&state.holds[h]))
+    if credits > 0 {
+        let debit = Debit {
+            id: debit_id,
+            credits,
+            refunded: 0,
+            reference,
+            description: None,
+            created_at: now,
+            breakdown,
+            hold_id: Some(hold_id.to_string()),
+            balance_after: state.available(),
+            parts: spent,
+        };
+        state.holds[h].debit_id = Some(debit.id.clone());
+        state.debits.push(debit.clone());
+        changes.debits.push(debit);
+    }
+    Ok(HoldView::of(state.account.id.as_str(), &state.holds[h]))
 }
 
 pub fn release(
@@ -165,7 +192,7 @@ pub fn release(
     state.holds[h].ensure_active()?;
     state.release_hold(h, now, changes);
     state.holds[h].status = HoldStatus::Released;
-    Ok(HoldView::of(&state.holds[h]))
+    Ok(HoldView::of(state.account.id.as_str(), &state.holds[h]))
 }
 
 /// Gives back credits of undelivered messages to the lots they came from,
@@ -173,6 +200,7 @@ pub fn release(
 /// month's free credits) expire again at once.
 pub fn refund_debit(
     state: &mut AccountState,
+    refund_id: String,
     debit_id: &str,
     credits: Credits,
     now: Timestamp,
@@ -211,6 +239,8 @@ pub fn refund_debit(
     debit.parts.retain(|p| p.credits > 0);
     debit.refunded += credits.get();
     let view = DebitRefundView {
+        id: refund_id,
+        account_id: state.account.id.to_string(),
         debit_id: debit.id.clone(),
         credits: credits.get(),
         expired_credits,

@@ -9,7 +9,7 @@ use super::DomainError;
 use super::account::{Account, AutoRecharge};
 use super::debit::Debit;
 use super::entry::Entry;
-use super::hold::Hold;
+use super::hold::{Hold, HoldStatus};
 use super::lot::{Breakdown, LotKind};
 use super::money::{Currency, Micros};
 use super::period::Month;
@@ -33,7 +33,7 @@ pub struct AccountView {
     #[schema(pattern = "^(active|closed)$")]
     pub status: String,
     pub created_at: Timestamp,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// In the answer for one account; null in lists.
     pub balance: Option<BalanceView>,
 }
 
@@ -167,7 +167,7 @@ pub struct PurchaseView {
     pub purchased_at: Timestamp,
     pub bills_on: Date,
     pub status: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The statement that billed it, or null while `unbilled`.
     pub statement_id: Option<String>,
     pub refunded_credits: i64,
 }
@@ -193,6 +193,7 @@ impl PurchaseView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PurchaseRefundView {
     pub id: String,
+    pub account_id: String,
     pub purchase_id: String,
     pub credits: i64,
     pub amount: Micros,
@@ -207,12 +208,14 @@ pub struct PurchaseRefundView {
 
 impl PurchaseRefundView {
     pub fn of(
+        account: &str,
         r: &PurchaseRefund,
         currency: &Currency,
         balance_after: i64,
     ) -> Result<PurchaseRefundView, DomainError> {
         Ok(PurchaseRefundView {
             id: r.id.clone(),
+            account_id: account.to_string(),
             purchase_id: r.purchase_id.clone(),
             credits: r.credits,
             amount: r.amount()?,
@@ -228,23 +231,27 @@ impl PurchaseRefundView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DebitView {
     pub id: String,
+    pub account_id: String,
     pub credits: i64,
     pub reference: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     pub from_free: i64,
     pub from_grants: i64,
     pub from_paid: i64,
     pub refunded_credits: i64,
+    /// The hold whose capture this debit is, or null.
+    pub hold_id: Option<String>,
+    /// Credits available right after the debit.
     pub balance_after: i64,
     pub created_at: Timestamp,
 }
 
 impl DebitView {
-    pub fn of(d: &Debit, balance_after: i64) -> DebitView {
+    pub fn of(account: &str, d: &Debit) -> DebitView {
         let Breakdown { from_free, from_grants, from_paid } = d.breakdown;
         DebitView {
             id: d.id.clone(),
+            account_id: account.to_string(),
             credits: d.credits,
             reference: d.reference.clone(),
             description: d.description.clone(),
@@ -252,19 +259,28 @@ impl DebitView {
             from_grants,
             from_paid,
             refunded_credits: d.refunded,
-            balance_after,
+            hold_id: d.hold_id.clone(),
+            balance_after: d.balance_after,
             created_at: d.created_at,
         }
     }
 }
 
+/// A refund of undelivered messages of a debit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DebitRefundView {
+    /// Names this refund in its answer (and its replay); its ledger entries
+    /// carry the debit's id as their source. Empty in answers stored before
+    /// refunds had ids.
+    #[serde(default)]
+    pub id: String,
+    pub account_id: String,
     pub debit_id: String,
     pub credits: i64,
     /// Credits that went back to lots that had already expired, and so
     /// expired again at once.
     pub expired_credits: i64,
+    /// Credits of the debit refunded so far, this refund included.
     pub refunded_credits: i64,
     pub balance_after: i64,
     pub created_at: Timestamp,
@@ -273,23 +289,29 @@ pub struct DebitRefundView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HoldView {
     pub id: String,
+    pub account_id: String,
     pub credits: i64,
     pub captured: i64,
-    pub status: String,
+    #[schema(inline)]
+    pub status: HoldStatus,
     pub expires_at: Timestamp,
     pub reference: Option<String>,
+    /// The debit its capture created, or null.
+    pub debit_id: Option<String>,
     pub created_at: Timestamp,
 }
 
 impl HoldView {
-    pub fn of(h: &Hold) -> HoldView {
+    pub fn of(account: &str, h: &Hold) -> HoldView {
         HoldView {
             id: h.id.clone(),
+            account_id: account.to_string(),
             credits: h.credits,
             captured: h.captured,
-            status: h.status.as_str().to_string(),
+            status: h.status,
             expires_at: h.expires_at,
             reference: h.reference.clone(),
+            debit_id: h.debit_id.clone(),
             created_at: h.created_at,
         }
     }
@@ -298,6 +320,7 @@ impl HoldView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GrantView {
     pub id: String,
+    pub account_id: String,
     pub credits: i64,
     pub expires_at: Option<Timestamp>,
     pub reason: String,
@@ -349,6 +372,7 @@ impl StatementView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EntryView {
     pub id: i64,
+    pub account_id: String,
     pub kind: String,
     pub lot_id: String,
     pub lot_kind: String,
@@ -362,9 +386,10 @@ pub struct EntryView {
 }
 
 impl EntryView {
-    pub fn of(e: &Entry) -> EntryView {
+    pub fn of(account: &str, e: &Entry) -> EntryView {
         EntryView {
             id: e.id,
+            account_id: account.to_string(),
             kind: e.kind.as_str().to_string(),
             lot_id: e.lot_id.clone(),
             lot_kind: LotKind::of_lot_id(&e.lot_id).as_str().to_string(),

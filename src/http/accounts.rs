@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{Body, Ids, Key, Q, account_id};
-use super::{AppState, KeyRule, ListParams, mutate};
+use super::{AppState, KeyRule, mutate};
 use crate::domain::account::{AccountPatch, NewAccount};
 use crate::domain::command::Command;
 use crate::domain::credits::Credits;
@@ -25,12 +25,17 @@ pub async fn create<S: Store>(
     caller.require_admin()?;
     let (view, created) = st.ledger.create_account(new, st.clock.now()).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(view)).into_response())
+    let mut response = (status, Json(&view)).into_response();
+    if created {
+        super::created_at(&mut response, &format!("/v1/accounts/{}", view.id));
+    }
+    Ok(response)
 }
 
 /// `cursor`, `limit` and `q` of the accounts list.
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct AccountListParams {
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -49,7 +54,7 @@ pub async fn list<S: Store>(
     Q(q): Q<AccountListParams>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
-    let page = ListParams { cursor: q.cursor, limit: q.limit, month: None }.page()?;
+    let page = super::page_of(&q.cursor, q.limit)?;
     Ok(Json(st.ledger.accounts(page, q.q.as_deref()).await.map_err(super::list_error)?).into_response())
 }
 
@@ -101,7 +106,9 @@ pub async fn create_token<S: Store>(
     }
     let id = account_id(&id)?;
     let created = st.ledger.create_token(&id, body.label, st.clock.now()).await?;
-    Ok((StatusCode::CREATED, Json(created)).into_response())
+    let mut response = (StatusCode::CREATED, Json(&created)).into_response();
+    super::created_at(&mut response, &format!("/v1/accounts/{id}/tokens/{}", created.id));
+    Ok(response)
 }
 
 /// An account's tokens.

@@ -159,6 +159,9 @@ impl IntoResponse for ApiError {
         if self.close_connection {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

@@ -133,7 +133,8 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Ids<T> 
     }
 }
 
-/// A query string. Unknown parameters are ignored; bad values are 400.
+/// A query string. Bad values are 400, and so are unknown parameters
+/// where the route's parameters say `deny_unknown_fields` (all of them do).
 pub struct Q<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Q<T> {

@@ -10,6 +10,7 @@ mod accounts;
 mod auth;
 mod billing;
 mod clock;
+pub mod cors;
 mod error;
 mod extract;
 mod listen;
@@ -65,26 +66,45 @@ impl<S: Clone> Clone for AppState<S> {
     }
 }
 
-/// `cursor`, `limit` and `month` of list routes.
+/// `cursor`, `limit` and `month` of the purchase and statement lists.
+/// Every query string names only the parameters its route documents: an
+/// unknown one is a 400, as an unknown body field is.
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Items per page, 1-500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
-    /// Only this month, YYYY-MM (purchases, statements).
+    /// Only this month, YYYY-MM.
     #[param(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$")]
     pub month: Option<String>,
 }
 
 impl ListParams {
-    /// A bad `limit` is a bad query string: 400, as every other bad query
-    /// value (an unusable cursor is found by the store: 422).
     fn page(&self) -> Result<PageRequest, ApiError> {
-        PageRequest::new(self.cursor.clone(), self.limit).map_err(|e| ApiError::bad_request(e.to_string()))
+        page_of(&self.cursor, self.limit)
     }
+}
+
+/// `cursor` and `limit` alone (the ledger).
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct PageParams {
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Items per page, 1-500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+}
+
+/// A bad `limit` is a bad query string: 400, as every other bad query
+/// value (an unusable cursor is found by the store: 422).
+fn page_of(cursor: &Option<String>, limit: Option<i64>) -> Result<PageRequest, ApiError> {
+    PageRequest::new(cursor.clone(), limit).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 /// Errors of list reads: anything invalid came from the query string, so
@@ -125,15 +145,45 @@ async fn mutate<S: Store>(
     Ok(executed(st, done, status))
 }
 
-/// The answer of a mutation: its body, the status of a first answer, and
-/// `Idempotent-Replayed: true` on a replay.
+/// The answer of a mutation: its body, the status of a first answer (a
+/// 201 with `Location`), and `Idempotent-Replayed: true` on a replay.
 fn executed<S>(st: &AppState<S>, done: Executed, status: StatusCode) -> Response {
     st.metrics.record_tally(&done.tally);
     let mut response = (status, axum::Json(done.outcome.body())).into_response();
+    if status == StatusCode::CREATED
+        && let Some(path) = location(&done.outcome)
+    {
+        created_at(&mut response, &path);
+    }
     if done.replayed {
         response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     response
+}
+
+/// Where a created object is read: its own path, or for the objects that
+/// have none (refunds, grants) the path of what they changed.
+fn location(outcome: &crate::domain::command::Outcome) -> Option<String> {
+    use crate::domain::command::Outcome;
+    let acct = |a: &str| format!("/v1/accounts/{a}");
+    Some(match outcome {
+        Outcome::Account(a) => acct(&a.id),
+        Outcome::Purchase(p) => format!("{}/purchases/{}", acct(&p.account_id), p.id),
+        Outcome::PurchaseRefund(r) => format!("{}/purchases/{}", acct(&r.account_id), r.purchase_id),
+        Outcome::Debit(d) => format!("{}/debits/{}", acct(&d.account_id), d.id),
+        Outcome::DebitRefund(r) => format!("{}/debits/{}", acct(&r.account_id), r.debit_id),
+        Outcome::Hold(h) => format!("{}/holds/{}", acct(&h.account_id), h.id),
+        Outcome::Grant(g) => format!("{}/ledger", acct(&g.account_id)),
+        Outcome::Statement(s) => format!("{}/statements/{}", acct(&s.account_id), s.id),
+        Outcome::Closed(_) => return None,
+    })
+}
+
+/// Sets `Location` (ids are `[A-Za-z0-9_.-]`, so a path needs no escaping).
+fn created_at(response: &mut Response, path: &str) {
+    if let Ok(value) = HeaderValue::from_str(path) {
+        response.headers_mut().insert(axum::http::header::LOCATION, value);
+    }
 }
 
 /// The whole application: every route of API.md, the fallbacks, metrics,
@@ -150,9 +200,10 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
         .route(&format!("{acct}/purchases"), post(spending::purchase::<S>).get(spending::purchases::<S>))
         .route(&format!("{acct}/purchases/{{pid}}"), get(spending::show_purchase::<S>))
         .route(&format!("{acct}/purchases/{{pid}}/refund"), post(spending::refund_purchase::<S>))
-        .route(&format!("{acct}/debits"), post(spending::debit::<S>))
+        .route(&format!("{acct}/debits"), post(spending::debit::<S>).get(spending::debits::<S>))
+        .route(&format!("{acct}/debits/{{did}}"), get(spending::show_debit::<S>))
         .route(&format!("{acct}/debits/{{did}}/refund"), post(spending::refund_debit::<S>))
-        .route(&format!("{acct}/holds"), post(spending::hold::<S>))
+        .route(&format!("{acct}/holds"), post(spending::hold::<S>).get(spending::holds::<S>))
         .route(&format!("{acct}/holds/{{hid}}"), get(spending::show_hold::<S>))
         .route(&format!("{acct}/holds/{{hid}}/capture"), post(spending::capture::<S>))
         .route(&format!("{acct}/holds/{{hid}}/release"), post(spending::release::<S>))

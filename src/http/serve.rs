@@ -40,6 +40,9 @@ pub struct ServeConfig {
     pub data_dir: Option<PathBuf>,
     /// How often the server closes ended months (R5); `None` = never.
     pub close_every: Option<std::time::Duration>,
+    /// Origins whose browser applications may call the API (see
+    /// [`super::cors`]); none by default.
+    pub cors_origins: Vec<axum::http::HeaderValue>,
 }
 
 /// Request ids: a random prefix per process and a counter, short and unique.
@@ -162,7 +165,11 @@ pub async fn serve<S: Store>(store: S, config: ServeConfig) -> Result<(), Ledger
     }
     let ids = Ids { prefix: Arc::new(random_id()[..6].to_string()), next: Arc::new(AtomicU64::new(1)) };
     let header = HeaderName::from_static("x-request-id");
-    let router = app(state.clone())
+    let mut router = app(state.clone());
+    if let Some(cors) = super::cors::layer(&config.cors_origins) {
+        router = router.layer(cors);
+    }
+    let router = router
         .layer(PropagateRequestIdLayer::new(header.clone()))
         .layer(
             TraceLayer::new_for_http()

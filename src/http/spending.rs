@@ -11,9 +11,10 @@ use serde::Deserialize;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{Body, Ids, Key, Q, account_id};
-use super::{AppState, KeyRule, ListParams, mutate};
+use super::{AppState, KeyRule, ListParams, PageParams, mutate};
 use crate::domain::command::Command;
 use crate::domain::credits::Credits;
+use crate::domain::hold::HoldStatus;
 use crate::domain::period::Month;
 use crate::domain::view::{
     DebitRefundView, DebitView, EntryView, GrantView, HoldView, Page, PurchaseRefundView, PurchaseView,
@@ -187,6 +188,74 @@ pub async fn show_purchase<S: Store>(
     Ok(Json(st.ledger.purchase(&id, &purchase_id, st.clock.now()).await?).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/accounts/{id}/debits/{did}", tag = "spending", params(("id" = String, Path, description = "Account id"), ("did" = String, Path, description = "Debit id")), responses((status = 200, description = "The debit", body = DebitView), super::openapi::Errors))]
+pub async fn show_debit<S: Store>(
+    State(st): State<AppState<S>>,
+    caller: Caller,
+    Ids((id, debit_id)): Ids<(String, String)>,
+) -> Result<Response, ApiError> {
+    let id = account_id(&id)?;
+    caller.may_access(&id)?;
+    Ok(Json(st.ledger.debit(&id, &debit_id, st.clock.now()).await?).into_response())
+}
+
+/// `cursor`, `limit` and `reference` of the debits list.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct DebitListParams {
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Items per page, 1-500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+    /// Only debits with this reference (1-128 printable ASCII).
+    #[param(pattern = r"^[!-~]{1,128}$")]
+    pub reference: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/accounts/{id}/debits", tag = "spending", params(("id" = String, Path, description = "Account id"), DebitListParams), responses((status = 200, description = "Debits, newest first, captures of holds included", body = Page<DebitView>), super::openapi::Errors))]
+pub async fn debits<S: Store>(
+    State(st): State<AppState<S>>,
+    caller: Caller,
+    Ids(id): Ids<String>,
+    Q(q): Q<DebitListParams>,
+) -> Result<Response, ApiError> {
+    let id = account_id(&id)?;
+    caller.may_access(&id)?;
+    let page = super::page_of(&q.cursor, q.limit)?;
+    let list = st.ledger.debits(&id, q.reference.as_deref(), page).await.map_err(super::list_error)?;
+    Ok(Json(list).into_response())
+}
+
+/// `cursor`, `limit` and `status` of the holds list.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct HoldListParams {
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Items per page, 1-500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+    /// Only holds in this status.
+    #[param(inline)]
+    pub status: Option<HoldStatus>,
+}
+
+#[utoipa::path(get, path = "/v1/accounts/{id}/holds", tag = "spending", params(("id" = String, Path, description = "Account id"), HoldListParams), responses((status = 200, description = "Holds, newest first", body = Page<HoldView>), super::openapi::Errors))]
+pub async fn holds<S: Store>(
+    State(st): State<AppState<S>>,
+    caller: Caller,
+    Ids(id): Ids<String>,
+    Q(q): Q<HoldListParams>,
+) -> Result<Response, ApiError> {
+    let id = account_id(&id)?;
+    caller.may_access(&id)?;
+    let page = super::page_of(&q.cursor, q.limit)?;
+    Ok(Json(st.ledger.holds(&id, q.status, page).await.map_err(super::list_error)?).into_response())
+}
+
 #[utoipa::path(get, path = "/v1/accounts/{id}/holds/{hid}", tag = "spending", params(("id" = String, Path, description = "Account id"), ("hid" = String, Path, description = "Hold id")), responses((status = 200, description = "The hold", body = HoldView), super::openapi::Errors))]
 pub async fn show_hold<S: Store>(
     State(st): State<AppState<S>>,
@@ -221,20 +290,22 @@ pub async fn grant<S: Store>(
     mutate(&st, &caller, &id, key, KeyRule::Required, command, StatusCode::CREATED).await
 }
 
-#[utoipa::path(get, path = "/v1/accounts/{id}/ledger", tag = "spending", params(("id" = String, Path, description = "Account id"), ListParams), responses((status = 200, description = "Ledger entries, newest first", body = Page<EntryView>), super::openapi::Errors))]
+#[utoipa::path(get, path = "/v1/accounts/{id}/ledger", tag = "spending", params(("id" = String, Path, description = "Account id"), PageParams), responses((status = 200, description = "Ledger entries, newest first", body = Page<EntryView>), super::openapi::Errors))]
 pub async fn ledger<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
     Ids(id): Ids<String>,
-    Q(q): Q<ListParams>,
+    Q(q): Q<PageParams>,
 ) -> Result<Response, ApiError> {
     let id = account_id(&id)?;
     caller.may_access(&id)?;
-    Ok(Json(st.ledger.entries(&id, q.page()?).await.map_err(super::list_error)?).into_response())
+    let page = super::page_of(&q.cursor, q.limit)?;
+    Ok(Json(st.ledger.entries(&id, page).await.map_err(super::list_error)?).into_response())
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct UsageParams {
     /// First month, YYYY-MM (default: this month).
     #[param(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$")]

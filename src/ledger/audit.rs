@@ -210,6 +210,21 @@ impl AuditReport {
                     ),
                 );
             }
+            // A capture of credits is a debit that names the hold back.
+            let debit = h.debit_id.as_ref().and_then(|d| r.debits.iter().find(|x| &x.id == d));
+            let debit_ok = match debit {
+                None => h.debit_id.is_none() && (h.status != HoldStatus::Captured || h.captured == 0),
+                Some(d) => d.hold_id.as_ref() == Some(&h.id) && d.credits == h.captured,
+            };
+            if !debit_ok {
+                self.mismatch(
+                    &r.account,
+                    format!(
+                        "hold {} captured {} credits; its debit {:?} is missing or does not match",
+                        h.id, h.captured, h.debit_id
+                    ),
+                );
+            }
             for p in &h.parts {
                 *per_lot.entry(p.lot_id.as_str()).or_default() += p.credits;
             }
@@ -234,6 +249,12 @@ impl AuditReport {
                     EntryKind::Debit => spent.add(LotKind::of_lot_id(&e.lot_id), -e.delta_credits),
                     EntryKind::Refund => refunded += e.delta_credits,
                     _ => {}
+                }
+            }
+            // A capture's credits were spent by its hold's capture entries.
+            for e in d.hold_id.iter().flat_map(|h| ix.from(h)) {
+                if e.kind == EntryKind::Capture {
+                    spent.add(LotKind::of_lot_id(&e.lot_id), -e.held_delta_credits);
                 }
             }
             let total = spent.from_free + spent.from_grants + spent.from_paid;

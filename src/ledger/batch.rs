@@ -326,7 +326,7 @@ fn apply_one(
     if let (Some(key), Some(pair)) = (&op.key, &pair)
         && let Some(stored) = keys.get(pair)
     {
-        return replay(key, &request, stored);
+        return replay(&op.account, key, &request, stored);
     }
     // Time never runs backwards for an account: an operation stamped before
     // its latest entry (a skewed replica, a wrong clock) is applied at that

@@ -17,12 +17,14 @@ use jiff::Timestamp;
 use crate::domain::account::{AccountId, NewAccount};
 use crate::domain::command::{Command, Needs};
 use crate::domain::credits::Credits;
+use crate::domain::hold::HoldStatus;
 use crate::domain::period::{Month, Zone};
 use crate::domain::spend;
 use crate::domain::state::{AccountState, Changes};
 use crate::domain::usage;
 use crate::domain::view::{
-    AccountView, BalanceView, EntryView, HoldView, Page, PurchaseView, QuoteView, StatementView, UsageView,
+    AccountView, BalanceView, DebitView, EntryView, HoldView, Page, PurchaseView, QuoteView, StatementView,
+    UsageView,
 };
 
 pub use audit::{AccountRecords, AuditReport};
@@ -187,9 +189,45 @@ impl<S: Store> Ledger<S> {
     ) -> Result<HoldView, LedgerError> {
         let needs = Needs { hold: Some(hold_id.to_string()), ..Needs::default() };
         self.one(account, needs, now, ("hold", hold_id), |s| {
-            s.holds.iter().find(|h| h.id == hold_id).map(|h| Ok(HoldView::of(h)))
+            s.holds.iter().find(|h| h.id == hold_id).map(|h| Ok(HoldView::of(account.as_str(), h)))
         })
         .await
+    }
+
+    /// One debit of the account (a capture of a hold included).
+    pub async fn debit(
+        &self,
+        account: &AccountId,
+        debit_id: &str,
+        now: Timestamp,
+    ) -> Result<DebitView, LedgerError> {
+        let needs = Needs { debit: Some(debit_id.to_string()), ..Needs::default() };
+        self.one(account, needs, now, ("debit", debit_id), |s| {
+            s.debits.iter().find(|d| d.id == debit_id).map(|d| Ok(DebitView::of(account.as_str(), d)))
+        })
+        .await
+    }
+
+    /// Debits, newest first (captures included); `reference` keeps those
+    /// that carry it.
+    pub async fn debits(
+        &self,
+        account: &AccountId,
+        reference: Option<&str>,
+        page: PageRequest,
+    ) -> Result<Page<DebitView>, LedgerError> {
+        crate::domain::text::check_reference(reference)?;
+        self.store.debits(account.clone(), reference.map(str::to_string), page).await
+    }
+
+    /// Holds, newest first; `status` keeps those in it.
+    pub async fn holds(
+        &self,
+        account: &AccountId,
+        status: Option<HoldStatus>,
+        page: PageRequest,
+    ) -> Result<Page<HoldView>, LedgerError> {
+        self.store.holds(account.clone(), status, page).await
     }
 
     /// Accounts, newest first; `q` keeps those whose id or name starts
@@ -346,7 +384,7 @@ impl<S: Store> Ledger<S> {
         self.store
             .add_token(account.clone(), NewToken { id: id.clone(), label, secret_sha256, created_at: now })
             .await?;
-        Ok(CreatedToken { id, token })
+        Ok(CreatedToken { id, account_id: account.to_string(), token })
     }
 
     pub async fn audit(&self) -> Result<AuditReport, LedgerError> {

@@ -13,9 +13,12 @@ use jiff::Timestamp;
 use crate::domain::account::{AccountId, NewAccount};
 use crate::domain::command::{self, Command, Ctx, Needs, Outcome};
 use crate::domain::entry::{Entry, EntryKind};
+use crate::domain::hold::HoldStatus;
 use crate::domain::period::{Month, Zone};
 use crate::domain::state::{AccountState, Changes};
-use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView, UsageView};
+use crate::domain::view::{
+    AccountView, DebitView, EntryView, HoldView, Page, PurchaseView, StatementView, UsageView,
+};
 
 use super::LedgerError;
 use super::audit::AuditReport;
@@ -34,6 +37,7 @@ pub struct NewToken {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub id: String,
+    pub account_id: String,
     pub label: String,
     pub created_at: Timestamp,
     /// When it was last used, to the minute ([`TOKEN_USE_RESOLUTION_SECONDS`]).
@@ -140,12 +144,22 @@ pub fn request_of(op: &Operation) -> Result<String, LedgerError> {
 
 /// The first answer to `key` again, or a conflict if it answered another
 /// request.
-pub fn replay(key: &IdempotencyKey, request: &str, stored: &StoredAnswer) -> Result<Executed, LedgerError> {
+pub fn replay(
+    account: &AccountId,
+    key: &IdempotencyKey,
+    request: &str,
+    stored: &StoredAnswer,
+) -> Result<Executed, LedgerError> {
     if stored.request != request {
         return Err(LedgerError::IdempotencyConflict { key: key.to_string() });
     }
-    let outcome = serde_json::from_str(&stored.response)
-        .map_err(|e| LedgerError::Internal(format!("stored answer of key {key}: {e}")))?;
+    let bad = |e: serde_json::Error| LedgerError::Internal(format!("stored answer of key {key}: {e}"));
+    let mut answer: serde_json::Value = serde_json::from_str(&stored.response).map_err(bad)?;
+    // Answers stored before objects carried `account_id` get it back.
+    if let Some(body) = answer.get_mut("body").and_then(serde_json::Value::as_object_mut) {
+        body.entry("account_id").or_insert_with(|| account.as_str().into());
+    }
+    let outcome = serde_json::from_value(answer).map_err(bad)?;
     Ok(Executed { outcome, replayed: true, tally: Tally::default() })
 }
 
@@ -215,6 +229,23 @@ pub trait Store: Clone + Send + Sync + 'static {
         page: PageRequest,
     ) -> impl Future<Output = Result<Page<EntryView>, LedgerError>> + Send;
 
+    /// Debits (captures included), newest first; with `reference`, only
+    /// those that carry it.
+    fn debits(
+        &self,
+        account: AccountId,
+        reference: Option<String>,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<Page<DebitView>, LedgerError>> + Send;
+
+    /// Holds, newest first; with `status`, only those in it.
+    fn holds(
+        &self,
+        account: AccountId,
+        status: Option<HoldStatus>,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<Page<HoldView>, LedgerError>> + Send;
+
     /// One snapshot of the account's state (as [`Store::state`] with no
     /// needs) and its stored usage counters for the months `from..=to`.
     fn usage(
@@ -275,4 +306,26 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Replays every account's entries and checks every derived row.
     fn audit(&self) -> impl Future<Output = Result<AuditReport, LedgerError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers stored before objects carried `account_id` (and debit
+    /// refunds an `id`) replay with the account filled in.
+    #[test]
+    fn an_answer_stored_before_account_ids_replays_with_its_account() {
+        let account = AccountId::parse("cafe").unwrap();
+        let key = IdempotencyKey::parse("k-1").unwrap();
+        let response = r#"{"type":"debit_refund","body":{"debit_id":"deb_1","credits":2,"expired_credits":0,
+            "refunded_credits":2,"balance_after":998,"created_at":"2026-11-10T12:00:00Z"}}"#;
+        let stored = StoredAnswer { request: "r".into(), response: response.into() };
+        let done = replay(&account, &key, "r", &stored).unwrap();
+        assert!(done.replayed);
+        assert_eq!(done.outcome.body()["account_id"], "cafe");
+        assert_eq!(done.outcome.body()["debit_id"], "deb_1");
+        let other = replay(&account, &key, "another request", &stored);
+        assert!(matches!(other, Err(LedgerError::IdempotencyConflict { .. })), "{other:?}");
+    }
 }

@@ -22,5 +22,6 @@ pub fn new_account_token(account: &AccountId) -> (String, String) {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct CreatedToken {
     pub id: String,
+    pub account_id: String,
     pub token: String,
 }

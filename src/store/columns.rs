@@ -213,6 +213,7 @@ pub static HOLDS: Table = Table::new(
         "reference",
         "created_at",
         "parts",
+        "debit_id",
     ],
     &["account_id", "hold_id"],
 );
@@ -230,6 +231,8 @@ pub static DEBITS: Table = Table::new(
         "from_grants",
         "from_paid",
         "parts",
+        "hold_id",
+        "balance_after",
     ],
     &["account_id", "debit_id"],
 );
@@ -468,6 +471,7 @@ pub fn hold(r: &impl Cols) -> Result<Hold, String> {
         reference: r.opt_text(6)?,
         created_at: ts(r, 7)?,
         parts: json(r, 8)?,
+        debit_id: r.opt_text(9)?,
     })
 }
 
@@ -482,6 +486,7 @@ pub fn hold_vals(account: &AccountId, h: &Hold) -> Vec<Val> {
         h.reference.clone().into(),
         micros(h.created_at).into(),
         to_json(&h.parts).into(),
+        h.debit_id.clone().into(),
     ]
 }
 
@@ -495,6 +500,8 @@ pub fn debit(r: &impl Cols) -> Result<Debit, String> {
         created_at: ts(r, 6)?,
         breakdown: Breakdown { from_free: r.int(7)?, from_grants: r.int(8)?, from_paid: r.int(9)? },
         parts: json(r, 10)?,
+        hold_id: r.opt_text(11)?,
+        balance_after: r.int(12)?,
     })
 }
 
@@ -511,6 +518,8 @@ pub fn debit_vals(account: &AccountId, d: &Debit) -> Vec<Val> {
         d.breakdown.from_grants.into(),
         d.breakdown.from_paid.into(),
         to_json(&d.parts).into(),
+        d.hold_id.clone().into(),
+        d.balance_after.into(),
     ]
 }
 
@@ -639,10 +648,10 @@ mod tests {
         assert_eq!(
             HOLDS.upsert(),
             "INSERT INTO holds (account_id, hold_id, credits, captured, status, expires_at, reference, created_at, \
-             parts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (account_id, hold_id) DO UPDATE SET \
-             credits = excluded.credits, captured = excluded.captured, status = excluded.status, \
+             parts, debit_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (account_id, hold_id) \
+             DO UPDATE SET credits = excluded.credits, captured = excluded.captured, status = excluded.status, \
              expires_at = excluded.expires_at, reference = excluded.reference, created_at = excluded.created_at, \
-             parts = excluded.parts"
+             parts = excluded.parts, debit_id = excluded.debit_id"
         );
     }
 }

@@ -7,14 +7,16 @@
 //! comparisons, `CAST(.. AS TEXT)` where PostgreSQL must know a NULL's type.
 
 use crate::domain::account::{Account, AccountId};
+use crate::domain::debit::Debit;
 use crate::domain::entry::Entry;
+use crate::domain::hold::{Hold, HoldStatus};
 use crate::domain::period::Month;
 use crate::domain::purchase::Purchase;
 use crate::domain::statement::Statement;
-use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView};
+use crate::domain::view::{AccountView, DebitView, EntryView, HoldView, Page, PurchaseView, StatementView};
 use crate::ledger::{LedgerError, PageRequest};
 
-use super::columns::{ACCOUNTS, ENTRIES, PURCHASES, STATEMENTS, Table, USAGE, Val, micros};
+use super::columns::{ACCOUNTS, DEBITS, ENTRIES, HOLDS, PURCHASES, STATEMENTS, Table, USAGE, Val, micros};
 use super::paging::{bad_cursor, page, split_cursor};
 
 /// A query and its parameters.
@@ -108,6 +110,63 @@ pub fn purchases_page(
     Ok(Page { data, next_cursor: views.next_cursor })
 }
 
+/// Debits of `id` (captures included), newest first; with `reference`,
+/// only those that carry it (served by its own index).
+pub fn debits(id: &AccountId, reference: Option<&str>, req: &PageRequest) -> Result<Query, LedgerError> {
+    let (t, did) = time_cursor(req)?;
+    let mut params = vec![id.as_str().into(), t.into(), did.into(), req.cursor.is_none().into()];
+    // SQLite numbers `$n` in the order they first appear: keep them in order.
+    let sql = match reference {
+        None => crate::cached!(DEBITS.select(
+            "WHERE account_id = $1 AND ((created_at, debit_id) < ($2, $3) OR $4) \
+             ORDER BY created_at DESC, debit_id DESC LIMIT $5"
+        )),
+        Some(r) => {
+            params.push(r.to_string().into());
+            crate::cached!(DEBITS.select(
+                "WHERE account_id = $1 AND ((created_at, debit_id) < ($2, $3) OR $4) AND reference = $5 \
+                 ORDER BY created_at DESC, debit_id DESC LIMIT $6"
+            ))
+        }
+    };
+    params.push(limit(req));
+    Ok(Query { sql, params })
+}
+
+pub fn debits_page(items: Vec<Debit>, req: &PageRequest, id: &AccountId) -> Page<DebitView> {
+    page(
+        items,
+        req.limit,
+        |d| format!("{}:{}", micros(d.created_at), d.id),
+        |d| DebitView::of(id.as_str(), d),
+    )
+}
+
+/// Holds of `id`, newest first; with `status`, only those in it.
+pub fn holds(id: &AccountId, status: Option<HoldStatus>, req: &PageRequest) -> Result<Query, LedgerError> {
+    let (t, hid) = time_cursor(req)?;
+    let mut params = vec![id.as_str().into(), t.into(), hid.into(), req.cursor.is_none().into()];
+    let sql = match status {
+        None => crate::cached!(HOLDS.select(
+            "WHERE account_id = $1 AND ((created_at, hold_id) < ($2, $3) OR $4) \
+             ORDER BY created_at DESC, hold_id DESC LIMIT $5"
+        )),
+        Some(s) => {
+            params.push(s.as_str().into());
+            crate::cached!(HOLDS.select(
+                "WHERE account_id = $1 AND ((created_at, hold_id) < ($2, $3) OR $4) AND status = $5 \
+                 ORDER BY created_at DESC, hold_id DESC LIMIT $6"
+            ))
+        }
+    };
+    params.push(limit(req));
+    Ok(Query { sql, params })
+}
+
+pub fn holds_page(items: Vec<Hold>, req: &PageRequest, id: &AccountId) -> Page<HoldView> {
+    page(items, req.limit, |h| format!("{}:{}", micros(h.created_at), h.id), |h| HoldView::of(id.as_str(), h))
+}
+
 pub fn entries(id: &AccountId, req: &PageRequest) -> Result<Query, LedgerError> {
     let before: i64 = match &req.cursor {
         Some(c) => c.parse().map_err(|_| bad_cursor())?,
@@ -119,8 +178,8 @@ pub fn entries(id: &AccountId, req: &PageRequest) -> Result<Query, LedgerError> 
     Ok(Query { sql, params: vec![id.as_str().into(), before.into(), limit(req)] })
 }
 
-pub fn entries_page(items: Vec<Entry>, req: &PageRequest) -> Page<EntryView> {
-    page(items, req.limit, |e| e.id.to_string(), EntryView::of)
+pub fn entries_page(items: Vec<Entry>, req: &PageRequest, id: &AccountId) -> Page<EntryView> {
+    page(items, req.limit, |e| e.id.to_string(), |e| EntryView::of(id.as_str(), e))
 }
 
 /// Entries whose `effective_at` lies in `[from, to)`, in id order.
@@ -196,7 +255,7 @@ pub const AUDIT_ACCOUNTS: &str = "SELECT account_id FROM accounts ORDER BY accou
 
 /// One account's rows of `table` in the audit's order.
 pub fn audit_rows(table: &'static Table, id: &AccountId) -> Query {
-    use super::columns::{DEBITS, HOLDS, LOTS, REFUNDS};
+    use super::columns::{LOTS, REFUNDS};
     static SQL: std::sync::OnceLock<Vec<(&'static str, String)>> = std::sync::OnceLock::new();
     let all = SQL.get_or_init(|| {
         [

@@ -24,10 +24,10 @@ pub const INSERT: &str = "INSERT INTO account_tokens (account_id, token_id, labe
 pub const ACCOUNT_EXISTS: &str = "SELECT 1 FROM accounts WHERE account_id = $1";
 
 /// `$1` account, `$2` secret hash: the token with that secret.
-pub const BY_SECRET: &str = "SELECT token_id, label, created_at, last_used_at FROM account_tokens WHERE account_id = $1 AND secret_sha256 = $2";
+pub const BY_SECRET: &str = "SELECT token_id, account_id, label, created_at, last_used_at FROM account_tokens WHERE account_id = $1 AND secret_sha256 = $2";
 
 /// `$1` account: its tokens, newest first (at most [`MAX_TOKENS_PER_ACCOUNT`]).
-pub const LIST: &str = "SELECT token_id, label, created_at, last_used_at FROM account_tokens \
+pub const LIST: &str = "SELECT token_id, account_id, label, created_at, last_used_at FROM account_tokens \
      WHERE account_id = $1 ORDER BY created_at DESC, token_id DESC";
 
 /// `$1` account, `$2` token id.
@@ -47,5 +47,11 @@ pub fn too_many() -> LedgerError {
 
 /// A token's row as [`LIST`] and [`BY_SECRET`] select it.
 pub fn token(r: &impl Cols) -> Result<TokenInfo, String> {
-    Ok(TokenInfo { id: r.text(0)?, label: r.text(1)?, created_at: ts(r, 2)?, last_used_at: opt_ts(r, 3)? })
+    Ok(TokenInfo {
+        id: r.text(0)?,
+        account_id: r.text(1)?,
+        label: r.text(2)?,
+        created_at: ts(r, 3)?,
+        last_used_at: opt_ts(r, 4)?,
+    })
 }

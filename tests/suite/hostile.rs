@@ -5,31 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::util::{ADMIN, Answer, Db, Server};
-
-/// What a refused request must leave as it was: the account's balance
-/// (without the time it was read) and its whole ledger.
-async fn snapshot(s: &Server, account: &str) -> (Value, Value) {
-    let b = s.get(&format!("/v1/accounts/{account}/balance"), ADMIN).await;
-    assert_eq!(b.status, 200, "{b:?}");
-    let mut balance = b.body;
-    balance.as_object_mut().expect("an object").remove("as_of");
-    let l = s.get(&format!("/v1/accounts/{account}/ledger?limit=500"), ADMIN).await;
-    assert_eq!(l.status, 200, "{l:?}");
-    (balance, l.body)
-}
-
-/// Creates `id` (1,000 free credits a month, UTC) through the API.
-async fn open_account(s: &Server, id: &str) {
-    let body = json!({"id": id, "name": format!("{id} cafe"), "time_zone": "UTC"});
-    let a = s.post("/v1/accounts", ADMIN, None, body).await;
-    assert_eq!(a.status, 201, "{a:?}");
-}
-
-fn created(a: Answer, what: &str) -> Value {
-    assert_eq!(a.status, 201, "{what}: {a:?}");
-    a.body
-}
+use crate::util::{ADMIN, Answer, Db, Server, created, open_account, snapshot};
 
 /// A small deterministic generator (xorshift64*): random enough for
 /// methods and paths, and a failure can be replayed from the seed.
@@ -517,7 +493,11 @@ async fn tokens_are_listed_and_revoked(db: Db) {
     assert!(field(&pos_id, "last_used_at").is_string(), "used: {data:?}");
     assert!(field(&web_id, "last_used_at").is_null(), "never used: {data:?}");
     let keys: Vec<&String> = data[0].as_object().unwrap().keys().collect();
-    assert_eq!(keys, ["created_at", "id", "label", "last_used_at"], "nothing else, no secret hash");
+    assert_eq!(
+        keys,
+        ["id", "account_id", "label", "created_at", "last_used_at"],
+        "nothing else, no secret hash"
+    );
     // Only the admin lists and revokes.
     s.get("/v1/accounts/cafe/tokens", &pos).await.assert_problem(403, "forbidden");
     let path = format!("/v1/accounts/cafe/tokens/{web_id}");
@@ -698,14 +678,18 @@ async fn usage_counts_each_month_once_and_expiries_in_their_month(db: Db) {
     assert_ne!(run.code, 0, "a wrong counter fails the audit: {run:?}");
     assert!(format!("{}{}", run.stdout, run.stderr).contains("usage counters"), "{run:?}");
     drop(s);
-    // Undo the migration that made them (and the one after it); opening
+    // Undo the migration that made them (and those after it); opening
     // again rebuilds them from the entries.
+    let later = format!(
+        "{} DROP TABLE usage_months; ALTER TABLE accounts DROP COLUMN status;",
+        crate::util::UNDO_CAPTURE_DEBITS
+    );
     let undo = if db.pg_schema.is_some() {
-        "DROP TABLE usage_months; ALTER TABLE accounts DROP COLUMN status; \
-         DELETE FROM schema_migrations WHERE version >= 5;"
+        format!("{later} DELETE FROM schema_migrations WHERE version >= 5;")
     } else {
-        "DROP TABLE usage_months; ALTER TABLE accounts DROP COLUMN status; PRAGMA user_version = 5;"
+        format!("{later} PRAGMA user_version = 5;")
     };
+    let undo = undo.as_str();
     crate::util::raw_sql(&db, undo);
     db.assert_audit();
     let s = Server::start(&db, &["--test-clock", "--now", "2026-12-05T10:00:00Z"]);

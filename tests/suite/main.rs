@@ -53,6 +53,8 @@ macro_rules! on_every_store {
     };
 }
 
+/// The platform engineer's API (issue 12): objects, lists, conventions.
+mod api;
 /// The dashboard in headless Chromium, and its headers and CSRF refusals.
 mod browser;
 /// Bad input and whole flows through the real `textcredits` binary.

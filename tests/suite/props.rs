@@ -521,7 +521,7 @@ fn summarize(got: &Result<Outcome, LedgerError>) -> Result<Summary, Result<Refus
             balance_after: v.balance_after,
         },
         Outcome::Hold(v) => {
-            Summary::Hold { credits: v.credits, captured: v.captured, status: v.status.clone() }
+            Summary::Hold { credits: v.credits, captured: v.captured, status: v.status.as_str().to_string() }
         }
         Outcome::DebitRefund(v) => Summary::DebitRefund {
             credits: v.credits,

@@ -494,10 +494,10 @@ async fn holds_capture_more_than_held_is_refused<S: Store>(l: Ledger<S>) {
 async fn holds_expire_when_their_ttl_runs_out<S: Store>(l: Ledger<S>) {
     let a = account(&l, "cafe", "UTC", 1_000, ts("2026-11-01T00:00:00Z")).await;
     let h = id_of(&ok(&l, &a, hold(300, Some(3_600)), "2026-11-01T00:00:00Z").await);
-    assert_eq!(l.hold(&a, &h, ts("2026-11-01T00:59:59Z")).await.unwrap().status, "held");
+    assert_eq!(l.hold(&a, &h, ts("2026-11-01T00:59:59Z")).await.unwrap().status.as_str(), "held");
     assert_eq!(balance(&l, &a, "2026-11-01T00:59:59Z").await.available, 700);
     // Nothing ran at the expiry; a read after it is exact anyway.
-    assert_eq!(l.hold(&a, &h, ts("2026-11-01T01:00:00Z")).await.unwrap().status, "expired");
+    assert_eq!(l.hold(&a, &h, ts("2026-11-01T01:00:00Z")).await.unwrap().status.as_str(), "expired");
     assert_eq!(balance(&l, &a, "2026-11-01T01:00:00Z").await.available, 1_000);
     let e = run(&l, &a, Command::Capture { hold_id: h.clone(), credits: 10 }, "2026-11-01T02:00:00Z")
         .await

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use jiff::Timestamp;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tempfile::TempDir;
 use textcredits::domain::account::{AccountId, NewAccount};
 use textcredits::domain::period::Zone;
@@ -348,3 +348,34 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// What a refused request must leave as it was: the account's balance
+/// (without the time it was read) and its whole ledger.
+pub async fn snapshot(s: &Server, account: &str) -> (Value, Value) {
+    let b = s.get(&format!("/v1/accounts/{account}/balance"), ADMIN).await;
+    assert_eq!(b.status, 200, "{b:?}");
+    let mut balance = b.body;
+    balance.as_object_mut().expect("an object").remove("as_of");
+    let l = s.get(&format!("/v1/accounts/{account}/ledger?limit=500"), ADMIN).await;
+    assert_eq!(l.status, 200, "{l:?}");
+    (balance, l.body)
+}
+
+/// Creates `id` (1,000 free credits a month, UTC) through the API.
+pub async fn open_account(s: &Server, id: &str) {
+    let body = json!({"id": id, "name": format!("{id} cafe"), "time_zone": "UTC"});
+    let a = s.post("/v1/accounts", ADMIN, None, body).await;
+    assert_eq!(a.status, 201, "{a:?}");
+}
+
+pub fn created(a: Answer, what: &str) -> Value {
+    assert_eq!(a.status, 201, "{what}: {a:?}");
+    a.body
+}
+
+/// Undoes the migration that made captures debits (SQLite 8, PostgreSQL
+/// 7) and what it wrote, as if the database were from before it.
+pub const UNDO_CAPTURE_DEBITS: &str = "DELETE FROM debits WHERE hold_id IS NOT NULL; \
+    DROP INDEX debits_by_time; DROP INDEX debits_by_reference; DROP INDEX holds_by_time; \
+    ALTER TABLE holds DROP COLUMN debit_id; ALTER TABLE debits DROP COLUMN hold_id; \
+    ALTER TABLE debits DROP COLUMN balance_after;";

@@ -7,8 +7,11 @@ use tokio_postgres::Row;
 
 use super::rows::{all, one, params};
 use crate::domain::account::{Account, AccountId};
+use crate::domain::hold::HoldStatus;
 use crate::domain::period::Month;
-use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView, UsageView};
+use crate::domain::view::{
+    AccountView, DebitView, EntryView, HoldView, Page, PurchaseView, StatementView, UsageView,
+};
 use crate::ledger::{AccountRecords, AuditReport, LedgerError, PageRequest};
 use crate::store::columns::Cols as _;
 use crate::store::columns::{self, DEBITS, ENTRIES, HOLDS, LOTS, PURCHASES, REFUNDS, STATEMENTS, USAGE};
@@ -48,13 +51,33 @@ pub async fn purchases(
     reads::purchases_page(items, req, id)
 }
 
+pub async fn debits(
+    c: &impl GenericClient,
+    id: &AccountId,
+    reference: Option<&str>,
+    req: &PageRequest,
+) -> Result<Page<DebitView>, LedgerError> {
+    account(c, id).await?;
+    Ok(reads::debits_page(run(c, reads::debits(id, reference, req)?, columns::debit).await?, req, id))
+}
+
+pub async fn holds(
+    c: &impl GenericClient,
+    id: &AccountId,
+    status: Option<HoldStatus>,
+    req: &PageRequest,
+) -> Result<Page<HoldView>, LedgerError> {
+    account(c, id).await?;
+    Ok(reads::holds_page(run(c, reads::holds(id, status, req)?, columns::hold).await?, req, id))
+}
+
 pub async fn entries(
     c: &impl GenericClient,
     id: &AccountId,
     req: &PageRequest,
 ) -> Result<Page<EntryView>, LedgerError> {
     account(c, id).await?;
-    Ok(reads::entries_page(run(c, reads::entries(id, req)?, columns::entry).await?, req))
+    Ok(reads::entries_page(run(c, reads::entries(id, req)?, columns::entry).await?, req, id))
 }
 
 pub async fn usage(

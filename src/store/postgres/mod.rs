@@ -26,9 +26,12 @@ use tokio_postgres::error::SqlState;
 
 use crate::domain::account::{AccountId, NewAccount};
 use crate::domain::command::{self, Needs};
+use crate::domain::hold::HoldStatus;
 use crate::domain::period::{Month, Zone};
 use crate::domain::state::AccountState;
-use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView, UsageView};
+use crate::domain::view::{
+    AccountView, DebitView, EntryView, HoldView, Page, PurchaseView, StatementView, UsageView,
+};
 use crate::ledger::batch::Wants;
 use crate::ledger::{AuditReport, Executed, LedgerError, NewToken, Operation, PageRequest, Store, TokenInfo};
 use crate::store::columns::{self, ACCOUNTS, Cols as _, micros};
@@ -184,6 +187,24 @@ impl Store for PgStore {
 
     async fn entries(&self, account: AccountId, page: PageRequest) -> Result<Page<EntryView>, LedgerError> {
         read!(self, |c| lists::entries(&c, &account, &page).await)
+    }
+
+    async fn debits(
+        &self,
+        account: AccountId,
+        reference: Option<String>,
+        page: PageRequest,
+    ) -> Result<Page<DebitView>, LedgerError> {
+        read!(self, |c| lists::debits(&c, &account, reference.as_deref(), &page).await)
+    }
+
+    async fn holds(
+        &self,
+        account: AccountId,
+        status: Option<HoldStatus>,
+        page: PageRequest,
+    ) -> Result<Page<HoldView>, LedgerError> {
+        read!(self, |c| lists::holds(&c, &account, status, &page).await)
     }
 
     async fn usage(

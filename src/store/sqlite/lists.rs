@@ -7,8 +7,11 @@ use rusqlite::{Connection, Row, params_from_iter};
 use super::rows;
 use super::sql_error;
 use crate::domain::account::{Account, AccountId};
+use crate::domain::hold::HoldStatus;
 use crate::domain::period::Month;
-use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView, UsageView};
+use crate::domain::view::{
+    AccountView, DebitView, EntryView, HoldView, Page, PurchaseView, StatementView, UsageView,
+};
 use crate::ledger::{AccountRecords, AuditReport, LedgerError, PageRequest};
 use crate::store::columns::{DEBITS, ENTRIES, HOLDS, LOTS, PURCHASES, REFUNDS, STATEMENTS, USAGE};
 use crate::store::reads::{self, Query};
@@ -46,9 +49,29 @@ pub fn purchases(
     reads::purchases_page(items, req, id)
 }
 
+pub fn debits(
+    conn: &Connection,
+    id: &AccountId,
+    reference: Option<&str>,
+    req: &PageRequest,
+) -> Result<Page<DebitView>, LedgerError> {
+    account(conn, id)?;
+    Ok(reads::debits_page(run(conn, reads::debits(id, reference, req)?, rows::debit)?, req, id))
+}
+
+pub fn holds(
+    conn: &Connection,
+    id: &AccountId,
+    status: Option<HoldStatus>,
+    req: &PageRequest,
+) -> Result<Page<HoldView>, LedgerError> {
+    account(conn, id)?;
+    Ok(reads::holds_page(run(conn, reads::holds(id, status, req)?, rows::hold)?, req, id))
+}
+
 pub fn entries(conn: &Connection, id: &AccountId, req: &PageRequest) -> Result<Page<EntryView>, LedgerError> {
     account(conn, id)?;
-    Ok(reads::entries_page(run(conn, reads::entries(id, req)?, rows::entry)?, req))
+    Ok(reads::entries_page(run(conn, reads::entries(id, req)?, rows::entry)?, req, id))
 }
 
 pub fn usage(

@@ -35,9 +35,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::account::{AccountId, NewAccount};
 use crate::domain::command::{self, Needs};
+use crate::domain::hold::HoldStatus;
 use crate::domain::period::{Month, Zone};
 use crate::domain::state::AccountState;
-use crate::domain::view::{AccountView, EntryView, Page, PurchaseView, StatementView, UsageView};
+use crate::domain::view::{
+    AccountView, DebitView, EntryView, HoldView, Page, PurchaseView, StatementView, UsageView,
+};
 use crate::ledger::batch::{self, Wants};
 use crate::ledger::{AuditReport, Executed, LedgerError, NewToken, Operation, PageRequest, Store, TokenInfo};
 use crate::store::columns::ACCOUNTS;
@@ -387,6 +390,24 @@ impl Store for SqliteStore {
 
     async fn entries(&self, account: AccountId, page: PageRequest) -> Result<Page<EntryView>, LedgerError> {
         self.read(move |conn| lists::entries(conn, &account, &page)).await
+    }
+
+    async fn debits(
+        &self,
+        account: AccountId,
+        reference: Option<String>,
+        page: PageRequest,
+    ) -> Result<Page<DebitView>, LedgerError> {
+        self.read(move |conn| lists::debits(conn, &account, reference.as_deref(), &page)).await
+    }
+
+    async fn holds(
+        &self,
+        account: AccountId,
+        status: Option<HoldStatus>,
+        page: PageRequest,
+    ) -> Result<Page<HoldView>, LedgerError> {
+        self.read(move |conn| lists::holds(conn, &account, status, &page)).await
     }
 
     async fn usage(

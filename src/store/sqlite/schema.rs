@@ -265,6 +265,37 @@ CREATE TABLE usage_months (
 -- An account may be closed (no purchases, debits or holds) and reopened.
 ALTER TABLE accounts ADD COLUMN status TEXT NOT NULL DEFAULT 'active';
 "#,
+    r#"
+-- A capture is a debit: the debit names its hold, the hold its debit, and
+-- a debit keeps the credits available right after it. Existing debits take
+-- that from their last entry; existing captures become debits
+-- `deb_<hold id>` built from their capture entries, so their undelivered
+-- messages can be refunded too.
+ALTER TABLE holds ADD COLUMN debit_id TEXT;
+ALTER TABLE debits ADD COLUMN hold_id TEXT;
+ALTER TABLE debits ADD COLUMN balance_after INTEGER NOT NULL DEFAULT 0;
+UPDATE debits SET balance_after = COALESCE((SELECT e.balance_after FROM entries e
+    WHERE e.account_id = debits.account_id AND e.source = debits.debit_id AND e.kind = 'debit'
+    ORDER BY e.entry_id DESC LIMIT 1), 0);
+INSERT INTO debits (account_id, debit_id, credits, refunded, reference, description, created_at,
+    from_free, from_grants, from_paid, parts, hold_id, balance_after)
+SELECT h.account_id, 'deb_' || h.hold_id, h.captured, 0, h.reference, NULL, MAX(e.effective_at),
+    SUM(CASE WHEN e.lot_id LIKE 'free!_%' ESCAPE '!' THEN -e.held_delta_credits ELSE 0 END),
+    SUM(CASE WHEN e.lot_id LIKE 'grt!_%' ESCAPE '!' THEN -e.held_delta_credits ELSE 0 END),
+    SUM(CASE WHEN e.lot_id LIKE 'free!_%' ESCAPE '!' OR e.lot_id LIKE 'grt!_%' ESCAPE '!' THEN 0
+        ELSE -e.held_delta_credits END),
+    json_group_array(json_object('lot_id', e.lot_id, 'credits', -e.held_delta_credits) ORDER BY e.entry_id),
+    h.hold_id,
+    (SELECT l.balance_after FROM entries l WHERE l.account_id = h.account_id AND l.source = h.hold_id
+        ORDER BY l.entry_id DESC LIMIT 1)
+FROM holds h JOIN entries e ON e.account_id = h.account_id AND e.source = h.hold_id AND e.kind = 'capture'
+WHERE h.status = 'captured' AND h.captured > 0
+GROUP BY h.account_id, h.hold_id, h.captured, h.reference;
+UPDATE holds SET debit_id = 'deb_' || hold_id WHERE status = 'captured' AND captured > 0;
+CREATE INDEX debits_by_time ON debits (account_id, created_at);
+CREATE INDEX debits_by_reference ON debits (account_id, reference, created_at) WHERE reference IS NOT NULL;
+CREATE INDEX holds_by_time ON holds (account_id, created_at);
+"#,
 ];
 
 /// The migration (1-based) that creates `usage_months`: after it, the

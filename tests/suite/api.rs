@@ -1,0 +1,406 @@
+//! The platform engineer's API (issue 12), through the real server on both
+//! stores: single objects and lists, a capture that is a debit, and the
+//! HTTP conventions (`Location`, `WWW-Authenticate`, `id` and
+//! `account_id` on every object, null for what is absent, unknown query
+//! parameters refused).
+
+use serde_json::{Value, json};
+
+use crate::util::{ADMIN, Db, Server, created, open_account, snapshot};
+
+/// The object's keys in the order the server wrote them.
+fn keys(v: &Value) -> Vec<String> {
+    v.as_object().expect("an object").keys().cloned().collect()
+}
+
+/// `id` first, then `account_id` naming `account`.
+fn assert_object(v: &Value, account: &str) {
+    let k = keys(v);
+    assert_eq!(k.first().map(String::as_str), Some("id"), "id first: {v}");
+    assert_eq!(k.get(1).map(String::as_str), Some("account_id"), "account_id second: {v}");
+    assert_eq!(v["account_id"], account, "{v}");
+}
+
+fn ids(page: &Value) -> Vec<String> {
+    page["data"].as_array().expect("a page").iter().map(|d| d["id"].as_str().unwrap().to_string()).collect()
+}
+
+/// A capture is a debit: it has `debit_id` on the hold and `hold_id` on the
+/// debit, shows in the debits list and by id, and its undelivered messages
+/// are refunded like those of any debit. A capture of 0 creates no debit.
+async fn a_capture_is_a_debit_that_refunds(db: Db) {
+    let s = Server::start(&db, &["--test-clock", "--now", "2026-11-10T12:00:00Z"]);
+    open_account(&s, "cafe").await;
+    let a = "/v1/accounts/cafe";
+    let h = created(
+        s.post(&format!("{a}/holds"), ADMIN, Some("h1"), json!({"credits": 300, "reference": "camp-7"}))
+            .await,
+        "hold",
+    );
+    let hid = h["id"].as_str().unwrap();
+    assert_eq!(h["debit_id"], Value::Null, "not captured yet: {h}");
+    let c = s.post(&format!("{a}/holds/{hid}/capture"), ADMIN, Some("c1"), json!({"credits": 250})).await;
+    assert_eq!(c.status, 200, "{c:?}");
+    let did = c.body["debit_id"].as_str().expect("the capture's debit").to_string();
+    let d = s.get(&format!("{a}/debits/{did}"), ADMIN).await;
+    assert_eq!(d.status, 200, "{d:?}");
+    assert_object(&d.body, "cafe");
+    assert_eq!(
+        (
+            &d.body["credits"],
+            &d.body["hold_id"],
+            &d.body["reference"],
+            &d.body["from_free"],
+            &d.body["balance_after"]
+        ),
+        (&json!(250), &json!(hid), &json!("camp-7"), &json!(250), &json!(750)),
+        "{d:?}"
+    );
+    // 40 messages were not delivered: refunded from the capture.
+    let r = s.post(&format!("{a}/debits/{did}/refund"), ADMIN, Some("r1"), json!({"credits": 40})).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_object(&r.body, "cafe");
+    assert_eq!((&r.body["debit_id"], &r.body["balance_after"]), (&json!(did), &json!(790)), "{r:?}");
+    assert_eq!(r.header("location"), Some(format!("{a}/debits/{did}").as_str()));
+    let d = s.get(&format!("{a}/debits/{did}"), ADMIN).await;
+    assert_eq!(d.body["refunded_credits"], 40, "{d:?}");
+    assert_eq!(d.body["balance_after"], 750, "balance_after is as of the debit: {d:?}");
+    // More than what is left of it: refused, nothing changed.
+    let before = snapshot(&s, "cafe").await;
+    let over = s.post(&format!("{a}/debits/{did}/refund"), ADMIN, Some("r2"), json!({"credits": 211})).await;
+    over.assert_problem(422, "invalid_request");
+    assert_eq!(snapshot(&s, "cafe").await, before);
+    // A capture of nothing spends nothing and makes no debit.
+    let h0 = created(s.post(&format!("{a}/holds"), ADMIN, Some("h2"), json!({"credits": 10})).await, "hold");
+    let h0id = h0["id"].as_str().unwrap();
+    let c0 = s.post(&format!("{a}/holds/{h0id}/capture"), ADMIN, None, json!({"credits": 0})).await;
+    assert_eq!(
+        (c0.status, &c0.body["debit_id"], &c0.body["status"]),
+        (200, &Value::Null, &json!("captured")),
+        "{c0:?}"
+    );
+    // A plain debit a second later, then the list: newest first, captures
+    // included.
+    let t = json!({"now": "2026-11-10T12:00:01Z"});
+    assert_eq!(s.call("PUT", "/v1/test-clock", Some(ADMIN), None, Some(t)).await.status, 200);
+    let plain =
+        created(s.post(&format!("{a}/debits"), ADMIN, Some("d1"), json!({"credits": 5})).await, "debit");
+    assert_object(&plain, "cafe");
+    assert_eq!(plain["hold_id"], Value::Null, "{plain}");
+    assert_eq!(plain["description"], Value::Null, "absent fields are null, not missing: {plain}");
+    let list = s.get(&format!("{a}/debits"), ADMIN).await;
+    assert_eq!(list.status, 200, "{list:?}");
+    assert_eq!(ids(&list.body), vec![plain["id"].as_str().unwrap().to_string(), did.clone()], "{list:?}");
+    // The account token of the account reads them; another's 404s.
+    db.assert_audit();
+    // Restarted, the capture is still a debit.
+    drop(s);
+    let s = Server::start(&db, &["--test-clock", "--now", "2026-11-11T12:00:00Z"]);
+    let d = s.get(&format!("{a}/debits/{did}"), ADMIN).await;
+    assert_eq!((d.status, &d.body["hold_id"]), (200, &json!(hid)), "{d:?}");
+    let cli = db.json(&["show-debit", "cafe", &did]);
+    assert_eq!(cli["hold_id"], hid, "{cli}");
+}
+
+/// `GET .../debits?reference` and `GET .../holds?status`, paginated, with
+/// bad values and unknown parameters refused (400) and other accounts'
+/// objects answering 404.
+async fn debits_and_holds_are_listed_and_filtered(db: Db) {
+    let s = Server::start(&db, &["--test-clock", "--now", "2026-11-10T12:00:00Z"]);
+    open_account(&s, "cafe").await;
+    open_account(&s, "other").await;
+    let a = "/v1/accounts/cafe";
+    let mut campaign = Vec::new();
+    for i in 0..5 {
+        let reference = if i % 2 == 0 { "camp-a" } else { "camp-b" };
+        let d = created(
+            s.post(
+                &format!("{a}/debits"),
+                ADMIN,
+                Some(&format!("d{i}")),
+                json!({"credits": 1, "reference": reference}),
+            )
+            .await,
+            "debit",
+        );
+        if reference == "camp-a" {
+            campaign.push(d["id"].as_str().unwrap().to_string());
+        }
+        let t = format!("2026-11-10T12:00:0{}Z", i + 1);
+        assert_eq!(
+            s.call("PUT", "/v1/test-clock", Some(ADMIN), None, Some(json!({"now": t}))).await.status,
+            200
+        );
+    }
+    campaign.reverse();
+    // Two pages of camp-a, newest first.
+    let p1 = s.get(&format!("{a}/debits?reference=camp-a&limit=2"), ADMIN).await;
+    assert_eq!(p1.status, 200, "{p1:?}");
+    let cursor = p1.body["next_cursor"].as_str().expect("a second page").to_string();
+    let p2 = s.get(&format!("{a}/debits?reference=camp-a&limit=2&cursor={cursor}"), ADMIN).await;
+    let mut seen = ids(&p1.body);
+    seen.extend(ids(&p2.body));
+    assert_eq!(seen, campaign, "{p1:?} {p2:?}");
+    assert_eq!(p2.body["next_cursor"], Value::Null);
+    assert!(ids(&s.get(&format!("{a}/debits?reference=nope"), ADMIN).await.body).is_empty());
+    // Holds by status.
+    let held = created(s.post(&format!("{a}/holds"), ADMIN, Some("h1"), json!({"credits": 3})).await, "hold");
+    let gone = created(s.post(&format!("{a}/holds"), ADMIN, Some("h2"), json!({"credits": 4})).await, "hold");
+    let gid = gone["id"].as_str().unwrap();
+    assert_eq!(s.post(&format!("{a}/holds/{gid}/release"), ADMIN, None, json!({})).await.status, 200);
+    let only = |status: &str| {
+        let s = &s;
+        let path = format!("{a}/holds?status={status}");
+        async move {
+            let page = s.get(&path, ADMIN).await;
+            assert_eq!(page.status, 200, "{page:?}");
+            for h in page.body["data"].as_array().unwrap() {
+                assert_object(h, "cafe");
+            }
+            ids(&page.body)
+        }
+    };
+    assert_eq!(only("held").await, vec![held["id"].as_str().unwrap().to_string()]);
+    assert_eq!(only("released").await, vec![gid.to_string()]);
+    assert!(only("expired").await.is_empty());
+    assert_eq!(ids(&s.get(&format!("{a}/holds"), ADMIN).await.body).len(), 2);
+    // Bad input: 400 problems, nothing changed.
+    let before = snapshot(&s, "cafe").await;
+    for bad in [
+        format!("{a}/holds?status=frozen"),
+        format!("{a}/holds?state=held"),
+        format!("{a}/debits?reference="),
+        format!("{a}/debits?reference=has%20space"),
+        format!("{a}/debits?limit=0"),
+        format!("{a}/debits?limit=501"),
+        format!("{a}/debits?month=2026-11"),
+        format!("{a}/ledger?month=2026-11"),
+        format!("{a}/purchases?colour=blue"),
+        "/v1/accounts?month=2026-11".to_string(),
+        format!("{a}/usage?from=2026-11&extra=1"),
+    ] {
+        s.get(&bad, ADMIN).await.assert_problem(400, "invalid_request");
+    }
+    s.get(&format!("{a}/debits?cursor=garbage"), ADMIN).await.assert_problem(400, "invalid_request");
+    assert_eq!(snapshot(&s, "cafe").await, before);
+    // Another account's debit, or one that does not exist: 404.
+    let did = &campaign[0];
+    s.get(&format!("/v1/accounts/other/debits/{did}"), ADMIN).await.assert_problem(404, "not_found");
+    s.get(&format!("{a}/debits/deb_nothing"), ADMIN).await.assert_problem(404, "not_found");
+    s.get("/v1/accounts/ghost/debits", ADMIN).await.assert_problem(404, "not_found");
+    s.get("/v1/accounts/ghost/holds", ADMIN).await.assert_problem(404, "not_found");
+    // The CLI lists them too, and refuses a bad status with one line.
+    let run = db.json(&["debits", "cafe", "--reference", "camp-a"]);
+    assert_eq!(ids(&run), campaign, "{run}");
+    let bad = db.run(&["holds", "cafe", "--status", "frozen"]);
+    assert_eq!((bad.code, bad.stderr.lines().count()), (2, 1), "{bad:?}");
+}
+
+/// Every 201 says where its object is (`Location`); a 401 says how to
+/// authenticate (`WWW-Authenticate: Bearer`); every object's `id` comes
+/// first with its `account_id`, and absent values are null.
+async fn created_objects_have_a_location_and_401s_a_challenge(db: Db) {
+    let s = Server::start(&db, &["--test-clock", "--now", "2026-11-10T12:00:00Z"]);
+    let acct = s.post("/v1/accounts", ADMIN, None, json!({"id": "cafe", "name": "Cafe"})).await;
+    assert_eq!((acct.status, acct.header("location")), (201, Some("/v1/accounts/cafe")), "{acct:?}");
+    let again = s.post("/v1/accounts", ADMIN, None, json!({"id": "cafe", "name": "Cafe"})).await;
+    assert_eq!((again.status, again.header("location")), (200, None), "{again:?}");
+    let a = "/v1/accounts/cafe";
+    let cases: Vec<(String, Option<&str>, Value, &str)> = vec![
+        (format!("{a}/purchases"), Some("p1"), json!({"credits": 100}), "purchases"),
+        (format!("{a}/debits"), Some("d1"), json!({"credits": 10}), "debits"),
+        (format!("{a}/holds"), Some("h1"), json!({"credits": 10}), "holds"),
+    ];
+    let mut made = Vec::new();
+    for (path, key, body, kind) in cases {
+        let r = s.post(&path, ADMIN, key, body.clone()).await;
+        assert_eq!(r.status, 201, "{r:?}");
+        assert_object(&r.body, "cafe");
+        let id = r.body["id"].as_str().unwrap();
+        let location = format!("{a}/{kind}/{id}");
+        assert_eq!(r.header("location"), Some(location.as_str()), "{r:?}");
+        // The Location reads the same object back.
+        let back = s.get(&location, ADMIN).await;
+        assert_eq!((back.status, &back.body["id"]), (200, &json!(id)), "{back:?}");
+        // A replay says the same, with the same Location.
+        let replay = s.post(&path, ADMIN, key, body).await;
+        assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+        assert_eq!(replay.header("location"), Some(location.as_str()));
+        made.push(r.body);
+    }
+    let pid = made[0]["id"].as_str().unwrap();
+    assert_eq!(made[0]["statement_id"], Value::Null, "unbilled: null, not missing: {}", made[0]);
+    let refund =
+        s.post(&format!("{a}/purchases/{pid}/refund"), ADMIN, Some("pr"), json!({"credits": 10})).await;
+    assert_eq!(refund.status, 201, "{refund:?}");
+    assert_object(&refund.body, "cafe");
+    assert_eq!(refund.header("location"), Some(format!("{a}/purchases/{pid}").as_str()));
+    let grant =
+        s.post(&format!("{a}/grants"), ADMIN, Some("g"), json!({"credits": 5, "reason": "sorry"})).await;
+    assert_eq!(grant.status, 201, "{grant:?}");
+    assert_object(&grant.body, "cafe");
+    assert_eq!(grant.header("location"), Some(format!("{a}/ledger").as_str()));
+    let token = s.post(&format!("{a}/tokens"), ADMIN, None, json!({"label": "pos"})).await;
+    let tid = token.body["id"].as_str().unwrap();
+    assert_eq!(token.header("location"), Some(format!("{a}/tokens/{tid}").as_str()), "{token:?}");
+    // Entries and lists carry the account too; absent values are null.
+    let entries = s.get(&format!("{a}/ledger"), ADMIN).await;
+    for e in entries.body["data"].as_array().unwrap() {
+        assert_object(e, "cafe");
+        assert!(e.as_object().unwrap().contains_key("reference"), "{e}");
+    }
+    let list = s.get("/v1/accounts", ADMIN).await;
+    assert_eq!(list.body["data"][0]["balance"], Value::Null, "in lists, balance is null: {list:?}");
+    // 401: with the challenge, whatever was wrong.
+    for token in [None, Some("wrong-token-0123456789"), Some("tc_cafe_nope")] {
+        let r = s.call("GET", a, token, None, None).await;
+        r.assert_problem(401, "unauthorized");
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"), "{r:?}");
+    }
+}
+
+/// A database from before captures were debits: the upgrade makes each
+/// capture a debit `deb_<hold id>` from its capture entries and gives each
+/// debit its `balance_after`, so the old campaign's undelivered messages
+/// can be refunded; the audit passes before and after.
+async fn old_captures_become_debits_on_upgrade(db: Db) {
+    let s = Server::start(&db, &["--test-clock", "--now", "2026-11-10T12:00:00Z"]);
+    open_account(&s, "cafe").await;
+    let a = "/v1/accounts/cafe";
+    created(s.post(&format!("{a}/purchases"), ADMIN, Some("p"), json!({"credits": 500})).await, "purchase");
+    created(
+        s.post(&format!("{a}/grants"), ADMIN, Some("g"), json!({"credits": 20, "reason": "hi"})).await,
+        "grant",
+    );
+    let d = created(s.post(&format!("{a}/debits"), ADMIN, Some("d"), json!({"credits": 30})).await, "debit");
+    // 1,200 held across the free, grant and paid lots; 1,100 sent.
+    let h = created(
+        s.post(&format!("{a}/holds"), ADMIN, Some("h"), json!({"credits": 1200, "reference": "camp"})).await,
+        "hold",
+    );
+    let hid = h["id"].as_str().unwrap().to_string();
+    let c = s.post(&format!("{a}/holds/{hid}/capture"), ADMIN, None, json!({"credits": 1100})).await;
+    assert_eq!(c.status, 200, "{c:?}");
+    let new_style = s.get(&format!("{a}/debits/{}", c.body["debit_id"].as_str().unwrap()), ADMIN).await.body;
+    drop(s);
+    let undo = if db.pg_schema.is_some() {
+        format!("{} DELETE FROM schema_migrations WHERE version >= 7;", crate::util::UNDO_CAPTURE_DEBITS)
+    } else {
+        format!("{} PRAGMA user_version = 7;", crate::util::UNDO_CAPTURE_DEBITS)
+    };
+    crate::util::raw_sql(&db, &undo);
+    let s = Server::start(&db, &["--test-clock", "--now", "2026-11-10T13:00:00Z"]);
+    let did = format!("deb_{hid}");
+    assert_eq!(s.get(&format!("{a}/holds/{hid}"), ADMIN).await.body["debit_id"], did.as_str());
+    let old = s.get(&format!("{a}/debits/{did}"), ADMIN).await;
+    assert_eq!(old.status, 200, "{old:?}");
+    for field in [
+        "credits",
+        "from_free",
+        "from_grants",
+        "from_paid",
+        "reference",
+        "hold_id",
+        "balance_after",
+        "created_at",
+    ] {
+        assert_eq!(old.body[field], new_style[field], "{field}: {old:?} vs {new_style}");
+    }
+    let plain = s.get(&format!("{a}/debits/{}", d["id"].as_str().unwrap()), ADMIN).await;
+    assert_eq!(plain.body["balance_after"], d["balance_after"], "{plain:?}");
+    db.assert_audit();
+    let r = s.post(&format!("{a}/debits/{did}/refund"), ADMIN, Some("r"), json!({"credits": 600})).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    // 1,520 - 30 - 1,100 + 600; back to the longest-lived lots first:
+    // the paid (110), the grant (20), then the free lot (470).
+    let b = s.get(&format!("{a}/balance"), ADMIN).await.body;
+    assert_eq!(
+        (&b["available"], &b["paid"]["remaining"], &b["grants"]["remaining"], &b["free"]["remaining"]),
+        (&json!(990), &json!(500), &json!(20), &json!(470)),
+        "{b}"
+    );
+    db.assert_audit();
+}
+
+/// `--cors-origin`: a browser application on that origin may call the API
+/// (preflight answered, the answer's headers readable); other origins, and
+/// every origin without the flag, get no CORS headers; bad origins stop the
+/// server at start with one line.
+#[tokio::test]
+async fn cors_origins_are_let_in_and_no_others() {
+    let db = Db::new();
+    let s = Server::start(
+        &db,
+        &["--cors-origin", "https://app.example.com", "--cors-origin", "http://localhost:5173"],
+    );
+    let preflight = |origin: &'static str| {
+        let s = &s;
+        async move {
+            let r = s
+                .client
+                .request(reqwest::Method::OPTIONS, format!("{}/v1/accounts/cafe/debits", s.base))
+                .header("Origin", origin)
+                .header("Access-Control-Request-Method", "POST")
+                .header("Access-Control-Request-Headers", "authorization,content-type,idempotency-key")
+                .send()
+                .await
+                .unwrap();
+            crate::util::Answer::from(r).await
+        }
+    };
+    let ok = preflight("https://app.example.com").await;
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(ok.header("access-control-allow-origin"), Some("https://app.example.com"), "{ok:?}");
+    let methods = ok.header("access-control-allow-methods").unwrap_or_default().to_ascii_uppercase();
+    assert!(methods.contains("POST") && methods.contains("PATCH"), "{ok:?}");
+    let headers = ok.header("access-control-allow-headers").unwrap_or_default().to_ascii_lowercase();
+    for h in ["authorization", "content-type", "idempotency-key"] {
+        assert!(headers.contains(h), "{h}: {ok:?}");
+    }
+    assert_eq!(ok.header("access-control-allow-credentials"), None, "never with cookies");
+    let other = preflight("https://evil.example.com").await;
+    assert_eq!(other.header("access-control-allow-origin"), None, "{other:?}");
+    // The real request: allowed, with Location and the replay header readable.
+    let r = s
+        .client
+        .post(format!("{}/v1/accounts", s.base))
+        .bearer_auth(ADMIN)
+        .header("Origin", "http://localhost:5173")
+        .json(&json!({"id": "cafe", "name": "Cafe"}))
+        .send()
+        .await
+        .unwrap();
+    let r = crate::util::Answer::from(r).await;
+    assert_eq!(r.status, 201);
+    assert_eq!(r.header("access-control-allow-origin"), Some("http://localhost:5173"));
+    let exposed = r.header("access-control-expose-headers").unwrap_or_default().to_ascii_lowercase();
+    assert!(exposed.contains("location") && exposed.contains("idempotent-replayed"), "{r:?}");
+    drop(s);
+    // Off by default.
+    let plain = Server::start(&db, &[]);
+    let r = plain
+        .client
+        .get(format!("{}/healthz", plain.base))
+        .header("Origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers().get("access-control-allow-origin"), None);
+    drop(plain);
+    for bad in ["app.example.com", "https://app.example.com/", "*", "https://a.example/path"] {
+        let run = db.run(&["serve", "--listen", "127.0.0.1:0", "--admin-token", ADMIN, "--cors-origin", bad]);
+        assert_eq!((run.code, run.stderr.lines().count()), (2, 1), "{bad}: {run:?}");
+        assert!(run.stderr.contains("--cors-origin"), "{run:?}");
+    }
+}
+
+on_every_store!(
+    #[tokio::test]
+    old_captures_become_debits_on_upgrade,
+    #[tokio::test]
+    a_capture_is_a_debit_that_refunds,
+    #[tokio::test]
+    debits_and_holds_are_listed_and_filtered,
+    #[tokio::test]
+    created_objects_have_a_location_and_401s_a_challenge,
+);
