@@ -17,10 +17,11 @@ use clap::{Args, Parser, Subcommand};
 use jiff::Timestamp;
 
 use crate::domain::DomainError;
-use crate::domain::account::{AccountId, AccountPatch, AutoRecharge, NewAccount};
+use crate::domain::account::{AccountDefaults, AccountId, AccountPatch, AutoRecharge, NewAccount};
 use crate::domain::command::{Command, Outcome};
 use crate::domain::credits::Credits;
 use crate::domain::hold::HoldStatus;
+use crate::domain::money::{Currency, Micros};
 use crate::domain::period::{Month, Zone};
 use crate::domain::statement::StatementStatus;
 use crate::http::{self, LogFormat, ServeConfig};
@@ -52,6 +53,19 @@ struct Cli {
     /// Time zone of new accounts that name none.
     #[arg(long, global = true, env = "TEXTCREDITS_DEFAULT_TIME_ZONE", default_value = "UTC")]
     default_time_zone: String,
+    /// Currency of new accounts that name none (ISO 4217).
+    #[arg(long, global = true, env = "TEXTCREDITS_DEFAULT_CURRENCY", default_value = "USD")]
+    default_currency: String,
+    /// Unit price of new accounts that name none, in the default currency
+    /// (up to 6 decimals). An account in another currency must name its own.
+    #[arg(
+        long,
+        global = true,
+        env = "TEXTCREDITS_DEFAULT_UNIT_PRICE",
+        default_value = "0.01",
+        allow_hyphen_values = true
+    )]
+    default_unit_price: String,
     #[command(subcommand)]
     command: Cmd,
     /// Whether `serve --admin-token` came from the command line (set from
@@ -478,6 +492,13 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         None => now(),
     };
     let zone = Zone::parse(&cli.default_time_zone)?;
+    let defaults = AccountDefaults {
+        zone: zone.clone(),
+        currency: Currency::new(&cli.default_currency)
+            .map_err(|e| Failure::Refused(format!("--default-currency: {e}")))?,
+        unit_price: Micros::parse_unit_price(&cli.default_unit_price)
+            .map_err(|e| Failure::Refused(format!("--default-unit-price: {e}")))?,
+    };
     let url = DatabaseUrl::parse(&cli.database)?;
     if let Cmd::Serve { test_clock, max_connections, cors_origins, .. } = &cli.command {
         if cors_origins.len() > http::cors::MAX_CORS_ORIGINS {
@@ -532,16 +553,16 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
                 _ => std::path::PathBuf::from("."),
             };
-            run_on(SqliteStore::open(&path)?, cli, zone, now, Some(data_dir)).await
+            run_on(SqliteStore::open(&path)?, cli, defaults, now, Some(data_dir)).await
         }
-        DatabaseUrl::Postgres(url) => run_on(PgStore::open(&url).await?, cli, zone, now, None).await,
+        DatabaseUrl::Postgres(url) => run_on(PgStore::open(&url).await?, cli, defaults, now, None).await,
     }
 }
 
 async fn run_on<S: Store>(
     store: S,
     cli: Cli,
-    zone: Zone,
+    defaults: AccountDefaults,
     now: Timestamp,
     data_dir: Option<std::path::PathBuf>,
 ) -> Result<ExitCode, Failure> {
@@ -565,7 +586,7 @@ async fn run_on<S: Store>(
             admin_token_in_args: cli.admin_token_in_args,
             test_clock: test_clock.then_some(now),
             max_connections,
-            default_zone: zone,
+            defaults,
             data_dir,
             close_every,
             // Checked before the store opened.
@@ -575,7 +596,7 @@ async fn run_on<S: Store>(
         return Ok(ExitCode::SUCCESS);
     }
     let out = Out { json: cli.json };
-    dispatch(Ledger::new(store, zone), cli.command, now, out).await
+    dispatch(Ledger::with_defaults(store, defaults), cli.command, now, out).await
 }
 
 #[derive(Clone, Copy)]

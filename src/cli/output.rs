@@ -18,8 +18,8 @@ pub fn json<T: Serialize>(value: &T) -> String {
     s
 }
 
-fn money(currency: &Currency, amount: Micros) -> String {
-    currency.display(amount)
+fn money(currency: &Currency, amount: impl Into<Micros>) -> String {
+    currency.display(amount.into())
 }
 
 fn opt(s: &Option<String>) -> String {

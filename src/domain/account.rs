@@ -169,23 +169,51 @@ pub struct NewAccount {
     pub currency: Option<String>,
 }
 
+/// What a new account gets when its creation names no zone, currency or
+/// unit price (the server's `--default-time-zone`, `--default-currency`
+/// and `--default-unit-price`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountDefaults {
+    pub zone: Zone,
+    pub currency: Currency,
+    pub unit_price: Micros,
+}
+
+impl AccountDefaults {
+    /// `zone`, US dollars, $0.01 a credit.
+    pub fn new(zone: Zone) -> AccountDefaults {
+        AccountDefaults {
+            zone,
+            currency: Currency::usd(),
+            unit_price: Micros::from_micros(DEFAULT_UNIT_PRICE_MICROS),
+        }
+    }
+}
+
 impl NewAccount {
-    /// Validates every field and fills in defaults (`default_zone` comes from
-    /// server configuration).
-    pub fn build(&self, default_zone: &Zone, now: Timestamp) -> Result<Account, DomainError> {
+    /// Validates every field and fills in the server's defaults. An account
+    /// in another currency than the default must name its unit price: the
+    /// default price is in the default currency.
+    pub fn build(&self, defaults: &AccountDefaults, now: Timestamp) -> Result<Account, DomainError> {
         let zone = match &self.time_zone {
             Some(name) => Zone::parse(name)?,
-            None => default_zone.clone(),
+            None => defaults.zone.clone(),
         };
         let monthly_free_credits = self.monthly_free_credits.unwrap_or(DEFAULT_MONTHLY_FREE_CREDITS);
         check_quantity("monthly_free_credits", monthly_free_credits)?;
-        let unit_price = match &self.unit_price {
-            Some(text) => Micros::parse_unit_price(text)?,
-            None => Micros::from_micros(DEFAULT_UNIT_PRICE_MICROS),
-        };
         let currency = match &self.currency {
             Some(code) => Currency::new(code)?,
-            None => Currency::usd(),
+            None => defaults.currency.clone(),
+        };
+        let unit_price = match &self.unit_price {
+            Some(text) => Micros::parse_unit_price(text)?,
+            None if currency == defaults.currency => defaults.unit_price,
+            None => {
+                return Err(DomainError::invalid(format!(
+                    "an account in {currency} needs its unit_price: the default price {} is in {}",
+                    defaults.unit_price, defaults.currency
+                )));
+            }
         };
         Ok(Account {
             id: AccountId::parse(&self.id)?,
@@ -351,7 +379,7 @@ mod tests {
     fn new_account_defaults() {
         let now: Timestamp = "2026-11-01T00:00:00Z".parse().unwrap();
         let a = NewAccount { id: "cafe-1".into(), name: "Cafe".into(), ..Default::default() }
-            .build(&Zone::utc(), now)
+            .build(&AccountDefaults::new(Zone::utc()), now)
             .unwrap();
         assert_eq!(a.monthly_free_credits, 1_000);
         assert_eq!(a.unit_price, Micros::from_micros(10_000));

@@ -9,10 +9,10 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::DomainError;
-use super::account::{Account, AccountPatch, NewAccount};
+use super::account::{Account, AccountDefaults, AccountPatch, NewAccount};
 use super::credits::Credits;
 use super::grant::{self, GrantRequest};
-use super::period::{Month, Zone};
+use super::period::Month;
 use super::purchase;
 use super::spend::{self, DebitRequest, HoldRequest};
 use super::state::{AccountState, Changes};
@@ -273,10 +273,10 @@ fn update_account(
 pub fn create_account(
     new: &NewAccount,
     existing: Option<&Account>,
-    default_zone: &Zone,
+    defaults: &AccountDefaults,
     now: Timestamp,
 ) -> Result<(Account, bool), DomainError> {
-    let built = new.build(default_zone, now)?;
+    let built = new.build(defaults, now)?;
     let Some(existing) = existing else {
         return Ok((built, true));
     };

@@ -127,6 +127,82 @@ impl Micros {
     pub fn is_negative(self) -> bool {
         self.0 < 0
     }
+
+    /// Rounded half-up (half away from zero, so a refund mirrors its
+    /// purchase) to `decimals` decimals (0 to 6), checked.
+    pub fn rounded(self, decimals: u32) -> Result<Micros, DomainError> {
+        let step = 10i128.pow(6 - decimals.min(6));
+        let magnitude = i128::from(self.0).abs();
+        let rounded = (magnitude + step / 2) / step * step;
+        let signed = if self.0 < 0 { -rounded } else { rounded };
+        i64::try_from(signed).map(Micros).map_err(|_| out_of_range("the amount"))
+    }
+
+    /// Decimals needed to write it exactly (0 to 6).
+    fn decimals_needed(self) -> u32 {
+        let mut frac = self.0.unsigned_abs() % MICROS_PER_UNIT as u64;
+        let mut n = 6;
+        while n > 0 && frac % 10 == 0 {
+            frac /= 10;
+            n -= 1;
+        }
+        n
+    }
+}
+
+/// An amount a merchant is charged, written with exactly its currency's
+/// decimals (`"5.00"`, `"¥500"` is `"500"`, BHD `"1.250"`). An amount
+/// stored before amounts were rounded keeps the decimals it needs, so it
+/// is never shown as other than it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Amount {
+    micros: Micros,
+    decimals: u32,
+}
+
+impl Amount {
+    pub fn micros(self) -> Micros {
+        self.micros
+    }
+}
+
+impl From<Amount> for Micros {
+    fn from(a: Amount) -> Micros {
+        a.micros
+    }
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.micros.0;
+        let sign = if m < 0 { "-" } else { "" };
+        let abs = m.unsigned_abs();
+        let whole = abs / MICROS_PER_UNIT as u64;
+        let decimals = self.decimals.max(self.micros.decimals_needed()) as usize;
+        if decimals == 0 {
+            return write!(f, "{sign}{whole}");
+        }
+        let frac = format!("{:06}", abs % MICROS_PER_UNIT as u64);
+        write!(f, "{sign}{whole}.{}", &frac[..decimals])
+    }
+}
+
+impl Serialize for Amount {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Read back (a stored answer) with the decimals it was written with.
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let magnitude = text.strip_prefix('-');
+        let digits = magnitude.unwrap_or(&text);
+        let micros = Micros::parse_signed(digits, magnitude.is_some()).map_err(serde::de::Error::custom)?;
+        let decimals = digits.split_once('.').map_or(0, |(_, f)| f.len() as u32);
+        Ok(Amount { micros, decimals })
+    }
 }
 
 /// Decimal string with at least two decimals and no trailing zeros beyond
@@ -173,6 +249,14 @@ const ISO_4217: &[&str] = &[
     "XOF", "XPF", "YER", "ZAR", "ZMW", "ZWG",
 ];
 
+/// Currencies whose minor unit is not a hundredth (ISO 4217's exponents);
+/// every other code of [`ISO_4217`] has 2 decimals.
+const NO_DECIMALS: &[&str] = &[
+    "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "VND", "VUV", "XAF", "XOF",
+    "XPF",
+];
+const THREE_DECIMALS: &[&str] = &["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"];
+
 /// An ISO 4217 currency code, one of [`ISO_4217`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -197,6 +281,29 @@ impl Currency {
         &self.0
     }
 
+    /// Decimals of its minor unit (ISO 4217): JPY 0, USD 2, BHD 3.
+    pub fn decimals(&self) -> u32 {
+        let code = self.0.as_str();
+        if NO_DECIMALS.contains(&code) {
+            0
+        } else if THREE_DECIMALS.contains(&code) {
+            3
+        } else {
+            2
+        }
+    }
+
+    /// What `credits` at `unit_price` charge: the exact product, rounded
+    /// half-up to the minor unit. Checked.
+    pub fn charge(&self, unit_price: Micros, credits: i64) -> Result<Micros, DomainError> {
+        unit_price.times(credits)?.rounded(self.decimals())
+    }
+
+    /// `amount` as it is shown: with this currency's decimals.
+    pub fn amount(&self, amount: Micros) -> Amount {
+        Amount { micros: amount, decimals: self.decimals() }
+    }
+
     /// How a person reads an amount: `$5.00`, `€5.00`, `CHF 5.00`.
     pub fn display(&self, amount: Micros) -> String {
         let symbol = match self.0.as_str() {
@@ -206,7 +313,7 @@ impl Currency {
             "JPY" => "¥",
             _ => "",
         };
-        let text = amount.to_string();
+        let text = self.amount(amount).to_string();
         let (sign, abs) = match text.strip_prefix('-') {
             Some(abs) => ("-", abs),
             None => ("", text.as_str()),
@@ -295,6 +402,40 @@ mod tests {
         assert!(Currency::new("ZZZ").is_err());
         assert!(Currency::new("EUR").is_ok());
         assert_eq!(Currency::usd().display(Micros(i64::MIN)), "-$9223372036854.775808");
+    }
+
+    #[test]
+    fn charges_round_half_up_to_the_minor_unit() {
+        let c = |code: &str| Currency::new(code).unwrap();
+        let price = Micros::parse("0.0075").unwrap();
+        // 5 x 0.0075 = 0.0375 -> 0.04; 2 x 0.0075 = 0.015 -> 0.02 (half up).
+        assert_eq!(c("USD").charge(price, 5).unwrap(), Micros(40_000));
+        assert_eq!(c("USD").charge(price, 2).unwrap(), Micros(20_000));
+        assert_eq!(c("USD").charge(price, 1).unwrap(), Micros(10_000));
+        assert_eq!(c("USD").charge(Micros(4_999), 1).unwrap(), Micros(0));
+        assert_eq!(c("JPY").charge(Micros::parse("1.5").unwrap(), 1).unwrap(), Micros(2_000_000));
+        assert_eq!(c("JPY").charge(Micros::parse("1.4999").unwrap(), 1).unwrap(), Micros(1_000_000));
+        assert_eq!(c("BHD").charge(Micros::parse("0.0125").unwrap(), 1).unwrap(), Micros(13_000));
+        // Half away from zero: a refund line mirrors its purchase.
+        assert_eq!(Micros(-15_000).rounded(2).unwrap(), Micros(-20_000));
+        assert!(Micros(i64::MAX).rounded(0).is_err());
+    }
+
+    #[test]
+    fn amounts_show_exactly_the_currency_decimals() {
+        let c = |code: &str| Currency::new(code).unwrap();
+        assert_eq!(c("USD").amount(Micros(5_000_000)).to_string(), "5.00");
+        assert_eq!(c("JPY").amount(Micros(6_000_000_000)).to_string(), "6000");
+        assert_eq!(c("BHD").amount(Micros(1_250_000)).to_string(), "1.250");
+        assert_eq!(c("USD").amount(Micros(-1_830_000)).to_string(), "-1.83");
+        assert_eq!(c("JPY").display(Micros(500_000_000)), "¥500");
+        // An unrounded amount stored before rounding is shown as it is.
+        assert_eq!(c("USD").amount(Micros(37_500)).to_string(), "0.0375");
+        for (code, m) in [("USD", 5_000_000), ("JPY", -3_000_000), ("BHD", 1_250_000), ("USD", 37_500)] {
+            let shown = serde_json::to_string(&c(code).amount(Micros(m))).unwrap();
+            let back: Amount = serde_json::from_str(&shown).unwrap();
+            assert_eq!((back.micros(), back.to_string()), (Micros(m), c(code).amount(Micros(m)).to_string()));
+        }
     }
 
     #[test]

@@ -31,13 +31,14 @@ pub struct Purchase {
 }
 
 impl Purchase {
+    /// What it charges: credits x unit price, rounded to the minor unit.
     pub fn amount(&self) -> Result<Micros, DomainError> {
-        self.unit_price.times(self.credits)
+        self.currency.charge(self.unit_price, self.credits)
     }
 
-    /// What its statement line will charge.
+    /// What its statement line will charge (rounded as the line is).
     pub fn billable_amount(&self) -> Result<Micros, DomainError> {
-        self.unit_price.times(self.billable_credits())
+        self.currency.charge(self.unit_price, self.billable_credits())
     }
 
     pub fn bills_on(&self) -> Date {
@@ -65,8 +66,10 @@ pub struct PurchaseRefund {
 }
 
 impl PurchaseRefund {
-    pub fn amount(&self) -> Result<Micros, DomainError> {
-        self.unit_price.times(self.credits)
+    /// What it gives back, rounded to the minor unit of `currency` (the
+    /// account's) as a purchase of the same credits would be.
+    pub fn amount(&self, currency: &Currency) -> Result<Micros, DomainError> {
+        currency.charge(self.unit_price, self.credits)
     }
 }
 
@@ -99,7 +102,7 @@ pub fn purchase(
     }
     // The amount, and the unbilled total it joins (which bounds every
     // statement it will be on), stay exact, or the purchase is refused.
-    let amount = a.unit_price.times(n)?;
+    let amount = a.currency.charge(a.unit_price, n)?;
     let mut unbilled = state.purchases.iter().filter(|p| p.statement_id.is_none());
     let unbilled = unbilled.try_fold(Micros::ZERO, |sum, p| sum.checked_add(p.billable_amount()?))?;
     unbilled.checked_add(amount).map_err(|_| {

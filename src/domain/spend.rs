@@ -274,7 +274,7 @@ pub fn quote(state: &AccountState, credits: Credits) -> Result<QuoteView, Domain
         from_grants: breakdown.from_grants,
         from_paid: breakdown.from_paid,
         shortfall: left,
-        shortfall_amount: a.unit_price.times(left)?,
+        shortfall_amount: a.currency.amount(a.currency.charge(a.unit_price, left)?),
         currency: a.currency.clone(),
     })
 }

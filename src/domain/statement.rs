@@ -44,13 +44,36 @@ impl StatementStatus {
     }
 }
 
+/// What a statement line charges for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LineKind {
+    /// Purchased credits (positive).
+    Purchase,
+    /// A refund of credits of a purchase billed earlier (negative).
+    Refund,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Line {
+    /// `None` on lines issued before lines had kinds (and before amounts
+    /// were rounded: those lines are the exact product).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<LineKind>,
     pub purchase_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_id: Option<String>,
     /// Negative for a refund line.
     pub credits: i64,
     pub unit_price: Micros,
+    /// Credits x unit price, rounded half-up to the currency's minor unit.
     pub amount: Micros,
+}
+
+impl Line {
+    pub fn kind(&self) -> LineKind {
+        self.kind.unwrap_or(if self.credits < 0 { LineKind::Refund } else { LineKind::Purchase })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,9 +168,16 @@ fn close_one(
         if credits == 0 {
             continue;
         }
-        let amount = p.unit_price.times(credits)?;
+        let amount = a.currency.charge(p.unit_price, credits)?;
         total = total.checked_add(amount)?;
-        lines.push(Line { purchase_id: p.id.clone(), credits, unit_price: p.unit_price, amount });
+        lines.push(Line {
+            kind: Some(LineKind::Purchase),
+            purchase_id: p.id.clone(),
+            refund_id: None,
+            credits,
+            unit_price: p.unit_price,
+            amount,
+        });
         p.statement_id = Some(id.clone());
         changes.purchases.push(p.clone());
     }
@@ -155,10 +185,12 @@ fn close_one(
         std::mem::take(&mut state.pending_refunds).into_iter().partition(|r| r.month == month);
     state.pending_refunds = later;
     for mut r in due {
-        let amount = r.amount()?.checked_neg()?;
+        let amount = r.amount(&a.currency)?.checked_neg()?;
         total = total.checked_add(amount)?;
         lines.push(Line {
+            kind: Some(LineKind::Refund),
             purchase_id: r.purchase_id.clone(),
+            refund_id: Some(r.id.clone()),
             credits: -r.credits,
             unit_price: r.unit_price,
             amount,

@@ -11,11 +11,11 @@ use super::debit::Debit;
 use super::entry::Entry;
 use super::hold::{Hold, HoldStatus};
 use super::lot::{Breakdown, LotKind};
-use super::money::{Currency, Micros};
+use super::money::{Amount, Currency, Micros};
 use super::period::Month;
 use super::purchase::{Purchase, PurchaseRefund};
 use super::state::AccountState;
-use super::statement::{Line, Statement};
+use super::statement::{Line, LineKind, Statement};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AccountView {
@@ -73,7 +73,9 @@ pub struct RemainingView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UnbilledView {
     pub credits: i64,
-    pub amount: Micros,
+    /// What the next statement totals so far: the sum of the rounded
+    /// amounts of these purchases, less their refunds.
+    pub amount: Amount,
     pub currency: Currency,
     pub bills_on: Date,
 }
@@ -132,12 +134,12 @@ fn unbilled(state: &AccountState, month: Month) -> Result<UnbilledView, DomainEr
     }
     for r in state.pending_refunds.iter() {
         credits -= r.credits;
-        amount = amount.checked_sub(r.amount()?)?;
+        amount = amount.checked_sub(r.amount(&state.account.currency)?)?;
         oldest = oldest.min(r.month);
     }
     Ok(UnbilledView {
         credits,
-        amount,
+        amount: state.account.currency.amount(amount),
         currency: state.account.currency.clone(),
         bills_on: oldest.next().first_day(),
     })
@@ -152,7 +154,8 @@ pub struct QuoteView {
     pub from_grants: i64,
     pub from_paid: i64,
     pub shortfall: i64,
-    pub shortfall_amount: Micros,
+    /// What buying the shortfall would charge.
+    pub shortfall_amount: Amount,
     pub currency: Currency,
 }
 
@@ -162,7 +165,8 @@ pub struct PurchaseView {
     pub account_id: String,
     pub credits: i64,
     pub unit_price: Micros,
-    pub amount: Micros,
+    /// Credits x unit price, rounded half-up to the currency's minor unit.
+    pub amount: Amount,
     pub currency: Currency,
     pub purchased_at: Timestamp,
     pub bills_on: Date,
@@ -179,7 +183,7 @@ impl PurchaseView {
             account_id: account.to_string(),
             credits: p.credits,
             unit_price: p.unit_price,
-            amount: p.amount()?,
+            amount: p.currency.amount(p.amount()?),
             currency: p.currency.clone(),
             purchased_at: p.purchased_at,
             bills_on: p.bills_on(),
@@ -196,7 +200,7 @@ pub struct PurchaseRefundView {
     pub account_id: String,
     pub purchase_id: String,
     pub credits: i64,
-    pub amount: Micros,
+    pub amount: Amount,
     pub currency: Currency,
     pub created_at: Timestamp,
     /// `before_billing`: the purchase's line shrinks; `after_billing`: a
@@ -218,7 +222,7 @@ impl PurchaseRefundView {
             account_id: account.to_string(),
             purchase_id: r.purchase_id.clone(),
             credits: r.credits,
-            amount: r.amount()?,
+            amount: currency.amount(r.amount(currency)?),
             currency: currency.clone(),
             created_at: r.created_at,
             billing: if r.needs_line { "after_billing" } else { "before_billing" }.to_string(),
@@ -330,10 +334,18 @@ pub struct GrantView {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LineView {
+    /// `purchase`: credits bought that month; `refund`: credits of a
+    /// purchase billed earlier, given back (negative).
+    #[schema(inline)]
+    pub kind: LineKind,
     pub purchase_id: String,
+    /// The refund a `refund` line is for; null on purchase lines.
+    pub refund_id: Option<String>,
+    /// Negative on refund lines.
     pub credits: i64,
     pub unit_price: Micros,
-    pub amount: Micros,
+    /// Credits x unit price, rounded half-up to the currency's minor unit.
+    pub amount: Amount,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -343,7 +355,8 @@ pub struct StatementView {
     pub month: Month,
     pub issued_on: Date,
     pub lines: Vec<LineView>,
-    pub total: Micros,
+    /// The sum of the rounded lines: what the platform charges.
+    pub total: Amount,
     pub currency: Currency,
     pub status: String,
 }
@@ -351,10 +364,12 @@ pub struct StatementView {
 impl StatementView {
     pub fn of(s: &Statement) -> StatementView {
         let line = |l: &Line| LineView {
+            kind: l.kind(),
             purchase_id: l.purchase_id.clone(),
+            refund_id: l.refund_id.clone(),
             credits: l.credits,
             unit_price: l.unit_price,
-            amount: l.amount,
+            amount: s.currency.amount(l.amount),
         };
         StatementView {
             id: s.id.clone(),
@@ -362,7 +377,7 @@ impl StatementView {
             month: s.month,
             issued_on: s.issued_on,
             lines: s.lines.iter().map(line).collect(),
-            total: s.total,
+            total: s.currency.amount(s.total),
             currency: s.currency.clone(),
             status: s.status.as_str().to_string(),
         }

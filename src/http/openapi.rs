@@ -11,7 +11,7 @@ use utoipa::openapi::{RefOr, Required};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::domain::credits::{Credits, MAX_CREDITS_PER_OPERATION};
-use crate::domain::money::{Currency, Micros};
+use crate::domain::money::{Amount, Currency, Micros};
 use crate::domain::period::Month;
 
 /// `application/problem+json` (RFC 9457), with API.md's `code`.
@@ -108,6 +108,18 @@ impl ToSchema for Micros {
     }
 }
 
+impl PartialSchema for Amount {
+    fn schema() -> RefOr<Schema> {
+        string_schema(
+            "An amount charged, rounded half-up to the currency's minor unit and written with exactly its \
+             decimals (USD 2: \"5.00\", JPY 0: \"500\", BHD 3: \"1.250\"); negative on refund lines.",
+            r"^-?[0-9]+(\.[0-9]{1,6})?$",
+            "5.00",
+        )
+    }
+}
+impl ToSchema for Amount {}
+
 impl PartialSchema for Currency {
     fn schema() -> RefOr<Schema> {
         string_schema("ISO 4217 currency code.", "^[A-Z]{3}$", "USD")
@@ -166,7 +178,7 @@ impl Modify for Security {
         super::billing::close, super::billing::set_status, super::billing::get_clock, super::billing::set_clock,
         super::ops::healthz, super::ops::metrics, super::ops::openapi,
     ),
-    components(schemas(Micros, Currency, Month, Credits, Problem)),
+    components(schemas(Micros, Amount, Currency, Month, Credits, Problem)),
     modifiers(&Security),
     security(("bearer" = [])),
 )]

@@ -14,7 +14,6 @@ use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, 
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use super::{AppState, Auth, Clock, Metrics, app};
-use crate::domain::period::Zone;
 use crate::ledger::{Ledger, LedgerError, Store, random_id};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +33,8 @@ pub struct ServeConfig {
     pub test_clock: Option<Timestamp>,
     /// Connections held at once (see [`super::listen`]).
     pub max_connections: usize,
-    pub default_zone: Zone,
+    /// What new accounts get when they name no zone, currency or price.
+    pub defaults: crate::domain::account::AccountDefaults,
     /// Where a generated admin token is kept (beside the SQLite file);
     /// `None` with PostgreSQL, whose replicas must all be given the same one.
     pub data_dir: Option<PathBuf>,
@@ -155,7 +155,7 @@ pub async fn serve<S: Store>(store: S, config: ServeConfig) -> Result<(), Ledger
         None => Clock::System,
     };
     let state = AppState {
-        ledger: Ledger::new(store, config.default_zone.clone()),
+        ledger: Ledger::with_defaults(store, config.defaults.clone()),
         auth: Arc::new(Auth::new(&token)),
         clock,
         metrics: Arc::new(Metrics::default()),

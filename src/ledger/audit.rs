@@ -308,11 +308,19 @@ impl AuditReport {
             // A sum or product beyond the exact range is itself a finding.
             let total = Micros::sum(s.lines.iter().map(|l| l.amount));
             for line in &s.lines {
-                if line.unit_price.times(line.credits).ok() != Some(line.amount) {
+                // Lines with a kind are rounded to the minor unit; those
+                // issued before lines had kinds are the exact product.
+                let expected = match line.kind {
+                    Some(_) => {
+                        line.unit_price.times(line.credits).and_then(|m| m.rounded(s.currency.decimals()))
+                    }
+                    None => line.unit_price.times(line.credits),
+                };
+                if expected.ok() != Some(line.amount) {
                     self.mismatch(
                         &r.account,
                         format!(
-                            "statement {}: line of {} is not credits x unit price",
+                            "statement {}: line of {} is not credits x unit price (rounded to the minor unit)",
                             s.id, line.purchase_id
                         ),
                     );

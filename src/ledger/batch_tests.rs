@@ -20,7 +20,7 @@ fn at(s: &str) -> Timestamp {
 fn account(id: &str, free: i64) -> Account {
     let new =
         NewAccount { id: id.into(), name: id.into(), monthly_free_credits: Some(free), ..Default::default() };
-    new.build(&Zone::utc(), at("2026-11-01T00:00:00Z")).unwrap()
+    new.build(&crate::domain::account::AccountDefaults::new(Zone::utc()), at("2026-11-01T00:00:00Z")).unwrap()
 }
 
 fn loaded(accounts: &[Account]) -> Loaded {

@@ -14,7 +14,7 @@ mod token;
 
 use jiff::Timestamp;
 
-use crate::domain::account::{AccountId, NewAccount};
+use crate::domain::account::{AccountDefaults, AccountId, NewAccount};
 use crate::domain::command::{Command, Needs};
 use crate::domain::credits::Credits;
 use crate::domain::hold::HoldStatus;
@@ -53,7 +53,7 @@ pub const CLOSE_CONCURRENCY: usize = 256;
 #[derive(Clone)]
 pub struct Ledger<S> {
     store: S,
-    default_zone: Zone,
+    defaults: AccountDefaults,
 }
 
 /// What `close_all` did.
@@ -73,8 +73,13 @@ pub struct CloseFailure {
 }
 
 impl<S: Store> Ledger<S> {
-    pub fn new(store: S, default_zone: Zone) -> Ledger<S> {
-        Ledger { store, default_zone }
+    /// A ledger whose new accounts default to `zone`, USD and $0.01.
+    pub fn new(store: S, zone: Zone) -> Ledger<S> {
+        Ledger::with_defaults(store, AccountDefaults::new(zone))
+    }
+
+    pub fn with_defaults(store: S, defaults: AccountDefaults) -> Ledger<S> {
+        Ledger { store, defaults }
     }
 
     pub fn store(&self) -> &S {
@@ -86,7 +91,7 @@ impl<S: Store> Ledger<S> {
         new: NewAccount,
         now: Timestamp,
     ) -> Result<(AccountView, bool), LedgerError> {
-        self.store.create_account(new, self.default_zone.clone(), now).await
+        self.store.create_account(new, self.defaults.clone(), now).await
     }
 
     /// Runs one mutation; see [`Command`] for the list.

@@ -10,11 +10,11 @@ use std::future::Future;
 
 use jiff::Timestamp;
 
-use crate::domain::account::{AccountId, NewAccount};
+use crate::domain::account::{AccountDefaults, AccountId, NewAccount};
 use crate::domain::command::{self, Command, Ctx, Needs, Outcome};
 use crate::domain::entry::{Entry, EntryKind};
 use crate::domain::hold::HoldStatus;
-use crate::domain::period::{Month, Zone};
+use crate::domain::period::Month;
 use crate::domain::state::{AccountState, Changes};
 use crate::domain::view::{
     AccountView, DebitView, EntryView, HoldView, Page, PurchaseView, StatementView, UsageView,
@@ -197,7 +197,7 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn create_account(
         &self,
         new: NewAccount,
-        default_zone: Zone,
+        defaults: AccountDefaults,
         now: Timestamp,
     ) -> impl Future<Output = Result<(AccountView, bool), LedgerError>> + Send;
 

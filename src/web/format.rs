@@ -28,8 +28,8 @@ fn group(digits: &str) -> String {
 
 /// An amount as [`Currency::display`] writes it, with its whole part in
 /// groups of three: `"$1,200.00"`, `"CHF 5.00"`.
-pub fn money(currency: &Currency, amount: Micros) -> String {
-    let plain = currency.display(amount);
+pub fn money(currency: &Currency, amount: impl Into<Micros>) -> String {
+    let plain = currency.display(amount.into());
     // The whole part is the first run of digits (a code such as CHF has none).
     let Some(start) = plain.find(|c: char| c.is_ascii_digit()) else {
         return plain;

@@ -164,7 +164,7 @@ mod tests {
             account_id: "cafe-1".into(),
             credits: 500,
             unit_price: Micros::from_micros(10_000),
-            amount: Micros::from_micros(5_000_000),
+            amount: Currency::usd().amount(Micros::from_micros(5_000_000)),
             currency: Currency::usd(),
             purchased_at: "2026-11-24T18:00:00Z".parse().unwrap(),
             bills_on: jiff::civil::date(2026, 12, 1),

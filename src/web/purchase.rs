@@ -61,8 +61,9 @@ async fn terms<S: Store>(st: &WebState<S>, signed: &Signed, id: &str) -> Result<
 /// "5,000 credits x $0.01 = $50.00, billed on Dec 1".
 fn price_line(t: &Terms, credits: Credits) -> String {
     // Credits are at most 10^9 and a unit price at most 10^9 micros: the
-    // product is exact; should it ever not be, the line says so.
-    let amount = match t.view.unit_price.times(credits.get()) {
+    // product is exact; should it ever not be, the line says so. Rounded
+    // to the minor unit, as the purchase will be.
+    let amount = match t.view.currency.charge(t.view.unit_price, credits.get()) {
         Ok(amount) => money(&t.view.currency, amount),
         Err(_) => "more than can be charged".to_string(),
     };

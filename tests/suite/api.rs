@@ -394,7 +394,156 @@ async fn cors_origins_are_let_in_and_no_others() {
     }
 }
 
+/// Money in the currency's minor units: every charged amount rounded
+/// half-up and written with exactly the currency's decimals; a statement's
+/// total is the sum of its rounded lines and what `unbilled` said it would
+/// be; a refund line says it is one. The server's default currency and
+/// price act, and an account in another currency must name its price.
+async fn money_is_charged_in_minor_units(db: Db) {
+    let s = Server::start(
+        &db,
+        &[
+            "--test-clock",
+            "--now",
+            "2026-11-10T12:00:00Z",
+            "--close-interval-seconds",
+            "0",
+            "--default-currency",
+            "JPY",
+            "--default-unit-price",
+            "1.5",
+        ],
+    );
+    let make = |body: Value| {
+        let s = &s;
+        async move { s.post("/v1/accounts", ADMIN, None, body).await }
+    };
+    // The defaults: JPY at 1.5 yen a credit.
+    let jp = make(json!({"id": "tokyo", "name": "Tokyo", "time_zone": "UTC"})).await;
+    assert_eq!(
+        (jp.status, &jp.body["currency"], &jp.body["unit_price"]),
+        (201, &json!("JPY"), &json!("1.50")),
+        "{jp:?}"
+    );
+    // USD without a price: refused, nothing created.
+    let refused = make(json!({"id": "nyc", "name": "NYC", "currency": "USD"})).await;
+    refused.assert_problem(422, "invalid_request");
+    assert!(refused.body["detail"].as_str().unwrap().contains("unit_price"), "{refused:?}");
+    s.get("/v1/accounts/nyc", ADMIN).await.assert_problem(404, "not_found");
+    let us = make(
+        json!({"id": "nyc", "name": "NYC", "currency": "USD", "unit_price": "0.0075", "time_zone": "UTC"}),
+    )
+    .await;
+    assert_eq!(us.status, 201, "{us:?}");
+    let bh = make(json!({"id": "manama", "name": "Manama", "currency": "BHD", "unit_price": "0.0125", "time_zone": "UTC"})).await;
+    assert_eq!(bh.status, 201, "{bh:?}");
+    let buy = |account: &'static str, key: &'static str, credits: i64| {
+        let s = &s;
+        async move {
+            let p = s
+                .post(
+                    &format!("/v1/accounts/{account}/purchases"),
+                    ADMIN,
+                    Some(key),
+                    json!({"credits": credits}),
+                )
+                .await;
+            assert_eq!(p.status, 201, "{p:?}");
+            p.body
+        }
+    };
+    // 4,001 x 1.5 = 6,001.5 yen -> 6002, no decimals.
+    assert_eq!(buy("tokyo", "t1", 4001).await["amount"], "6002");
+    // 5 x 0.0075 = 0.0375 -> 0.04; 3 x 0.0075 = 0.0225 -> 0.02; 2 -> 0.015 -> 0.02.
+    let p5 = buy("nyc", "n1", 5).await;
+    assert_eq!(p5["amount"], "0.04");
+    assert_eq!(buy("nyc", "n2", 3).await["amount"], "0.02");
+    assert_eq!(buy("nyc", "n3", 2).await["amount"], "0.02");
+    // 1 x 0.0125 BHD = 0.0125 -> 0.013, three decimals.
+    assert_eq!(buy("manama", "b1", 1).await["amount"], "0.013");
+    let unbilled = s.get("/v1/accounts/nyc/balance", ADMIN).await.body["unbilled"].clone();
+    assert_eq!(
+        (&unbilled["credits"], &unbilled["amount"]),
+        (&json!(10), &json!("0.08")),
+        "the sum of the rounded purchases: {unbilled}"
+    );
+    let q = s.post("/v1/accounts/tokyo/quote", ADMIN, None, json!({"credits": 5001})).await;
+    assert_eq!((&q.body["shortfall"], &q.body["shortfall_amount"]), (&json!(0), &json!("0")), "{q:?}");
+    let q = s.post("/v1/accounts/tokyo/quote", ADMIN, None, json!({"credits": 5004})).await;
+    assert_eq!(
+        (&q.body["shortfall"], &q.body["shortfall_amount"]),
+        (&json!(3), &json!("5")),
+        "4.5 -> 5: {q:?}"
+    );
+    // Close November: lines rounded, the total their sum (not 0.075 -> 0.08 of the exact sum).
+    let t = json!({"now": "2026-12-01T00:00:01Z"});
+    assert_eq!(s.call("PUT", "/v1/test-clock", Some(ADMIN), None, Some(t)).await.status, 200);
+    let close = s.post("/v1/billing/close", ADMIN, None, json!({})).await;
+    assert_eq!(close.status, 200, "{close:?}");
+    let st = s.get("/v1/accounts/nyc/statements", ADMIN).await.body["data"][0].clone();
+    let amounts: Vec<&str> =
+        st["lines"].as_array().unwrap().iter().map(|l| l["amount"].as_str().unwrap()).collect();
+    let mut sorted = amounts.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["0.02", "0.02", "0.04"], "{st}");
+    assert_eq!(st["total"], unbilled["amount"], "what unbilled said: {st}");
+    for l in st["lines"].as_array().unwrap() {
+        assert_eq!((&l["kind"], &l["refund_id"]), (&json!("purchase"), &Value::Null), "{l}");
+    }
+    let jst = s.get("/v1/accounts/tokyo/statements", ADMIN).await.body["data"][0].clone();
+    assert_eq!((&jst["total"], &jst["lines"][0]["amount"]), (&json!("6002"), &json!("6002")), "{jst}");
+    let bst = s.get("/v1/accounts/manama/statements", ADMIN).await.body["data"][0].clone();
+    assert_eq!(bst["total"], "0.013", "{bst}");
+    // A refund of a billed purchase: a line that says so, on December's statement.
+    let pid = p5["id"].as_str().unwrap();
+    let r = s
+        .post(&format!("/v1/accounts/nyc/purchases/{pid}/refund"), ADMIN, Some("nr"), json!({"credits": 5}))
+        .await;
+    assert_eq!((r.status, &r.body["amount"]), (201, &json!("0.04")), "{r:?}");
+    let t = json!({"now": "2027-01-01T00:00:01Z"});
+    assert_eq!(s.call("PUT", "/v1/test-clock", Some(ADMIN), None, Some(t)).await.status, 200);
+    assert_eq!(s.post("/v1/billing/close", ADMIN, None, json!({})).await.status, 200);
+    let dec = s.get("/v1/accounts/nyc/statements?month=2026-12", ADMIN).await.body["data"][0].clone();
+    let line = &dec["lines"][0];
+    assert_eq!(
+        (
+            &line["kind"],
+            &line["purchase_id"],
+            &line["refund_id"],
+            &line["credits"],
+            &line["amount"],
+            &dec["total"]
+        ),
+        (&json!("refund"), &json!(pid), &r.body["id"], &json!(-5), &json!("-0.04"), &json!("-0.04")),
+        "{dec}"
+    );
+    db.assert_audit();
+    // The CLI shows yen without decimals.
+    let run = db.run(&["--now", "2027-01-01T00:00:02Z", "purchases", "tokyo"]);
+    assert!(run.stdout.contains("¥6002") || run.stdout.contains("¥6,002"), "{run:?}");
+    assert!(!run.stdout.contains("6002.00"), "{run:?}");
+}
+
+/// Bad `--default-currency` / `--default-unit-price`: one line, exit 2.
+#[test]
+fn bad_default_currency_or_price_is_refused() {
+    let db = Db::new();
+    for args in [
+        ["--default-currency", "usd", "account", "list"],
+        ["--default-currency", "XYZ", "account", "list"],
+        ["--default-unit-price", "-1", "account", "list"],
+        ["--default-unit-price", "0.0000001", "account", "list"],
+        ["--default-unit-price", "1001", "account", "list"],
+    ] {
+        let run = db.run(&args);
+        assert_eq!((run.code, run.stderr.lines().count()), (2, 1), "{args:?}: {run:?}");
+        assert!(run.stderr.contains("--default-"), "{run:?}");
+    }
+}
+
 on_every_store!(
+    #[tokio::test]
+    money_is_charged_in_minor_units,
     #[tokio::test]
     old_captures_become_debits_on_upgrade,
     #[tokio::test]

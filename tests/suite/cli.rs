@@ -804,7 +804,7 @@ fn r5_billing_close_after_month_end_issues_the_statement() {
         "account_id": "cafe-1",
         "month": "2026-11",
         "issued_on": "2026-12-01",
-        "lines": [{"purchase_id": purchase_id, "credits": 500,
+        "lines": [{"kind": "purchase", "purchase_id": purchase_id, "refund_id": null, "credits": 500,
                    "unit_price": "0.01", "amount": "5.00"}],
         "total": "5.00",
         "currency": "USD",

@@ -251,6 +251,8 @@ async fn r4_paid_credits_never_expire<S: Store>(l: Ledger<S>) {
     audit_ok(&l).await;
 }
 
+/// The exact product of credits and unit price, charged rounded half-up to
+/// the currency's minor unit: 333 x 0.0125 = 4.1625 -> 4.16 EUR.
 async fn r4_purchases_use_the_account_unit_price_exactly<S: Store>(l: Ledger<S>) {
     let now = ts("2026-11-02T00:00:00Z");
     let new = NewAccount {
@@ -263,7 +265,9 @@ async fn r4_purchases_use_the_account_unit_price_exactly<S: Store>(l: Ledger<S>)
     l.create_account(new, now).await.unwrap();
     let a = crate::util::id("eu");
     let Outcome::Purchase(p) = ok(&l, &a, purchase(333), "2026-11-02T00:00:00Z").await else { panic!() };
-    assert_eq!((p.amount.to_string(), p.currency.as_str()), ("4.1625".into(), "EUR"));
+    assert_eq!((p.amount.to_string(), p.currency.as_str()), ("4.16".into(), "EUR"));
+    let Outcome::Purchase(p) = ok(&l, &a, purchase(334), "2026-11-02T00:00:00Z").await else { panic!() };
+    assert_eq!(p.amount.to_string(), "4.18", "4.175 rounds half up");
 }
 
 // R5 -------------------------------------------------------------------

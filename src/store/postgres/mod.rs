@@ -24,10 +24,10 @@ use jiff::Timestamp;
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
-use crate::domain::account::{AccountId, NewAccount};
+use crate::domain::account::{AccountDefaults, AccountId, NewAccount};
 use crate::domain::command::{self, Needs};
 use crate::domain::hold::HoldStatus;
-use crate::domain::period::{Month, Zone};
+use crate::domain::period::Month;
 use crate::domain::state::AccountState;
 use crate::domain::view::{
     AccountView, DebitView, EntryView, HoldView, Page, PurchaseView, StatementView, UsageView,
@@ -132,11 +132,11 @@ impl Store for PgStore {
     async fn create_account(
         &self,
         new: NewAccount,
-        default_zone: Zone,
+        defaults: AccountDefaults,
         now: Timestamp,
     ) -> Result<(AccountView, bool), LedgerError> {
         let id = AccountId::parse(&new.id)?;
-        let built = new.build(&default_zone, now)?;
+        let built = new.build(&defaults, now)?;
         let mut client = self.client().await?;
         let t = client.transaction().await.map_err(pg_error)?;
         // Insert unless it exists; then compare with what is there (two
@@ -155,7 +155,7 @@ impl Store for PgStore {
         let (account, created) = if inserted == 1 {
             (built, true)
         } else {
-            command::create_account(&new, existing.as_ref(), &default_zone, now)?
+            command::create_account(&new, existing.as_ref(), &defaults, now)?
         };
         t.commit().await.map_err(pg_error)?;
         Ok((AccountView::of(&account), created))

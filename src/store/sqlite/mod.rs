@@ -33,10 +33,10 @@ use jiff::Timestamp;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::account::{AccountId, NewAccount};
+use crate::domain::account::{AccountDefaults, AccountId, NewAccount};
 use crate::domain::command::{self, Needs};
 use crate::domain::hold::HoldStatus;
-use crate::domain::period::{Month, Zone};
+use crate::domain::period::Month;
 use crate::domain::state::AccountState;
 use crate::domain::view::{
     AccountView, DebitView, EntryView, HoldView, Page, PurchaseView, StatementView, UsageView,
@@ -344,7 +344,7 @@ impl Store for SqliteStore {
     async fn create_account(
         &self,
         new: NewAccount,
-        default_zone: Zone,
+        defaults: AccountDefaults,
         now: Timestamp,
     ) -> Result<(AccountView, bool), LedgerError> {
         self.write(move |conn| {
@@ -354,7 +354,7 @@ impl Store for SqliteStore {
                 .prepare_cached(&sql)
                 .and_then(|mut s| s.query_row([id.as_str()], rows::account).optional())
                 .map_err(sql_error)?;
-            let (account, created) = command::create_account(&new, existing.as_ref(), &default_zone, now)?;
+            let (account, created) = command::create_account(&new, existing.as_ref(), &defaults, now)?;
             if created {
                 rows::insert_account(conn, &account).map_err(sql_error)?;
             }
