@@ -25,7 +25,7 @@ use crate::domain::money::{Currency, Micros};
 use crate::domain::period::{Month, Zone};
 use crate::domain::statement::StatementStatus;
 use crate::http::{self, LogFormat, ServeConfig};
-use crate::ledger::{IdempotencyKey, Ledger, LedgerError, PageRequest, Store};
+use crate::ledger::{IdempotencyKey, Ledger, LedgerError, PageRequest, Store, export};
 use crate::store::DatabaseUrl;
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
@@ -255,6 +255,21 @@ enum Cmd {
         month: Option<String>,
         #[command(flatten)]
         page: PageArgs,
+    },
+    /// Write every purchase, statement or ledger entry of an account to
+    /// stdout (newest first), read a page at a time.
+    Export {
+        /// purchases, statements or ledger.
+        #[arg(value_parser = ["purchases", "statements", "ledger"])]
+        what: String,
+        #[arg(long)]
+        account: String,
+        /// Only this month, YYYY-MM (purchases, statements).
+        #[arg(long)]
+        month: Option<String>,
+        /// csv (a header row, RFC 4180 quoting) or json (one array).
+        #[arg(long, value_parser = ["csv", "json"], default_value = "csv")]
+        format: String,
     },
     /// Replay the ledger and prove every balance; exit 1 on any mismatch.
     Audit,
@@ -781,6 +796,37 @@ async fn dispatch<S: Store>(
             }
             out.print(&l.statements(id.as_ref(), m, p).await?, output::statement_page);
         }
+        Cmd::Export { what, account, month: m, format } => {
+            let (id, m) = (account_id(&account)?, m.as_deref().map(month).transpose()?);
+            let format = if format == "json" { export::Format::Json } else { export::Format::Csv };
+            let ledger = l.clone();
+            match what.as_str() {
+                "purchases" => {
+                    let fetch = move |req| {
+                        let (ledger, id) = (ledger.clone(), id.clone());
+                        async move { ledger.purchases(&id, m, req).await }
+                    };
+                    write_out(export::stream(format, None, fetch).await?).await?;
+                }
+                "statements" => {
+                    let fetch = move |req| {
+                        let (ledger, id) = (ledger.clone(), id.clone());
+                        async move { ledger.statements(Some(&id), m, req).await }
+                    };
+                    write_out(export::stream(format, None, fetch).await?).await?;
+                }
+                _ if m.is_some() => {
+                    return Err(Failure::Refused("the ledger export has no --month".into()));
+                }
+                _ => {
+                    let fetch = move |req| {
+                        let (ledger, id) = (ledger.clone(), id.clone());
+                        async move { ledger.entries(&id, req).await }
+                    };
+                    write_out(export::stream(format, None, fetch).await?).await?;
+                }
+            }
+        }
         Cmd::Audit => {
             let report = l.audit().await?;
             out.print(&report, output::audit);
@@ -882,4 +928,18 @@ fn parse_auto_recharge(spec: &str) -> Result<AutoRecharge, Failure> {
         return Err(bad());
     };
     Ok(AutoRecharge { threshold, credits, monthly_cap })
+}
+
+/// Writes an export to stdout as it is read.
+async fn write_out(
+    stream: impl futures_util::Stream<Item = Result<bytes::Bytes, LedgerError>>,
+) -> Result<(), Failure> {
+    use futures_util::StreamExt as _;
+    let mut stream = std::pin::pin!(stream);
+    let broken = |e: std::io::Error| Failure::Broken(format!("cannot write the export: {e}"));
+    while let Some(chunk) = stream.next().await {
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(&chunk?).and_then(|()| stdout.flush()).map_err(broken)?;
+    }
+    Ok(())
 }

@@ -22,7 +22,7 @@ fn month_param(m: &Option<String>) -> Result<Option<Month>, ApiError> {
     m.as_deref().map(Month::parse).transpose().map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-#[utoipa::path(get, path = "/v1/accounts/{id}/statements", tag = "billing", params(("id" = String, Path, description = "Account id"), ListParams), responses((status = 200, description = "Statements, newest first", body = Page<StatementView>), super::openapi::Errors))]
+#[utoipa::path(get, path = "/v1/accounts/{id}/statements", tag = "billing", params(("id" = String, Path, description = "Account id"), ListParams), responses((status = 200, description = "Statements, newest first", content((Page<StatementView> = "application/json"), (String = "text/csv"))), super::openapi::Errors))]
 pub async fn account_statements<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -32,6 +32,14 @@ pub async fn account_statements<S: Store>(
     let id = account_id(&id)?;
     caller.may_access(&id)?;
     let month = month_param(&q.month)?;
+    if q.format == Some(super::ListFormat::Csv) {
+        let (ledger, account) = (st.ledger.clone(), id.clone());
+        let fetch = move |req| {
+            let (ledger, account) = (ledger.clone(), account.clone());
+            async move { ledger.statements(Some(&account), month, req).await }
+        };
+        return super::csv_export(&format!("statements-{id}"), q.cursor, q.limit, fetch).await;
+    }
     Ok(Json(st.ledger.statements(Some(&id), month, q.page()?).await.map_err(super::list_error)?)
         .into_response())
 }
@@ -47,7 +55,7 @@ pub async fn show_statement<S: Store>(
     Ok(Json(st.ledger.statement(&id, &statement_id, st.clock.now()).await?).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/statements", tag = "billing", params(ListParams), responses((status = 200, description = "Every statement of a month", body = Page<StatementView>), super::openapi::Errors))]
+#[utoipa::path(get, path = "/v1/statements", tag = "billing", params(ListParams), responses((status = 200, description = "Every statement of a month", content((Page<StatementView> = "application/json"), (String = "text/csv"))), super::openapi::Errors))]
 pub async fn month_statements<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -55,6 +63,14 @@ pub async fn month_statements<S: Store>(
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
     let month = month_param(&q.month)?.ok_or_else(|| ApiError::bad_request("month=YYYY-MM is required"))?;
+    if q.format == Some(super::ListFormat::Csv) {
+        let ledger = st.ledger.clone();
+        let fetch = move |req| {
+            let ledger = ledger.clone();
+            async move { ledger.statements(None, Some(month), req).await }
+        };
+        return super::csv_export(&format!("statements-{month}"), q.cursor, q.limit, fetch).await;
+    }
     Ok(Json(st.ledger.statements(None, Some(month), q.page()?).await.map_err(super::list_error)?)
         .into_response())
 }

@@ -81,6 +81,9 @@ pub struct ListParams {
     /// Only this month, YYYY-MM.
     #[param(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$")]
     pub month: Option<String>,
+    /// `csv`: every item (from `cursor` when given), streamed.
+    #[param(inline)]
+    pub format: Option<ListFormat>,
 }
 
 impl ListParams {
@@ -89,7 +92,50 @@ impl ListParams {
     }
 }
 
-/// `cursor` and `limit` alone (the ledger).
+/// `json` (a page, the default) or `csv` (a header row, RFC 4180 quoting,
+/// every item, streamed a page at a time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ListFormat {
+    Json,
+    Csv,
+}
+
+/// The answer of a list asked for as CSV: every item `fetch` pages
+/// through, streamed, as `{name}.csv`. `limit` does not apply (it is
+/// refused rather than ignored).
+async fn csv_export<T, F, Fut>(
+    name: &str,
+    cursor: Option<String>,
+    limit: Option<i64>,
+    fetch: F,
+) -> Result<Response, ApiError>
+where
+    T: crate::ledger::export::CsvRows + Send + 'static,
+    F: FnMut(PageRequest) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<crate::domain::view::Page<T>, crate::ledger::LedgerError>>
+        + Send
+        + 'static,
+{
+    use futures_util::TryStreamExt as _;
+    if limit.is_some() {
+        return Err(ApiError::bad_request("format=csv answers every item: leave out limit"));
+    }
+    let stream = crate::ledger::export::stream(crate::ledger::export::Format::Csv, cursor, fetch)
+        .await
+        .map_err(list_error)?
+        .map_err(|e| {
+            tracing::error!(error = %e, "an export failed part way; the transfer is cut short");
+            std::io::Error::other(e.to_string())
+        });
+    let headers = [
+        (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+        (axum::http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}.csv\"")),
+    ];
+    Ok((headers, axum::body::Body::from_stream(stream)).into_response())
+}
+
+/// `cursor`, `limit` and `format` (the ledger).
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -99,6 +145,9 @@ pub struct PageParams {
     /// Items per page, 1-500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
+    /// `csv`: every entry (from `cursor` when given), streamed.
+    #[param(inline)]
+    pub format: Option<ListFormat>,
 }
 
 /// A bad `limit` is a bad query string: 400, as every other bad query

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{Body, Ids, Key, Q, account_id};
-use super::{AppState, KeyRule, ListParams, PageParams, mutate};
+use super::{AppState, KeyRule, ListFormat, ListParams, PageParams, mutate};
 use crate::domain::command::Command;
 use crate::domain::credits::Credits;
 use crate::domain::hold::HoldStatus;
@@ -40,7 +40,7 @@ pub async fn purchase<S: Store>(
     mutate(&st, &caller, &id, key, KeyRule::Required, command, StatusCode::CREATED).await
 }
 
-#[utoipa::path(get, path = "/v1/accounts/{id}/purchases", tag = "purchases", params(("id" = String, Path, description = "Account id"), ListParams), responses((status = 200, description = "Purchase history, newest first", body = Page<PurchaseView>), super::openapi::Errors))]
+#[utoipa::path(get, path = "/v1/accounts/{id}/purchases", tag = "purchases", params(("id" = String, Path, description = "Account id"), ListParams), responses((status = 200, description = "Purchase history, newest first", content((Page<PurchaseView> = "application/json"), (String = "text/csv"))), super::openapi::Errors))]
 pub async fn purchases<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -51,6 +51,14 @@ pub async fn purchases<S: Store>(
     caller.may_access(&id)?;
     let month =
         q.month.as_deref().map(Month::parse).transpose().map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if q.format == Some(ListFormat::Csv) {
+        let (ledger, account) = (st.ledger.clone(), id.clone());
+        let fetch = move |req| {
+            let (ledger, account) = (ledger.clone(), account.clone());
+            async move { ledger.purchases(&account, month, req).await }
+        };
+        return super::csv_export(&format!("purchases-{id}"), q.cursor, q.limit, fetch).await;
+    }
     Ok(Json(st.ledger.purchases(&id, month, q.page()?).await.map_err(super::list_error)?).into_response())
 }
 
@@ -290,7 +298,7 @@ pub async fn grant<S: Store>(
     mutate(&st, &caller, &id, key, KeyRule::Required, command, StatusCode::CREATED).await
 }
 
-#[utoipa::path(get, path = "/v1/accounts/{id}/ledger", tag = "spending", params(("id" = String, Path, description = "Account id"), PageParams), responses((status = 200, description = "Ledger entries, newest first", body = Page<EntryView>), super::openapi::Errors))]
+#[utoipa::path(get, path = "/v1/accounts/{id}/ledger", tag = "spending", params(("id" = String, Path, description = "Account id"), PageParams), responses((status = 200, description = "Ledger entries, newest first", content((Page<EntryView> = "application/json"), (String = "text/csv"))), super::openapi::Errors))]
 pub async fn ledger<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -299,6 +307,14 @@ pub async fn ledger<S: Store>(
 ) -> Result<Response, ApiError> {
     let id = account_id(&id)?;
     caller.may_access(&id)?;
+    if q.format == Some(ListFormat::Csv) {
+        let (ledger, account) = (st.ledger.clone(), id.clone());
+        let fetch = move |req| {
+            let (ledger, account) = (ledger.clone(), account.clone());
+            async move { ledger.entries(&account, req).await }
+        };
+        return super::csv_export(&format!("ledger-{id}"), q.cursor, q.limit, fetch).await;
+    }
     let page = super::page_of(&q.cursor, q.limit)?;
     Ok(Json(st.ledger.entries(&id, page).await.map_err(super::list_error)?).into_response())
 }

@@ -8,6 +8,7 @@
 mod audit;
 pub mod batch;
 mod error;
+pub mod export;
 mod key;
 mod store;
 mod token;

@@ -13,14 +13,10 @@ use super::format::{count, day, money};
 use super::layout::{self, Nav};
 use super::signed::Signed;
 use crate::domain::period::Zone;
-use crate::domain::view::PurchaseView;
-use crate::ledger::{LedgerError, MAX_PAGE_LIMIT, PageRequest, Store};
+use crate::ledger::{LedgerError, PageRequest, Store, export};
 
 /// Purchases on one page of the history.
 pub const HISTORY_PAGE_SIZE: usize = 20;
-
-/// Most purchases in one CSV download: a bound on one request's work.
-pub const MAX_CSV_PURCHASES: usize = 100_000;
 
 #[derive(Deserialize)]
 pub struct HistoryQuery {
@@ -89,96 +85,25 @@ fn list_error(e: LedgerError) -> WebError {
     }
 }
 
-pub const CSV_HEADER: [&str; 10] = [
-    "id",
-    "purchased_at",
-    "credits",
-    "unit_price",
-    "amount",
-    "currency",
-    "status",
-    "bills_on",
-    "statement_id",
-    "refunded_credits",
-];
-
-fn record(p: &PurchaseView) -> [String; 10] {
-    [
-        p.id.clone(),
-        p.purchased_at.to_string(),
-        p.credits.to_string(),
-        p.unit_price.to_string(),
-        p.amount.to_string(),
-        p.currency.to_string(),
-        p.status.clone(),
-        p.bills_on.to_string(),
-        p.statement_id.clone().unwrap_or_default(),
-        p.refunded_credits.to_string(),
-    ]
-}
-
-/// Every purchase (at most [`MAX_CSV_PURCHASES`]), newest first.
-pub fn to_csv(purchases: &[PurchaseView]) -> Result<Vec<u8>, csv::Error> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(CSV_HEADER)?;
-    for p in purchases {
-        w.write_record(record(p))?;
-    }
-    w.into_inner().map_err(|e| e.into_error().into())
-}
-
+/// Every purchase as CSV, streamed a page at a time (the export of the
+/// API's `format=csv`, so the same columns).
 pub async fn csv<S: Store>(
     State(st): State<WebState<S>>,
     signed: Signed,
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
+    use futures_util::TryStreamExt as _;
     let account = signed.account(&id)?;
-    let mut all = Vec::new();
-    let mut req = PageRequest::first(MAX_PAGE_LIMIT);
-    loop {
-        let got = st.app.ledger.purchases(&account, None, req).await?;
-        all.extend(got.data);
-        match got.next_cursor {
-            Some(c) if all.len() < MAX_CSV_PURCHASES => {
-                req = PageRequest::new(Some(c), Some(MAX_PAGE_LIMIT as i64))?
-            }
-            _ => break,
-        }
-    }
-    all.truncate(MAX_CSV_PURCHASES);
-    let bytes = to_csv(&all).map_err(|e| LedgerError::Internal(format!("csv: {e}")))?;
+    let (ledger, who) = (st.app.ledger.clone(), account.clone());
+    let fetch = move |req| {
+        let (ledger, who) = (ledger.clone(), who.clone());
+        async move { ledger.purchases(&who, None, req).await }
+    };
+    let stream = export::stream(export::Format::Csv, None, fetch).await?.map_err(|e| {
+        tracing::error!(error = %e, "the purchases download failed part way");
+        std::io::Error::other(e.to_string())
+    });
     let disposition = format!("attachment; filename=\"purchases-{account}.csv\"");
-    Ok(([(CONTENT_TYPE, "text/csv; charset=utf-8".to_string()), (CONTENT_DISPOSITION, disposition)], bytes)
-        .into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::money::{Currency, Micros};
-
-    #[test]
-    fn csv_has_a_header_and_quotes_as_rfc_4180() {
-        let p = PurchaseView {
-            id: "pur_a,\"b\"".into(),
-            account_id: "cafe-1".into(),
-            credits: 500,
-            unit_price: Micros::from_micros(10_000),
-            amount: Currency::usd().amount(Micros::from_micros(5_000_000)),
-            currency: Currency::usd(),
-            purchased_at: "2026-11-24T18:00:00Z".parse().unwrap(),
-            bills_on: jiff::civil::date(2026, 12, 1),
-            status: "unbilled".into(),
-            statement_id: None,
-            refunded_credits: 0,
-        };
-        let text = String::from_utf8(to_csv(&[p]).unwrap()).unwrap();
-        let mut lines = text.lines();
-        assert_eq!(lines.next().unwrap(), CSV_HEADER.join(","));
-        assert_eq!(
-            lines.next().unwrap(),
-            "\"pur_a,\"\"b\"\"\",2026-11-24T18:00:00Z,500,0.01,5.00,USD,unbilled,2026-12-01,,0"
-        );
-        assert!(lines.next().is_none());
-    }
+    let headers = [(CONTENT_TYPE, "text/csv; charset=utf-8".to_string()), (CONTENT_DISPOSITION, disposition)];
+    Ok((headers, axum::body::Body::from_stream(stream)).into_response())
 }

@@ -127,9 +127,9 @@ try {
   // --- The CSV.
   const [download] = await Promise.all([page.waitForEvent('download'), page.click('#purchases-csv')]);
   const csv = readFileSync(await download.path(), 'utf8').trim().split('\n');
-  check(csv[0] === 'id,purchased_at,credits,unit_price,amount,currency,status,bills_on,statement_id,refunded_credits', 'csv header');
+  check(csv[0] === 'id,account_id,purchased_at,credits,unit_price,amount,currency,status,bills_on,statement_id,refunded_credits', 'csv header');
   check(csv.length === after.length + 1, 'one csv row per purchase');
-  check(csv.includes(`${bought.id},${bought.purchased_at},500,0.01,5.00,USD,unbilled,${bought.bills_on},,0`), 'csv row of the purchase: ' + csv.join(' | '));
+  check(csv.includes(`${bought.id},${bought.account_id},${bought.purchased_at},500,0.01,5.00,USD,unbilled,${bought.bills_on},,0`), 'csv row of the purchase: ' + csv.join(' | '));
 
   // --- Past the purchase limit: the message, nothing bought.
   await api('PATCH', `/v1/accounts/${ACCOUNT}`, { monthly_purchase_limit: 2000 });

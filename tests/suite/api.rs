@@ -541,7 +541,147 @@ fn bad_default_currency_or_price_is_refused() {
     }
 }
 
+/// Rows of a CSV answer: the header, then the records.
+fn csv_rows(text: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut r = csv::Reader::from_reader(text.as_bytes());
+    let header = r.headers().expect("a header row").iter().map(str::to_string).collect();
+    let rows = r.records().map(|rec| rec.expect("RFC 4180").iter().map(str::to_string).collect()).collect();
+    (header, rows)
+}
+
+/// `format=csv` on the purchase, statement and ledger lists: a header row,
+/// RFC 4180 quoting, every item across pages (more than one page of 500
+/// here), the same filters as JSON; `textcredits export` writes the same
+/// as CSV or one JSON array. Bad formats and parameters are refused.
+async fn lists_export_as_csv_across_pages(db: Db) {
+    let s = Server::start(
+        &db,
+        &["--test-clock", "--now", "2026-11-10T12:00:00Z", "--close-interval-seconds", "0"],
+    );
+    open_account(&s, "cafe").await;
+    open_account(&s, "other").await;
+    let a = "/v1/accounts/cafe";
+    let mut ids = Vec::new();
+    for i in 0..520 {
+        let p = created(
+            s.post(&format!("{a}/purchases"), ADMIN, Some(&format!("p{i}")), json!({"credits": 1 + i % 7}))
+                .await,
+            "purchase",
+        );
+        ids.push(p["id"].as_str().unwrap().to_string());
+    }
+    let d = created(
+        s.post(
+            &format!("{a}/debits"),
+            ADMIN,
+            Some("d"),
+            json!({"credits": 3, "reference": "a,\"quoted\"ref"}),
+        )
+        .await,
+        "debit",
+    );
+    // Purchases: every one, newest first, as the JSON pages list them.
+    let r = s.get(&format!("{a}/purchases?format=csv"), ADMIN).await;
+    assert_eq!(
+        (r.status, r.header("content-type")),
+        (200, Some("text/csv; charset=utf-8")),
+        "{}",
+        &r.text[..200.min(r.text.len())]
+    );
+    assert!(r.header("content-disposition").unwrap().contains("purchases-cafe.csv"));
+    let (header, rows) = csv_rows(&r.text);
+    assert_eq!(&header[..3], ["id", "account_id", "purchased_at"]);
+    let mut json_ids = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = s.get(&format!("{a}/purchases?limit=500{cursor}"), ADMIN).await.body;
+        json_ids
+            .extend(page["data"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_string()));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    let csv_ids: Vec<String> = rows.iter().map(|r| r[0].clone()).collect();
+    assert_eq!(csv_ids.len(), 520);
+    assert_eq!(csv_ids, json_ids);
+    // The ledger, quoting a reference with a comma and quotes.
+    let l = s.get(&format!("{a}/ledger?format=csv"), ADMIN).await;
+    let (header, rows) = csv_rows(&l.text);
+    let reference = header.iter().position(|h| h == "reference").unwrap();
+    let source = header.iter().position(|h| h == "source").unwrap();
+    let debit_row = rows.iter().find(|r| r[source] == d["id"].as_str().unwrap()).expect("the debit's entry");
+    assert_eq!(debit_row[reference], "a,\"quoted\"ref");
+    assert_eq!(rows.len(), 520 + 1 + 1, "every purchase, the free grant and the debit: {}", rows.len());
+    // Statements, after the month closes; a month filter; a cursor.
+    let t = json!({"now": "2026-12-01T00:00:01Z"});
+    assert_eq!(s.call("PUT", "/v1/test-clock", Some(ADMIN), None, Some(t)).await.status, 200);
+    assert_eq!(s.post("/v1/billing/close", ADMIN, None, json!({})).await.status, 200);
+    let st = s.get(&format!("{a}/statements?format=csv&month=2026-11"), ADMIN).await;
+    let (header, rows) = csv_rows(&st.text);
+    assert_eq!(header[0], "id");
+    assert_eq!(rows.len(), 520, "a row per line");
+    assert!(rows.iter().all(|r| r[0] == "st_2026-11_cafe"));
+    assert!(
+        csv_rows(&s.get(&format!("{a}/statements?format=csv&month=2026-10"), ADMIN).await.text).1.is_empty()
+    );
+    let all = s.get("/v1/statements?month=2026-11&format=csv", ADMIN).await;
+    assert_eq!(csv_rows(&all.text).1.len(), 520);
+    let json_first = s.get(&format!("{a}/purchases?limit=10"), ADMIN).await.body;
+    let c = json_first["next_cursor"].as_str().unwrap();
+    let rest = csv_rows(&s.get(&format!("{a}/purchases?format=csv&cursor={c}"), ADMIN).await.text).1;
+    assert_eq!(rest.len(), 510, "from the cursor on");
+    // Bad input: 400/404 problems.
+    for bad in [
+        format!("{a}/purchases?format=xml"),
+        format!("{a}/purchases?format=csv&limit=10"),
+        format!("{a}/purchases?format=csv&cursor=nonsense"),
+        format!("{a}/debits?format=csv"),
+        format!("{a}/ledger?format="),
+    ] {
+        s.get(&bad, ADMIN).await.assert_problem(400, "invalid_request");
+    }
+    s.get("/v1/accounts/ghost/purchases?format=csv", ADMIN).await.assert_problem(404, "not_found");
+    // An account token exports its own account only.
+    let token = s.post(&format!("{a}/tokens"), ADMIN, None, json!({"label": "pos"})).await.body["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(s.get(&format!("{a}/ledger?format=csv"), &token).await.status, 200);
+    s.get("/v1/accounts/other/purchases?format=csv", &token).await.assert_problem(404, "not_found");
+    // The CLI: CSV the same as the API's; JSON one array.
+    let run = db.run(&[
+        "--now",
+        "2026-12-01T00:00:02Z",
+        "export",
+        "purchases",
+        "--account",
+        "cafe",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(csv_rows(&run.stdout).1.iter().map(|r| r[0].clone()).collect::<Vec<_>>(), json_ids);
+    let run =
+        db.run(&["export", "statements", "--account", "cafe", "--month", "2026-11", "--format", "json"]);
+    let v: Value = serde_json::from_str(&run.stdout).expect("one JSON array");
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["lines"].as_array().unwrap().len(), 520);
+    for bad in [
+        vec!["export", "ledger", "--account", "cafe", "--month", "2026-11"],
+        vec!["export", "debits", "--account", "cafe"],
+        vec!["export", "purchases", "--account", "cafe", "--format", "xml"],
+        vec!["export", "purchases", "--account", "ghost"],
+        vec!["export", "purchases", "--account", "cafe", "--month", "2026-13"],
+    ] {
+        let run = db.run(&bad);
+        assert_eq!((run.code, run.stderr.lines().count()), (2, 1), "{bad:?}: {run:?}");
+    }
+}
+
 on_every_store!(
+    #[tokio::test]
+    lists_export_as_csv_across_pages,
     #[tokio::test]
     money_is_charged_in_minor_units,
     #[tokio::test]
