@@ -74,6 +74,8 @@ mod http;
 mod http_input;
 /// Random operation sequences against a reference model (proptest).
 mod props;
+/// The README's examples, run as written.
+mod readme;
 /// Several server replicas on one PostgreSQL database, with faults.
 mod replicas;
 /// The rules R1-R8, run against every store (the conformance suite).
