@@ -92,7 +92,7 @@ struct PageArgs {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Run the HTTP API (API.md) on this database.
+    /// Run the HTTP API (docs/api.md) and the dashboard on this database.
     Serve {
         /// Address to listen on.
         #[arg(long, env = "TEXTCREDITS_LISTEN", default_value = "127.0.0.1:8080")]
@@ -116,7 +116,7 @@ enum Cmd {
             value_delimiter = ','
         )]
         cors_origins: Vec<String>,
-        /// Seconds between automatic closes of ended months (R5); 0 = never.
+        /// Seconds between automatic closes of ended months into statements; 0 = never.
         #[arg(long, default_value_t = 60)]
         close_interval_seconds: u64,
         /// Log lines as text or JSON (stderr).
@@ -221,7 +221,7 @@ enum Cmd {
         #[command(flatten)]
         key: KeyArg,
     },
-    /// Balance now (R7).
+    /// Balance now: free, paid and granted credits, held, available, unbilled.
     Balance { account: String },
     /// Purchase history, newest first.
     Purchases {

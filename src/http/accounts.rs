@@ -16,7 +16,10 @@ use crate::domain::credits::Credits;
 use crate::domain::view::{AccountView, BalanceView, Page, QuoteView};
 use crate::ledger::{CreatedToken, Store, TokenInfo};
 
-#[utoipa::path(post, path = "/v1/accounts", tag = "accounts", request_body(content = NewAccount, content_type = "application/json"), responses((status = 201, description = "Created", body = AccountView), (status = 200, description = "Exists with the same settings", body = AccountView), super::openapi::Errors))]
+/// Create an account.
+///
+/// Creates a merchant account. The same id with the same settings again answers 200 with the account; with other settings 409. Zone, currency and unit price default to the server's.
+#[utoipa::path(post, path = "/v1/accounts", operation_id = "createAccount", tag = "accounts", request_body(content = NewAccount, content_type = "application/json"), responses((status = 201, description = "Created", body = AccountView), (status = 200, description = "Exists with the same settings", body = AccountView), super::openapi::Errors))]
 pub async fn create<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -47,7 +50,10 @@ pub struct AccountListParams {
     pub q: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/accounts", tag = "accounts", params(AccountListParams), responses((status = 200, description = "Accounts, newest first", body = Page<AccountView>), super::openapi::Errors))]
+/// List accounts.
+///
+/// Accounts, newest first; `q` keeps those whose id or name starts with it (any case).
+#[utoipa::path(get, path = "/v1/accounts", operation_id = "listAccounts", tag = "accounts", params(AccountListParams), responses((status = 200, description = "Accounts, newest first", body = Page<AccountView>), super::openapi::Errors))]
 pub async fn list<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -58,7 +64,10 @@ pub async fn list<S: Store>(
     Ok(Json(st.ledger.accounts(page, q.q.as_deref()).await.map_err(super::list_error)?).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/accounts/{id}", tag = "accounts", params(("id" = String, Path, description = "Account id")), responses((status = 200, description = "The account with its balance", body = AccountView), super::openapi::Errors))]
+/// Get an account.
+///
+/// The account's settings, status and balance now.
+#[utoipa::path(get, path = "/v1/accounts/{id}", operation_id = "getAccount", tag = "accounts", params(("id" = String, Path, description = "Account id")), responses((status = 200, description = "The account with its balance", body = AccountView), super::openapi::Errors))]
 pub async fn show<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -69,7 +78,10 @@ pub async fn show<S: Store>(
     Ok(Json(st.ledger.account(&id, st.clock.now()).await?).into_response())
 }
 
-#[utoipa::path(patch, path = "/v1/accounts/{id}", tag = "accounts", request_body(content = AccountPatch, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = Option<String>, Header, description = "Optional idempotency key")), responses((status = 200, description = "Updated settings", body = AccountView), super::openapi::Errors))]
+/// Change an account's settings.
+///
+/// Changes name, zone, allowance, unit price, limits and status (`closed` stops purchases, debits and holds; `active` reopens).
+#[utoipa::path(patch, path = "/v1/accounts/{id}", operation_id = "updateAccount", tag = "accounts", request_body(content = AccountPatch, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = Option<String>, Header, description = "Optional idempotency key")), responses((status = 200, description = "Updated settings", body = AccountView), super::openapi::Errors))]
 pub async fn update<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -88,7 +100,10 @@ pub struct TokenBody {
     pub label: String,
 }
 
-#[utoipa::path(post, path = "/v1/accounts/{id}/tokens", tag = "accounts", request_body(content = TokenBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id")), responses((status = 201, description = "The token, shown once (only its hash is kept)", body = CreatedToken), super::openapi::Errors))]
+/// Create an account token.
+///
+/// A bearer token for one account, shown once in this answer (only its hash is kept).
+#[utoipa::path(post, path = "/v1/accounts/{id}/tokens", operation_id = "createAccountToken", tag = "accounts", request_body(content = TokenBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id")), responses((status = 201, description = "The token, shown once (only its hash is kept)", body = CreatedToken), super::openapi::Errors))]
 pub async fn create_token<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -119,7 +134,10 @@ pub struct TokenList {
     pub next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/accounts/{id}/tokens", tag = "accounts", params(("id" = String, Path, description = "Account id")), responses((status = 200, description = "The account's tokens, newest first; never their secrets", body = TokenList), super::openapi::Errors))]
+/// List account tokens.
+///
+/// The account's tokens with their labels and last use; never their secrets.
+#[utoipa::path(get, path = "/v1/accounts/{id}/tokens", operation_id = "listAccountTokens", tag = "accounts", params(("id" = String, Path, description = "Account id")), responses((status = 200, description = "The account's tokens, newest first; never their secrets", body = TokenList), super::openapi::Errors))]
 pub async fn list_tokens<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -131,7 +149,10 @@ pub async fn list_tokens<S: Store>(
     Ok(Json(TokenList { data, next_cursor: None }).into_response())
 }
 
-#[utoipa::path(delete, path = "/v1/accounts/{id}/tokens/{tid}", tag = "accounts", params(("id" = String, Path, description = "Account id"), ("tid" = String, Path, description = "Token id")), responses((status = 204, description = "Revoked: the token answers 401 from the next request on, on every replica"), super::openapi::Errors))]
+/// Revoke an account token.
+///
+/// The token answers 401 from the next request on, on every replica.
+#[utoipa::path(delete, path = "/v1/accounts/{id}/tokens/{tid}", operation_id = "revokeAccountToken", tag = "accounts", params(("id" = String, Path, description = "Account id"), ("tid" = String, Path, description = "Token id")), responses((status = 204, description = "Revoked: the token answers 401 from the next request on, on every replica"), super::openapi::Errors))]
 pub async fn revoke_token<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -146,7 +167,10 @@ pub async fn revoke_token<S: Store>(
     }
 }
 
-#[utoipa::path(get, path = "/v1/accounts/{id}/balance", tag = "accounts", params(("id" = String, Path, description = "Account id")), responses((status = 200, description = "Balance now (R7)", body = BalanceView), super::openapi::Errors))]
+/// Get the balance.
+///
+/// Free, paid and granted credits, held, available, and what the next statement charges so far.
+#[utoipa::path(get, path = "/v1/accounts/{id}/balance", operation_id = "getBalance", tag = "accounts", params(("id" = String, Path, description = "Account id")), responses((status = 200, description = "Balance now: free, paid and granted credits, held, available and what is unbilled", body = BalanceView), super::openapi::Errors))]
 pub async fn balance<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -163,7 +187,10 @@ pub struct QuoteBody {
     pub credits: Credits,
 }
 
-#[utoipa::path(post, path = "/v1/accounts/{id}/quote", tag = "spending", request_body(content = QuoteBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id")), responses((status = 200, description = "Whether the campaign is covered; changes nothing", body = QuoteView), super::openapi::Errors))]
+/// Quote a campaign.
+///
+/// Can this many texts go out now, from which credits, and what would the shortfall cost? Changes nothing.
+#[utoipa::path(post, path = "/v1/accounts/{id}/quote", operation_id = "quoteCampaign", tag = "spending", request_body(content = QuoteBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id")), responses((status = 200, description = "Whether the campaign is covered; changes nothing", body = QuoteView), super::openapi::Errors))]
 pub async fn quote<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,

@@ -22,7 +22,10 @@ fn month_param(m: &Option<String>) -> Result<Option<Month>, ApiError> {
     m.as_deref().map(Month::parse).transpose().map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-#[utoipa::path(get, path = "/v1/accounts/{id}/statements", tag = "billing", params(("id" = String, Path, description = "Account id"), ListParams), responses((status = 200, description = "Statements, newest first", content((Page<StatementView> = "application/json"), (String = "text/csv"))), super::openapi::Errors))]
+/// List an account's statements.
+///
+/// Statements, newest first; `month` keeps one; `format=csv` exports every line.
+#[utoipa::path(get, path = "/v1/accounts/{id}/statements", operation_id = "listStatements", tag = "billing", params(("id" = String, Path, description = "Account id"), ListParams), responses((status = 200, description = "Statements, newest first", content((Page<StatementView> = "application/json"), (String = "text/csv"))), super::openapi::Errors))]
 pub async fn account_statements<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -44,7 +47,10 @@ pub async fn account_statements<S: Store>(
         .into_response())
 }
 
-#[utoipa::path(get, path = "/v1/accounts/{id}/statements/{sid}", tag = "billing", params(("id" = String, Path, description = "Account id"), ("sid" = String, Path, description = "Statement id")), responses((status = 200, description = "The statement", body = StatementView), super::openapi::Errors))]
+/// Get a statement.
+///
+/// One statement with its lines.
+#[utoipa::path(get, path = "/v1/accounts/{id}/statements/{sid}", operation_id = "getStatement", tag = "billing", params(("id" = String, Path, description = "Account id"), ("sid" = String, Path, description = "Statement id")), responses((status = 200, description = "The statement", body = StatementView), super::openapi::Errors))]
 pub async fn show_statement<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -55,7 +61,10 @@ pub async fn show_statement<S: Store>(
     Ok(Json(st.ledger.statement(&id, &statement_id, st.clock.now()).await?).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/statements", tag = "billing", params(ListParams), responses((status = 200, description = "Every statement of a month", content((Page<StatementView> = "application/json"), (String = "text/csv"))), super::openapi::Errors))]
+/// List every statement of a month.
+///
+/// Every account's statement for `month` (required), by account id.
+#[utoipa::path(get, path = "/v1/statements", operation_id = "listMonthStatements", tag = "billing", params(ListParams), responses((status = 200, description = "Every statement of a month", content((Page<StatementView> = "application/json"), (String = "text/csv"))), super::openapi::Errors))]
 pub async fn month_statements<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -92,7 +101,10 @@ pub struct CloseBody {
     pub month: Option<Month>,
 }
 
-#[utoipa::path(post, path = "/v1/billing/close", tag = "billing", request_body(content = CloseBody, content_type = "application/json"), responses((status = 200, description = "Statements issued", body = CloseView), super::openapi::Errors))]
+/// Close ended months.
+///
+/// Issues the statements of every account's ended months (each account on its own; failures are listed, the others close).
+#[utoipa::path(post, path = "/v1/billing/close", operation_id = "closeBilling", tag = "billing", request_body(content = CloseBody, content_type = "application/json"), responses((status = 200, description = "Statements issued", body = CloseView), super::openapi::Errors))]
 pub async fn close<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -115,7 +127,10 @@ pub struct StatusBody {
     pub status: String,
 }
 
-#[utoipa::path(post, path = "/v1/statements/{sid}/status", tag = "billing", request_body(content = StatusBody, content_type = "application/json"), params(("sid" = String, Path, description = "Statement id"), ("Idempotency-Key" = Option<String>, Header, description = "Optional idempotency key")), responses((status = 200, description = "The statement", body = StatementView), super::openapi::Errors))]
+/// Record a statement's payment.
+///
+/// `paid` or `failed`; a failed statement suspends the account's purchases until it is paid.
+#[utoipa::path(post, path = "/v1/statements/{sid}/status", operation_id = "setStatementStatus", tag = "billing", request_body(content = StatusBody, content_type = "application/json"), params(("sid" = String, Path, description = "Statement id"), ("Idempotency-Key" = Option<String>, Header, description = "Optional idempotency key")), responses((status = 200, description = "The statement", body = StatementView), super::openapi::Errors))]
 pub async fn set_status<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -139,7 +154,10 @@ fn test_clock_only<S>(st: &AppState<S>) -> Result<(), ApiError> {
     }
 }
 
-#[utoipa::path(get, path = "/v1/test-clock", tag = "test clock", responses((status = 200, description = "The test clock (only with --test-clock; else 404)", body = ClockBody), super::openapi::Errors))]
+/// Read the test clock.
+///
+/// Only when the server runs with --test-clock.
+#[utoipa::path(get, path = "/v1/test-clock", operation_id = "getTestClock", tag = "test clock", responses((status = 200, description = "The test clock (only with --test-clock; else 404)", body = ClockBody), super::openapi::Errors))]
 pub async fn get_clock<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -155,7 +173,10 @@ pub struct ClockBody {
     pub now: Timestamp,
 }
 
-#[utoipa::path(put, path = "/v1/test-clock", tag = "test clock", request_body(content = ClockBody, content_type = "application/json"), responses((status = 200, description = "Moved (forward only)", body = ClockBody), super::openapi::Errors))]
+/// Move the test clock.
+///
+/// Forward only, up to year 9000; only with --test-clock.
+#[utoipa::path(put, path = "/v1/test-clock", operation_id = "setTestClock", tag = "test clock", request_body(content = ClockBody, content_type = "application/json"), responses((status = 200, description = "Moved (forward only)", body = ClockBody), super::openapi::Errors))]
 pub async fn set_clock<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,

@@ -83,7 +83,8 @@ pub enum Errors {
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]
 pub enum Spending {
-    /// Not enough credits; nothing was consumed (R8).
+    /// Not enough credits: nothing was spent (all or nothing), and the
+    /// answer says how many are available and how many are missing.
     #[response(status = 402, content_type = "application/problem+json")]
     InsufficientCredits(Problem),
 }
@@ -163,7 +164,8 @@ impl Modify for Security {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "textcredits", version = "1", description = "SMS text-marketing credits: balances, purchases, spending, statements. See API.md."),
+    info(title = "textcredits", version = "1", description = "SMS text-marketing credits: balances, purchases, spending, statements. The reference, with examples and the rules (idempotency, pagination, money, time), is docs/api.md in the repository."),
+    servers((url = "/", description = "This server")),
     paths(
         super::accounts::create, super::accounts::list, super::accounts::show, super::accounts::update,
         super::accounts::create_token, super::accounts::list_tokens, super::accounts::revoke_token,

@@ -8,8 +8,10 @@ use super::AppState;
 use super::error::ApiError;
 use crate::ledger::{PageRequest, Store};
 
-/// Healthy when the database answers a read.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The database answers", body = Object), (status = 503, description = "The database cannot be reached", body = super::openapi::Problem, content_type = "application/problem+json")), security(()))]
+/// Health check.
+///
+/// 200 when the database answers.
+#[utoipa::path(get, path = "/healthz", operation_id = "getHealth", tag = "operations", responses((status = 200, description = "The database answers", body = Object), (status = 503, description = "The database cannot be reached", body = super::openapi::Problem, content_type = "application/problem+json")), security(()))]
 pub async fn healthz<S: Store>(State(st): State<AppState<S>>) -> Response {
     match st.ledger.accounts(PageRequest::first(1), None).await {
         Ok(_) => (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))).into_response(),
@@ -17,7 +19,10 @@ pub async fn healthz<S: Store>(State(st): State<AppState<S>>) -> Response {
     }
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "OpenMetrics text format", body = String, content_type = "application/openmetrics-text")), security(()))]
+/// Metrics.
+///
+/// OpenMetrics text: requests and latency per route, credits moved.
+#[utoipa::path(get, path = "/metrics", operation_id = "getMetrics", tag = "operations", responses((status = 200, description = "OpenMetrics text format", body = String, content_type = "application/openmetrics-text")), security(()))]
 pub async fn metrics<S: Store>(State(st): State<AppState<S>>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
@@ -26,7 +31,8 @@ pub async fn metrics<S: Store>(State(st): State<AppState<S>>) -> Response {
         .into_response()
 }
 
-#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "This document", body = Object)), security(()))]
+/// This OpenAPI document.
+#[utoipa::path(get, path = "/openapi.json", operation_id = "getOpenApi", tag = "operations", responses((status = 200, description = "This document", body = Object)), security(()))]
 pub async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], super::openapi::document_json()).into_response()
 }

@@ -28,7 +28,10 @@ pub struct PurchaseBody {
     pub credits: Credits,
 }
 
-#[utoipa::path(post, path = "/v1/accounts/{id}/purchases", tag = "purchases", request_body(content = PurchaseBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Purchased", body = PurchaseView), super::openapi::Errors))]
+/// Buy credits.
+///
+/// Credits at the account's unit price, usable at once, never expiring, billed on the 1st of the next month.
+#[utoipa::path(post, path = "/v1/accounts/{id}/purchases", operation_id = "createPurchase", tag = "purchases", request_body(content = PurchaseBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Purchased", body = PurchaseView), super::openapi::Errors))]
 pub async fn purchase<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -40,7 +43,10 @@ pub async fn purchase<S: Store>(
     mutate(&st, &caller, &id, key, KeyRule::Required, command, StatusCode::CREATED).await
 }
 
-#[utoipa::path(get, path = "/v1/accounts/{id}/purchases", tag = "purchases", params(("id" = String, Path, description = "Account id"), ListParams), responses((status = 200, description = "Purchase history, newest first", content((Page<PurchaseView> = "application/json"), (String = "text/csv"))), super::openapi::Errors))]
+/// List purchases.
+///
+/// Purchase history, newest first; `month` keeps one local month; `format=csv` exports every purchase.
+#[utoipa::path(get, path = "/v1/accounts/{id}/purchases", operation_id = "listPurchases", tag = "purchases", params(("id" = String, Path, description = "Account id"), ListParams), responses((status = 200, description = "Purchase history, newest first", content((Page<PurchaseView> = "application/json"), (String = "text/csv"))), super::openapi::Errors))]
 pub async fn purchases<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -69,7 +75,10 @@ pub struct RefundPurchaseBody {
     pub credits: Option<Credits>,
 }
 
-#[utoipa::path(post, path = "/v1/accounts/{id}/purchases/{pid}/refund", tag = "purchases", request_body(content = RefundPurchaseBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("pid" = String, Path, description = "Purchase id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Refunded unused credits", body = PurchaseRefundView), super::openapi::Errors))]
+/// Refund unused purchased credits.
+///
+/// Takes back unused credits of a purchase (default: all unused); before billing its line shrinks, after billing a negative line goes on the next statement.
+#[utoipa::path(post, path = "/v1/accounts/{id}/purchases/{pid}/refund", operation_id = "refundPurchase", tag = "purchases", request_body(content = RefundPurchaseBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("pid" = String, Path, description = "Purchase id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Refunded unused credits", body = PurchaseRefundView), super::openapi::Errors))]
 pub async fn refund_purchase<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -94,7 +103,10 @@ pub struct DebitBody {
     pub description: Option<String>,
 }
 
-#[utoipa::path(post, path = "/v1/accounts/{id}/debits", tag = "spending", request_body(content = DebitBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Debited", body = DebitView), super::openapi::Errors, super::openapi::Spending))]
+/// Spend credits.
+///
+/// One credit per text sent, free credits first, then grants, then purchased credits; all or nothing (402 when short).
+#[utoipa::path(post, path = "/v1/accounts/{id}/debits", operation_id = "createDebit", tag = "spending", request_body(content = DebitBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Debited", body = DebitView), super::openapi::Errors, super::openapi::Spending))]
 pub async fn debit<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -113,7 +125,10 @@ pub struct CreditsBody {
     pub credits: Credits,
 }
 
-#[utoipa::path(post, path = "/v1/accounts/{id}/debits/{did}/refund", tag = "spending", request_body(content = CreditsBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("did" = String, Path, description = "Debit id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Credits of undelivered messages given back", body = DebitRefundView), super::openapi::Errors))]
+/// Refund undelivered messages.
+///
+/// Gives back credits of a debit (or a capture) for messages that were not delivered.
+#[utoipa::path(post, path = "/v1/accounts/{id}/debits/{did}/refund", operation_id = "refundDebit", tag = "spending", request_body(content = CreditsBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("did" = String, Path, description = "Debit id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Credits of undelivered messages given back", body = DebitRefundView), super::openapi::Errors))]
 pub async fn refund_debit<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -137,7 +152,10 @@ pub struct HoldBody {
     pub ttl_seconds: Option<i64>,
 }
 
-#[utoipa::path(post, path = "/v1/accounts/{id}/holds", tag = "spending", request_body(content = HoldBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Held", body = HoldView), super::openapi::Errors, super::openapi::Spending))]
+/// Hold credits for a campaign.
+///
+/// Reserves credits until captured, released or expired (ttl_seconds).
+#[utoipa::path(post, path = "/v1/accounts/{id}/holds", operation_id = "createHold", tag = "spending", request_body(content = HoldBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Held", body = HoldView), super::openapi::Errors, super::openapi::Spending))]
 pub async fn hold<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -158,7 +176,10 @@ pub struct CaptureBody {
     pub credits: i64,
 }
 
-#[utoipa::path(post, path = "/v1/accounts/{id}/holds/{hid}/capture", tag = "spending", request_body(content = CaptureBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("hid" = String, Path, description = "Hold id"), ("Idempotency-Key" = Option<String>, Header, description = "Optional idempotency key")), responses((status = 200, description = "Captured; the rest released", body = HoldView), super::openapi::Errors))]
+/// Capture a hold.
+///
+/// Spends the credits actually sent (at most those held) as a debit; the rest is released.
+#[utoipa::path(post, path = "/v1/accounts/{id}/holds/{hid}/capture", operation_id = "captureHold", tag = "spending", request_body(content = CaptureBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("hid" = String, Path, description = "Hold id"), ("Idempotency-Key" = Option<String>, Header, description = "Optional idempotency key")), responses((status = 200, description = "Captured; the rest released", body = HoldView), super::openapi::Errors))]
 pub async fn capture<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -174,7 +195,10 @@ pub async fn capture<S: Store>(
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
 
-#[utoipa::path(post, path = "/v1/accounts/{id}/holds/{hid}/release", tag = "spending", params(("id" = String, Path, description = "Account id"), ("hid" = String, Path, description = "Hold id"), ("Idempotency-Key" = Option<String>, Header, description = "Optional idempotency key")), responses((status = 200, description = "Released", body = HoldView), super::openapi::Errors))]
+/// Release a hold.
+///
+/// Gives every held credit back.
+#[utoipa::path(post, path = "/v1/accounts/{id}/holds/{hid}/release", operation_id = "releaseHold", tag = "spending", params(("id" = String, Path, description = "Account id"), ("hid" = String, Path, description = "Hold id"), ("Idempotency-Key" = Option<String>, Header, description = "Optional idempotency key")), responses((status = 200, description = "Released", body = HoldView), super::openapi::Errors))]
 pub async fn release<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -185,7 +209,8 @@ pub async fn release<S: Store>(
     mutate(&st, &caller, &id, key, KeyRule::Optional, Command::Release { hold_id }, StatusCode::OK).await
 }
 
-#[utoipa::path(get, path = "/v1/accounts/{id}/purchases/{pid}", tag = "purchases", params(("id" = String, Path, description = "Account id"), ("pid" = String, Path, description = "Purchase id")), responses((status = 200, description = "The purchase", body = PurchaseView), super::openapi::Errors))]
+/// Get a purchase.
+#[utoipa::path(get, path = "/v1/accounts/{id}/purchases/{pid}", operation_id = "getPurchase", tag = "purchases", params(("id" = String, Path, description = "Account id"), ("pid" = String, Path, description = "Purchase id")), responses((status = 200, description = "The purchase", body = PurchaseView), super::openapi::Errors))]
 pub async fn show_purchase<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -196,7 +221,10 @@ pub async fn show_purchase<S: Store>(
     Ok(Json(st.ledger.purchase(&id, &purchase_id, st.clock.now()).await?).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/accounts/{id}/debits/{did}", tag = "spending", params(("id" = String, Path, description = "Account id"), ("did" = String, Path, description = "Debit id")), responses((status = 200, description = "The debit", body = DebitView), super::openapi::Errors))]
+/// Get a debit.
+///
+/// A debit, or the capture of a hold (with `hold_id`).
+#[utoipa::path(get, path = "/v1/accounts/{id}/debits/{did}", operation_id = "getDebit", tag = "spending", params(("id" = String, Path, description = "Account id"), ("did" = String, Path, description = "Debit id")), responses((status = 200, description = "The debit", body = DebitView), super::openapi::Errors))]
 pub async fn show_debit<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -222,7 +250,10 @@ pub struct DebitListParams {
     pub reference: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/accounts/{id}/debits", tag = "spending", params(("id" = String, Path, description = "Account id"), DebitListParams), responses((status = 200, description = "Debits, newest first, captures of holds included", body = Page<DebitView>), super::openapi::Errors))]
+/// List debits.
+///
+/// Debits, newest first, captures of holds included; `reference` keeps those that carry it.
+#[utoipa::path(get, path = "/v1/accounts/{id}/debits", operation_id = "listDebits", tag = "spending", params(("id" = String, Path, description = "Account id"), DebitListParams), responses((status = 200, description = "Debits, newest first, captures of holds included", body = Page<DebitView>), super::openapi::Errors))]
 pub async fn debits<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -251,7 +282,10 @@ pub struct HoldListParams {
     pub status: Option<HoldStatus>,
 }
 
-#[utoipa::path(get, path = "/v1/accounts/{id}/holds", tag = "spending", params(("id" = String, Path, description = "Account id"), HoldListParams), responses((status = 200, description = "Holds, newest first", body = Page<HoldView>), super::openapi::Errors))]
+/// List holds.
+///
+/// Holds, newest first; `status` keeps one status.
+#[utoipa::path(get, path = "/v1/accounts/{id}/holds", operation_id = "listHolds", tag = "spending", params(("id" = String, Path, description = "Account id"), HoldListParams), responses((status = 200, description = "Holds, newest first", body = Page<HoldView>), super::openapi::Errors))]
 pub async fn holds<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -264,7 +298,8 @@ pub async fn holds<S: Store>(
     Ok(Json(st.ledger.holds(&id, q.status, page).await.map_err(super::list_error)?).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/accounts/{id}/holds/{hid}", tag = "spending", params(("id" = String, Path, description = "Account id"), ("hid" = String, Path, description = "Hold id")), responses((status = 200, description = "The hold", body = HoldView), super::openapi::Errors))]
+/// Get a hold.
+#[utoipa::path(get, path = "/v1/accounts/{id}/holds/{hid}", operation_id = "getHold", tag = "spending", params(("id" = String, Path, description = "Account id"), ("hid" = String, Path, description = "Hold id")), responses((status = 200, description = "The hold", body = HoldView), super::openapi::Errors))]
 pub async fn show_hold<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -285,7 +320,10 @@ pub struct GrantBody {
     pub reason: String,
 }
 
-#[utoipa::path(post, path = "/v1/accounts/{id}/grants", tag = "spending", request_body(content = GrantBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Granted", body = GrantView), super::openapi::Errors))]
+/// Grant credits.
+///
+/// Promotional credits, optionally expiring; spent after the free credits and before purchased ones.
+#[utoipa::path(post, path = "/v1/accounts/{id}/grants", operation_id = "createGrant", tag = "spending", request_body(content = GrantBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Granted", body = GrantView), super::openapi::Errors))]
 pub async fn grant<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -298,7 +336,10 @@ pub async fn grant<S: Store>(
     mutate(&st, &caller, &id, key, KeyRule::Required, command, StatusCode::CREATED).await
 }
 
-#[utoipa::path(get, path = "/v1/accounts/{id}/ledger", tag = "spending", params(("id" = String, Path, description = "Account id"), PageParams), responses((status = 200, description = "Ledger entries, newest first", content((Page<EntryView> = "application/json"), (String = "text/csv"))), super::openapi::Errors))]
+/// List ledger entries.
+///
+/// The append-only ledger, newest first, each entry with the balance after it; `format=csv` exports every entry.
+#[utoipa::path(get, path = "/v1/accounts/{id}/ledger", operation_id = "listLedgerEntries", tag = "spending", params(("id" = String, Path, description = "Account id"), PageParams), responses((status = 200, description = "Ledger entries, newest first", content((Page<EntryView> = "application/json"), (String = "text/csv"))), super::openapi::Errors))]
 pub async fn ledger<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -331,7 +372,10 @@ pub struct UsageParams {
     pub to: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/accounts/{id}/usage", tag = "spending", params(("id" = String, Path, description = "Account id"), UsageParams), responses((status = 200, description = "Usage per month", body = Page<UsageView>), super::openapi::Errors))]
+/// Usage per month.
+///
+/// Free, purchased, granted, used, expired and refunded credits per local month of `from`..`to`.
+#[utoipa::path(get, path = "/v1/accounts/{id}/usage", operation_id = "getUsage", tag = "spending", params(("id" = String, Path, description = "Account id"), UsageParams), responses((status = 200, description = "Usage per month", body = Page<UsageView>), super::openapi::Errors))]
 pub async fn usage<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
