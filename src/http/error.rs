@@ -9,10 +9,63 @@ use serde_json::{Map, Value, json};
 use crate::domain::DomainError;
 use crate::ledger::LedgerError;
 
+/// The `code` of every problem answer: what a client matches on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400/422: malformed JSON or query, wrong types, out-of-range values,
+    /// unknown fields or parameters; also 405, 408, 413 and 415.
+    InvalidRequest,
+    /// 401: missing or unknown bearer token.
+    Unauthorized,
+    /// 403: an account token on an admin route.
+    Forbidden,
+    /// 404.
+    NotFound,
+    /// 409: the id exists with other settings.
+    Conflict,
+    /// 409: the idempotency key was used with another body.
+    IdempotencyConflict,
+    /// 402, with `available`, `requested` and `shortfall`.
+    InsufficientCredits,
+    /// 422, with `limit` and `remaining`.
+    PurchaseLimitExceeded,
+    /// 422, with `statement_id`: a failed statement is unpaid.
+    PurchasesSuspended,
+    /// 422: the account is closed.
+    AccountClosed,
+    /// 409: the hold was already captured, released or expired.
+    HoldNotActive,
+    /// 503: the database cannot be reached, or the request timed out; retry.
+    Unavailable,
+    /// 500: a bug; it has been logged.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::IdempotencyConflict => "idempotency_conflict",
+            ErrorCode::InsufficientCredits => "insufficient_credits",
+            ErrorCode::PurchaseLimitExceeded => "purchase_limit_exceeded",
+            ErrorCode::PurchasesSuspended => "purchases_suspended",
+            ErrorCode::AccountClosed => "account_closed",
+            ErrorCode::HoldNotActive => "hold_not_active",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub detail: String,
     pub extra: Map<String, Value>,
     /// The rest of the request may still be on its way: answer with
@@ -21,7 +74,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> ApiError {
+    pub fn new(status: StatusCode, code: ErrorCode, detail: impl Into<String>) -> ApiError {
         let close_connection = status == StatusCode::PAYLOAD_TOO_LARGE;
         ApiError { status, code, detail: detail.into(), extra: Map::new(), close_connection }
     }
@@ -33,43 +86,47 @@ impl ApiError {
 
     /// 400: malformed JSON, a missing or bad header.
     pub fn bad_request(detail: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", detail)
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, detail)
     }
 
     /// 422: well-formed but wrong types, unknown fields, out-of-range values.
     pub fn invalid(detail: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", detail)
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidRequest, detail)
     }
 
     pub fn unauthorized() -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or unknown bearer token")
+        ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, "missing or unknown bearer token")
     }
 
     pub fn forbidden() -> ApiError {
-        ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this route needs the admin token")
+        ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, "this route needs the admin token")
     }
 
     pub fn not_found(detail: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", detail)
+        ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, detail)
     }
 
     fn title(&self) -> &'static str {
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            return "Request timeout";
+        }
+        if self.status == StatusCode::METHOD_NOT_ALLOWED {
+            return "Method not allowed";
+        }
         match self.code {
-            _ if self.status == StatusCode::REQUEST_TIMEOUT => "Request timeout",
-            "invalid_request" => "Invalid request",
-            "unauthorized" => "Unauthorized",
-            "forbidden" => "Forbidden",
-            "not_found" => "Not found",
-            "conflict" => "Conflict",
-            "idempotency_conflict" => "Idempotency key reused",
-            "insufficient_credits" => "Insufficient credits",
-            "purchase_limit_exceeded" => "Purchase limit exceeded",
-            "purchases_suspended" => "Purchases suspended",
-            "hold_not_active" => "Hold not active",
-            "account_closed" => "Account closed",
-            "unavailable" => "Service unavailable",
-            "method_not_allowed" => "Method not allowed",
-            _ => "Internal error",
+            ErrorCode::InvalidRequest => "Invalid request",
+            ErrorCode::Unauthorized => "Unauthorized",
+            ErrorCode::Forbidden => "Forbidden",
+            ErrorCode::NotFound => "Not found",
+            ErrorCode::Conflict => "Conflict",
+            ErrorCode::IdempotencyConflict => "Idempotency key reused",
+            ErrorCode::InsufficientCredits => "Insufficient credits",
+            ErrorCode::PurchaseLimitExceeded => "Purchase limit exceeded",
+            ErrorCode::PurchasesSuspended => "Purchases suspended",
+            ErrorCode::HoldNotActive => "Hold not active",
+            ErrorCode::AccountClosed => "Account closed",
+            ErrorCode::Unavailable => "Service unavailable",
+            ErrorCode::Internal => "Internal error",
         }
     }
 }
@@ -80,28 +137,28 @@ impl From<DomainError> for ApiError {
         match e {
             DomainError::Invalid(_) | DomainError::MonthNotEnded { .. } => ApiError::invalid(detail),
             DomainError::InsufficientCredits { available, requested, shortfall } => {
-                ApiError::new(StatusCode::PAYMENT_REQUIRED, "insufficient_credits", detail)
+                ApiError::new(StatusCode::PAYMENT_REQUIRED, ErrorCode::InsufficientCredits, detail)
                     .with("available", available)
                     .with("requested", requested)
                     .with("shortfall", shortfall)
             }
             DomainError::PurchaseLimitExceeded { limit, remaining } => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "purchase_limit_exceeded", detail)
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::PurchaseLimitExceeded, detail)
                     .with("limit", limit)
                     .with("remaining", remaining)
             }
             DomainError::PurchasesSuspended { statement_id } => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "purchases_suspended", detail)
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::PurchasesSuspended, detail)
                     .with("statement_id", statement_id)
             }
             DomainError::HoldNotActive { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "hold_not_active", detail)
+                ApiError::new(StatusCode::CONFLICT, ErrorCode::HoldNotActive, detail)
             }
             DomainError::NotFound { .. } => ApiError::not_found(detail),
             DomainError::AccountClosed { .. } => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "account_closed", detail)
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::AccountClosed, detail)
             }
-            DomainError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", detail),
+            DomainError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, ErrorCode::Conflict, detail),
         }
     }
 }
@@ -112,13 +169,13 @@ impl From<LedgerError> for ApiError {
             LedgerError::Domain(d) => d.into(),
             LedgerError::AccountNotFound(_) => ApiError::not_found(e.to_string()),
             LedgerError::IdempotencyConflict { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "idempotency_conflict", e.to_string())
+                ApiError::new(StatusCode::CONFLICT, ErrorCode::IdempotencyConflict, e.to_string())
             }
             LedgerError::Unavailable(ref why) => {
                 tracing::warn!(error = %why, "database unavailable");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
+                    ErrorCode::Unavailable,
                     "the database cannot be reached; retry",
                 )
             }
@@ -126,7 +183,7 @@ impl From<LedgerError> for ApiError {
                 tracing::error!(error = %why, "internal error");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
+                    ErrorCode::Internal,
                     "internal error; it has been logged",
                 )
             }
@@ -138,11 +195,11 @@ impl ApiError {
     /// The problem+json document.
     pub fn body(&self) -> String {
         let mut body = json!({
-            "type": format!("https://textcredits.dev/problems/{}", self.code),
+            "type": format!("https://textcredits.dev/problems/{}", self.code.as_str()),
             "title": self.title(),
             "status": self.status.as_u16(),
             "detail": self.detail,
-            "code": self.code,
+            "code": self.code.as_str(),
         });
         if let Value::Object(map) = &mut body {
             map.extend(self.extra.clone());
@@ -166,5 +223,36 @@ impl IntoResponse for ApiError {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The code in the JSON, the code in the OpenAPI enum and `as_str` are
+    /// one spelling.
+    #[test]
+    fn codes_serialize_as_they_are_named() {
+        for code in [
+            ErrorCode::InvalidRequest,
+            ErrorCode::Unauthorized,
+            ErrorCode::Forbidden,
+            ErrorCode::NotFound,
+            ErrorCode::Conflict,
+            ErrorCode::IdempotencyConflict,
+            ErrorCode::InsufficientCredits,
+            ErrorCode::PurchaseLimitExceeded,
+            ErrorCode::PurchasesSuspended,
+            ErrorCode::AccountClosed,
+            ErrorCode::HoldNotActive,
+            ErrorCode::Unavailable,
+            ErrorCode::Internal,
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+            let body: Value =
+                serde_json::from_str(&ApiError::new(StatusCode::CONFLICT, code, "x").body()).unwrap();
+            assert_eq!(body["code"], code.as_str());
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! (size-limited, `application/json` only, unknown fields refused), query
 //! strings, and the `Idempotency-Key` header.
 
+use super::error::ErrorCode;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
@@ -36,7 +37,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
         if !empty && !content_type.as_deref().is_some_and(is_json) {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "send the body as JSON with Content-Type: application/json",
             ));
         }
@@ -59,7 +60,7 @@ async fn read_limited(body: axum::body::Body) -> Result<Vec<u8>, ApiError> {
         Err(_) => {
             let mut e = ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 format!("the request body did not arrive within {} seconds", BODY_READ_TIMEOUT.as_secs()),
             );
             e.close_connection = true;
@@ -87,7 +88,7 @@ async fn read_all(mut body: axum::body::Body) -> Result<Vec<u8>, ApiError> {
     if seen > MAX_BODY_BYTES {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             format!("request body larger than {MAX_BODY_BYTES} bytes"),
         ));
     }

@@ -16,6 +16,7 @@
 //!   request they are in (keep-alive ends), and the loop returns once they
 //!   are done or [`SHUTDOWN_GRACE`] has passed.
 
+use super::error::ErrorCode;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,7 +106,7 @@ pub async fn run(
 /// Answers a connection past the cap with 503 and closes it.
 async fn refuse(mut stream: TcpStream, max: usize) {
     let detail = format!("the server holds its maximum of {max} connections; retry shortly");
-    let body = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail).body();
+    let body = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, detail).body();
     let answer = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\n\
          content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",

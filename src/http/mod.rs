@@ -34,7 +34,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 pub use auth::{Auth, Caller};
 pub use clock::{Clock, system_now};
-pub use error::ApiError;
+pub use error::{ApiError, ErrorCode};
 pub use extract::MAX_BODY_BYTES;
 pub use listen::{DEFAULT_MAX_CONNECTIONS, MAX_MAX_CONNECTIONS};
 pub use metrics::Metrics;
@@ -288,8 +288,12 @@ fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".into());
     tracing::error!(panic = %what, "a request handler panicked");
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; it has been logged")
-        .into_response()
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::Internal,
+        "internal error; it has been logged",
+    )
+    .into_response()
 }
 
 /// Times out slow requests and records each request's route, status and
@@ -306,7 +310,7 @@ async fn observe<S: Store>(State(st): State<AppState<S>>, req: Request, next: Ne
         Ok(r) => r,
         Err(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
+            ErrorCode::Unavailable,
             "the request timed out; retry with the same Idempotency-Key",
         )
         .into_response(),

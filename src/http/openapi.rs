@@ -23,11 +23,9 @@ pub struct Problem {
     pub title: String,
     pub status: u16,
     pub detail: String,
-    /// One of: invalid_request, unauthorized, forbidden, not_found, conflict,
-    /// idempotency_conflict, insufficient_credits, purchase_limit_exceeded,
-    /// purchases_suspended, account_closed, hold_not_active, unavailable,
-    /// internal.
-    pub code: String,
+    /// What a client matches on.
+    #[schema(inline)]
+    pub code: super::error::ErrorCode,
     /// insufficient_credits: credits available now.
     pub available: Option<i64>,
     /// insufficient_credits: credits asked for.

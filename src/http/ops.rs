@@ -1,5 +1,6 @@
 //! Operational routes: health, metrics, the OpenAPI document, and the answers for unknown routes and methods.
 
+use super::error::ErrorCode;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -42,5 +43,9 @@ pub async fn not_found() -> ApiError {
 }
 
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request", "this route does not take that method")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::InvalidRequest,
+        "this route does not take that method",
+    )
 }
