@@ -742,7 +742,7 @@ async fn dispatch<S: Store>(
                     })
                 })
                 .transpose()?;
-            out.print(&l.holds(&id, status, p).await?, output::hold_list);
+            out.print(&l.holds(&id, status, p, now).await?, output::hold_list);
         }
         Cmd::ShowDebit { account, debit_id } => {
             out.print(&l.debit(&account_id(&account)?, &debit_id, now).await?, output::debit)

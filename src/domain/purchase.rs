@@ -171,9 +171,13 @@ pub fn refund_purchase(
     purchase.refunded_credits += n;
     let needs_line = purchase.statement_id.is_some();
     let counted = !needs_line && a.purchased_month == Some(purchase.month);
+    // Before billing, what the refund gives back is how much its purchase's
+    // line drops (both rounded), so the two always agree.
+    let billable_before = purchase.billable_amount()?;
     if !needs_line {
         purchase.refunded_unbilled_credits += n;
     }
+    let line_drop = billable_before.checked_sub(purchase.billable_amount()?)?;
     // A refund's negative line goes on the statement of its own month, or
     // the first one still open if the clock is behind the billing.
     let mut month = Month::of(now, &a.zone);
@@ -190,7 +194,10 @@ pub fn refund_purchase(
         needs_line,
         statement_id: None,
     };
-    let view = PurchaseRefundView::of(a.id.as_str(), &refund, &a.currency, state.available())?;
+    let mut view = PurchaseRefundView::of(a.id.as_str(), &refund, &a.currency, state.available())?;
+    if !needs_line {
+        view.amount = a.currency.amount(line_drop);
+    }
     if counted {
         state.account.purchased_month_credits -= n;
     }

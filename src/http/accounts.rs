@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::extract::{Body, Ids, Key, Q, account_id};
+use super::extract::{Body, Ids, Key, NoQuery, Q, account_id};
 use super::{AppState, KeyRule, mutate};
 use crate::domain::account::{AccountPatch, NewAccount};
 use crate::domain::command::Command;
@@ -23,6 +23,7 @@ use crate::ledger::{CreatedToken, Store, TokenInfo};
 pub async fn create<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
+    _: NoQuery,
     Body(new): Body<NewAccount>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
@@ -71,6 +72,7 @@ pub async fn list<S: Store>(
 pub async fn show<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
+    _: NoQuery,
     Ids(id): Ids<String>,
 ) -> Result<Response, ApiError> {
     let id = account_id(&id)?;
@@ -85,6 +87,7 @@ pub async fn show<S: Store>(
 pub async fn update<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
+    _: NoQuery,
     Ids(id): Ids<String>,
     key: Key,
     Body(patch): Body<AccountPatch>,
@@ -107,6 +110,7 @@ pub struct TokenBody {
 pub async fn create_token<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
+    _: NoQuery,
     Ids(id): Ids<String>,
     key: Key,
     Body(body): Body<TokenBody>,
@@ -141,6 +145,7 @@ pub struct TokenList {
 pub async fn list_tokens<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
+    _: NoQuery,
     Ids(id): Ids<String>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
@@ -156,6 +161,7 @@ pub async fn list_tokens<S: Store>(
 pub async fn revoke_token<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
+    _: NoQuery,
     Ids((id, token_id)): Ids<(String, String)>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
@@ -174,6 +180,7 @@ pub async fn revoke_token<S: Store>(
 pub async fn balance<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
+    _: NoQuery,
     Ids(id): Ids<String>,
 ) -> Result<Response, ApiError> {
     let id = account_id(&id)?;
@@ -194,6 +201,7 @@ pub struct QuoteBody {
 pub async fn quote<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
+    _: NoQuery,
     Ids(id): Ids<String>,
     Body(body): Body<QuoteBody>,
 ) -> Result<Response, ApiError> {

@@ -82,6 +82,10 @@ impl<S: Store> FromRequestParts<AppState<S>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState<S>) -> Result<Caller, ApiError> {
+        // Two credentials on one request: which one acts would be a guess.
+        if parts.headers.get_all(AUTHORIZATION).iter().nth(1).is_some() {
+            return Err(ApiError::unauthorized());
+        }
         let header = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
         let token = header.and_then(bearer).ok_or_else(ApiError::unauthorized)?;
         if state.auth.is_admin(token) {

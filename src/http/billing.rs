@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::extract::{Body, Ids, Key, Q, account_id};
+use super::extract::{Body, Ids, Key, NoQuery, Q, account_id};
 use super::{AppState, ListParams, executed};
 use crate::domain::command::Command;
 use crate::domain::period::Month;
@@ -54,6 +54,7 @@ pub async fn account_statements<S: Store>(
 pub async fn show_statement<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
+    _: NoQuery,
     Ids((id, statement_id)): Ids<(String, String)>,
 ) -> Result<Response, ApiError> {
     let id = account_id(&id)?;
@@ -108,6 +109,7 @@ pub struct CloseBody {
 pub async fn close<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
+    _: NoQuery,
     Body(body): Body<CloseBody>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
@@ -134,6 +136,7 @@ pub struct StatusBody {
 pub async fn set_status<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
+    _: NoQuery,
     Ids(statement_id): Ids<String>,
     key: Key,
     Body(body): Body<StatusBody>,
@@ -161,6 +164,7 @@ fn test_clock_only<S>(st: &AppState<S>) -> Result<(), ApiError> {
 pub async fn get_clock<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
+    _: NoQuery,
 ) -> Result<Response, ApiError> {
     test_clock_only(&st)?;
     caller.require_admin()?;
@@ -180,6 +184,7 @@ pub struct ClockBody {
 pub async fn set_clock<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
+    _: NoQuery,
     Body(body): Body<ClockBody>,
 ) -> Result<Response, ApiError> {
     test_clock_only(&st)?;

@@ -148,6 +148,25 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Q<T> {
     }
 }
 
+/// A route that takes no query parameters: any query string is refused
+/// (400), as an unknown body field is, so a parameter a client believes in
+/// (`?dry_run=1`) never goes unnoticed.
+pub struct NoQuery;
+
+impl<S: Send + Sync> FromRequestParts<S> for NoQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<NoQuery, ApiError> {
+        match parts.uri.query() {
+            None | Some("") => Ok(NoQuery),
+            Some(q) => Err(ApiError::bad_request(format!(
+                "this route takes no query parameters, got {:?}",
+                q.chars().take(100).collect::<String>()
+            ))),
+        }
+    }
+}
+
 /// The `Idempotency-Key` header, when sent.
 pub struct Key(pub Option<IdempotencyKey>);
 

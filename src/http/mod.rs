@@ -151,7 +151,8 @@ pub struct PageParams {
 }
 
 /// A bad `limit` is a bad query string: 400, as every other bad query
-/// value (an unusable cursor is found by the store: 422).
+/// value (an unusable cursor, found by the store, is a 400 too: see
+/// [`list_error`]).
 fn page_of(cursor: &Option<String>, limit: Option<i64>) -> Result<PageRequest, ApiError> {
     PageRequest::new(cursor.clone(), limit).map_err(|e| ApiError::bad_request(e.to_string()))
 }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::extract::{Body, Ids, Key, Q, account_id};
+use super::extract::{Body, Ids, Key, NoQuery, Q, account_id};
 use super::{AppState, KeyRule, ListFormat, ListParams, PageParams, mutate};
 use crate::domain::command::Command;
 use crate::domain::credits::Credits;
@@ -35,6 +35,7 @@ pub struct PurchaseBody {
 pub async fn purchase<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
+    _: NoQuery,
     Ids(id): Ids<String>,
     key: Key,
     Body(body): Body<PurchaseBody>,
@@ -82,6 +83,7 @@ pub struct RefundPurchaseBody {
 pub async fn refund_purchase<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
+    _: NoQuery,
     Ids((id, purchase_id)): Ids<(String, String)>,
     key: Key,
     Body(body): Body<RefundPurchaseBody>,
@@ -110,6 +112,7 @@ pub struct DebitBody {
 pub async fn debit<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
+    _: NoQuery,
     Ids(id): Ids<String>,
     key: Key,
     Body(body): Body<DebitBody>,
@@ -132,6 +135,7 @@ pub struct CreditsBody {
 pub async fn refund_debit<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
+    _: NoQuery,
     Ids((id, debit_id)): Ids<(String, String)>,
     key: Key,
     Body(body): Body<CreditsBody>,
@@ -159,6 +163,7 @@ pub struct HoldBody {
 pub async fn hold<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
+    _: NoQuery,
     Ids(id): Ids<String>,
     key: Key,
     Body(body): Body<HoldBody>,
@@ -183,6 +188,7 @@ pub struct CaptureBody {
 pub async fn capture<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
+    _: NoQuery,
     Ids((id, hold_id)): Ids<(String, String)>,
     key: Key,
     Body(body): Body<CaptureBody>,
@@ -202,6 +208,7 @@ pub struct Empty {}
 pub async fn release<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
+    _: NoQuery,
     Ids((id, hold_id)): Ids<(String, String)>,
     key: Key,
     Body(Empty {}): Body<Empty>,
@@ -214,6 +221,7 @@ pub async fn release<S: Store>(
 pub async fn show_purchase<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
+    _: NoQuery,
     Ids((id, purchase_id)): Ids<(String, String)>,
 ) -> Result<Response, ApiError> {
     let id = account_id(&id)?;
@@ -228,6 +236,7 @@ pub async fn show_purchase<S: Store>(
 pub async fn show_debit<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
+    _: NoQuery,
     Ids((id, debit_id)): Ids<(String, String)>,
 ) -> Result<Response, ApiError> {
     let id = account_id(&id)?;
@@ -295,7 +304,8 @@ pub async fn holds<S: Store>(
     let id = account_id(&id)?;
     caller.may_access(&id)?;
     let page = super::page_of(&q.cursor, q.limit)?;
-    Ok(Json(st.ledger.holds(&id, q.status, page).await.map_err(super::list_error)?).into_response())
+    Ok(Json(st.ledger.holds(&id, q.status, page, st.clock.now()).await.map_err(super::list_error)?)
+        .into_response())
 }
 
 /// Get a hold.
@@ -303,6 +313,7 @@ pub async fn holds<S: Store>(
 pub async fn show_hold<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
+    _: NoQuery,
     Ids((id, hold_id)): Ids<(String, String)>,
 ) -> Result<Response, ApiError> {
     let id = account_id(&id)?;
@@ -327,6 +338,7 @@ pub struct GrantBody {
 pub async fn grant<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
+    _: NoQuery,
     Ids(id): Ids<String>,
     key: Key,
     Body(body): Body<GrantBody>,

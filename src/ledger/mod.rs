@@ -226,14 +226,16 @@ impl<S: Store> Ledger<S> {
         self.store.debits(account.clone(), reference.map(str::to_string), page).await
     }
 
-    /// Holds, newest first; `status` keeps those in it.
+    /// Holds, newest first, as they stand at `now` (one whose TTL ran out
+    /// is expired); `status` keeps those in it.
     pub async fn holds(
         &self,
         account: &AccountId,
         status: Option<HoldStatus>,
         page: PageRequest,
+        now: Timestamp,
     ) -> Result<Page<HoldView>, LedgerError> {
-        self.store.holds(account.clone(), status, page).await
+        self.store.holds(account.clone(), status, now, page).await
     }
 
     /// Accounts, newest first; `q` keeps those whose id or name starts

@@ -238,11 +238,13 @@ pub trait Store: Clone + Send + Sync + 'static {
         page: PageRequest,
     ) -> impl Future<Output = Result<Page<DebitView>, LedgerError>> + Send;
 
-    /// Holds, newest first; with `status`, only those in it.
+    /// Holds, newest first, as they stand at `now`; with `status`, only
+    /// those in it.
     fn holds(
         &self,
         account: AccountId,
         status: Option<HoldStatus>,
+        now: Timestamp,
         page: PageRequest,
     ) -> impl Future<Output = Result<Page<HoldView>, LedgerError>> + Send;
 

@@ -6,6 +6,8 @@
 //! The SQL is the subset both databases take: `$n` parameters, row-value
 //! comparisons, `CAST(.. AS TEXT)` where PostgreSQL must know a NULL's type.
 
+use jiff::Timestamp;
+
 use crate::domain::account::{Account, AccountId};
 use crate::domain::debit::Debit;
 use crate::domain::entry::Entry;
@@ -142,8 +144,16 @@ pub fn debits_page(items: Vec<Debit>, req: &PageRequest, id: &AccountId) -> Page
     )
 }
 
-/// Holds of `id`, newest first; with `status`, only those in it.
-pub fn holds(id: &AccountId, status: Option<HoldStatus>, req: &PageRequest) -> Result<Query, LedgerError> {
+/// Holds of `id`, newest first; with `status`, only those in it at `now`.
+/// A hold whose TTL ran out is expired from that instant, though its row
+/// says `held` until the account's next write: `held` and `expired` are
+/// decided by `expires_at`.
+pub fn holds(
+    id: &AccountId,
+    status: Option<HoldStatus>,
+    now: Timestamp,
+    req: &PageRequest,
+) -> Result<Query, LedgerError> {
     let (t, hid) = time_cursor(req)?;
     let mut params = vec![id.as_str().into(), t.into(), hid.into(), req.cursor.is_none().into()];
     let sql = match status {
@@ -151,6 +161,21 @@ pub fn holds(id: &AccountId, status: Option<HoldStatus>, req: &PageRequest) -> R
             "WHERE account_id = $1 AND ((created_at, hold_id) < ($2, $3) OR $4) \
              ORDER BY created_at DESC, hold_id DESC LIMIT $5"
         )),
+        Some(HoldStatus::Held) => {
+            params.push(micros(now).into());
+            crate::cached!(HOLDS.select(
+                "WHERE account_id = $1 AND ((created_at, hold_id) < ($2, $3) OR $4) \
+                 AND status = 'held' AND expires_at > $5 ORDER BY created_at DESC, hold_id DESC LIMIT $6"
+            ))
+        }
+        Some(HoldStatus::Expired) => {
+            params.push(micros(now).into());
+            crate::cached!(HOLDS.select(
+                "WHERE account_id = $1 AND ((created_at, hold_id) < ($2, $3) OR $4) \
+                 AND (status = 'expired' OR (status = 'held' AND expires_at <= $5)) \
+                 ORDER BY created_at DESC, hold_id DESC LIMIT $6"
+            ))
+        }
         Some(s) => {
             params.push(s.as_str().into());
             crate::cached!(HOLDS.select(
@@ -163,8 +188,16 @@ pub fn holds(id: &AccountId, status: Option<HoldStatus>, req: &PageRequest) -> R
     Ok(Query { sql, params })
 }
 
-pub fn holds_page(items: Vec<Hold>, req: &PageRequest, id: &AccountId) -> Page<HoldView> {
-    page(items, req.limit, |h| format!("{}:{}", micros(h.created_at), h.id), |h| HoldView::of(id.as_str(), h))
+/// The page, each hold as it stands at `now` (see [`holds`]).
+pub fn holds_page(items: Vec<Hold>, req: &PageRequest, id: &AccountId, now: Timestamp) -> Page<HoldView> {
+    let view = |h: &Hold| {
+        let mut v = HoldView::of(id.as_str(), h);
+        if v.status == HoldStatus::Held && h.expires_at <= now {
+            v.status = HoldStatus::Expired;
+        }
+        v
+    };
+    page(items, req.limit, |h| format!("{}:{}", micros(h.created_at), h.id), view)
 }
 
 pub fn entries(id: &AccountId, req: &PageRequest) -> Result<Query, LedgerError> {

@@ -164,6 +164,21 @@ async fn debits_and_holds_are_listed_and_filtered(db: Db) {
     assert_eq!(only("released").await, vec![gid.to_string()]);
     assert!(only("expired").await.is_empty());
     assert_eq!(ids(&s.get(&format!("{a}/holds"), ADMIN).await.body).len(), 2);
+    // A hold whose TTL runs out is expired from that instant in the list
+    // too, before any write touches the account.
+    let short = created(
+        s.post(&format!("{a}/holds"), ADMIN, Some("h3"), json!({"credits": 2, "ttl_seconds": 1})).await,
+        "hold",
+    );
+    let t = json!({"now": "2026-11-10T12:00:09Z"});
+    assert_eq!(s.call("PUT", "/v1/test-clock", Some(ADMIN), None, Some(t)).await.status, 200);
+    let sid = short["id"].as_str().unwrap().to_string();
+    assert_eq!(only("expired").await, vec![sid.clone()]);
+    assert!(!only("held").await.contains(&sid));
+    let all = s.get(&format!("{a}/holds"), ADMIN).await.body;
+    let listed = all["data"].as_array().unwrap().iter().find(|h| h["id"] == sid.as_str()).unwrap();
+    assert_eq!(listed["status"], "expired", "{all}");
+    assert_eq!(s.get(&format!("{a}/holds/{sid}"), ADMIN).await.body["status"], "expired");
     // Bad input: 400 problems, nothing changed.
     let before = snapshot(&s, "cafe").await;
     for bad in [
@@ -182,6 +197,15 @@ async fn debits_and_holds_are_listed_and_filtered(db: Db) {
         s.get(&bad, ADMIN).await.assert_problem(400, "invalid_request");
     }
     s.get(&format!("{a}/debits?cursor=garbage"), ADMIN).await.assert_problem(400, "invalid_request");
+    // Routes that take no query parameters refuse any: a debit sent with
+    // `?dry_run=1` is not made.
+    let dry = s.post(&format!("{a}/debits?dry_run=1"), ADMIN, Some("dry"), json!({"credits": 1})).await;
+    dry.assert_problem(400, "invalid_request");
+    for path in
+        [format!("{a}/balance?x=1"), format!("{a}?expand=all"), format!("{a}/debits/{}?v=2", campaign[0])]
+    {
+        s.get(&path, ADMIN).await.assert_problem(400, "invalid_request");
+    }
     assert_eq!(snapshot(&s, "cafe").await, before);
     // Another account's debit, or one that does not exist: 404.
     let did = &campaign[0];
@@ -257,6 +281,16 @@ async fn created_objects_have_a_location_and_401s_a_challenge(db: Db) {
         r.assert_problem(401, "unauthorized");
         assert_eq!(r.header("www-authenticate"), Some("Bearer"), "{r:?}");
     }
+    // Two credentials on one request: neither acts.
+    let two = s
+        .client
+        .get(format!("{}{a}", s.base))
+        .header("Authorization", format!("Bearer {ADMIN}"))
+        .header("Authorization", "Bearer someone-else-0123456789")
+        .send()
+        .await
+        .unwrap();
+    crate::util::Answer::from(two).await.assert_problem(401, "unauthorized");
 }
 
 /// A database from before captures were debits: the upgrade makes each
@@ -461,6 +495,26 @@ async fn money_is_charged_in_minor_units(db: Db) {
     assert_eq!(buy("nyc", "n3", 2).await["amount"], "0.02");
     // 1 x 0.0125 BHD = 0.0125 -> 0.013, three decimals.
     assert_eq!(buy("manama", "b1", 1).await["amount"], "0.013");
+    // Before billing, a refund gives back what the purchase's line drops:
+    // 2 x 0.005 = 0.01; 1 x 0.005 = 0.005 -> 0.01 still, so nothing.
+    let half = make(
+        json!({"id": "half", "name": "Half", "currency": "USD", "unit_price": "0.005", "time_zone": "UTC"}),
+    )
+    .await;
+    assert_eq!(half.status, 201, "{half:?}");
+    let two = buy("half", "h1", 2).await;
+    assert_eq!(two["amount"], "0.01");
+    let pid2 = two["id"].as_str().unwrap();
+    let r = s
+        .post(&format!("/v1/accounts/half/purchases/{pid2}/refund"), ADMIN, Some("hr"), json!({"credits": 1}))
+        .await;
+    assert_eq!(
+        (r.status, &r.body["amount"], &r.body["billing"]),
+        (201, &json!("0.00"), &json!("before_billing")),
+        "{r:?}"
+    );
+    let b = s.get("/v1/accounts/half/balance", ADMIN).await.body;
+    assert_eq!(b["unbilled"]["amount"], "0.01", "{b}");
     let unbilled = s.get("/v1/accounts/nyc/balance", ADMIN).await.body["unbilled"].clone();
     assert_eq!(
         (&unbilled["credits"], &unbilled["amount"]),

@@ -6,6 +6,8 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use super::rows::{all, one, params};
+use jiff::Timestamp;
+
 use crate::domain::account::{Account, AccountId};
 use crate::domain::hold::HoldStatus;
 use crate::domain::period::Month;
@@ -65,10 +67,11 @@ pub async fn holds(
     c: &impl GenericClient,
     id: &AccountId,
     status: Option<HoldStatus>,
+    now: Timestamp,
     req: &PageRequest,
 ) -> Result<Page<HoldView>, LedgerError> {
     account(c, id).await?;
-    Ok(reads::holds_page(run(c, reads::holds(id, status, req)?, columns::hold).await?, req, id))
+    Ok(reads::holds_page(run(c, reads::holds(id, status, now, req)?, columns::hold).await?, req, id, now))
 }
 
 pub async fn entries(

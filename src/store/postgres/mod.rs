@@ -202,9 +202,10 @@ impl Store for PgStore {
         &self,
         account: AccountId,
         status: Option<HoldStatus>,
+        now: Timestamp,
         page: PageRequest,
     ) -> Result<Page<HoldView>, LedgerError> {
-        read!(self, |c| lists::holds(&c, &account, status, &page).await)
+        read!(self, |c| lists::holds(&c, &account, status, now, &page).await)
     }
 
     async fn usage(

@@ -6,6 +6,8 @@ use rusqlite::{Connection, Row, params_from_iter};
 
 use super::rows;
 use super::sql_error;
+use jiff::Timestamp;
+
 use crate::domain::account::{Account, AccountId};
 use crate::domain::hold::HoldStatus;
 use crate::domain::period::Month;
@@ -63,10 +65,11 @@ pub fn holds(
     conn: &Connection,
     id: &AccountId,
     status: Option<HoldStatus>,
+    now: Timestamp,
     req: &PageRequest,
 ) -> Result<Page<HoldView>, LedgerError> {
     account(conn, id)?;
-    Ok(reads::holds_page(run(conn, reads::holds(id, status, req)?, rows::hold)?, req, id))
+    Ok(reads::holds_page(run(conn, reads::holds(id, status, now, req)?, rows::hold)?, req, id, now))
 }
 
 pub fn entries(conn: &Connection, id: &AccountId, req: &PageRequest) -> Result<Page<EntryView>, LedgerError> {

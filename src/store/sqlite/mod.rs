@@ -405,9 +405,10 @@ impl Store for SqliteStore {
         &self,
         account: AccountId,
         status: Option<HoldStatus>,
+        now: Timestamp,
         page: PageRequest,
     ) -> Result<Page<HoldView>, LedgerError> {
-        self.read(move |conn| lists::holds(conn, &account, status, &page)).await
+        self.read(move |conn| lists::holds(conn, &account, status, now, &page)).await
     }
 
     async fn usage(
