@@ -7,12 +7,74 @@
 //! `.venv/bin/st` in the repository (`python3 -m venv .venv &&
 //! .venv/bin/pip install schemathesis==4.32.5`; `.ci/run` does this). Without
 //! it the test is skipped with a message, except under CI, where it fails.
+//!
+//! The generated-client test does what a platform engineer does: it makes
+//! a Python client from the served `/openapi.json` with
+//! openapi-python-client (`.venv/bin/openapi-python-client`, installed by
+//! `.ci/run`) and drives a flow through the generated code
+//! (`tests/client/drive.py`).
 
 use std::path::PathBuf;
 
 use serde_json::json;
 
 use crate::util::{ADMIN, Db, Server};
+
+/// A tool from the repository's `.venv`, or skip (never under CI).
+fn venv_tool(name: &str) -> Option<PathBuf> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin").join(name);
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI must run this: install {name} (.ci/run does)");
+    eprintln!("SKIPPED: {name} not installed in .venv (see tests/suite/contract.rs)");
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_python_client_drives_the_api() {
+    let Some(generator) = venv_tool("openapi-python-client") else { return };
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let db = Db::new();
+    let server = Server::start(&db, &[]);
+    let spec = server.client.get(format!("{}/openapi.json", server.base)).send().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("openapi.json"), spec.bytes().await.unwrap()).unwrap();
+    let (base, out) = (server.base.clone(), dir.path().to_path_buf());
+    let (generated, driven) = tokio::task::spawn_blocking(move || {
+        let generated = std::process::Command::new(generator)
+            .args(["generate", "--meta", "none", "--path"])
+            .arg(out.join("openapi.json"))
+            .arg("--output-path")
+            .arg(out.join("textcredits_client"))
+            .current_dir(&out)
+            .output()
+            .expect("openapi-python-client runs");
+        let driven = std::process::Command::new(python)
+            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/client/drive.py"))
+            .args([base.as_str(), ADMIN])
+            .arg(&out)
+            .output()
+            .expect("python runs");
+        (generated, driven)
+    })
+    .await
+    .unwrap();
+    let text = |o: &std::process::Output| {
+        format!("{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    };
+    assert!(generated.status.success(), "the generator failed:\n{}", text(&generated));
+    // Every operation made it into the client but /metrics (not JSON).
+    let warnings = text(&generated);
+    let skipped = warnings.matches("WARNING parsing").count();
+    assert!(
+        skipped == 0 || (skipped == 1 && warnings.contains("WARNING parsing GET /metrics")),
+        "{warnings}"
+    );
+    assert!(driven.status.success(), "the generated client:\n{}", text(&driven));
+    assert!(text(&driven).contains("generated client: ok"), "{}", text(&driven));
+    db.assert_audit();
+}
 
 fn schemathesis() -> Option<PathBuf> {
     if let Ok(path) = std::env::var("TEXTCREDITS_SCHEMATHESIS") {
