@@ -85,7 +85,7 @@ pub fn account(a: &AccountView) -> String {
             "purchases",
             a.purchases_suspended_by.as_ref().map_or("allowed".into(), |s| format!("suspended by {s}")),
         ),
-        ("status", a.status.clone()),
+        ("status", a.status.to_string()),
         ("created", a.created_at.to_string()),
     ]);
     if let Some(b) = &a.balance {
@@ -169,7 +169,7 @@ pub fn purchase(p: &PurchaseView) -> String {
         ("amount", money(&p.currency, p.amount)),
         ("purchased", p.purchased_at.to_string()),
         ("bills on", p.bills_on.to_string()),
-        ("status", p.status.clone()),
+        ("status", p.status.to_string()),
     ])
 }
 
@@ -239,7 +239,7 @@ pub fn purchase_list(page: &Page<PurchaseView>) -> String {
             p.credits.to_string(),
             money(&p.currency, p.unit_price),
             money(&p.currency, p.amount),
-            p.status.clone(),
+            p.status.to_string(),
             p.bills_on.to_string(),
             p.refunded_credits.to_string(),
         ]);
@@ -275,7 +275,7 @@ pub fn entry_list(page: &Page<EntryView>) -> String {
         t.row(vec![
             e.id.to_string(),
             e.effective_at.to_string(),
-            e.kind.clone(),
+            e.kind.to_string(),
             e.lot_id.clone(),
             format!("{:+}", e.credits),
             format!("{:+}", e.held_credits),
@@ -321,7 +321,7 @@ pub fn statement(s: &StatementView) -> String {
         ("account", s.account_id.clone()),
         ("month", s.month.to_string()),
         ("issued on", s.issued_on.to_string()),
-        ("status", s.status.clone()),
+        ("status", s.status.to_string()),
         ("total", money(&s.currency, s.total)),
     ]);
     let mut t = Table::new(&["purchase", ">credits", ">unit price", ">amount"]);
@@ -348,7 +348,7 @@ pub fn statement_list(statements: &[StatementView]) -> String {
             s.issued_on.to_string(),
             s.lines.len().to_string(),
             money(&s.currency, s.total),
-            s.status.clone(),
+            s.status.to_string(),
         ]);
     }
     t.render()

@@ -91,3 +91,9 @@ pub fn check_ttl(ttl_seconds: i64) -> Result<(), DomainError> {
     }
     Ok(())
 }
+
+impl std::fmt::Display for HoldStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

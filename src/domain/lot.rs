@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use super::money::Micros;
 use super::period::Month;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LotKind {
     MonthlyFree,
@@ -140,6 +142,12 @@ impl Breakdown {
             LotKind::Grant => self.from_grants += credits,
             LotKind::Purchase => self.from_paid += credits,
         }
+    }
+}
+
+impl std::fmt::Display for LotKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -12,7 +12,7 @@ use super::period::Month;
 use super::state::{AccountState, Changes};
 use super::view::StatementView;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StatementStatus {
     Open,
@@ -245,6 +245,12 @@ pub fn set_status(
     state.account.suspended_by =
         state.statements.iter().find(|s| s.status == StatementStatus::Failed).map(|s| s.id.clone());
     Ok(StatementView::of(&state.statements[i]))
+}
+
+impl std::fmt::Display for StatementStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[cfg(test)]

@@ -8,14 +8,82 @@ use serde::{Deserialize, Serialize};
 use super::DomainError;
 use super::account::{Account, AutoRecharge};
 use super::debit::Debit;
-use super::entry::Entry;
+use super::entry::{Entry, EntryKind};
 use super::hold::{Hold, HoldStatus};
 use super::lot::{Breakdown, LotKind};
 use super::money::{Amount, Currency, Micros};
 use super::period::Month;
 use super::purchase::{Purchase, PurchaseRefund};
 use super::state::AccountState;
-use super::statement::{Line, LineKind, Statement};
+use super::statement::{Line, LineKind, Statement, StatementStatus};
+
+#[cfg(test)]
+mod spelling {
+    use super::*;
+
+    /// `as_str` is the JSON spelling.
+    #[test]
+    fn enums_are_spelled_as_serde_writes_them() {
+        let json = |v: serde_json::Value| v.as_str().unwrap().to_string();
+        for s in [AccountStatus::Active, AccountStatus::Closed] {
+            assert_eq!(json(serde_json::to_value(s).unwrap()), s.as_str());
+        }
+        for s in [PurchaseStatus::Unbilled, PurchaseStatus::Billed] {
+            assert_eq!(json(serde_json::to_value(s).unwrap()), s.as_str());
+        }
+        for s in [RefundBilling::BeforeBilling, RefundBilling::AfterBilling] {
+            assert_eq!(json(serde_json::to_value(s).unwrap()), s.as_str());
+        }
+    }
+}
+
+/// Whether an account may spend and buy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountStatus {
+    Active,
+    /// No purchases, debits or holds; reads, refunds and billing go on.
+    Closed,
+}
+
+/// Whether a purchase is on a statement yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PurchaseStatus {
+    /// Billed on `bills_on`.
+    Unbilled,
+    /// On `statement_id`.
+    Billed,
+}
+
+/// When a purchase refund was made, against billing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundBilling {
+    /// Its purchase's line shrinks.
+    BeforeBilling,
+    /// A negative line goes on the statement of its month.
+    AfterBilling,
+}
+
+/// `as_str` (the JSON spelling) and `Display` of the views' enums.
+macro_rules! spelled {
+    ($t:ty { $($v:ident => $s:literal),* $(,)? }) => {
+        impl $t {
+            pub fn as_str(self) -> &'static str {
+                match self { $(<$t>::$v => $s),* }
+            }
+        }
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+spelled!(AccountStatus { Active => "active", Closed => "closed" });
+spelled!(PurchaseStatus { Unbilled => "unbilled", Billed => "billed" });
+spelled!(RefundBilling { BeforeBilling => "before_billing", AfterBilling => "after_billing" });
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AccountView {
@@ -30,8 +98,8 @@ pub struct AccountView {
     pub monthly_purchase_limit: i64,
     pub purchases_suspended_by: Option<String>,
     /// `active`, or `closed` (no purchases, debits or holds).
-    #[schema(pattern = "^(active|closed)$")]
-    pub status: String,
+    #[schema(inline)]
+    pub status: AccountStatus,
     pub created_at: Timestamp,
     /// In the answer for one account; null in lists.
     pub balance: Option<BalanceView>,
@@ -50,7 +118,7 @@ impl AccountView {
             low_balance_threshold: a.low_balance_threshold,
             monthly_purchase_limit: a.monthly_purchase_limit,
             purchases_suspended_by: a.suspended_by.clone(),
-            status: a.status().to_string(),
+            status: if a.closed { AccountStatus::Closed } else { AccountStatus::Active },
             created_at: a.created_at,
             balance: None,
         }
@@ -170,7 +238,8 @@ pub struct PurchaseView {
     pub currency: Currency,
     pub purchased_at: Timestamp,
     pub bills_on: Date,
-    pub status: String,
+    #[schema(inline)]
+    pub status: PurchaseStatus,
     /// The statement that billed it, or null while `unbilled`.
     pub statement_id: Option<String>,
     pub refunded_credits: i64,
@@ -187,7 +256,7 @@ impl PurchaseView {
             currency: p.currency.clone(),
             purchased_at: p.purchased_at,
             bills_on: p.bills_on(),
-            status: if p.statement_id.is_some() { "billed" } else { "unbilled" }.to_string(),
+            status: if p.statement_id.is_some() { PurchaseStatus::Billed } else { PurchaseStatus::Unbilled },
             statement_id: p.statement_id.clone(),
             refunded_credits: p.refunded_credits,
         })
@@ -205,7 +274,8 @@ pub struct PurchaseRefundView {
     pub created_at: Timestamp,
     /// `before_billing`: the purchase's line shrinks; `after_billing`: a
     /// negative line goes on the statement of `month`.
-    pub billing: String,
+    #[schema(inline)]
+    pub billing: RefundBilling,
     pub month: Month,
     pub balance_after: i64,
 }
@@ -225,7 +295,7 @@ impl PurchaseRefundView {
             amount: currency.amount(r.amount(currency)?),
             currency: currency.clone(),
             created_at: r.created_at,
-            billing: if r.needs_line { "after_billing" } else { "before_billing" }.to_string(),
+            billing: if r.needs_line { RefundBilling::AfterBilling } else { RefundBilling::BeforeBilling },
             month: r.month,
             balance_after,
         })
@@ -358,7 +428,8 @@ pub struct StatementView {
     /// The sum of the rounded lines: what the platform charges.
     pub total: Amount,
     pub currency: Currency,
-    pub status: String,
+    #[schema(inline)]
+    pub status: StatementStatus,
 }
 
 impl StatementView {
@@ -379,7 +450,7 @@ impl StatementView {
             lines: s.lines.iter().map(line).collect(),
             total: s.currency.amount(s.total),
             currency: s.currency.clone(),
-            status: s.status.as_str().to_string(),
+            status: s.status,
         }
     }
 }
@@ -388,9 +459,11 @@ impl StatementView {
 pub struct EntryView {
     pub id: i64,
     pub account_id: String,
-    pub kind: String,
+    #[schema(inline)]
+    pub kind: EntryKind,
     pub lot_id: String,
-    pub lot_kind: String,
+    #[schema(inline)]
+    pub lot_kind: LotKind,
     pub credits: i64,
     pub held_credits: i64,
     pub balance_after: i64,
@@ -405,9 +478,9 @@ impl EntryView {
         EntryView {
             id: e.id,
             account_id: account.to_string(),
-            kind: e.kind.as_str().to_string(),
+            kind: e.kind,
             lot_id: e.lot_id.clone(),
-            lot_kind: LotKind::of_lot_id(&e.lot_id).as_str().to_string(),
+            lot_kind: LotKind::of_lot_id(&e.lot_id),
             credits: e.delta_credits,
             held_credits: e.held_delta_credits,
             balance_after: e.balance_after,

@@ -52,7 +52,7 @@ impl CsvRows for PurchaseView {
             self.unit_price.to_string(),
             self.amount.to_string(),
             self.currency.to_string(),
-            self.status.clone(),
+            self.status.to_string(),
             self.bills_on.to_string(),
             opt(&self.statement_id),
             self.refunded_credits.to_string(),
@@ -84,7 +84,7 @@ impl CsvRows for StatementView {
             self.account_id.clone(),
             self.month.to_string(),
             self.issued_on.to_string(),
-            self.status.clone(),
+            self.status.to_string(),
             self.currency.to_string(),
             self.total.to_string(),
         ];
@@ -132,9 +132,9 @@ impl CsvRows for EntryView {
         vec![vec![
             self.id.to_string(),
             self.account_id.clone(),
-            self.kind.clone(),
+            self.kind.to_string(),
             self.lot_id.clone(),
-            self.lot_kind.clone(),
+            self.lot_kind.to_string(),
             self.credits.to_string(),
             self.held_credits.to_string(),
             self.balance_after.to_string(),
@@ -236,7 +236,7 @@ mod tests {
             currency: Currency::usd(),
             purchased_at: "2026-11-24T18:00:00Z".parse().unwrap(),
             bills_on: jiff::civil::date(2026, 12, 1),
-            status: "unbilled".into(),
+            status: crate::domain::view::PurchaseStatus::Unbilled,
             statement_id: None,
             refunded_credits: 0,
         }

@@ -2,6 +2,7 @@
 //! policy in plain words, the 12-month chart, the forecast, and "Will my
 //! campaign go out?" (the quote, answered in words).
 
+use crate::domain::view::AccountStatus;
 use axum::Form;
 use axum::extract::State;
 use axum::extract::rejection::FormRejection;
@@ -93,7 +94,7 @@ async fn render<S: Store>(
     };
     let today = zone.date_of(now);
     let body = html! {
-        @if view.status == "closed" {
+        @if view.status == AccountStatus::Closed {
             p #closed .notice role="status" {
                 "This account is closed: no credits can be bought, spent or held. Its history and statements stay here, and its last purchases are still billed."
             }
@@ -142,7 +143,7 @@ fn cards(view: &AccountView, b: &BalanceView, zone: &Zone, year: i16) -> Markup 
             section.card aria-labelledby="available-title" {
                 h2 #available-title { "Available" }
                 p.big #available { (count(b.available)) }
-                @if view.status == "closed" { p { "Closed: none can be sent" } } @else { p { "Texts you can send now" } }
+                @if view.status == AccountStatus::Closed { p { "Closed: none can be sent" } } @else { p { "Texts you can send now" } }
             }
         }
     }

@@ -183,10 +183,11 @@ async fn r3_unused_free_credits_expire_at_the_local_month_end_with_an_entry<S: S
     ok(&l, &a, debit(300), "2026-11-10T12:00:00Z").await;
     ok(&l, &a, debit(1), "2026-12-05T12:00:00Z").await;
     let all = entries(&l, &a).await;
-    let expire = all.iter().find(|e| e.kind == "expire").expect("an expire entry");
+    let expire = all.iter().find(|e| e.kind.as_str() == "expire").expect("an expire entry");
     assert_eq!((expire.credits, expire.lot_id.as_str()), (-700, "free_2026-11"));
     assert_eq!(expire.effective_at, ts("2026-12-01T08:00:00Z"));
-    let granted = all.iter().find(|e| e.kind == "grant_monthly" && e.lot_id == "free_2026-12").unwrap();
+    let granted =
+        all.iter().find(|e| e.kind.as_str() == "grant_monthly" && e.lot_id == "free_2026-12").unwrap();
     assert_eq!((granted.credits, granted.effective_at), (1_000, ts("2026-12-01T08:00:00Z")));
     let b = balance(&l, &a, "2026-12-05T12:00:00Z").await;
     assert_eq!((b.free.remaining, b.available), (999, 999));
@@ -202,7 +203,7 @@ async fn r3_an_account_idle_for_three_months<S: Store>(l: Ledger<S>) {
     assert_eq!((b.free.remaining, b.paid.remaining, b.available), (1_000, 200, 1_200));
     ok(&l, &a, debit(1_100), "2026-05-02T00:00:00Z").await;
     let all = entries(&l, &a).await;
-    let expires: Vec<_> = all.iter().filter(|e| e.kind == "expire").collect();
+    let expires: Vec<_> = all.iter().filter(|e| e.kind.as_str() == "expire").collect();
     assert_eq!(expires.len(), 1, "only January's lot had credits to expire");
     assert_eq!((expires[0].credits, expires[0].effective_at), (-700, ts("2026-01-31T15:00:00Z")));
     let b = balance(&l, &a, "2026-05-02T00:00:00Z").await;
@@ -230,7 +231,8 @@ async fn r3_free_credits_held_across_the_month_end_expire_when_released<S: Store
     ok(&l, &a, Command::Release { hold_id: h }, "2026-12-01T02:00:00Z").await;
     let b = balance(&l, &a, "2026-12-01T02:00:00Z").await;
     assert_eq!((b.held, b.free.remaining, b.available), (0, 1_000, 1_000));
-    let expired: i64 = entries(&l, &a).await.iter().filter(|e| e.kind == "expire").map(|e| -e.credits).sum();
+    let expired: i64 =
+        entries(&l, &a).await.iter().filter(|e| e.kind.as_str() == "expire").map(|e| -e.credits).sum();
     assert_eq!(expired, 600 + 400);
     audit_ok(&l).await;
 }
@@ -512,9 +514,9 @@ async fn holds_expire_when_their_ttl_runs_out<S: Store>(l: Ledger<S>) {
     );
     // The refused capture wrote nothing; the next operation writes the
     // release, dated at the expiry.
-    assert!(!entries(&l, &a).await.iter().any(|e| e.kind == "release"));
+    assert!(!entries(&l, &a).await.iter().any(|e| e.kind.as_str() == "release"));
     ok(&l, &a, debit(1), "2026-11-01T03:00:00Z").await;
-    let release = entries(&l, &a).await.into_iter().find(|e| e.kind == "release").unwrap();
+    let release = entries(&l, &a).await.into_iter().find(|e| e.kind.as_str() == "release").unwrap();
     assert_eq!((release.credits, release.effective_at), (300, ts("2026-11-01T01:00:00Z")));
     audit_ok(&l).await;
 }
