@@ -100,6 +100,7 @@ pub struct AccountView {
     /// `active`, or `closed` (no purchases, debits or holds).
     #[schema(inline)]
     pub status: AccountStatus,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     /// In the answer for one account; null in lists.
     pub balance: Option<BalanceView>,
@@ -130,6 +131,7 @@ pub struct FreeView {
     pub allowance: i64,
     pub used: i64,
     pub remaining: i64,
+    #[schema(value_type = String, format = DateTime)]
     pub resets_at: Timestamp,
 }
 
@@ -145,6 +147,7 @@ pub struct UnbilledView {
     /// amounts of these purchases, less their refunds.
     pub amount: Amount,
     pub currency: Currency,
+    #[schema(value_type = String, format = Date)]
     pub bills_on: Date,
 }
 
@@ -152,6 +155,7 @@ pub struct UnbilledView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BalanceView {
     pub account_id: String,
+    #[schema(value_type = String, format = DateTime)]
     pub as_of: Timestamp,
     pub free: FreeView,
     pub paid: RemainingView,
@@ -236,7 +240,9 @@ pub struct PurchaseView {
     /// Credits x unit price, rounded half-up to the currency's minor unit.
     pub amount: Amount,
     pub currency: Currency,
+    #[schema(value_type = String, format = DateTime)]
     pub purchased_at: Timestamp,
+    #[schema(value_type = String, format = Date)]
     pub bills_on: Date,
     #[schema(inline)]
     pub status: PurchaseStatus,
@@ -271,6 +277,7 @@ pub struct PurchaseRefundView {
     pub credits: i64,
     pub amount: Amount,
     pub currency: Currency,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     /// `before_billing`: the purchase's line shrinks; `after_billing`: a
     /// negative line goes on the statement of `month`.
@@ -317,6 +324,7 @@ pub struct DebitView {
     pub hold_id: Option<String>,
     /// Credits available right after the debit.
     pub balance_after: i64,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
 }
 
@@ -357,6 +365,7 @@ pub struct DebitRefundView {
     /// Credits of the debit refunded so far, this refund included.
     pub refunded_credits: i64,
     pub balance_after: i64,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
 }
 
@@ -368,10 +377,12 @@ pub struct HoldView {
     pub captured: i64,
     #[schema(inline)]
     pub status: HoldStatus,
+    #[schema(value_type = String, format = DateTime)]
     pub expires_at: Timestamp,
     pub reference: Option<String>,
     /// The debit its capture created, or null.
     pub debit_id: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
 }
 
@@ -396,9 +407,11 @@ pub struct GrantView {
     pub id: String,
     pub account_id: String,
     pub credits: i64,
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<Timestamp>,
     pub reason: String,
     pub balance_after: i64,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
 }
 
@@ -423,6 +436,7 @@ pub struct StatementView {
     pub id: String,
     pub account_id: String,
     pub month: Month,
+    #[schema(value_type = String, format = Date)]
     pub issued_on: Date,
     pub lines: Vec<LineView>,
     /// The sum of the rounded lines: what the platform charges.
@@ -469,7 +483,9 @@ pub struct EntryView {
     pub balance_after: i64,
     pub source: Option<String>,
     pub reference: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
     pub effective_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
 }
 

@@ -19,7 +19,7 @@ use crate::ledger::{CreatedToken, Store, TokenInfo};
 /// Create an account.
 ///
 /// Creates a merchant account. The same id with the same settings again answers 200 with the account; with other settings 409. Zone, currency and unit price default to the server's.
-#[utoipa::path(post, path = "/v1/accounts", operation_id = "createAccount", tag = "accounts", request_body(content = NewAccount, content_type = "application/json"), responses((status = 201, description = "Created", body = AccountView), (status = 200, description = "Exists with the same settings", body = AccountView), super::openapi::Errors))]
+#[utoipa::path(post, path = "/v1/accounts", operation_id = "createAccount", tag = "accounts", request_body(content = NewAccount, content_type = "application/json"), responses((status = 201, description = "Created", body = AccountView, headers(("Location" = String, description = "The path of the new object (for a refund, what it refunded; for a grant, the ledger)"))), (status = 200, description = "Exists with the same settings", body = AccountView), super::openapi::Errors))]
 pub async fn create<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -54,7 +54,7 @@ pub struct AccountListParams {
 /// List accounts.
 ///
 /// Accounts, newest first; `q` keeps those whose id or name starts with it (any case).
-#[utoipa::path(get, path = "/v1/accounts", operation_id = "listAccounts", tag = "accounts", params(AccountListParams), responses((status = 200, description = "Accounts, newest first", body = Page<AccountView>), super::openapi::Errors))]
+#[utoipa::path(get, path = "/v1/accounts", operation_id = "listAccounts", tag = "accounts", params(AccountListParams), responses((status = 200, description = "Accounts, newest first", body = Page<AccountView>), super::openapi::ReadErrors))]
 pub async fn list<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -68,7 +68,7 @@ pub async fn list<S: Store>(
 /// Get an account.
 ///
 /// The account's settings, status and balance now.
-#[utoipa::path(get, path = "/v1/accounts/{id}", operation_id = "getAccount", tag = "accounts", params(("id" = String, Path, description = "Account id")), responses((status = 200, description = "The account with its balance", body = AccountView), super::openapi::Errors))]
+#[utoipa::path(get, path = "/v1/accounts/{id}", operation_id = "getAccount", tag = "accounts", params(("id" = String, Path, description = "Account id")), responses((status = 200, description = "The account with its balance", body = AccountView), super::openapi::ReadErrors))]
 pub async fn show<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -106,7 +106,7 @@ pub struct TokenBody {
 /// Create an account token.
 ///
 /// A bearer token for one account, shown once in this answer (only its hash is kept).
-#[utoipa::path(post, path = "/v1/accounts/{id}/tokens", operation_id = "createAccountToken", tag = "accounts", request_body(content = TokenBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id")), responses((status = 201, description = "The token, shown once (only its hash is kept)", body = CreatedToken), super::openapi::Errors))]
+#[utoipa::path(post, path = "/v1/accounts/{id}/tokens", operation_id = "createAccountToken", tag = "accounts", request_body(content = TokenBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id")), responses((status = 201, description = "The token, shown once (only its hash is kept)", body = CreatedToken, headers(("Location" = String, description = "The path of the new object (for a refund, what it refunded; for a grant, the ledger)"))), super::openapi::Errors))]
 pub async fn create_token<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -141,7 +141,7 @@ pub struct TokenList {
 /// List account tokens.
 ///
 /// The account's tokens with their labels and last use; never their secrets.
-#[utoipa::path(get, path = "/v1/accounts/{id}/tokens", operation_id = "listAccountTokens", tag = "accounts", params(("id" = String, Path, description = "Account id")), responses((status = 200, description = "The account's tokens, newest first; never their secrets", body = TokenList), super::openapi::Errors))]
+#[utoipa::path(get, path = "/v1/accounts/{id}/tokens", operation_id = "listAccountTokens", tag = "accounts", params(("id" = String, Path, description = "Account id")), responses((status = 200, description = "The account's tokens, newest first; never their secrets", body = TokenList), super::openapi::ReadErrors))]
 pub async fn list_tokens<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -157,7 +157,7 @@ pub async fn list_tokens<S: Store>(
 /// Revoke an account token.
 ///
 /// The token answers 401 from the next request on, on every replica.
-#[utoipa::path(delete, path = "/v1/accounts/{id}/tokens/{tid}", operation_id = "revokeAccountToken", tag = "accounts", params(("id" = String, Path, description = "Account id"), ("tid" = String, Path, description = "Token id")), responses((status = 204, description = "Revoked: the token answers 401 from the next request on, on every replica"), super::openapi::Errors))]
+#[utoipa::path(delete, path = "/v1/accounts/{id}/tokens/{tid}", operation_id = "revokeAccountToken", tag = "accounts", params(("id" = String, Path, description = "Account id"), ("tid" = String, Path, description = "Token id")), responses((status = 204, description = "Revoked: the token answers 401 from the next request on, on every replica"), super::openapi::ReadErrors))]
 pub async fn revoke_token<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -176,7 +176,7 @@ pub async fn revoke_token<S: Store>(
 /// Get the balance.
 ///
 /// Free, paid and granted credits, held, available, and what the next statement charges so far.
-#[utoipa::path(get, path = "/v1/accounts/{id}/balance", operation_id = "getBalance", tag = "accounts", params(("id" = String, Path, description = "Account id")), responses((status = 200, description = "Balance now: free, paid and granted credits, held, available and what is unbilled", body = BalanceView), super::openapi::Errors))]
+#[utoipa::path(get, path = "/v1/accounts/{id}/balance", operation_id = "getBalance", tag = "accounts", params(("id" = String, Path, description = "Account id")), responses((status = 200, description = "Balance now: free, paid and granted credits, held, available and what is unbilled", body = BalanceView), super::openapi::ReadErrors))]
 pub async fn balance<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,

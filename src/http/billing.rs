@@ -25,7 +25,7 @@ fn month_param(m: &Option<String>) -> Result<Option<Month>, ApiError> {
 /// List an account's statements.
 ///
 /// Statements, newest first; `month` keeps one; `format=csv` exports every line.
-#[utoipa::path(get, path = "/v1/accounts/{id}/statements", operation_id = "listStatements", tag = "billing", params(("id" = String, Path, description = "Account id"), ListParams), responses((status = 200, description = "Statements, newest first", content((Page<StatementView> = "application/json"), (String = "text/csv"))), super::openapi::Errors))]
+#[utoipa::path(get, path = "/v1/accounts/{id}/statements", operation_id = "listStatements", tag = "billing", params(("id" = String, Path, description = "Account id"), ListParams), responses((status = 200, description = "Statements, newest first", content((Page<StatementView> = "application/json"), (String = "text/csv"))), super::openapi::ReadErrors))]
 pub async fn account_statements<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -50,7 +50,7 @@ pub async fn account_statements<S: Store>(
 /// Get a statement.
 ///
 /// One statement with its lines.
-#[utoipa::path(get, path = "/v1/accounts/{id}/statements/{sid}", operation_id = "getStatement", tag = "billing", params(("id" = String, Path, description = "Account id"), ("sid" = String, Path, description = "Statement id")), responses((status = 200, description = "The statement", body = StatementView), super::openapi::Errors))]
+#[utoipa::path(get, path = "/v1/accounts/{id}/statements/{sid}", operation_id = "getStatement", tag = "billing", params(("id" = String, Path, description = "Account id"), ("sid" = String, Path, description = "Statement id")), responses((status = 200, description = "The statement", body = StatementView), super::openapi::ReadErrors))]
 pub async fn show_statement<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -65,14 +65,14 @@ pub async fn show_statement<S: Store>(
 /// List every statement of a month.
 ///
 /// Every account's statement for `month` (required), by account id.
-#[utoipa::path(get, path = "/v1/statements", operation_id = "listMonthStatements", tag = "billing", params(ListParams), responses((status = 200, description = "Every statement of a month", content((Page<StatementView> = "application/json"), (String = "text/csv"))), super::openapi::Errors))]
+#[utoipa::path(get, path = "/v1/statements", operation_id = "listMonthStatements", tag = "billing", params(MonthListParams), responses((status = 200, description = "Every statement of a month", content((Page<StatementView> = "application/json"), (String = "text/csv"))), super::openapi::ReadErrors))]
 pub async fn month_statements<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
-    Q(q): Q<ListParams>,
+    Q(q): Q<MonthListParams>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
-    let month = month_param(&q.month)?.ok_or_else(|| ApiError::bad_request("month=YYYY-MM is required"))?;
+    let month = Month::parse(&q.month).map_err(|e| ApiError::bad_request(e.to_string()))?;
     if q.format == Some(super::ListFormat::Csv) {
         let ledger = st.ledger.clone();
         let fetch = move |req| {
@@ -81,8 +81,27 @@ pub async fn month_statements<S: Store>(
         };
         return super::csv_export(&format!("statements-{month}"), q.cursor, q.limit, fetch).await;
     }
-    Ok(Json(st.ledger.statements(None, Some(month), q.page()?).await.map_err(super::list_error)?)
-        .into_response())
+    let page = super::page_of(&q.cursor, q.limit)?;
+    Ok(Json(st.ledger.statements(None, Some(month), page).await.map_err(super::list_error)?).into_response())
+}
+
+/// `month` (required), `cursor`, `limit` and `format` of every account's
+/// statements of a month.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct MonthListParams {
+    /// The month, YYYY-MM.
+    #[param(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$")]
+    pub month: String,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Items per page, 1-500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+    /// `csv`: every statement (from `cursor` when given), streamed.
+    #[param(inline)]
+    pub format: Option<super::ListFormat>,
 }
 
 /// What a close did: how many statements it issued, and them.
@@ -160,7 +179,7 @@ fn test_clock_only<S>(st: &AppState<S>) -> Result<(), ApiError> {
 /// Read the test clock.
 ///
 /// Only when the server runs with --test-clock.
-#[utoipa::path(get, path = "/v1/test-clock", operation_id = "getTestClock", tag = "test clock", responses((status = 200, description = "The test clock (only with --test-clock; else 404)", body = ClockBody), super::openapi::Errors))]
+#[utoipa::path(get, path = "/v1/test-clock", operation_id = "getTestClock", tag = "test clock", responses((status = 200, description = "The test clock (only with --test-clock; else 404)", body = ClockBody), super::openapi::ReadErrors))]
 pub async fn get_clock<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -174,6 +193,7 @@ pub async fn get_clock<S: Store>(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClockBody {
+    #[schema(value_type = String, format = DateTime)]
     pub now: Timestamp,
 }
 

@@ -77,6 +77,31 @@ pub enum Errors {
     Unavailable(Problem),
 }
 
+/// The errors of a route without a body (a read, a revocation): no 408,
+/// 409, 413 or 415, which only a body or a write can cause.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum ReadErrors {
+    /// Bad or unknown query parameter, bad cursor.
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(Problem),
+    /// Missing or unknown bearer token.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// An account token on an admin-only route.
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
+    /// No such account or object (or not this token's account).
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(Problem),
+    /// A well-formed value the rules refuse (a month range too long).
+    #[response(status = 422, content_type = "application/problem+json")]
+    Invalid(Problem),
+    /// The database cannot be reached, or the request timed out: retry.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+}
+
 /// The 402 of spending routes (described only, as [`Errors`]).
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]
@@ -157,6 +182,21 @@ impl Modify for Security {
             .build();
         components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
         let _ = Required::True;
+        // Every answer carries the request's id.
+        let request_id = utoipa::openapi::HeaderBuilder::new()
+            .schema(ObjectBuilder::new().schema_type(Type::String))
+            .description(Some("The request's id, as sent or as made by the server; in its log line too"))
+            .build();
+        for item in doc.paths.paths.values_mut() {
+            let ops = [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete];
+            for op in ops.into_iter().flatten() {
+                for response in op.responses.responses.values_mut() {
+                    if let RefOr::T(r) = response {
+                        r.headers.insert("x-request-id".to_string(), request_id.clone());
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -31,7 +31,7 @@ pub struct PurchaseBody {
 /// Buy credits.
 ///
 /// Credits at the account's unit price, usable at once, never expiring, billed on the 1st of the next month.
-#[utoipa::path(post, path = "/v1/accounts/{id}/purchases", operation_id = "createPurchase", tag = "purchases", request_body(content = PurchaseBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Purchased", body = PurchaseView), super::openapi::Errors))]
+#[utoipa::path(post, path = "/v1/accounts/{id}/purchases", operation_id = "createPurchase", tag = "purchases", request_body(content = PurchaseBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Purchased", body = PurchaseView, headers(("Location" = String, description = "The path of the new object (for a refund, what it refunded; for a grant, the ledger)"), ("Idempotent-Replayed" = String, description = "`true` when this answers again an earlier request with the same key"))), super::openapi::Errors))]
 pub async fn purchase<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -47,7 +47,7 @@ pub async fn purchase<S: Store>(
 /// List purchases.
 ///
 /// Purchase history, newest first; `month` keeps one local month; `format=csv` exports every purchase.
-#[utoipa::path(get, path = "/v1/accounts/{id}/purchases", operation_id = "listPurchases", tag = "purchases", params(("id" = String, Path, description = "Account id"), ListParams), responses((status = 200, description = "Purchase history, newest first", content((Page<PurchaseView> = "application/json"), (String = "text/csv"))), super::openapi::Errors))]
+#[utoipa::path(get, path = "/v1/accounts/{id}/purchases", operation_id = "listPurchases", tag = "purchases", params(("id" = String, Path, description = "Account id"), ListParams), responses((status = 200, description = "Purchase history, newest first", content((Page<PurchaseView> = "application/json"), (String = "text/csv"))), super::openapi::ReadErrors))]
 pub async fn purchases<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -79,7 +79,7 @@ pub struct RefundPurchaseBody {
 /// Refund unused purchased credits.
 ///
 /// Takes back unused credits of a purchase (default: all unused); before billing its line shrinks, after billing a negative line goes on the next statement.
-#[utoipa::path(post, path = "/v1/accounts/{id}/purchases/{pid}/refund", operation_id = "refundPurchase", tag = "purchases", request_body(content = RefundPurchaseBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("pid" = String, Path, description = "Purchase id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Refunded unused credits", body = PurchaseRefundView), super::openapi::Errors))]
+#[utoipa::path(post, path = "/v1/accounts/{id}/purchases/{pid}/refund", operation_id = "refundPurchase", tag = "purchases", request_body(content = RefundPurchaseBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("pid" = String, Path, description = "Purchase id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Refunded unused credits", body = PurchaseRefundView, headers(("Location" = String, description = "The path of the new object (for a refund, what it refunded; for a grant, the ledger)"), ("Idempotent-Replayed" = String, description = "`true` when this answers again an earlier request with the same key"))), super::openapi::Errors))]
 pub async fn refund_purchase<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -108,7 +108,7 @@ pub struct DebitBody {
 /// Spend credits.
 ///
 /// One credit per text sent, free credits first, then grants, then purchased credits; all or nothing (402 when short).
-#[utoipa::path(post, path = "/v1/accounts/{id}/debits", operation_id = "createDebit", tag = "spending", request_body(content = DebitBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Debited", body = DebitView), super::openapi::Errors, super::openapi::Spending))]
+#[utoipa::path(post, path = "/v1/accounts/{id}/debits", operation_id = "createDebit", tag = "spending", request_body(content = DebitBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Debited", body = DebitView, headers(("Location" = String, description = "The path of the new object (for a refund, what it refunded; for a grant, the ledger)"), ("Idempotent-Replayed" = String, description = "`true` when this answers again an earlier request with the same key"))), super::openapi::Errors, super::openapi::Spending))]
 pub async fn debit<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -131,7 +131,7 @@ pub struct CreditsBody {
 /// Refund undelivered messages.
 ///
 /// Gives back credits of a debit (or a capture) for messages that were not delivered.
-#[utoipa::path(post, path = "/v1/accounts/{id}/debits/{did}/refund", operation_id = "refundDebit", tag = "spending", request_body(content = CreditsBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("did" = String, Path, description = "Debit id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Credits of undelivered messages given back", body = DebitRefundView), super::openapi::Errors))]
+#[utoipa::path(post, path = "/v1/accounts/{id}/debits/{did}/refund", operation_id = "refundDebit", tag = "spending", request_body(content = CreditsBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("did" = String, Path, description = "Debit id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Credits of undelivered messages given back", body = DebitRefundView, headers(("Location" = String, description = "The path of the new object (for a refund, what it refunded; for a grant, the ledger)"), ("Idempotent-Replayed" = String, description = "`true` when this answers again an earlier request with the same key"))), super::openapi::Errors))]
 pub async fn refund_debit<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -159,7 +159,7 @@ pub struct HoldBody {
 /// Hold credits for a campaign.
 ///
 /// Reserves credits until captured, released or expired (ttl_seconds).
-#[utoipa::path(post, path = "/v1/accounts/{id}/holds", operation_id = "createHold", tag = "spending", request_body(content = HoldBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Held", body = HoldView), super::openapi::Errors, super::openapi::Spending))]
+#[utoipa::path(post, path = "/v1/accounts/{id}/holds", operation_id = "createHold", tag = "spending", request_body(content = HoldBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Held", body = HoldView, headers(("Location" = String, description = "The path of the new object (for a refund, what it refunded; for a grant, the ledger)"), ("Idempotent-Replayed" = String, description = "`true` when this answers again an earlier request with the same key"))), super::openapi::Errors, super::openapi::Spending))]
 pub async fn hold<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -217,7 +217,7 @@ pub async fn release<S: Store>(
 }
 
 /// Get a purchase.
-#[utoipa::path(get, path = "/v1/accounts/{id}/purchases/{pid}", operation_id = "getPurchase", tag = "purchases", params(("id" = String, Path, description = "Account id"), ("pid" = String, Path, description = "Purchase id")), responses((status = 200, description = "The purchase", body = PurchaseView), super::openapi::Errors))]
+#[utoipa::path(get, path = "/v1/accounts/{id}/purchases/{pid}", operation_id = "getPurchase", tag = "purchases", params(("id" = String, Path, description = "Account id"), ("pid" = String, Path, description = "Purchase id")), responses((status = 200, description = "The purchase", body = PurchaseView), super::openapi::ReadErrors))]
 pub async fn show_purchase<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -232,7 +232,7 @@ pub async fn show_purchase<S: Store>(
 /// Get a debit.
 ///
 /// A debit, or the capture of a hold (with `hold_id`).
-#[utoipa::path(get, path = "/v1/accounts/{id}/debits/{did}", operation_id = "getDebit", tag = "spending", params(("id" = String, Path, description = "Account id"), ("did" = String, Path, description = "Debit id")), responses((status = 200, description = "The debit", body = DebitView), super::openapi::Errors))]
+#[utoipa::path(get, path = "/v1/accounts/{id}/debits/{did}", operation_id = "getDebit", tag = "spending", params(("id" = String, Path, description = "Account id"), ("did" = String, Path, description = "Debit id")), responses((status = 200, description = "The debit", body = DebitView), super::openapi::ReadErrors))]
 pub async fn show_debit<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -262,7 +262,7 @@ pub struct DebitListParams {
 /// List debits.
 ///
 /// Debits, newest first, captures of holds included; `reference` keeps those that carry it.
-#[utoipa::path(get, path = "/v1/accounts/{id}/debits", operation_id = "listDebits", tag = "spending", params(("id" = String, Path, description = "Account id"), DebitListParams), responses((status = 200, description = "Debits, newest first, captures of holds included", body = Page<DebitView>), super::openapi::Errors))]
+#[utoipa::path(get, path = "/v1/accounts/{id}/debits", operation_id = "listDebits", tag = "spending", params(("id" = String, Path, description = "Account id"), DebitListParams), responses((status = 200, description = "Debits, newest first, captures of holds included", body = Page<DebitView>), super::openapi::ReadErrors))]
 pub async fn debits<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -294,7 +294,7 @@ pub struct HoldListParams {
 /// List holds.
 ///
 /// Holds, newest first; `status` keeps one status.
-#[utoipa::path(get, path = "/v1/accounts/{id}/holds", operation_id = "listHolds", tag = "spending", params(("id" = String, Path, description = "Account id"), HoldListParams), responses((status = 200, description = "Holds, newest first", body = Page<HoldView>), super::openapi::Errors))]
+#[utoipa::path(get, path = "/v1/accounts/{id}/holds", operation_id = "listHolds", tag = "spending", params(("id" = String, Path, description = "Account id"), HoldListParams), responses((status = 200, description = "Holds, newest first", body = Page<HoldView>), super::openapi::ReadErrors))]
 pub async fn holds<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -309,7 +309,7 @@ pub async fn holds<S: Store>(
 }
 
 /// Get a hold.
-#[utoipa::path(get, path = "/v1/accounts/{id}/holds/{hid}", operation_id = "getHold", tag = "spending", params(("id" = String, Path, description = "Account id"), ("hid" = String, Path, description = "Hold id")), responses((status = 200, description = "The hold", body = HoldView), super::openapi::Errors))]
+#[utoipa::path(get, path = "/v1/accounts/{id}/holds/{hid}", operation_id = "getHold", tag = "spending", params(("id" = String, Path, description = "Account id"), ("hid" = String, Path, description = "Hold id")), responses((status = 200, description = "The hold", body = HoldView), super::openapi::ReadErrors))]
 pub async fn show_hold<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -326,6 +326,7 @@ pub async fn show_hold<S: Store>(
 pub struct GrantBody {
     pub credits: Credits,
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<Timestamp>,
     #[schema(min_length = 1, max_length = 500, pattern = r"^[^\x00-\x1f\x7f]+$")]
     pub reason: String,
@@ -334,7 +335,7 @@ pub struct GrantBody {
 /// Grant credits.
 ///
 /// Promotional credits, optionally expiring; spent after the free credits and before purchased ones.
-#[utoipa::path(post, path = "/v1/accounts/{id}/grants", operation_id = "createGrant", tag = "spending", request_body(content = GrantBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Granted", body = GrantView), super::openapi::Errors))]
+#[utoipa::path(post, path = "/v1/accounts/{id}/grants", operation_id = "createGrant", tag = "spending", request_body(content = GrantBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Granted", body = GrantView, headers(("Location" = String, description = "The path of the new object (for a refund, what it refunded; for a grant, the ledger)"), ("Idempotent-Replayed" = String, description = "`true` when this answers again an earlier request with the same key"))), super::openapi::Errors))]
 pub async fn grant<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -351,7 +352,7 @@ pub async fn grant<S: Store>(
 /// List ledger entries.
 ///
 /// The append-only ledger, newest first, each entry with the balance after it; `format=csv` exports every entry.
-#[utoipa::path(get, path = "/v1/accounts/{id}/ledger", operation_id = "listLedgerEntries", tag = "spending", params(("id" = String, Path, description = "Account id"), PageParams), responses((status = 200, description = "Ledger entries, newest first", content((Page<EntryView> = "application/json"), (String = "text/csv"))), super::openapi::Errors))]
+#[utoipa::path(get, path = "/v1/accounts/{id}/ledger", operation_id = "listLedgerEntries", tag = "spending", params(("id" = String, Path, description = "Account id"), PageParams), responses((status = 200, description = "Ledger entries, newest first", content((Page<EntryView> = "application/json"), (String = "text/csv"))), super::openapi::ReadErrors))]
 pub async fn ledger<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -387,7 +388,7 @@ pub struct UsageParams {
 /// Usage per month.
 ///
 /// Free, purchased, granted, used, expired and refunded credits per local month of `from`..`to`.
-#[utoipa::path(get, path = "/v1/accounts/{id}/usage", operation_id = "getUsage", tag = "spending", params(("id" = String, Path, description = "Account id"), UsageParams), responses((status = 200, description = "Usage per month", body = Page<UsageView>), super::openapi::Errors))]
+#[utoipa::path(get, path = "/v1/accounts/{id}/usage", operation_id = "getUsage", tag = "spending", params(("id" = String, Path, description = "Account id"), UsageParams), responses((status = 200, description = "Usage per month", body = Page<UsageView>), super::openapi::ReadErrors))]
 pub async fn usage<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,

@@ -39,8 +39,10 @@ pub struct TokenInfo {
     pub id: String,
     pub account_id: String,
     pub label: String,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     /// When it was last used, to the minute ([`TOKEN_USE_RESOLUTION_SECONDS`]).
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_used_at: Option<Timestamp>,
 }
 
