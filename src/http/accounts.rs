@@ -42,6 +42,7 @@ pub async fn create<S: Store>(
 #[serde(deny_unknown_fields)]
 pub struct AccountListParams {
     /// The `next_cursor` of the previous page.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
     /// Items per page, 1-500 (default 50).
     #[param(minimum = 1, maximum = 500)]

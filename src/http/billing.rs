@@ -95,6 +95,7 @@ pub struct MonthListParams {
     #[param(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$")]
     pub month: String,
     /// The `next_cursor` of the previous page.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
     /// Items per page, 1-500 (default 50).
     #[param(minimum = 1, maximum = 500)]

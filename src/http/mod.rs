@@ -74,6 +74,7 @@ impl<S: Clone> Clone for AppState<S> {
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// The `next_cursor` of the previous page.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
     /// Items per page, 1-500 (default 50).
     #[param(minimum = 1, maximum = 500)]
@@ -141,6 +142,7 @@ where
 #[serde(deny_unknown_fields)]
 pub struct PageParams {
     /// The `next_cursor` of the previous page.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
     /// Items per page, 1-500 (default 50).
     #[param(minimum = 1, maximum = 500)]

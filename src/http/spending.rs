@@ -250,6 +250,7 @@ pub async fn show_debit<S: Store>(
 #[serde(deny_unknown_fields)]
 pub struct DebitListParams {
     /// The `next_cursor` of the previous page.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
     /// Items per page, 1-500 (default 50).
     #[param(minimum = 1, maximum = 500)]
@@ -282,6 +283,7 @@ pub async fn debits<S: Store>(
 #[serde(deny_unknown_fields)]
 pub struct HoldListParams {
     /// The `next_cursor` of the previous page.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
     /// Items per page, 1-500 (default 50).
     #[param(minimum = 1, maximum = 500)]
