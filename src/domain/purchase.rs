@@ -194,10 +194,9 @@ pub fn refund_purchase(
         needs_line,
         statement_id: None,
     };
-    let mut view = PurchaseRefundView::of(a.id.as_str(), &refund, &a.currency, state.available())?;
-    if !needs_line {
-        view.amount = a.currency.amount(line_drop);
-    }
+    // After billing, the negative line's amount (what the refund is worth).
+    let amount = if needs_line { refund.amount(&a.currency)? } else { line_drop };
+    let view = PurchaseRefundView::of(a.id.as_str(), &refund, &a.currency, amount, state.available())?;
     if counted {
         state.account.purchased_month_credits -= n;
     }

@@ -84,6 +84,7 @@ macro_rules! spelled {
 spelled!(AccountStatus { Active => "active", Closed => "closed" });
 spelled!(PurchaseStatus { Unbilled => "unbilled", Billed => "billed" });
 spelled!(RefundBilling { BeforeBilling => "before_billing", AfterBilling => "after_billing" });
+spelled!(LineKind { Purchase => "purchase", Refund => "refund" });
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AccountView {
@@ -288,10 +289,12 @@ pub struct PurchaseRefundView {
 }
 
 impl PurchaseRefundView {
+    /// `amount`: what the refund gives back (see [`super::purchase::refund_purchase`]).
     pub fn of(
         account: &str,
         r: &PurchaseRefund,
         currency: &Currency,
+        amount: Micros,
         balance_after: i64,
     ) -> Result<PurchaseRefundView, DomainError> {
         Ok(PurchaseRefundView {
@@ -299,7 +302,7 @@ impl PurchaseRefundView {
             account_id: account.to_string(),
             purchase_id: r.purchase_id.clone(),
             credits: r.credits,
-            amount: currency.amount(r.amount(currency)?),
+            amount: currency.amount(amount),
             currency: currency.clone(),
             created_at: r.created_at,
             billing: if r.needs_line { RefundBilling::AfterBilling } else { RefundBilling::BeforeBilling },

@@ -97,9 +97,8 @@ impl CsvRows for StatementView {
             .iter()
             .map(|l| {
                 let mut row = head.to_vec();
-                let kind = serde_json::to_value(l.kind).ok().and_then(|v| v.as_str().map(str::to_string));
                 row.extend([
-                    kind.unwrap_or_default(),
+                    l.kind.to_string(),
                     l.purchase_id.clone(),
                     opt(&l.refund_id),
                     l.credits.to_string(),

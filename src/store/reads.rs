@@ -112,11 +112,17 @@ pub fn purchases_page(
     Ok(Page { data, next_cursor: views.next_cursor })
 }
 
+/// `$1..$4` of a per-account list newest first by `(created_at, id)`: the
+/// account, the cursor's instant and id, and whether there is no cursor.
+fn newest_first(id: &AccountId, req: &PageRequest) -> Result<Vec<Val>, LedgerError> {
+    let (t, after) = time_cursor(req)?;
+    Ok(vec![id.as_str().into(), t.into(), after.into(), req.cursor.is_none().into()])
+}
+
 /// Debits of `id` (captures included), newest first; with `reference`,
 /// only those that carry it (served by its own index).
 pub fn debits(id: &AccountId, reference: Option<&str>, req: &PageRequest) -> Result<Query, LedgerError> {
-    let (t, did) = time_cursor(req)?;
-    let mut params = vec![id.as_str().into(), t.into(), did.into(), req.cursor.is_none().into()];
+    let mut params = newest_first(id, req)?;
     // SQLite numbers `$n` in the order they first appear: keep them in order.
     let sql = match reference {
         None => crate::cached!(DEBITS.select(
@@ -154,8 +160,7 @@ pub fn holds(
     now: Timestamp,
     req: &PageRequest,
 ) -> Result<Query, LedgerError> {
-    let (t, hid) = time_cursor(req)?;
-    let mut params = vec![id.as_str().into(), t.into(), hid.into(), req.cursor.is_none().into()];
+    let mut params = newest_first(id, req)?;
     let sql = match status {
         None => crate::cached!(HOLDS.select(
             "WHERE account_id = $1 AND ((created_at, hold_id) < ($2, $3) OR $4) \

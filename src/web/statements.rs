@@ -11,6 +11,7 @@ use super::error::WebError;
 use super::format::{count, money};
 use super::layout::{self, Nav};
 use super::signed::Signed;
+use crate::domain::statement::LineKind;
 use crate::domain::view::StatementView;
 use crate::ledger::{MAX_PAGE_LIMIT, PageRequest, Store};
 
@@ -46,15 +47,51 @@ pub fn statement(s: &StatementView, with_account: bool) -> Markup {
             p { "Issued on " (s.issued_on) }
             div.scroll {
                 table {
-                    thead { tr { th scope="col" { "Purchase" } th scope="col" { "Credits" } th scope="col" { "Unit price" } th scope="col" { "Amount" } } }
+                    thead { tr { th scope="col" { "Line" } th scope="col" { "Credits" } th scope="col" { "Unit price" } th scope="col" { "Amount" } } }
                     tbody {
                         @for l in &s.lines {
-                            tr { td { (l.purchase_id) } td.num { (count(l.credits)) }
+                            tr { td { @match l.kind { LineKind::Purchase => { "Purchase " (l.purchase_id) }, LineKind::Refund => { "Refund of " (l.purchase_id) } } } td.num { (count(l.credits)) }
                                 td.num { (money(&s.currency, l.unit_price)) } td.num { (money(&s.currency, l.amount)) } }
                         }
                     }
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::money::{Currency, Micros};
+    use crate::domain::statement::StatementStatus;
+    use crate::domain::view::LineView;
+
+    /// A merchant reading a statement sees which line is a refund.
+    #[test]
+    fn refund_lines_say_they_are_refunds() {
+        let usd = Currency::usd();
+        let line = |kind, credits: i64, cents: i64| LineView {
+            kind,
+            purchase_id: "pur_a".into(),
+            refund_id: (kind == LineKind::Refund).then(|| "prf_b".to_string()),
+            credits,
+            unit_price: Micros::from_micros(10_000),
+            amount: usd.amount(Micros::from_micros(cents * 10_000)),
+        };
+        let s = StatementView {
+            id: "st_2026-12_cafe".into(),
+            account_id: "cafe".into(),
+            month: crate::domain::period::Month::parse("2026-12").unwrap(),
+            issued_on: jiff::civil::date(2027, 1, 1),
+            lines: vec![line(LineKind::Purchase, 500, 500), line(LineKind::Refund, -100, -100)],
+            total: usd.amount(Micros::from_micros(4_000_000)),
+            currency: usd.clone(),
+            status: StatementStatus::Open,
+        };
+        let html = statement(&s, false).into_string();
+        assert!(html.contains("Purchase pur_a"), "{html}");
+        assert!(html.contains("Refund of pur_a"), "{html}");
+        assert!(html.contains("-$1.00"), "{html}");
     }
 }

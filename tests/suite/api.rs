@@ -421,6 +421,31 @@ async fn cors_origins_are_let_in_and_no_others() {
         .unwrap();
     assert_eq!(r.headers().get("access-control-allow-origin"), None);
     drop(plain);
+    // At most 100 origins: the 100th is let in, a 101st stops the start.
+    let origins: Vec<String> = (0..101).map(|i| format!("https://app{i}.example.com")).collect();
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--admin-token", ADMIN];
+    for o in &origins[..100] {
+        args.extend(["--cors-origin", o.as_str()]);
+    }
+    let full = Server::start(&db, &args[5..]);
+    let r = full
+        .client
+        .get(format!("{}/healthz", full.base))
+        .header("Origin", "https://app99.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers().get("access-control-allow-origin").unwrap(), "https://app99.example.com");
+    drop(full);
+    args.extend(["--cors-origin", origins[100].as_str()]);
+    let run = db.run(&args);
+    assert_eq!((run.code, run.stderr.lines().count()), (2, 1), "{run:?}");
+    assert!(run.stderr.contains("at most 100"), "{run:?}");
+    // The environment takes a comma-separated list.
+    let mut env = db.command(&["serve", "--listen", "127.0.0.1:0", "--admin-token", ADMIN]);
+    let out = env.env("TEXTCREDITS_CORS_ORIGINS", "https://a.example,not-an-origin").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not-an-origin"), "{out:?}");
     for bad in ["app.example.com", "https://app.example.com/", "*", "https://a.example/path"] {
         let run = db.run(&["serve", "--listen", "127.0.0.1:0", "--admin-token", ADMIN, "--cors-origin", bad]);
         assert_eq!((run.code, run.stderr.lines().count()), (2, 1), "{bad}: {run:?}");
