@@ -122,6 +122,12 @@ pub struct Account {
     /// Closed: no purchases, debits or holds; reads, refunds, the holds
     /// already made and billing go on, so its last months are billed.
     pub closed: bool,
+    /// The `sequence` of the account's last event (0: none yet).
+    pub event_sequence: i64,
+    /// The alerts sent, so each fires once per crossing or month.
+    pub notices: super::event::Notices,
+    /// The last month whose `free_credits.reset` was sent (or recorded).
+    pub reset_announced: Option<Month>,
 }
 
 impl Account {
@@ -232,6 +238,9 @@ impl NewAccount {
             purchased_month: None,
             purchased_month_credits: 0,
             closed: false,
+            event_sequence: 0,
+            notices: super::event::Notices::default(),
+            reset_announced: None,
         })
     }
 }

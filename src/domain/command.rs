@@ -237,7 +237,35 @@ pub fn apply(state: &mut AccountState, cmd: &Command, ctx: &Ctx) -> Result<(Outc
             Outcome::Statement(statement::set_status(state, statement_id, *status, c)?)
         }
     };
+    announce(state, cmd, &outcome, ctx, &mut changes);
     Ok((outcome, changes))
+}
+
+/// The events an applied command calls for, in this order: what it made
+/// (a purchase, a refund, statements), the new month's allowance (from
+/// the task that closes months), then the alerts its end state calls for.
+fn announce(state: &mut AccountState, cmd: &Command, outcome: &Outcome, ctx: &Ctx, changes: &mut Changes) {
+    use super::event::{EventType, alerts, announce_reset, emit};
+    use serde_json::json;
+    let (id, now) = (ctx.new_id.as_str(), ctx.now);
+    match outcome {
+        Outcome::Purchase(p) => {
+            emit(state, changes, id, EventType::PurchaseCreated, now, json!({ "purchase": p }))
+        }
+        Outcome::PurchaseRefund(r) => {
+            emit(state, changes, id, EventType::PurchaseRefunded, now, json!({ "refund": r }))
+        }
+        Outcome::Closed(statements) => {
+            for s in statements {
+                emit(state, changes, id, EventType::StatementIssued, now, json!({ "statement": s }));
+            }
+        }
+        _ => {}
+    }
+    if matches!(cmd, Command::CloseMonths { .. }) {
+        announce_reset(state, changes, id, now);
+    }
+    alerts(state, changes, id, now);
 }
 
 /// Changes settings. A new time zone moves the end of the current free

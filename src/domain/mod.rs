@@ -7,6 +7,7 @@
 //! - [`command`]: every mutation as data, and [`command::apply`].
 //! - [`spend`], [`purchase`], [`grant`], [`statement`]: the transitions.
 //! - [`entry`], [`hold`], [`debit`]: the records transitions write.
+//! - [`event`]: the outbox's events and the alerts' memory.
 //! - [`view`]: the JSON shapes the outside world sees.
 
 pub mod account;
@@ -15,6 +16,7 @@ pub mod credits;
 pub mod debit;
 pub mod entry;
 mod error;
+pub mod event;
 pub mod grant;
 pub mod hold;
 pub mod lot;

@@ -52,6 +52,8 @@ pub struct Changes {
     pub purchases: Vec<Purchase>,
     pub refunds: Vec<PurchaseRefund>,
     pub statements: Vec<Statement>,
+    /// The events the change calls for (written in its transaction).
+    pub events: Vec<super::event::Event>,
 }
 
 enum Event {

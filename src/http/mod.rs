@@ -12,6 +12,7 @@ mod billing;
 mod clock;
 pub mod cors;
 mod error;
+mod events;
 mod extract;
 mod listen;
 mod metrics;
@@ -262,6 +263,7 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
         .route(&format!("{acct}/grants"), post(spending::grant::<S>))
         .route(&format!("{acct}/ledger"), get(spending::ledger::<S>))
         .route(&format!("{acct}/usage"), get(spending::usage::<S>))
+        .route(&format!("{acct}/events"), get(events::list::<S>))
         .route(&format!("{acct}/statements"), get(billing::account_statements::<S>))
         .route(&format!("{acct}/statements/{{sid}}"), get(billing::show_statement::<S>))
         .route("/v1/statements", get(billing::month_statements::<S>))

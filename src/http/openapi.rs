@@ -213,7 +213,7 @@ impl Modify for Security {
         super::spending::debit, super::spending::debits, super::spending::show_debit, super::spending::holds,
         super::spending::refund_debit, super::spending::hold, super::spending::capture,
         super::spending::release, super::spending::show_hold, super::spending::grant, super::spending::ledger,
-        super::spending::usage, super::billing::account_statements, super::billing::show_statement,
+        super::spending::usage, super::events::list, super::billing::account_statements, super::billing::show_statement,
         super::billing::month_statements,
         super::billing::close, super::billing::set_status, super::billing::get_clock, super::billing::set_clock,
         super::ops::healthz, super::ops::metrics, super::ops::openapi,

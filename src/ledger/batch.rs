@@ -25,6 +25,7 @@ use crate::domain::account::{Account, AccountId};
 use crate::domain::command::Needs;
 use crate::domain::debit::Debit;
 use crate::domain::entry::Entry;
+use crate::domain::event::Event;
 use crate::domain::hold::Hold;
 use crate::domain::lot::Lot;
 use crate::domain::period::Month;
@@ -224,6 +225,8 @@ pub struct Rows {
     pub refunds: Vec<(AccountId, PurchaseRefund)>,
     pub statements: Vec<Statement>,
     pub entries: Vec<EntryRow>,
+    /// The outbox: each event once, numbered per account in order.
+    pub events: Vec<(AccountId, Event)>,
     pub keys: Vec<KeyRow>,
     /// What the group adds to each account's monthly usage counters (one
     /// row per account and month, summed over the group; stores add them
@@ -236,6 +239,7 @@ impl Rows {
         self.usage.is_empty()
             && self.accounts.is_empty()
             && self.entries.is_empty()
+            && self.events.is_empty()
             && self.keys.is_empty()
             && self.statements.is_empty()
             && self.purchases.is_empty()
@@ -354,6 +358,7 @@ fn apply_one(
     rows.purchases.extend(changes.purchases.into_iter().map(|p| (id.clone(), p)));
     rows.refunds.extend(changes.refunds.into_iter().map(|r| (id.clone(), r)));
     rows.statements.extend(changes.statements);
+    rows.events.extend(changes.events.into_iter().map(|e| (id.clone(), e)));
     let key = op.key.as_ref().map(|k| k.as_str().to_string());
     for mut entry in changes.entries {
         entry.created_at = op.now;

@@ -265,6 +265,20 @@ impl<S: Store> Ledger<S> {
         self.store.purchases(account.clone(), month, page).await
     }
 
+    /// The account's events after sequence `after` (0: from the first),
+    /// oldest first.
+    pub async fn events(
+        &self,
+        account: &AccountId,
+        after: i64,
+        page: PageRequest,
+    ) -> Result<Page<crate::domain::event::EventView>, LedgerError> {
+        if after < 0 {
+            return Err(LedgerError::invalid("after must be a sequence number, 0 or more"));
+        }
+        self.store.events(account.clone(), after, page).await
+    }
+
     pub async fn entries(
         &self,
         account: &AccountId,
@@ -341,7 +355,16 @@ impl<S: Store> Ledger<S> {
             }
         }
         let mut report = CloseReport::default();
-        let accounts = self.store.accounts_to_bill().await?;
+        let mut accounts = self.store.accounts_to_bill().await?;
+        // And those whose month has begun without its `free_credits.reset`.
+        let newest = Month::of(now + jiff::SignedDuration::from_hours(14), &Zone::utc());
+        for (account, zone, announced) in self.store.accounts_to_reset(newest).await? {
+            if announced.is_none_or(|m| m < Month::of(now, &zone)) {
+                accounts.push(account);
+            }
+        }
+        accounts.sort_unstable();
+        accounts.dedup();
         // Accounts close independently: keep many in flight, so a store that
         // groups commits (SQLite) or has a pool (PostgreSQL) is kept busy.
         for chunk in accounts.chunks(CLOSE_CONCURRENCY) {

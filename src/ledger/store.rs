@@ -13,6 +13,7 @@ use jiff::Timestamp;
 use crate::domain::account::{AccountDefaults, AccountId, NewAccount};
 use crate::domain::command::{self, Command, Ctx, Needs, Outcome};
 use crate::domain::entry::{Entry, EntryKind};
+use crate::domain::event::EventView;
 use crate::domain::hold::HoldStatus;
 use crate::domain::period::Month;
 use crate::domain::state::{AccountState, Changes};
@@ -240,6 +241,14 @@ pub trait Store: Clone + Send + Sync + 'static {
         page: PageRequest,
     ) -> impl Future<Output = Result<Page<DebitView>, LedgerError>> + Send;
 
+    /// The account's events after sequence `after`, oldest first.
+    fn events(
+        &self,
+        account: AccountId,
+        after: i64,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<Page<EventView>, LedgerError>> + Send;
+
     /// Holds, newest first, as they stand at `now`; with `status`, only
     /// those in it.
     fn holds(
@@ -268,6 +277,16 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Page<StatementView>, LedgerError>> + Send;
 
     /// Accounts with purchases or refunds not yet on a statement.
+    /// Accounts that may not have heard of their month's free credits yet:
+    /// none announced, or one before `newest` (see
+    /// [`crate::store::reads::ACCOUNTS_TO_RESET`]), with their zones.
+    fn accounts_to_reset(
+        &self,
+        newest: Month,
+    ) -> impl Future<
+        Output = Result<Vec<(AccountId, crate::domain::period::Zone, Option<Month>)>, LedgerError>,
+    > + Send;
+
     fn accounts_to_bill(&self) -> impl Future<Output = Result<Vec<AccountId>, LedgerError>> + Send;
 
     /// Stores an account token (only the SHA-256 of its secret, hex);

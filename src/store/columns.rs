@@ -17,6 +17,7 @@ use crate::domain::DomainError;
 use crate::domain::account::{Account, AccountId};
 use crate::domain::debit::Debit;
 use crate::domain::entry::{Entry, EntryKind};
+use crate::domain::event::{Event, EventType};
 use crate::domain::hold::{Hold, HoldStatus};
 use crate::domain::lot::{Breakdown, Lot, LotKind};
 use crate::domain::money::{Currency, Micros};
@@ -181,6 +182,9 @@ pub static ACCOUNTS: Table = Table::new(
         "purchased_month",
         "purchased_month_credits",
         "status",
+        "event_sequence",
+        "notices",
+        "reset_announced",
     ],
     &["account_id"],
 );
@@ -301,6 +305,37 @@ pub static ENTRIES: Table = Table::new(
     &["account_id", "entry_id"],
 );
 
+/// The outbox: every event of every account, numbered per account, written
+/// with the change that caused it. `dispatched` turns true once the
+/// delivery worker has queued it for every endpoint.
+pub static EVENTS: Table = Table::new(
+    "events",
+    &["account_id", "sequence", "event_id", "type", "created_at", "data", "dispatched"],
+    &["account_id", "sequence"],
+);
+
+pub fn event(r: &impl Cols) -> Result<Event, String> {
+    Ok(Event {
+        sequence: r.int(1)?,
+        id: r.text(2)?,
+        kind: named(r, 3, EventType::parse)?,
+        created_at: ts(r, 4)?,
+        data: json(r, 5)?,
+    })
+}
+
+pub fn event_vals(account: &AccountId, e: &Event) -> Vec<Val> {
+    vec![
+        account.as_str().into(),
+        e.sequence.into(),
+        e.id.clone().into(),
+        e.kind.as_str().into(),
+        micros(e.created_at).into(),
+        to_json(&e.data).into(),
+        false.into(),
+    ]
+}
+
 pub static KEYS: Table = Table::new(
     "idempotency_keys",
     &["account_id", "key", "request", "response", "created_at"],
@@ -332,7 +367,7 @@ pub fn usage_vals(a: &AccountId, u: &UsageView) -> Vec<Val> {
 }
 
 /// Rows in every table of the ledger, one number.
-pub const ROW_COUNT_SQL: &str = "SELECT CAST((SELECT COUNT(*) FROM accounts) + (SELECT COUNT(*) FROM lots) + (SELECT COUNT(*) FROM holds) + (SELECT COUNT(*) FROM debits) + (SELECT COUNT(*) FROM purchases) + (SELECT COUNT(*) FROM purchase_refunds) + (SELECT COUNT(*) FROM statements) + (SELECT COUNT(*) FROM entries) + (SELECT COUNT(*) FROM idempotency_keys) + (SELECT COUNT(*) FROM account_tokens) + (SELECT COUNT(*) FROM usage_months) AS BIGINT)";
+pub const ROW_COUNT_SQL: &str = "SELECT CAST((SELECT COUNT(*) FROM accounts) + (SELECT COUNT(*) FROM lots) + (SELECT COUNT(*) FROM holds) + (SELECT COUNT(*) FROM debits) + (SELECT COUNT(*) FROM purchases) + (SELECT COUNT(*) FROM purchase_refunds) + (SELECT COUNT(*) FROM statements) + (SELECT COUNT(*) FROM entries) + (SELECT COUNT(*) FROM idempotency_keys) + (SELECT COUNT(*) FROM account_tokens) + (SELECT COUNT(*) FROM usage_months) + (SELECT COUNT(*) FROM events) AS BIGINT)";
 
 pub fn micros(t: Timestamp) -> i64 {
     t.as_microsecond()
@@ -407,6 +442,9 @@ pub fn account(r: &impl Cols) -> Result<Account, String> {
             "closed" => true,
             other => return Err(corrupt(15, format!("status {other:?}"))),
         },
+        event_sequence: r.int(16)?,
+        notices: json(r, 17)?,
+        reset_announced: opt_parsed(r, 18, Month::parse)?,
     })
 }
 
@@ -428,6 +466,9 @@ pub fn account_vals(a: &Account) -> Vec<Val> {
         a.purchased_month.map(|m| m.to_string()).into(),
         a.purchased_month_credits.into(),
         a.status().into(),
+        a.event_sequence.into(),
+        to_json(&a.notices).into(),
+        a.reset_announced.map(|m| m.to_string()).into(),
     ]
 }
 

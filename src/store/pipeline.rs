@@ -17,8 +17,8 @@ use crate::ledger::StoredAnswer;
 use crate::ledger::batch::{KeyRow, Loaded, Pair, Rows, Wants};
 
 use super::columns::{
-    self, ACCOUNTS, Cols, DEBITS, ENTRIES, HOLDS, KEYS, LOTS, PURCHASES, REFUNDS, STATEMENTS, Table, USAGE,
-    Val, micros,
+    self, ACCOUNTS, Cols, DEBITS, ENTRIES, EVENTS, HOLDS, KEYS, LOTS, PURCHASES, REFUNDS, STATEMENTS, Table,
+    USAGE, Val, micros,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,15 +273,22 @@ impl Dialect {
 /// The tables a group writes, in this order: each account's entry ids then
 /// follow the order of its operations, and a row is written before the
 /// rows that name it.
-pub const WRITE_ORDER: [&Table; 10] =
-    [&ACCOUNTS, &LOTS, &HOLDS, &DEBITS, &PURCHASES, &REFUNDS, &STATEMENTS, &ENTRIES, &USAGE, &KEYS];
+pub const WRITE_ORDER: [&Table; 11] =
+    [&ACCOUNTS, &LOTS, &HOLDS, &DEBITS, &PURCHASES, &REFUNDS, &STATEMENTS, &ENTRIES, &EVENTS, &USAGE, &KEYS];
+
+/// Tables whose rows are only ever inserted: the ledger's entries, the
+/// outbox's events and the idempotency keys (a second write of one key is
+/// an error, never an overwrite).
+pub fn append_only(table: &Table) -> bool {
+    [&ENTRIES, &EVENTS, &KEYS].into_iter().any(|t| std::ptr::eq(table, t))
+}
 
 /// The values of every row of `rows`, per table of [`WRITE_ORDER`] (empty
 /// tables left out). Entries are numbered from `first_entry_id` in order
 /// (PostgreSQL draws them from its sequence instead and ignores these).
 pub fn table_rows(rows: &Rows, first_entry_id: i64) -> Vec<(&'static Table, Vec<Vec<Val>>)> {
     let account = |a: &Account| columns::account_vals(a);
-    let per_table: [Vec<Vec<Val>>; 10] = [
+    let per_table: [Vec<Vec<Val>>; 11] = [
         rows.accounts.iter().map(account).collect(),
         rows.lots.iter().map(|(a, l, active)| columns::lot_vals(a, l, *active)).collect(),
         rows.holds.iter().map(|(a, h)| columns::hold_vals(a, h)).collect(),
@@ -298,6 +305,7 @@ pub fn table_rows(rows: &Rows, first_entry_id: i64) -> Vec<(&'static Table, Vec<
                 columns::entry_vals(&e.account, &entry, e.key.as_deref())
             })
             .collect(),
+        rows.events.iter().map(|(a, e)| columns::event_vals(a, e)).collect(),
         rows.usage.iter().map(|(a, u)| columns::usage_vals(a, u)).collect(),
         rows.keys.iter().map(key_vals).collect(),
     ];

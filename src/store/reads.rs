@@ -11,14 +11,17 @@ use jiff::Timestamp;
 use crate::domain::account::{Account, AccountId};
 use crate::domain::debit::Debit;
 use crate::domain::entry::Entry;
+use crate::domain::event::{Event, EventView};
 use crate::domain::hold::{Hold, HoldStatus};
-use crate::domain::period::Month;
+use crate::domain::period::{Month, Zone};
 use crate::domain::purchase::Purchase;
 use crate::domain::statement::Statement;
 use crate::domain::view::{AccountView, DebitView, EntryView, HoldView, Page, PurchaseView, StatementView};
 use crate::ledger::{LedgerError, PageRequest};
 
-use super::columns::{ACCOUNTS, DEBITS, ENTRIES, HOLDS, PURCHASES, STATEMENTS, Table, USAGE, Val, micros};
+use super::columns::{
+    ACCOUNTS, DEBITS, ENTRIES, EVENTS, HOLDS, PURCHASES, STATEMENTS, Table, USAGE, Val, micros,
+};
 use super::paging::{bad_cursor, page, split_cursor};
 
 /// A query and its parameters.
@@ -220,6 +223,20 @@ pub fn entries_page(items: Vec<Entry>, req: &PageRequest, id: &AccountId) -> Pag
     page(items, req.limit, |e| e.id.to_string(), |e| EntryView::of(id.as_str(), e))
 }
 
+/// The account's events after sequence `after`, oldest first (the one
+/// list that is: a poller reads on from the last sequence it saw).
+pub fn events(id: &AccountId, after: i64, req: &PageRequest) -> Query {
+    let sql =
+        crate::cached!(EVENTS.select("WHERE account_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3"));
+    Query { sql, params: vec![id.as_str().into(), after.into(), limit(req)] }
+}
+
+/// A page of events; its `next_cursor` is the last sequence on it, the
+/// `after` of the next page.
+pub fn events_page(items: Vec<Event>, req: &PageRequest, id: &AccountId) -> Page<EventView> {
+    page(items, req.limit, |e| e.sequence.to_string(), |e| EventView::of(id.as_str(), e))
+}
+
 /// Entries whose `effective_at` lies in `[from, to)`, in id order.
 /// The stored usage counters of `id` for the months `from..=to` (months
 /// as `YYYY-MM` text sort as they run).
@@ -274,6 +291,26 @@ pub const ACCOUNTS_TO_BILL: &str = "SELECT DISTINCT account_id FROM purchases \
     WHERE statement_id IS NULL AND credits > refunded_unbilled_credits \
     UNION SELECT DISTINCT account_id FROM purchase_refunds WHERE needs_line = TRUE AND statement_id IS NULL \
     ORDER BY account_id";
+
+/// Accounts that may not have heard of their current month's allowance:
+/// none announced, or one before `$1` (the newest month anywhere). Near a
+/// boundary this includes accounts whose zone has not reached it yet; the
+/// ledger tells them apart by zone.
+pub const ACCOUNTS_TO_RESET: &str = "SELECT account_id, time_zone, reset_announced FROM accounts \
+    WHERE reset_announced IS NULL OR reset_announced < $1 ORDER BY account_id";
+
+/// A row of [`ACCOUNTS_TO_RESET`].
+pub fn reset_candidate(
+    id: String,
+    zone: String,
+    announced: Option<String>,
+) -> Result<(AccountId, Zone, Option<Month>), LedgerError> {
+    let bad = |what: &str| LedgerError::Internal(format!("account {id:?}: unreadable {what}"));
+    let account = AccountId::parse(&id).map_err(|_| bad("id"))?;
+    let zone = Zone::parse(&zone).map_err(|_| bad("time zone"))?;
+    let announced = announced.map(|m| Month::parse(&m).map_err(|_| bad("reset_announced"))).transpose()?;
+    Ok((account, zone, announced))
+}
 
 pub fn account_ids(ids: Vec<String>) -> Result<Vec<AccountId>, LedgerError> {
     ids.iter().map(|s| AccountId::parse(s).map_err(|e| LedgerError::Internal(e.to_string()))).collect()

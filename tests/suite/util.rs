@@ -374,8 +374,12 @@ pub fn created(a: Answer, what: &str) -> Value {
 }
 
 /// Undoes the migration that made captures debits (SQLite 8, PostgreSQL
-/// 7) and what it wrote, as if the database were from before it.
-pub const UNDO_CAPTURE_DEBITS: &str = "DELETE FROM debits WHERE hold_id IS NOT NULL; \
+/// 7) and what it wrote, and every one after it (the outbox: SQLite 9,
+/// PostgreSQL 8), as if the database were from before them.
+pub const UNDO_CAPTURE_DEBITS: &str = "DROP TABLE events; \
+    DROP INDEX accounts_by_reset; ALTER TABLE accounts DROP COLUMN reset_announced; \
+    ALTER TABLE accounts DROP COLUMN event_sequence; ALTER TABLE accounts DROP COLUMN notices; \
+    DELETE FROM debits WHERE hold_id IS NOT NULL; \
     DROP INDEX debits_by_time; DROP INDEX debits_by_reference; DROP INDEX holds_by_time; \
     ALTER TABLE holds DROP COLUMN debit_id; ALTER TABLE debits DROP COLUMN hold_id; \
     ALTER TABLE debits DROP COLUMN balance_after;";

@@ -25,8 +25,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::{pg_error, pool_error};
 use crate::ledger::batch::{self, Loaded, Rows, Wants};
 use crate::ledger::{Executed, LedgerError, Operation};
-use crate::store::columns::{ENTRIES, KEYS, Table, Val};
-use crate::store::pipeline::{Dialect, Load, plan, plan_missing, table_rows};
+use crate::store::columns::{ENTRIES, Table, Val};
+use crate::store::pipeline::{Dialect, Load, append_only, plan, plan_missing, table_rows};
 
 /// Groups in flight at once per replica (each holds one connection). An
 /// account's operations always go to the same worker, so a replica's groups
@@ -190,7 +190,7 @@ fn many_sql(table: &'static Table) -> String {
         let select = table.list().replacen("entry_id", "nextval('entry_ids')", 1);
         format!("{} ORDER BY ordinality", table.insert_from(&select, &source, false))
     } else {
-        table.insert_from(table.list(), &source, !std::ptr::eq(table, &KEYS))
+        table.insert_from(table.list(), &source, !append_only(table))
     }
 }
 

@@ -9,8 +9,9 @@ use super::rows::{all, one, params};
 use jiff::Timestamp;
 
 use crate::domain::account::{Account, AccountId};
+use crate::domain::event::EventView;
 use crate::domain::hold::HoldStatus;
-use crate::domain::period::Month;
+use crate::domain::period::{Month, Zone};
 use crate::domain::view::{
     AccountView, DebitView, EntryView, HoldView, Page, PurchaseView, StatementView, UsageView,
 };
@@ -63,6 +64,16 @@ pub async fn debits(
     Ok(reads::debits_page(run(c, reads::debits(id, reference, req)?, columns::debit).await?, req, id))
 }
 
+pub async fn events(
+    c: &impl GenericClient,
+    id: &AccountId,
+    after: i64,
+    req: &PageRequest,
+) -> Result<Page<EventView>, LedgerError> {
+    account(c, id).await?;
+    Ok(reads::events_page(run(c, reads::events(id, after, req), columns::event).await?, req, id))
+}
+
 pub async fn holds(
     c: &impl GenericClient,
     id: &AccountId,
@@ -107,6 +118,16 @@ pub async fn statements(
 
 pub async fn accounts_to_bill(c: &impl GenericClient) -> Result<Vec<AccountId>, LedgerError> {
     reads::account_ids(all(c, reads::ACCOUNTS_TO_BILL, &[], |r| r.text(0)).await?)
+}
+
+pub async fn accounts_to_reset(
+    c: &impl GenericClient,
+    newest: Month,
+) -> Result<Vec<(AccountId, Zone, Option<Month>)>, LedgerError> {
+    let newest = newest.to_string();
+    let rows = all(c, reads::ACCOUNTS_TO_RESET, &[&newest], |r| Ok((r.text(0)?, r.text(1)?, r.opt_text(2)?)))
+        .await?;
+    rows.into_iter().map(|(id, zone, m)| reads::reset_candidate(id, zone, m)).collect()
 }
 
 /// Walks every account, loading all its rows, and checks them.

@@ -26,8 +26,9 @@ use tokio_postgres::error::SqlState;
 
 use crate::domain::account::{AccountDefaults, AccountId, NewAccount};
 use crate::domain::command::{self, Needs};
+use crate::domain::event::EventView;
 use crate::domain::hold::HoldStatus;
-use crate::domain::period::Month;
+use crate::domain::period::{Month, Zone};
 use crate::domain::state::AccountState;
 use crate::domain::view::{
     AccountView, DebitView, EntryView, HoldView, Page, PurchaseView, StatementView, UsageView,
@@ -189,6 +190,15 @@ impl Store for PgStore {
         read!(self, |c| lists::entries(&c, &account, &page).await)
     }
 
+    async fn events(
+        &self,
+        account: AccountId,
+        after: i64,
+        page: PageRequest,
+    ) -> Result<Page<EventView>, LedgerError> {
+        read!(self, |c| lists::events(&c, &account, after, &page).await)
+    }
+
     async fn debits(
         &self,
         account: AccountId,
@@ -231,6 +241,13 @@ impl Store for PgStore {
         page: PageRequest,
     ) -> Result<Page<StatementView>, LedgerError> {
         read!(self, |c| lists::statements(&c, account.as_ref(), month, &page).await)
+    }
+
+    async fn accounts_to_reset(
+        &self,
+        newest: Month,
+    ) -> Result<Vec<(AccountId, Zone, Option<Month>)>, LedgerError> {
+        read!(self, |c| lists::accounts_to_reset(&c, newest).await)
     }
 
     async fn accounts_to_bill(&self) -> Result<Vec<AccountId>, LedgerError> {

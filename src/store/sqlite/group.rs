@@ -12,8 +12,7 @@ use rusqlite::Connection;
 use super::sql_error;
 use crate::ledger::LedgerError;
 use crate::ledger::batch::{Loaded, Rows, Wants};
-use crate::store::columns::{ENTRIES, KEYS};
-use crate::store::pipeline::{Dialect, Load, plan, plan_missing, table_rows};
+use crate::store::pipeline::{Dialect, Load, append_only, plan, plan_missing, table_rows};
 
 fn run_load(conn: &Connection, load: Load, param: &str, loaded: &mut Loaded) -> Result<(), LedgerError> {
     let mut stmt = conn.prepare_cached(Dialect::Sqlite.sql(load, false)).map_err(sql_error)?;
@@ -47,8 +46,7 @@ pub fn write(conn: &Connection, rows: &Rows) -> rusqlite::Result<()> {
         first = last - n + 1;
     }
     for (table, values) in table_rows(rows, first) {
-        let append_only = std::ptr::eq(table, &ENTRIES) || std::ptr::eq(table, &KEYS);
-        let sql = if append_only { table.insert() } else { table.upsert() };
+        let sql = if append_only(table) { table.insert() } else { table.upsert() };
         let mut stmt = conn.prepare_cached(sql)?;
         for vals in values {
             stmt.execute(rusqlite::params_from_iter(vals))?;

@@ -9,8 +9,9 @@ use super::sql_error;
 use jiff::Timestamp;
 
 use crate::domain::account::{Account, AccountId};
+use crate::domain::event::EventView;
 use crate::domain::hold::HoldStatus;
-use crate::domain::period::Month;
+use crate::domain::period::{Month, Zone};
 use crate::domain::view::{
     AccountView, DebitView, EntryView, HoldView, Page, PurchaseView, StatementView, UsageView,
 };
@@ -77,6 +78,16 @@ pub fn entries(conn: &Connection, id: &AccountId, req: &PageRequest) -> Result<P
     Ok(reads::entries_page(run(conn, reads::entries(id, req)?, rows::entry)?, req, id))
 }
 
+pub fn events(
+    conn: &Connection,
+    id: &AccountId,
+    after: i64,
+    req: &PageRequest,
+) -> Result<Page<EventView>, LedgerError> {
+    account(conn, id)?;
+    Ok(reads::events_page(run(conn, reads::events(id, after, req), rows::event)?, req, id))
+}
+
 pub fn usage(
     conn: &Connection,
     id: &AccountId,
@@ -102,6 +113,17 @@ pub fn statements(
 pub fn accounts_to_bill(conn: &Connection) -> Result<Vec<AccountId>, LedgerError> {
     let ids = rows::all(conn, reads::ACCOUNTS_TO_BILL, [], |r| r.get(0)).map_err(sql_error)?;
     reads::account_ids(ids)
+}
+
+pub fn accounts_to_reset(
+    conn: &Connection,
+    newest: Month,
+) -> Result<Vec<(AccountId, Zone, Option<Month>)>, LedgerError> {
+    let rows = rows::all(conn, reads::ACCOUNTS_TO_RESET, [newest.to_string()], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })
+    .map_err(sql_error)?;
+    rows.into_iter().map(|(id, zone, m)| reads::reset_candidate(id, zone, m)).collect()
 }
 
 /// Walks every account, loading all its rows, and checks them.

@@ -35,8 +35,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::account::{AccountDefaults, AccountId, NewAccount};
 use crate::domain::command::{self, Needs};
+use crate::domain::event::EventView;
 use crate::domain::hold::HoldStatus;
-use crate::domain::period::Month;
+use crate::domain::period::{Month, Zone};
 use crate::domain::state::AccountState;
 use crate::domain::view::{
     AccountView, DebitView, EntryView, HoldView, Page, PurchaseView, StatementView, UsageView,
@@ -392,6 +393,15 @@ impl Store for SqliteStore {
         self.read(move |conn| lists::entries(conn, &account, &page)).await
     }
 
+    async fn events(
+        &self,
+        account: AccountId,
+        after: i64,
+        page: PageRequest,
+    ) -> Result<Page<EventView>, LedgerError> {
+        self.read(move |conn| lists::events(conn, &account, after, &page)).await
+    }
+
     async fn debits(
         &self,
         account: AccountId,
@@ -434,6 +444,13 @@ impl Store for SqliteStore {
         page: PageRequest,
     ) -> Result<Page<StatementView>, LedgerError> {
         self.read(move |conn| lists::statements(conn, account.as_ref(), month, &page)).await
+    }
+
+    async fn accounts_to_reset(
+        &self,
+        newest: Month,
+    ) -> Result<Vec<(AccountId, Zone, Option<Month>)>, LedgerError> {
+        self.read(move |conn| lists::accounts_to_reset(conn, newest)).await
     }
 
     async fn accounts_to_bill(&self) -> Result<Vec<AccountId>, LedgerError> {

@@ -86,6 +86,9 @@ pub fn refund(r: &Row<'_>) -> rusqlite::Result<PurchaseRefund> {
 pub fn statement(r: &Row<'_>) -> rusqlite::Result<Statement> {
     columns::statement(r).map_err(corrupt)
 }
+pub fn event(r: &Row<'_>) -> rusqlite::Result<crate::domain::event::Event> {
+    columns::event(r).map_err(corrupt)
+}
 pub fn entry(r: &Row<'_>) -> rusqlite::Result<Entry> {
     columns::entry(r).map_err(corrupt)
 }

@@ -296,6 +296,27 @@ CREATE INDEX debits_by_time ON debits (account_id, created_at);
 CREATE INDEX debits_by_reference ON debits (account_id, reference, created_at) WHERE reference IS NOT NULL;
 CREATE INDEX holds_by_time ON holds (account_id, created_at);
 "#,
+    r#"
+-- The outbox: every event of an account, numbered by `sequence`, written
+-- in the transaction of the change; the account keeps its last number and
+-- the alerts it has sent.
+ALTER TABLE accounts ADD COLUMN event_sequence INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE accounts ADD COLUMN notices TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE accounts ADD COLUMN reset_announced TEXT;
+CREATE INDEX accounts_by_reset ON accounts (reset_announced);
+CREATE TABLE events (
+    account_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    dispatched INTEGER NOT NULL,
+    PRIMARY KEY (account_id, sequence)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX events_by_id ON events (event_id);
+CREATE INDEX events_undispatched ON events (account_id, sequence) WHERE dispatched = 0;
+"#,
 ];
 
 /// The migration (1-based) that creates `usage_months`: after it, the
