@@ -221,6 +221,9 @@ impl NewAccount {
                 )));
             }
         };
+        // Its first month's allowance is not news: the first
+        // `free_credits.reset` is at its first month boundary.
+        let reset_announced = Some(Month::of(now, &zone));
         Ok(Account {
             id: AccountId::parse(&self.id)?,
             name: check_name(&self.name)?,
@@ -240,7 +243,7 @@ impl NewAccount {
             closed: false,
             event_sequence: 0,
             notices: super::event::Notices::default(),
-            reset_announced: None,
+            reset_announced,
         })
     }
 }

@@ -211,10 +211,9 @@ pub fn alerts(state: &mut AccountState, changes: &mut Changes, ctx_id: &str, now
 
 /// `free_credits.reset` for the account's current free month, once per
 /// account and month (sent by the task that closes months, so shortly
-/// after each account's own boundary, or when it catches up). The first
-/// month an account is seen (a new account, or one from before events) is
-/// recorded without an event: its allowance is not news. A closed account
-/// spends nothing, so hears nothing.
+/// after each account's own boundary, or when it catches up). An account
+/// from before events has none recorded: its current month is recorded
+/// without an event. A closed account spends nothing, so hears nothing.
 pub fn announce_reset(state: &mut AccountState, changes: &mut Changes, ctx_id: &str, now: Timestamp) {
     let Some(month) = state.account.free_month else {
         return;

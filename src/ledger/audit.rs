@@ -34,6 +34,8 @@ pub struct AccountRecords {
     pub entries: Vec<Entry>,
     /// The stored usage counters, by month.
     pub usage: Vec<UsageView>,
+    /// The outbox, by sequence.
+    pub events: Vec<crate::domain::event::Event>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -45,6 +47,7 @@ pub struct AuditReport {
     pub debits: u64,
     pub purchases: u64,
     pub statements: u64,
+    pub events: u64,
     pub mismatch_count: u64,
     pub mismatches: Vec<String>,
 }
@@ -92,6 +95,7 @@ impl AuditReport {
         self.debits += r.debits.len() as u64;
         self.purchases += r.purchases.len() as u64;
         self.statements += r.statements.len() as u64;
+        self.events += r.events.len() as u64;
         // Every check looks rows up through these indexes, so the audit
         // is linear in an account's rows, not quadratic.
         let ix = Index::of(r);
@@ -102,6 +106,27 @@ impl AuditReport {
         self.check_purchases(r, &ix);
         self.check_statements(r, &ix);
         self.check_usage(r);
+        self.check_events(r);
+    }
+
+    /// The account's events are numbered 1, 2, 3 ... up to the last number
+    /// the account gave out, none missing (a receiver would see a gap that
+    /// no redelivery could fill).
+    fn check_events(&mut self, r: &AccountRecords) {
+        for (i, e) in r.events.iter().enumerate() {
+            if e.sequence != i as i64 + 1 {
+                let what = format!("event {} has sequence {}, expected {}", e.id, e.sequence, i + 1);
+                return self.mismatch(&r.account, what);
+            }
+        }
+        if r.events.len() as i64 != r.account.event_sequence {
+            let what = format!(
+                "{} events stored, but the account numbered {}",
+                r.events.len(),
+                r.account.event_sequence
+            );
+            self.mismatch(&r.account, what);
+        }
     }
 
     /// The stored usage counters add up to exactly what the entries do.

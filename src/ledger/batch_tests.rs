@@ -66,6 +66,26 @@ fn state_carries_from_one_operation_to_the_next_and_a_refusal_writes_nothing() {
     assert_eq!(batch.rows.lots[0].1.remaining, 0);
 }
 
+/// Events are numbered per account across a group; a refused operation
+/// uses no number; the account row carries the last one.
+#[test]
+fn events_are_numbered_per_account_across_a_group_and_a_refusal_takes_no_number() {
+    let buy = |n| Command::Purchase { credits: Credits::new(n).unwrap() };
+    let ops = [
+        op("a", buy(5), None, 1),
+        op("b", buy(5), None, 2),
+        op("a", debit(5_000), None, 3),
+        op("a", buy(7), None, 4),
+    ];
+    let batch = apply(loaded(&[account("a", 1000), account("b", 1000)]), &ops);
+    assert!(batch.answers[2].is_err());
+    let numbered: Vec<(&str, i64, &str)> =
+        batch.rows.events.iter().map(|(a, e)| (a.as_str(), e.sequence, e.id.as_str())).collect();
+    assert_eq!(numbered, [("a", 1, "evt_id1"), ("b", 1, "evt_id2"), ("a", 2, "evt_id4")]);
+    let a = batch.rows.accounts.iter().find(|x| x.id.as_str() == "a").unwrap();
+    assert_eq!(a.event_sequence, 2);
+}
+
 #[test]
 fn a_key_used_twice_answers_from_the_first_and_is_stored_once() {
     let ops = [

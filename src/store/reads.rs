@@ -323,6 +323,8 @@ pub const ORPHANS_SQL: &str = "SELECT 'entries', account_id FROM entries t \
     UNION ALL SELECT 'debits', account_id FROM debits t \
     WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.account_id = t.account_id) \
     UNION ALL SELECT 'idempotency_keys', account_id FROM idempotency_keys t \
+    WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.account_id = t.account_id) \
+    UNION ALL SELECT 'events', account_id FROM events t \
     WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.account_id = t.account_id) LIMIT 20";
 
 /// The audit's walk: every account, then each table's rows of one account.
@@ -343,6 +345,7 @@ pub fn audit_rows(table: &'static Table, id: &AccountId) -> Query {
             (&STATEMENTS, "month"),
             (&ENTRIES, "entry_id"),
             (&USAGE, "month"),
+            (&EVENTS, "sequence"),
         ]
         .into_iter()
         .map(|(t, order)| (t.name, t.select(&format!("WHERE account_id = $1 ORDER BY {order}"))))

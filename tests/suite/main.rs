@@ -63,6 +63,8 @@ mod cli;
 mod contract;
 /// SIGKILL in the middle of writes: nothing acknowledged is lost.
 mod crash;
+/// Events (issue 14): the outbox, alerts, month closes.
+mod events;
 /// Operations sent together, grouped by the stores: answers as if one at a time.
 mod groups;
 /// Hostile and careless clients (issue 11): metrics labels, slow

@@ -17,7 +17,9 @@ use crate::domain::view::{
 };
 use crate::ledger::{AccountRecords, AuditReport, LedgerError, PageRequest};
 use crate::store::columns::Cols as _;
-use crate::store::columns::{self, DEBITS, ENTRIES, HOLDS, LOTS, PURCHASES, REFUNDS, STATEMENTS, USAGE};
+use crate::store::columns::{
+    self, DEBITS, ENTRIES, EVENTS, HOLDS, LOTS, PURCHASES, REFUNDS, STATEMENTS, USAGE,
+};
 use crate::store::reads::{self, Query};
 
 async fn run<T>(
@@ -144,6 +146,7 @@ pub async fn audit(c: &impl GenericClient) -> Result<AuditReport, LedgerError> {
             statements: run(c, reads::audit_rows(&STATEMENTS, &id), columns::statement).await?,
             entries: run(c, reads::audit_rows(&ENTRIES, &id), columns::entry).await?,
             usage: run(c, reads::audit_rows(&USAGE, &id), columns::usage).await?,
+            events: run(c, reads::audit_rows(&EVENTS, &id), columns::event).await?,
         };
         report.check(&records);
     }

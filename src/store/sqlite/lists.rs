@@ -16,7 +16,7 @@ use crate::domain::view::{
     AccountView, DebitView, EntryView, HoldView, Page, PurchaseView, StatementView, UsageView,
 };
 use crate::ledger::{AccountRecords, AuditReport, LedgerError, PageRequest};
-use crate::store::columns::{DEBITS, ENTRIES, HOLDS, LOTS, PURCHASES, REFUNDS, STATEMENTS, USAGE};
+use crate::store::columns::{DEBITS, ENTRIES, EVENTS, HOLDS, LOTS, PURCHASES, REFUNDS, STATEMENTS, USAGE};
 use crate::store::reads::{self, Query};
 
 fn run<T>(
@@ -141,6 +141,7 @@ pub fn audit(conn: &Connection) -> Result<AuditReport, LedgerError> {
             statements: run(conn, reads::audit_rows(&STATEMENTS, &id), rows::statement)?,
             entries: run(conn, reads::audit_rows(&ENTRIES, &id), rows::entry)?,
             usage: run(conn, reads::audit_rows(&USAGE, &id), rows::usage)?,
+            events: run(conn, reads::audit_rows(&EVENTS, &id), rows::event)?,
         };
         report.check(&records);
     }
