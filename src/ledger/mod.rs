@@ -12,6 +12,7 @@ pub mod export;
 mod key;
 mod store;
 mod token;
+pub mod webhook;
 
 use jiff::Timestamp;
 

@@ -24,6 +24,7 @@ use crate::domain::view::{
 use super::LedgerError;
 use super::audit::AuditReport;
 use super::key::IdempotencyKey;
+use super::webhook::{Claimed, DeliveryStatus, DeliveryView, Endpoint, Recorded};
 
 /// An account token to store: its id, its label, the hash of its secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -323,6 +324,64 @@ pub trait Store: Clone + Send + Sync + 'static {
         token_id: String,
         at: Timestamp,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// Stores a new webhook endpoint; refused past
+    /// [`super::webhook::MAX_ENDPOINTS`].
+    fn create_endpoint(&self, e: Endpoint) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// Every endpoint, newest first (at most [`super::webhook::MAX_ENDPOINTS`]).
+    fn endpoints(&self) -> impl Future<Output = Result<Vec<Endpoint>, LedgerError>> + Send;
+
+    fn endpoint(&self, id: String) -> impl Future<Output = Result<Option<Endpoint>, LedgerError>> + Send;
+
+    /// Overwrites an endpoint; `false` if there is none with its id.
+    fn save_endpoint(&self, e: Endpoint) -> impl Future<Output = Result<bool, LedgerError>> + Send;
+
+    /// Deletes an endpoint and its deliveries; `false` if there is none.
+    fn delete_endpoint(&self, id: String) -> impl Future<Output = Result<bool, LedgerError>> + Send;
+
+    /// Turns up to [`crate::store::webhooks::DISPATCH_BATCH`] events not yet
+    /// dispatched into one pending delivery per endpoint that wants them
+    /// (enabled or not: a disabled endpoint gets them when enabled again);
+    /// how many events it dispatched.
+    fn dispatch(&self, now: Timestamp) -> impl Future<Output = Result<usize, LedgerError>> + Send;
+
+    /// Leases until `lease_until` the deliveries due at `now`, each the
+    /// earliest pending event of its account for its endpoint.
+    fn claim(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> impl Future<Output = Result<Vec<Claimed>, LedgerError>> + Send;
+
+    /// Records an attempt of a claimed delivery (and disables the endpoint
+    /// on a 410).
+    fn record(&self, c: Claimed, r: Recorded) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// An endpoint's deliveries, newest first; with `status`, only those.
+    fn deliveries(
+        &self,
+        endpoint: String,
+        status: Option<DeliveryStatus>,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<Page<DeliveryView>, LedgerError>> + Send;
+
+    /// Sends one event again (same `webhook-id`); `false` if the endpoint
+    /// has no delivery of it.
+    fn redeliver(
+        &self,
+        endpoint: String,
+        event_id: String,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
+
+    /// Sends again every failed delivery made since `since`; how many.
+    fn recover(
+        &self,
+        endpoint: String,
+        since: Timestamp,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<u64, LedgerError>> + Send;
 
     /// Rows in every table, for the benchmark's rows-per-operation figure.
     fn row_count(&self) -> impl Future<Output = Result<u64, LedgerError>> + Send;

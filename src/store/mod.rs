@@ -10,6 +10,7 @@ pub mod postgres;
 pub mod reads;
 pub mod sqlite;
 pub mod tokens;
+pub mod webhooks;
 
 use std::path::PathBuf;
 

@@ -16,6 +16,7 @@ mod group;
 mod lists;
 mod rows;
 mod schema;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -34,6 +35,7 @@ use crate::domain::view::{
     AccountView, DebitView, EntryView, HoldView, Page, PurchaseView, StatementView, UsageView,
 };
 use crate::ledger::batch::Wants;
+use crate::ledger::webhook::{Claimed, DeliveryStatus, DeliveryView, Endpoint, Recorded};
 use crate::ledger::{AuditReport, Executed, LedgerError, NewToken, Operation, PageRequest, Store, TokenInfo};
 use crate::store::columns::{self, ACCOUNTS, Cols as _, micros};
 use crate::store::tokens;
@@ -106,6 +108,18 @@ impl PgStore {
     async fn client(&self) -> Result<deadpool_postgres::Object, LedgerError> {
         self.pool.get().await.map_err(pool_error)
     }
+}
+
+/// Runs `$body` with `$tx` bound to a read-write transaction, committed
+/// if it succeeds.
+macro_rules! in_tx {
+    ($self:ident, |$tx:ident| $body:expr) => {{
+        let mut client = $self.client().await?;
+        let $tx = client.transaction().await.map_err(pg_error)?;
+        let result = $body?;
+        $tx.commit().await.map_err(pg_error)?;
+        Ok(result)
+    }};
 }
 
 /// Runs `$body` with `$c` bound to a read-only snapshot transaction.
@@ -311,6 +325,60 @@ impl Store for PgStore {
         let stmt = client.prepare_cached(tokens::TOUCH).await.map_err(pg_error)?;
         client.execute(&stmt, &[&micros(at), &account.as_str(), &token_id]).await.map_err(pg_error)?;
         Ok(())
+    }
+
+    async fn create_endpoint(&self, e: Endpoint) -> Result<(), LedgerError> {
+        in_tx!(self, |tx| webhooks::create(&tx, &e).await)
+    }
+
+    async fn endpoints(&self) -> Result<Vec<Endpoint>, LedgerError> {
+        read!(self, |c| webhooks::list(&c).await)
+    }
+
+    async fn endpoint(&self, id: String) -> Result<Option<Endpoint>, LedgerError> {
+        read!(self, |c| webhooks::one(&c, &id).await)
+    }
+
+    async fn save_endpoint(&self, e: Endpoint) -> Result<bool, LedgerError> {
+        in_tx!(self, |tx| webhooks::save(&tx, &e).await)
+    }
+
+    async fn delete_endpoint(&self, id: String) -> Result<bool, LedgerError> {
+        in_tx!(self, |tx| webhooks::delete(&tx, &id).await)
+    }
+
+    async fn dispatch(&self, now: Timestamp) -> Result<usize, LedgerError> {
+        in_tx!(self, |tx| webhooks::dispatch(&tx, now).await)
+    }
+
+    async fn claim(&self, now: Timestamp, lease_until: Timestamp) -> Result<Vec<Claimed>, LedgerError> {
+        in_tx!(self, |tx| webhooks::claim(&tx, now, lease_until).await)
+    }
+
+    async fn record(&self, c: Claimed, r: Recorded) -> Result<(), LedgerError> {
+        in_tx!(self, |tx| webhooks::record(&tx, &c, &r).await)
+    }
+
+    async fn deliveries(
+        &self,
+        endpoint: String,
+        status: Option<DeliveryStatus>,
+        page: PageRequest,
+    ) -> Result<Page<DeliveryView>, LedgerError> {
+        read!(self, |c| webhooks::deliveries(&c, &endpoint, status, &page).await)
+    }
+
+    async fn redeliver(
+        &self,
+        endpoint: String,
+        event_id: String,
+        now: Timestamp,
+    ) -> Result<bool, LedgerError> {
+        in_tx!(self, |tx| webhooks::redeliver(&tx, &endpoint, &event_id, now).await)
+    }
+
+    async fn recover(&self, endpoint: String, since: Timestamp, now: Timestamp) -> Result<u64, LedgerError> {
+        in_tx!(self, |tx| webhooks::recover(&tx, &endpoint, since, now).await)
     }
 
     async fn row_count(&self) -> Result<u64, LedgerError> {

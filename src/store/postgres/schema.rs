@@ -259,7 +259,41 @@ CREATE TABLE events (
     PRIMARY KEY (account_id, sequence)
 );
 CREATE UNIQUE INDEX events_by_id ON events (event_id);
-CREATE INDEX events_undispatched ON events (account_id, sequence) WHERE NOT dispatched;
+CREATE INDEX events_undispatched ON events (account_id, sequence) WHERE dispatched = FALSE;
+-- Webhook endpoints, and one delivery per event and subscribed endpoint
+-- (made by the delivery worker from the events not yet dispatched).
+CREATE TABLE webhook_endpoints (
+    endpoint_id TEXT NOT NULL PRIMARY KEY,
+    url TEXT NOT NULL,
+    description TEXT,
+    events TEXT,
+    enabled BOOLEAN NOT NULL,
+    secret TEXT NOT NULL,
+    old_secret TEXT,
+    old_secret_until BIGINT,
+    disabled_reason TEXT,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE webhook_deliveries (
+    endpoint_id TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    sequence BIGINT NOT NULL,
+    event_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts BIGINT NOT NULL,
+    next_attempt_at BIGINT,
+    leased_until BIGINT,
+    last_attempt_at BIGINT,
+    last_response_status BIGINT,
+    last_response_body TEXT,
+    last_error TEXT,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (endpoint_id, account_id, sequence)
+);
+CREATE INDEX deliveries_pending ON webhook_deliveries (endpoint_id, account_id, sequence) WHERE status = 'pending';
+CREATE UNIQUE INDEX deliveries_by_event ON webhook_deliveries (endpoint_id, event_id);
+CREATE INDEX deliveries_by_time ON webhook_deliveries (endpoint_id, created_at);
 "#,
 ];
 

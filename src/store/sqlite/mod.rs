@@ -23,6 +23,7 @@ mod group;
 mod lists;
 mod rows;
 mod schema;
+mod webhooks;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -43,6 +44,7 @@ use crate::domain::view::{
     AccountView, DebitView, EntryView, HoldView, Page, PurchaseView, StatementView, UsageView,
 };
 use crate::ledger::batch::{self, Wants};
+use crate::ledger::webhook::{Claimed, DeliveryStatus, DeliveryView, Endpoint, Recorded};
 use crate::ledger::{AuditReport, Executed, LedgerError, NewToken, Operation, PageRequest, Store, TokenInfo};
 use crate::store::columns::ACCOUNTS;
 use crate::store::tokens;
@@ -539,6 +541,60 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    async fn create_endpoint(&self, e: Endpoint) -> Result<(), LedgerError> {
+        self.write(move |conn| webhooks::create(conn, &e)).await
+    }
+
+    async fn endpoints(&self) -> Result<Vec<Endpoint>, LedgerError> {
+        self.read(webhooks::list).await
+    }
+
+    async fn endpoint(&self, id: String) -> Result<Option<Endpoint>, LedgerError> {
+        self.read(move |conn| webhooks::one(conn, &id)).await
+    }
+
+    async fn save_endpoint(&self, e: Endpoint) -> Result<bool, LedgerError> {
+        self.write(move |conn| webhooks::save(conn, &e)).await
+    }
+
+    async fn delete_endpoint(&self, id: String) -> Result<bool, LedgerError> {
+        self.write(move |conn| webhooks::delete(conn, &id)).await
+    }
+
+    async fn dispatch(&self, now: Timestamp) -> Result<usize, LedgerError> {
+        self.write(move |conn| webhooks::dispatch(conn, now)).await
+    }
+
+    async fn claim(&self, now: Timestamp, lease_until: Timestamp) -> Result<Vec<Claimed>, LedgerError> {
+        self.write(move |conn| webhooks::claim(conn, now, lease_until)).await
+    }
+
+    async fn record(&self, c: Claimed, r: Recorded) -> Result<(), LedgerError> {
+        self.write(move |conn| webhooks::record(conn, &c, &r)).await
+    }
+
+    async fn deliveries(
+        &self,
+        endpoint: String,
+        status: Option<DeliveryStatus>,
+        page: PageRequest,
+    ) -> Result<Page<DeliveryView>, LedgerError> {
+        self.read(move |conn| webhooks::deliveries(conn, &endpoint, status, &page)).await
+    }
+
+    async fn redeliver(
+        &self,
+        endpoint: String,
+        event_id: String,
+        now: Timestamp,
+    ) -> Result<bool, LedgerError> {
+        self.write(move |conn| webhooks::redeliver(conn, &endpoint, &event_id, now)).await
+    }
+
+    async fn recover(&self, endpoint: String, since: Timestamp, now: Timestamp) -> Result<u64, LedgerError> {
+        self.write(move |conn| webhooks::recover(conn, &endpoint, since, now)).await
     }
 
     async fn row_count(&self) -> Result<u64, LedgerError> {

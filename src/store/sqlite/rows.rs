@@ -55,7 +55,7 @@ pub fn all<T, P: Params>(
 }
 
 /// A row that does not read back, as rusqlite's error.
-fn corrupt(why: String) -> rusqlite::Error {
+pub(super) fn corrupt(why: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, Type::Text, why.into())
 }
 

@@ -315,7 +315,41 @@ CREATE TABLE events (
     PRIMARY KEY (account_id, sequence)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX events_by_id ON events (event_id);
-CREATE INDEX events_undispatched ON events (account_id, sequence) WHERE dispatched = 0;
+CREATE INDEX events_undispatched ON events (account_id, sequence) WHERE dispatched = FALSE;
+-- Webhook endpoints, and one delivery per event and subscribed endpoint
+-- (made by the delivery worker from the events not yet dispatched).
+CREATE TABLE webhook_endpoints (
+    endpoint_id TEXT NOT NULL PRIMARY KEY,
+    url TEXT NOT NULL,
+    description TEXT,
+    events TEXT,
+    enabled INTEGER NOT NULL,
+    secret TEXT NOT NULL,
+    old_secret TEXT,
+    old_secret_until INTEGER,
+    disabled_reason TEXT,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE webhook_deliveries (
+    endpoint_id TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_attempt_at INTEGER,
+    leased_until INTEGER,
+    last_attempt_at INTEGER,
+    last_response_status INTEGER,
+    last_response_body TEXT,
+    last_error TEXT,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (endpoint_id, account_id, sequence)
+) WITHOUT ROWID;
+CREATE INDEX deliveries_pending ON webhook_deliveries (endpoint_id, account_id, sequence) WHERE status = 'pending';
+CREATE UNIQUE INDEX deliveries_by_event ON webhook_deliveries (endpoint_id, event_id);
+CREATE INDEX deliveries_by_time ON webhook_deliveries (endpoint_id, created_at);
 "#,
 ];
 

@@ -1,0 +1,168 @@
+//! Webhook endpoints and deliveries as the service sees them: what is
+//! stored, what the API shows, and what the delivery worker claims and
+//! records. The rows live outside the write pipeline (as tokens do): an
+//! event is written with its change; its deliveries are made from it
+//! afterwards, so nothing on a request's path waits for a webhook.
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::domain::event::EventType;
+
+/// Most endpoints a server keeps (a platform has a few: production,
+/// staging, an analytics sink); creating one more is refused.
+pub const MAX_ENDPOINTS: usize = 100;
+
+/// Longest endpoint description, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 500;
+
+/// How long a rotated-out secret still signs: both signatures are sent.
+pub const OLD_SECRET_SIGNS_FOR: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
+
+/// A stored endpoint, secrets included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub id: String,
+    pub url: String,
+    pub description: Option<String>,
+    /// The types it receives; `None`: every type, present and future.
+    pub events: Option<Vec<EventType>>,
+    pub enabled: bool,
+    pub secret: String,
+    /// The secret before the last rotation, and until when it still signs.
+    pub old_secret: Option<(String, Timestamp)>,
+    /// Why the server disabled it (a 410), if it did.
+    pub disabled_reason: Option<String>,
+    pub created_at: Timestamp,
+}
+
+impl Endpoint {
+    pub fn wants(&self, kind: EventType) -> bool {
+        self.events.as_ref().is_none_or(|types| types.contains(&kind))
+    }
+
+    /// The secrets that sign at `now`: the current one, and the old one for
+    /// a day after a rotation.
+    pub fn signing_secrets(&self, now: Timestamp) -> Vec<String> {
+        let mut secrets = vec![self.secret.clone()];
+        if let Some((old, until)) = &self.old_secret
+            && now < *until
+        {
+            secrets.push(old.clone());
+        }
+        secrets
+    }
+}
+
+/// An endpoint as the API shows it: never its secret (shown once, at
+/// creation and rotation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct EndpointView {
+    pub id: String,
+    pub url: String,
+    pub description: Option<String>,
+    /// The event types it receives; null: all of them.
+    #[schema(inline)]
+    pub events: Option<Vec<EventType>>,
+    pub enabled: bool,
+    /// Why the server disabled it (it answered 410 Gone), or null.
+    pub disabled_reason: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+}
+
+impl EndpointView {
+    pub fn of(e: &Endpoint) -> EndpointView {
+        EndpointView {
+            id: e.id.clone(),
+            url: e.url.clone(),
+            description: e.description.clone(),
+            events: e.events.clone(),
+            enabled: e.enabled,
+            disabled_reason: e.disabled_reason.clone(),
+            created_at: e.created_at,
+        }
+    }
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Not yet sent, or failed and to be tried again at `next_attempt_at`.
+    Pending,
+    Succeeded,
+    /// Given up after the last step of the retry schedule, or a 410.
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeliveryStatus> {
+        [DeliveryStatus::Pending, DeliveryStatus::Succeeded, DeliveryStatus::Failed]
+            .into_iter()
+            .find(|d| d.as_str() == s)
+    }
+}
+
+/// One event's delivery to one endpoint, with its last attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct DeliveryView {
+    /// The event's id: the `webhook-id` of every attempt.
+    pub id: String,
+    pub endpoint_id: String,
+    pub account_id: String,
+    pub sequence: i64,
+    #[schema(inline)]
+    pub event_type: EventType,
+    #[schema(inline)]
+    pub status: DeliveryStatus,
+    pub attempts: i64,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_attempt_at: Option<Timestamp>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_attempt_at: Option<Timestamp>,
+    /// The HTTP status of the last attempt (null: no answer).
+    pub last_response_status: Option<i64>,
+    /// The first 1 KiB of the last answer's body.
+    pub last_response_body: Option<String>,
+    /// Why the last attempt got no answer (refused, timed out).
+    pub last_error: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+}
+
+/// A delivery the worker has leased: what to send, where, signed with what.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub endpoint: Endpoint,
+    pub account_id: String,
+    pub sequence: i64,
+    /// The webhook's body: the event as the API shows it.
+    pub body: String,
+    pub event_id: String,
+    /// Attempts made before this one.
+    pub attempts: i64,
+    pub leased_until: Timestamp,
+}
+
+/// What became of an attempt, to record.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub at: Timestamp,
+    pub status: DeliveryStatus,
+    /// When to try again (status pending).
+    pub next_attempt_at: Option<Timestamp>,
+    pub response_status: Option<i64>,
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+    /// The endpoint answered 410: disable it, with this reason.
+    pub disable: Option<String>,
+}

@@ -1,0 +1,134 @@
+//! The webhook rows on SQLite ([`crate::store::webhooks`]'s SQL), run by
+//! the writer thread (writes) or a reader (lists). One writer means no
+//! two claims ever race, so no row lock is needed.
+
+use jiff::Timestamp;
+use rusqlite::{Connection, params_from_iter};
+
+use super::{rows, sql_error};
+use crate::domain::view::Page;
+use crate::ledger::webhook::{Claimed, DeliveryStatus, DeliveryView, Endpoint, MAX_ENDPOINTS, Recorded};
+use crate::ledger::{LedgerError, PageRequest};
+use crate::store::columns::{Val, micros};
+use crate::store::webhooks as sql;
+
+fn exec(conn: &Connection, q: &str, vals: Vec<Val>) -> Result<usize, LedgerError> {
+    conn.prepare_cached(q).and_then(|mut s| s.execute(params_from_iter(vals))).map_err(sql_error)
+}
+
+fn endpoint_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Endpoint> {
+    sql::endpoint(r).map_err(rows::corrupt)
+}
+
+pub fn create(conn: &Connection, e: &Endpoint) -> Result<(), LedgerError> {
+    let mut vals = sql::endpoint_vals(e);
+    vals.push(Val::Int(MAX_ENDPOINTS as i64));
+    match exec(conn, sql::INSERT_ENDPOINT, vals)? {
+        1 => Ok(()),
+        _ => Err(sql::too_many()),
+    }
+}
+
+pub fn list(conn: &Connection) -> Result<Vec<Endpoint>, LedgerError> {
+    rows::all(conn, sql::list_endpoints(), [], endpoint_row).map_err(sql_error)
+}
+
+pub fn one(conn: &Connection, id: &str) -> Result<Option<Endpoint>, LedgerError> {
+    Ok(rows::all(conn, sql::endpoint_by_id(), [id], endpoint_row).map_err(sql_error)?.pop())
+}
+
+pub fn save(conn: &Connection, e: &Endpoint) -> Result<bool, LedgerError> {
+    Ok(exec(conn, sql::UPDATE_ENDPOINT, sql::update_vals(e))? == 1)
+}
+
+pub fn delete(conn: &Connection, id: &str) -> Result<bool, LedgerError> {
+    exec(conn, sql::DELETE_DELIVERIES, vec![id.into()])?;
+    Ok(exec(conn, sql::DELETE_ENDPOINT, vec![id.into()])? == 1)
+}
+
+pub fn dispatch(conn: &Connection, now: Timestamp) -> Result<usize, LedgerError> {
+    let events: Vec<(String, i64, String, String)> =
+        rows::all(conn, sql::UNDISPATCHED, [sql::DISPATCH_BATCH], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .map_err(sql_error)?;
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let endpoints = list(conn)?;
+    for (account, sequence, event_id, kind) in &events {
+        for e in endpoints.iter().filter(|e| sql::wants(e, kind)) {
+            let vals = sql::delivery_vals(&e.id, account, *sequence, event_id, kind, now);
+            exec(conn, sql::INSERT_DELIVERY, vals)?;
+        }
+        exec(conn, sql::MARK_DISPATCHED, vec![account.clone().into(), (*sequence).into()])?;
+    }
+    Ok(events.len())
+}
+
+pub fn claim(conn: &Connection, now: Timestamp, lease_until: Timestamp) -> Result<Vec<Claimed>, LedgerError> {
+    let due: Vec<(String, String, i64, i64)> =
+        rows::all(conn, sql::DUE, rusqlite::params![micros(now), sql::CLAIM_BATCH], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .map_err(sql_error)?;
+    let mut claimed = Vec::with_capacity(due.len());
+    for (endpoint_id, account, sequence, attempts) in due {
+        let vals = vec![
+            micros(lease_until).into(),
+            endpoint_id.clone().into(),
+            account.clone().into(),
+            sequence.into(),
+        ];
+        exec(conn, sql::LEASE, vals)?;
+        let Some(endpoint) = one(conn, &endpoint_id)? else { continue };
+        let event = rows::all(conn, sql::event_row(), rusqlite::params![account, sequence], rows::event)
+            .map_err(sql_error)?
+            .pop()
+            .ok_or_else(|| LedgerError::Internal(format!("delivery of {account}/{sequence} has no event")))?;
+        claimed.push(sql::claimed(endpoint, &account, event, attempts, lease_until));
+    }
+    Ok(claimed)
+}
+
+pub fn record(conn: &Connection, c: &Claimed, r: &Recorded) -> Result<(), LedgerError> {
+    let recorded = exec(conn, sql::RECORD, sql::record_vals(c, r))?;
+    if recorded == 1
+        && let Some(reason) = &r.disable
+    {
+        exec(conn, sql::DISABLE, vec![reason.clone().into(), c.endpoint.id.clone().into()])?;
+    }
+    Ok(())
+}
+
+pub fn deliveries(
+    conn: &Connection,
+    endpoint: &str,
+    status: Option<DeliveryStatus>,
+    page: &PageRequest,
+) -> Result<Page<DeliveryView>, LedgerError> {
+    let vals = sql::deliveries_vals(endpoint, status, page)?;
+    let items = rows::all(conn, sql::deliveries(), params_from_iter(vals), |r| {
+        sql::delivery(r).map_err(rows::corrupt)
+    })
+    .map_err(sql_error)?;
+    Ok(sql::deliveries_page(items, page))
+}
+
+pub fn redeliver(
+    conn: &Connection,
+    endpoint: &str,
+    event_id: &str,
+    now: Timestamp,
+) -> Result<bool, LedgerError> {
+    Ok(exec(conn, sql::REDELIVER, vec![micros(now).into(), endpoint.into(), event_id.into()])? == 1)
+}
+
+pub fn recover(
+    conn: &Connection,
+    endpoint: &str,
+    since: Timestamp,
+    now: Timestamp,
+) -> Result<u64, LedgerError> {
+    Ok(exec(conn, sql::RECOVER, vec![micros(now).into(), endpoint.into(), micros(since).into()])? as u64)
+}
