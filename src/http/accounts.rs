@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
 
 use super::auth::Caller;
 use super::error::ApiError;
@@ -15,6 +16,18 @@ use crate::domain::command::Command;
 use crate::domain::credits::Credits;
 use crate::domain::view::{AccountView, BalanceView, Page, QuoteView};
 use crate::ledger::{CreatedToken, Store, TokenInfo};
+
+/// This module's routes, each served and documented from its handler's
+/// `#[utoipa::path]` (one `routes!` per path).
+pub fn routes<S: Store>() -> OpenApiRouter<AppState<S>> {
+    OpenApiRouter::default()
+        .routes(utoipa_axum::routes!(create, list))
+        .routes(utoipa_axum::routes!(show, update))
+        .routes(utoipa_axum::routes!(create_token, list_tokens))
+        .routes(utoipa_axum::routes!(revoke_token))
+        .routes(utoipa_axum::routes!(balance))
+        .routes(utoipa_axum::routes!(quote))
+}
 
 /// Create an account.
 ///

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
 
 use super::auth::Caller;
 use super::error::ApiError;
@@ -17,6 +18,24 @@ use crate::domain::period::Month;
 use crate::domain::statement::{Statement, StatementStatus};
 use crate::domain::view::{Page, StatementView};
 use crate::ledger::Store;
+
+/// This module's routes, each served and documented from its handler's
+/// `#[utoipa::path]` (one `routes!` per path); the test clock's are apart
+/// in [`test_clock_routes`].
+pub fn routes<S: Store>() -> OpenApiRouter<AppState<S>> {
+    OpenApiRouter::default()
+        .routes(utoipa_axum::routes!(account_statements))
+        .routes(utoipa_axum::routes!(show_statement))
+        .routes(utoipa_axum::routes!(month_statements))
+        .routes(utoipa_axum::routes!(set_status))
+        .routes(utoipa_axum::routes!(close))
+}
+
+/// `GET` and `PUT /v1/test-clock`: mounted only with `--test-clock`, always
+/// documented.
+pub fn test_clock_routes<S: Store>() -> OpenApiRouter<AppState<S>> {
+    OpenApiRouter::default().routes(utoipa_axum::routes!(get_clock, set_clock))
+}
 
 fn month_param(m: &Option<String>) -> Result<Option<Month>, ApiError> {
     m.as_deref().map(Month::parse).transpose().map_err(|e| ApiError::bad_request(e.to_string()))

@@ -1,18 +1,22 @@
 //! The OpenAPI 3.1 document, generated from the code by utoipa: each
 //! handler carries its `#[utoipa::path]`, each body and view derives its
-//! schema, and this module gathers them with the error responses every
-//! route may give. Served at `GET /openapi.json`.
+//! schema, and each HTTP module's `routes()` registers a handler with its
+//! operation in one line (utoipa-axum), so the document is taken from the
+//! routers themselves ([`document`]) and lists no route of its own. This
+//! module adds what no route carries (info, security, shared schemas, the
+//! error responses every route may give). Served at `GET /openapi.json`.
 
 use std::sync::OnceLock;
 
+use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{RefOr, Required};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::domain::credits::{Credits, MAX_CREDITS_PER_OPERATION};
 use crate::domain::money::{Amount, Currency, Micros};
 use crate::domain::period::Month;
+use crate::ledger::Store;
 
 /// `application/problem+json` (RFC 9457), with API.md's `code`.
 #[derive(serde::Serialize, ToSchema)]
@@ -171,6 +175,8 @@ impl PartialSchema for Credits {
 }
 impl ToSchema for Credits {}
 
+/// The bearer scheme every route but health, metrics and this document
+/// requires.
 struct Security;
 
 impl Modify for Security {
@@ -181,51 +187,52 @@ impl Modify for Security {
             .description(Some("The admin token, or an account token (tck_...)"))
             .build();
         components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
-        let _ = Required::True;
-        // Every answer carries the request's id.
-        let request_id = utoipa::openapi::HeaderBuilder::new()
-            .schema(ObjectBuilder::new().schema_type(Type::String))
-            .description(Some("The request's id, as sent or as made by the server; in its log line too"))
-            .build();
-        for item in doc.paths.paths.values_mut() {
-            let ops = [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete];
-            for op in ops.into_iter().flatten() {
-                for response in op.responses.responses.values_mut() {
-                    if let RefOr::T(r) = response {
-                        r.headers.insert("x-request-id".to_string(), request_id.clone());
-                    }
+    }
+}
+
+/// `x-request-id` on every answer of every operation: run once the routes'
+/// operations are in the document.
+fn add_request_ids(doc: &mut utoipa::openapi::OpenApi) {
+    let request_id = utoipa::openapi::HeaderBuilder::new()
+        .schema(ObjectBuilder::new().schema_type(Type::String))
+        .description(Some("The request's id, as sent or as made by the server; in its log line too"))
+        .build();
+    for item in doc.paths.paths.values_mut() {
+        let ops = [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete];
+        for op in ops.into_iter().flatten() {
+            for response in op.responses.responses.values_mut() {
+                if let RefOr::T(r) = response {
+                    r.headers.insert("x-request-id".to_string(), request_id.clone());
                 }
             }
         }
     }
 }
 
+/// What no route carries: info, servers, security, the shared schemas.
+/// The paths come from the routers ([`document`]).
 #[derive(OpenApi)]
 #[openapi(
     info(title = "textcredits", version = "1", description = "SMS text-marketing credits: balances, purchases, spending, statements. The reference, with examples and the rules (idempotency, pagination, money, time), is docs/api.md in the repository."),
     servers((url = "/", description = "This server")),
-    paths(
-        super::accounts::create, super::accounts::list, super::accounts::show, super::accounts::update,
-        super::accounts::create_token, super::accounts::list_tokens, super::accounts::revoke_token,
-        super::accounts::balance, super::accounts::quote,
-        super::spending::purchase, super::spending::purchases, super::spending::show_purchase,
-        super::spending::refund_purchase,
-        super::spending::debit, super::spending::debits, super::spending::show_debit, super::spending::holds,
-        super::spending::refund_debit, super::spending::hold, super::spending::capture,
-        super::spending::release, super::spending::show_hold, super::spending::grant, super::spending::ledger,
-        super::spending::usage, super::billing::account_statements, super::billing::show_statement,
-        super::billing::month_statements,
-        super::billing::close, super::billing::set_status, super::billing::get_clock, super::billing::set_clock,
-        super::ops::healthz, super::ops::metrics, super::ops::openapi,
-    ),
     components(schemas(Micros, Amount, Currency, Month, Credits, Problem)),
     modifiers(&Security),
     security(("bearer" = [])),
 )]
-pub struct ApiDoc;
+struct ApiDoc;
 
-/// The document as JSON, built once.
-pub fn document_json() -> &'static str {
+/// The document: [`ApiDoc`] and the operation of every route
+/// [`super::api`] registers, the test clock's included.
+pub fn document<S: Store>() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(super::api::<S>(true).into_openapi());
+    add_request_ids(&mut doc);
+    doc
+}
+
+/// The document as JSON, built once: one static for every `S`, as the
+/// document does not depend on the store.
+pub fn document_json<S: Store>() -> &'static str {
     static DOC: OnceLock<String> = OnceLock::new();
-    DOC.get_or_init(|| ApiDoc::openapi().to_json().expect("the OpenAPI document serializes"))
+    DOC.get_or_init(|| document::<S>().to_json().expect("the OpenAPI document serializes"))
 }

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
 
 use super::auth::Caller;
 use super::error::ApiError;
@@ -21,6 +22,25 @@ use crate::domain::view::{
     UsageView,
 };
 use crate::ledger::Store;
+
+/// This module's routes, each served and documented from its handler's
+/// `#[utoipa::path]` (one `routes!` per path).
+pub fn routes<S: Store>() -> OpenApiRouter<AppState<S>> {
+    OpenApiRouter::default()
+        .routes(utoipa_axum::routes!(purchase, purchases))
+        .routes(utoipa_axum::routes!(show_purchase))
+        .routes(utoipa_axum::routes!(refund_purchase))
+        .routes(utoipa_axum::routes!(debit, debits))
+        .routes(utoipa_axum::routes!(show_debit))
+        .routes(utoipa_axum::routes!(refund_debit))
+        .routes(utoipa_axum::routes!(hold, holds))
+        .routes(utoipa_axum::routes!(show_hold))
+        .routes(utoipa_axum::routes!(capture))
+        .routes(utoipa_axum::routes!(release))
+        .routes(utoipa_axum::routes!(grant))
+        .routes(utoipa_axum::routes!(ledger))
+        .routes(utoipa_axum::routes!(usage))
+}
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
