@@ -14,7 +14,7 @@ use super::{AppState, KeyRule, mutate};
 use crate::domain::account::{AccountPatch, NewAccount};
 use crate::domain::command::Command;
 use crate::domain::credits::Credits;
-use crate::domain::view::{AccountView, BalanceView, Page, QuoteView};
+use crate::domain::view::{AccountView, BalanceView, QuoteView};
 use crate::ledger::{CreatedToken, Store, TokenInfo};
 
 /// This module's routes, each served and documented from its handler's
@@ -68,7 +68,7 @@ pub struct AccountListParams {
 /// List accounts.
 ///
 /// Accounts, newest first; `q` keeps those whose id or name starts with it (any case).
-#[utoipa::path(get, path = "/v1/accounts", operation_id = "listAccounts", tag = "accounts", params(AccountListParams), responses((status = 200, description = "Accounts, newest first", body = Page<AccountView>), super::openapi::ReadErrors))]
+#[utoipa::path(get, path = "/v1/accounts", operation_id = "listAccounts", tag = "accounts", params(AccountListParams), responses((status = 200, description = "Accounts, newest first", body = super::openapi::AccountPage), super::openapi::ReadErrors))]
 pub async fn list<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,

@@ -16,7 +16,7 @@ use super::{AppState, ListParams, executed};
 use crate::domain::command::Command;
 use crate::domain::period::Month;
 use crate::domain::statement::{Statement, StatementStatus};
-use crate::domain::view::{Page, StatementView};
+use crate::domain::view::StatementView;
 use crate::ledger::Store;
 
 /// This module's routes, each served and documented from its handler's
@@ -44,7 +44,7 @@ fn month_param(m: &Option<String>) -> Result<Option<Month>, ApiError> {
 /// List an account's statements.
 ///
 /// Statements, newest first; `month` keeps one; `format=csv` exports every line.
-#[utoipa::path(get, path = "/v1/accounts/{id}/statements", operation_id = "listStatements", tag = "billing", params(("id" = String, Path, description = "Account id"), ListParams), responses((status = 200, description = "Statements, newest first", content((Page<StatementView> = "application/json"), (String = "text/csv"))), super::openapi::ReadErrors))]
+#[utoipa::path(get, path = "/v1/accounts/{id}/statements", operation_id = "listStatements", tag = "billing", params(("id" = String, Path, description = "Account id"), ListParams), responses((status = 200, description = "Statements, newest first", content((super::openapi::StatementPage = "application/json"), (String = "text/csv"))), super::openapi::ReadErrors))]
 pub async fn account_statements<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -84,7 +84,7 @@ pub async fn show_statement<S: Store>(
 /// List every statement of a month.
 ///
 /// Every account's statement for `month` (required), by account id.
-#[utoipa::path(get, path = "/v1/statements", operation_id = "listMonthStatements", tag = "billing", params(MonthListParams), responses((status = 200, description = "Every statement of a month", content((Page<StatementView> = "application/json"), (String = "text/csv"))), super::openapi::ReadErrors))]
+#[utoipa::path(get, path = "/v1/statements", operation_id = "listMonthStatements", tag = "billing", params(MonthListParams), responses((status = 200, description = "Every statement of a month", content((super::openapi::StatementPage = "application/json"), (String = "text/csv"))), super::openapi::ReadErrors))]
 pub async fn month_statements<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
