@@ -529,8 +529,9 @@ pub struct UsageView {
     pub refunded: i64,
 }
 
-/// A page of a list, newest first (API.md "Lists").
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+/// A page of a list, newest first (API.md "Lists"). Its OpenAPI schema
+/// is written by hand in `http::openapi` (`Page_<Item>`, items a `$ref`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Page<T> {
     pub data: Vec<T>,
     pub next_cursor: Option<String>,

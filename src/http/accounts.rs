@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
 
 use super::auth::Caller;
 use super::error::ApiError;
@@ -13,8 +14,20 @@ use super::{AppState, KeyRule, mutate};
 use crate::domain::account::{AccountPatch, NewAccount};
 use crate::domain::command::Command;
 use crate::domain::credits::Credits;
-use crate::domain::view::{AccountView, BalanceView, Page, QuoteView};
+use crate::domain::view::{AccountView, BalanceView, QuoteView};
 use crate::ledger::{CreatedToken, Store, TokenInfo};
+
+/// This module's routes, each served and documented from its handler's
+/// `#[utoipa::path]` (one `routes!` per path).
+pub fn routes<S: Store>() -> OpenApiRouter<AppState<S>> {
+    OpenApiRouter::default()
+        .routes(utoipa_axum::routes!(create, list))
+        .routes(utoipa_axum::routes!(show, update))
+        .routes(utoipa_axum::routes!(create_token, list_tokens))
+        .routes(utoipa_axum::routes!(revoke_token))
+        .routes(utoipa_axum::routes!(balance))
+        .routes(utoipa_axum::routes!(quote))
+}
 
 /// Create an account.
 ///
@@ -55,7 +68,7 @@ pub struct AccountListParams {
 /// List accounts.
 ///
 /// Accounts, newest first; `q` keeps those whose id or name starts with it (any case).
-#[utoipa::path(get, path = "/v1/accounts", operation_id = "listAccounts", tag = "accounts", params(AccountListParams), responses((status = 200, description = "Accounts, newest first", body = Page<AccountView>), super::openapi::ReadErrors))]
+#[utoipa::path(get, path = "/v1/accounts", operation_id = "listAccounts", tag = "accounts", params(AccountListParams), responses((status = 200, description = "Accounts, newest first", body = super::openapi::AccountPage), super::openapi::ReadErrors))]
 pub async fn list<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
 
 use super::auth::Caller;
 use super::error::ApiError;
@@ -15,8 +16,26 @@ use super::{AppState, ListParams, executed};
 use crate::domain::command::Command;
 use crate::domain::period::Month;
 use crate::domain::statement::{Statement, StatementStatus};
-use crate::domain::view::{Page, StatementView};
+use crate::domain::view::StatementView;
 use crate::ledger::Store;
+
+/// This module's routes, each served and documented from its handler's
+/// `#[utoipa::path]` (one `routes!` per path); the test clock's are apart
+/// in [`test_clock_routes`].
+pub fn routes<S: Store>() -> OpenApiRouter<AppState<S>> {
+    OpenApiRouter::default()
+        .routes(utoipa_axum::routes!(account_statements))
+        .routes(utoipa_axum::routes!(show_statement))
+        .routes(utoipa_axum::routes!(month_statements))
+        .routes(utoipa_axum::routes!(set_status))
+        .routes(utoipa_axum::routes!(close))
+}
+
+/// `GET` and `PUT /v1/test-clock`: mounted only with `--test-clock`, always
+/// documented.
+pub fn test_clock_routes<S: Store>() -> OpenApiRouter<AppState<S>> {
+    OpenApiRouter::default().routes(utoipa_axum::routes!(get_clock, set_clock))
+}
 
 fn month_param(m: &Option<String>) -> Result<Option<Month>, ApiError> {
     m.as_deref().map(Month::parse).transpose().map_err(|e| ApiError::bad_request(e.to_string()))
@@ -25,7 +44,7 @@ fn month_param(m: &Option<String>) -> Result<Option<Month>, ApiError> {
 /// List an account's statements.
 ///
 /// Statements, newest first; `month` keeps one; `format=csv` exports every line.
-#[utoipa::path(get, path = "/v1/accounts/{id}/statements", operation_id = "listStatements", tag = "billing", params(("id" = String, Path, description = "Account id"), ListParams), responses((status = 200, description = "Statements, newest first", content((Page<StatementView> = "application/json"), (String = "text/csv"))), super::openapi::ReadErrors))]
+#[utoipa::path(get, path = "/v1/accounts/{id}/statements", operation_id = "listStatements", tag = "billing", params(("id" = String, Path, description = "Account id"), ListParams), responses((status = 200, description = "Statements, newest first", content((super::openapi::StatementPage = "application/json"), (String = "text/csv"))), super::openapi::ReadErrors))]
 pub async fn account_statements<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -65,7 +84,7 @@ pub async fn show_statement<S: Store>(
 /// List every statement of a month.
 ///
 /// Every account's statement for `month` (required), by account id.
-#[utoipa::path(get, path = "/v1/statements", operation_id = "listMonthStatements", tag = "billing", params(MonthListParams), responses((status = 200, description = "Every statement of a month", content((Page<StatementView> = "application/json"), (String = "text/csv"))), super::openapi::ReadErrors))]
+#[utoipa::path(get, path = "/v1/statements", operation_id = "listMonthStatements", tag = "billing", params(MonthListParams), responses((status = 200, description = "Every statement of a month", content((super::openapi::StatementPage = "application/json"), (String = "text/csv"))), super::openapi::ReadErrors))]
 pub async fn month_statements<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,

@@ -5,14 +5,18 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
 
 use super::AppState;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{Ids, Q, account_id};
-use crate::domain::event::EventView;
-use crate::domain::view::Page;
 use crate::ledger::Store;
+
+/// The events routes, each with its OpenAPI operation.
+pub fn routes<S: Store>() -> OpenApiRouter<AppState<S>> {
+    OpenApiRouter::default().routes(utoipa_axum::routes!(list))
+}
 
 /// `after` and `limit` of the events list.
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -31,7 +35,7 @@ pub struct EventParams {
 /// List an account's events.
 ///
 /// The account's events in ascending `sequence` order (the one list that is oldest first); `after` is exclusive. A platform that polls passes the last sequence it has seen. The same events are sent to webhook endpoints.
-#[utoipa::path(get, path = "/v1/accounts/{id}/events", operation_id = "listEvents", tag = "events", params(("id" = String, Path, description = "Account id"), EventParams), responses((status = 200, description = "Events, oldest first", body = Page<EventView>), super::openapi::ReadErrors))]
+#[utoipa::path(get, path = "/v1/accounts/{id}/events", operation_id = "listEvents", tag = "events", params(("id" = String, Path, description = "Account id"), EventParams), responses((status = 200, description = "Events, oldest first", body = super::openapi::EventPage), super::openapi::ReadErrors))]
 pub async fn list<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,

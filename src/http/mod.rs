@@ -4,7 +4,9 @@
 //!
 //! Architecture invariant: only this module knows axum and HTTP. Handlers
 //! parse, authorize, call one ledger method and shape the answer; they
-//! decide no rule. [`app`] builds the whole router so tests can serve it.
+//! decide no rule. Each route module exports `routes()`, its handlers with
+//! their OpenAPI operations; [`app`] merges them into the whole router so
+//! tests can serve it, and the document is built from the same routers.
 
 mod accounts;
 mod auth;
@@ -29,9 +31,9 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use tower_http::catch_panic::CatchPanicLayer;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use auth::{Auth, Caller};
 pub use clock::{Clock, system_now};
@@ -239,43 +241,27 @@ fn created_at(response: &mut Response, path: &str) {
     }
 }
 
-/// The whole application: every route of API.md, the fallbacks, metrics,
-/// and the request timeout.
+/// Every documented route (API.md's, and health, metrics and the
+/// document itself), each registered with its OpenAPI operation by its
+/// module's `routes()`: a route is served and documented from one line,
+/// never listed twice. The test clock's routes only with `test_clock`
+/// ([`openapi::document`] always asks for them: they answer 404 without
+/// `--test-clock`, as documented).
+fn api<S: Store>(test_clock: bool) -> OpenApiRouter<AppState<S>> {
+    let api = OpenApiRouter::default()
+        .merge(accounts::routes())
+        .merge(spending::routes())
+        .merge(billing::routes())
+        .merge(events::routes())
+        .merge(ops::routes());
+    if test_clock { api.merge(billing::test_clock_routes()) } else { api }
+}
+
+/// The whole application: every route of [`api`], the dashboard, the
+/// fallbacks, metrics, and the request timeout.
 pub fn app<S: Store>(state: AppState<S>) -> Router {
-    let acct = "/v1/accounts/{id}";
-    let mut v1 = Router::new()
-        .route("/v1/accounts", post(accounts::create::<S>).get(accounts::list::<S>))
-        .route(acct, get(accounts::show::<S>).patch(accounts::update::<S>))
-        .route(&format!("{acct}/tokens"), post(accounts::create_token::<S>).get(accounts::list_tokens::<S>))
-        .route(&format!("{acct}/tokens/{{tid}}"), delete(accounts::revoke_token::<S>))
-        .route(&format!("{acct}/balance"), get(accounts::balance::<S>))
-        .route(&format!("{acct}/quote"), post(accounts::quote::<S>))
-        .route(&format!("{acct}/purchases"), post(spending::purchase::<S>).get(spending::purchases::<S>))
-        .route(&format!("{acct}/purchases/{{pid}}"), get(spending::show_purchase::<S>))
-        .route(&format!("{acct}/purchases/{{pid}}/refund"), post(spending::refund_purchase::<S>))
-        .route(&format!("{acct}/debits"), post(spending::debit::<S>).get(spending::debits::<S>))
-        .route(&format!("{acct}/debits/{{did}}"), get(spending::show_debit::<S>))
-        .route(&format!("{acct}/debits/{{did}}/refund"), post(spending::refund_debit::<S>))
-        .route(&format!("{acct}/holds"), post(spending::hold::<S>).get(spending::holds::<S>))
-        .route(&format!("{acct}/holds/{{hid}}"), get(spending::show_hold::<S>))
-        .route(&format!("{acct}/holds/{{hid}}/capture"), post(spending::capture::<S>))
-        .route(&format!("{acct}/holds/{{hid}}/release"), post(spending::release::<S>))
-        .route(&format!("{acct}/grants"), post(spending::grant::<S>))
-        .route(&format!("{acct}/ledger"), get(spending::ledger::<S>))
-        .route(&format!("{acct}/usage"), get(spending::usage::<S>))
-        .route(&format!("{acct}/events"), get(events::list::<S>))
-        .route(&format!("{acct}/statements"), get(billing::account_statements::<S>))
-        .route(&format!("{acct}/statements/{{sid}}"), get(billing::show_statement::<S>))
-        .route("/v1/statements", get(billing::month_statements::<S>))
-        .route("/v1/statements/{sid}/status", post(billing::set_status::<S>))
-        .route("/v1/billing/close", post(billing::close::<S>));
-    if state.clock.is_test() {
-        v1 = v1.route("/v1/test-clock", get(billing::get_clock::<S>).put(billing::set_clock::<S>));
-    }
-    v1.merge(crate::web::router(state.clone()))
-        .route("/healthz", get(ops::healthz::<S>))
-        .route("/metrics", get(ops::metrics::<S>))
-        .route("/openapi.json", get(ops::openapi))
+    let (api, _) = api::<S>(state.clock.is_test()).split_for_parts();
+    api.merge(crate::web::router(state.clone()))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(CatchPanicLayer::custom(panicked as fn(_) -> Response))
@@ -327,6 +313,7 @@ async fn observe<S: Store>(State(st): State<AppState<S>>, req: Request, next: Ne
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::routing::get;
 
     async fn boom() -> &'static str {
         panic!("boom")

@@ -1,18 +1,26 @@
 //! The OpenAPI 3.1 document, generated from the code by utoipa: each
 //! handler carries its `#[utoipa::path]`, each body and view derives its
-//! schema, and this module gathers them with the error responses every
-//! route may give. Served at `GET /openapi.json`.
+//! schema, and each HTTP module's `routes()` registers a handler with its
+//! operation in one line (utoipa-axum), so the document is taken from the
+//! routers themselves ([`document`]) and lists no route of its own. This
+//! module adds what no route carries (info, security, shared schemas, the
+//! error responses every route may give). Served at `GET /openapi.json`.
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{RefOr, Required};
+use utoipa::openapi::{Ref, RefOr};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::domain::credits::{Credits, MAX_CREDITS_PER_OPERATION};
 use crate::domain::money::{Amount, Currency, Micros};
 use crate::domain::period::Month;
+use crate::domain::view::{
+    AccountView, DebitView, EntryView, HoldView, Page, PurchaseView, StatementView, UsageView,
+};
+use crate::ledger::Store;
 
 /// `application/problem+json` (RFC 9457), with API.md's `code`.
 #[derive(serde::Serialize, ToSchema)]
@@ -171,6 +179,47 @@ impl PartialSchema for Credits {
 }
 impl ToSchema for Credits {}
 
+/// A page's schema, `Page_<Item>` as utoipa's derive named it (generated
+/// clients keep their class names), with its items a `$ref` to the item's
+/// schema: the derive would inline the item in every page (utoipa
+/// #1586). Page has no derive, so `body = Page<Item>` does not compile: an
+/// operation names its page by one of the aliases below.
+impl<T: ToSchema> PartialSchema for Page<T> {
+    fn schema() -> RefOr<Schema> {
+        let next_cursor = ObjectBuilder::new().schema_type(SchemaType::from_iter([Type::String, Type::Null]));
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(r#"A page of a list, newest first (API.md "Lists")."#))
+            .property("data", ArrayBuilder::new().items(Ref::from_schema_name(T::name())))
+            .required("data")
+            .property("next_cursor", next_cursor)
+            .into()
+    }
+}
+
+impl<T: ToSchema> ToSchema for Page<T> {
+    fn name() -> Cow<'static, str> {
+        format!("Page_{}", T::name()).into()
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((T::name().into_owned(), T::schema()));
+        T::schemas(schemas);
+    }
+}
+
+/// The pages the operations answer, by name (see [`Page`]'s schema).
+pub type AccountPage = Page<AccountView>;
+pub type PurchasePage = Page<PurchaseView>;
+pub type DebitPage = Page<DebitView>;
+pub type HoldPage = Page<HoldView>;
+pub type EntryPage = Page<EntryView>;
+pub type StatementPage = Page<StatementView>;
+pub type UsagePage = Page<UsageView>;
+pub type EventPage = Page<crate::domain::event::EventView>;
+
+/// The bearer scheme every route but health, metrics and this document
+/// requires.
 struct Security;
 
 impl Modify for Security {
@@ -181,51 +230,110 @@ impl Modify for Security {
             .description(Some("The admin token, or an account token (tck_...)"))
             .build();
         components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
-        let _ = Required::True;
-        // Every answer carries the request's id.
-        let request_id = utoipa::openapi::HeaderBuilder::new()
-            .schema(ObjectBuilder::new().schema_type(Type::String))
-            .description(Some("The request's id, as sent or as made by the server; in its log line too"))
-            .build();
-        for item in doc.paths.paths.values_mut() {
-            let ops = [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete];
-            for op in ops.into_iter().flatten() {
-                for response in op.responses.responses.values_mut() {
-                    if let RefOr::T(r) = response {
-                        r.headers.insert("x-request-id".to_string(), request_id.clone());
-                    }
+    }
+}
+
+/// `x-request-id` on every answer of every operation: run once the routes'
+/// operations are in the document.
+fn add_request_ids(doc: &mut utoipa::openapi::OpenApi) {
+    let request_id = utoipa::openapi::HeaderBuilder::new()
+        .schema(ObjectBuilder::new().schema_type(Type::String))
+        .description(Some("The request's id, as sent or as made by the server; in its log line too"))
+        .build();
+    for item in doc.paths.paths.values_mut() {
+        let ops = [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete];
+        for op in ops.into_iter().flatten() {
+            for response in op.responses.responses.values_mut() {
+                if let RefOr::T(r) = response {
+                    r.headers.insert("x-request-id".to_string(), request_id.clone());
                 }
             }
         }
     }
 }
 
+/// What no route carries: info, servers, security, the shared schemas.
+/// The paths come from the routers ([`document`]).
 #[derive(OpenApi)]
 #[openapi(
     info(title = "textcredits", version = "1", description = "SMS text-marketing credits: balances, purchases, spending, statements. The reference, with examples and the rules (idempotency, pagination, money, time), is docs/api.md in the repository."),
     servers((url = "/", description = "This server")),
-    paths(
-        super::accounts::create, super::accounts::list, super::accounts::show, super::accounts::update,
-        super::accounts::create_token, super::accounts::list_tokens, super::accounts::revoke_token,
-        super::accounts::balance, super::accounts::quote,
-        super::spending::purchase, super::spending::purchases, super::spending::show_purchase,
-        super::spending::refund_purchase,
-        super::spending::debit, super::spending::debits, super::spending::show_debit, super::spending::holds,
-        super::spending::refund_debit, super::spending::hold, super::spending::capture,
-        super::spending::release, super::spending::show_hold, super::spending::grant, super::spending::ledger,
-        super::spending::usage, super::events::list, super::billing::account_statements, super::billing::show_statement,
-        super::billing::month_statements,
-        super::billing::close, super::billing::set_status, super::billing::get_clock, super::billing::set_clock,
-        super::ops::healthz, super::ops::metrics, super::ops::openapi,
-    ),
     components(schemas(Micros, Amount, Currency, Month, Credits, Problem)),
     modifiers(&Security),
     security(("bearer" = [])),
 )]
-pub struct ApiDoc;
+struct ApiDoc;
 
-/// The document as JSON, built once.
-pub fn document_json() -> &'static str {
+/// The document: [`ApiDoc`] and the operation of every route
+/// [`super::api`] registers, the test clock's included.
+pub fn document<S: Store>() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(super::api::<S>(true).into_openapi());
+    add_request_ids(&mut doc);
+    doc
+}
+
+/// The document as JSON, built once: one static for every `S`, as the
+/// document does not depend on the store.
+pub fn document_json<S: Store>() -> &'static str {
     static DOC: OnceLock<String> = OnceLock::new();
-    DOC.get_or_init(|| ApiDoc::openapi().to_json().expect("the OpenAPI document serializes"))
+    DOC.get_or_init(|| document::<S>().to_json().expect("the OpenAPI document serializes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    fn document_value() -> Value {
+        serde_json::from_str(document_json::<SqliteStore>()).expect("the document is JSON")
+    }
+
+    /// Each page's items are a `$ref` to the item's schema, which is in the
+    /// components: a generated client gets one class per item, shared by
+    /// the item's page and the item's own routes.
+    #[test]
+    fn every_page_schema_refers_to_its_item_schema() {
+        let doc = document_value();
+        let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+        let pages: Vec<_> = schemas.iter().filter(|(name, _)| name.starts_with("Page_")).collect();
+        assert_eq!(pages.len(), 7, "one page per list item: {:?}", schemas.keys());
+        for (name, page) in pages {
+            let item = &name["Page_".len()..];
+            let items = &page["properties"]["data"]["items"];
+            assert_eq!(items, &json!({"$ref": format!("#/components/schemas/{item}")}), "{name}");
+            assert!(schemas.contains_key(item), "{name}: no schema {item}");
+        }
+    }
+
+    /// Nowhere does an array inline the schema of its items: every item
+    /// schema with properties is a component of its own.
+    #[test]
+    fn no_array_inlines_an_object_schema() {
+        fn walk(value: &Value, at: &str, found: &mut Vec<String>) {
+            match value {
+                Value::Object(map) => {
+                    if map.get("type") == Some(&json!("array"))
+                        && map.get("items").is_some_and(|items| items.get("properties").is_some())
+                    {
+                        found.push(at.to_string());
+                    }
+                    for (key, inner) in map {
+                        walk(inner, &format!("{at}/{key}"), found);
+                    }
+                }
+                Value::Array(list) => {
+                    for (i, inner) in list.iter().enumerate() {
+                        walk(inner, &format!("{at}/{i}"), found);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut found = Vec::new();
+        walk(&document_value(), "", &mut found);
+        assert!(found.is_empty(), "arrays with inline object items: {found:?}");
+    }
 }

@@ -4,10 +4,20 @@ use super::error::ErrorCode;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use utoipa_axum::router::OpenApiRouter;
 
 use super::AppState;
 use super::error::ApiError;
 use crate::ledger::{PageRequest, Store};
+
+/// Health, metrics and this document, served and documented from their
+/// handlers' `#[utoipa::path]`. The fallbacks below are not routes.
+pub fn routes<S: Store>() -> OpenApiRouter<AppState<S>> {
+    OpenApiRouter::default()
+        .routes(utoipa_axum::routes!(healthz))
+        .routes(utoipa_axum::routes!(metrics))
+        .routes(utoipa_axum::routes!(openapi))
+}
 
 /// Health check.
 ///
@@ -34,8 +44,10 @@ pub async fn metrics<S: Store>(State(st): State<AppState<S>>) -> Response {
 
 /// This OpenAPI document.
 #[utoipa::path(get, path = "/openapi.json", operation_id = "getOpenApi", tag = "operations", responses((status = 200, description = "This document", body = Object)), security(()))]
-pub async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], super::openapi::document_json()).into_response()
+pub async fn openapi<S: Store>(_state: State<AppState<S>>) -> Response {
+    // The state names the store type, so the document is built from the
+    // routers of the server that answers.
+    ([(header::CONTENT_TYPE, "application/json")], super::openapi::document_json::<S>()).into_response()
 }
 
 pub async fn not_found() -> ApiError {

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
 
 use super::auth::Caller;
 use super::error::ApiError;
@@ -17,10 +18,28 @@ use crate::domain::credits::Credits;
 use crate::domain::hold::HoldStatus;
 use crate::domain::period::Month;
 use crate::domain::view::{
-    DebitRefundView, DebitView, EntryView, GrantView, HoldView, Page, PurchaseRefundView, PurchaseView,
-    UsageView,
+    DebitRefundView, DebitView, GrantView, HoldView, PurchaseRefundView, PurchaseView,
 };
 use crate::ledger::Store;
+
+/// This module's routes, each served and documented from its handler's
+/// `#[utoipa::path]` (one `routes!` per path).
+pub fn routes<S: Store>() -> OpenApiRouter<AppState<S>> {
+    OpenApiRouter::default()
+        .routes(utoipa_axum::routes!(purchase, purchases))
+        .routes(utoipa_axum::routes!(show_purchase))
+        .routes(utoipa_axum::routes!(refund_purchase))
+        .routes(utoipa_axum::routes!(debit, debits))
+        .routes(utoipa_axum::routes!(show_debit))
+        .routes(utoipa_axum::routes!(refund_debit))
+        .routes(utoipa_axum::routes!(hold, holds))
+        .routes(utoipa_axum::routes!(show_hold))
+        .routes(utoipa_axum::routes!(capture))
+        .routes(utoipa_axum::routes!(release))
+        .routes(utoipa_axum::routes!(grant))
+        .routes(utoipa_axum::routes!(ledger))
+        .routes(utoipa_axum::routes!(usage))
+}
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -47,7 +66,7 @@ pub async fn purchase<S: Store>(
 /// List purchases.
 ///
 /// Purchase history, newest first; `month` keeps one local month; `format=csv` exports every purchase.
-#[utoipa::path(get, path = "/v1/accounts/{id}/purchases", operation_id = "listPurchases", tag = "purchases", params(("id" = String, Path, description = "Account id"), ListParams), responses((status = 200, description = "Purchase history, newest first", content((Page<PurchaseView> = "application/json"), (String = "text/csv"))), super::openapi::ReadErrors))]
+#[utoipa::path(get, path = "/v1/accounts/{id}/purchases", operation_id = "listPurchases", tag = "purchases", params(("id" = String, Path, description = "Account id"), ListParams), responses((status = 200, description = "Purchase history, newest first", content((super::openapi::PurchasePage = "application/json"), (String = "text/csv"))), super::openapi::ReadErrors))]
 pub async fn purchases<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -263,7 +282,7 @@ pub struct DebitListParams {
 /// List debits.
 ///
 /// Debits, newest first, captures of holds included; `reference` keeps those that carry it.
-#[utoipa::path(get, path = "/v1/accounts/{id}/debits", operation_id = "listDebits", tag = "spending", params(("id" = String, Path, description = "Account id"), DebitListParams), responses((status = 200, description = "Debits, newest first, captures of holds included", body = Page<DebitView>), super::openapi::ReadErrors))]
+#[utoipa::path(get, path = "/v1/accounts/{id}/debits", operation_id = "listDebits", tag = "spending", params(("id" = String, Path, description = "Account id"), DebitListParams), responses((status = 200, description = "Debits, newest first, captures of holds included", body = super::openapi::DebitPage), super::openapi::ReadErrors))]
 pub async fn debits<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -296,7 +315,7 @@ pub struct HoldListParams {
 /// List holds.
 ///
 /// Holds, newest first; `status` keeps one status.
-#[utoipa::path(get, path = "/v1/accounts/{id}/holds", operation_id = "listHolds", tag = "spending", params(("id" = String, Path, description = "Account id"), HoldListParams), responses((status = 200, description = "Holds, newest first", body = Page<HoldView>), super::openapi::ReadErrors))]
+#[utoipa::path(get, path = "/v1/accounts/{id}/holds", operation_id = "listHolds", tag = "spending", params(("id" = String, Path, description = "Account id"), HoldListParams), responses((status = 200, description = "Holds, newest first", body = super::openapi::HoldPage), super::openapi::ReadErrors))]
 pub async fn holds<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -354,7 +373,7 @@ pub async fn grant<S: Store>(
 /// List ledger entries.
 ///
 /// The append-only ledger, newest first, each entry with the balance after it; `format=csv` exports every entry.
-#[utoipa::path(get, path = "/v1/accounts/{id}/ledger", operation_id = "listLedgerEntries", tag = "spending", params(("id" = String, Path, description = "Account id"), PageParams), responses((status = 200, description = "Ledger entries, newest first", content((Page<EntryView> = "application/json"), (String = "text/csv"))), super::openapi::ReadErrors))]
+#[utoipa::path(get, path = "/v1/accounts/{id}/ledger", operation_id = "listLedgerEntries", tag = "spending", params(("id" = String, Path, description = "Account id"), PageParams), responses((status = 200, description = "Ledger entries, newest first", content((super::openapi::EntryPage = "application/json"), (String = "text/csv"))), super::openapi::ReadErrors))]
 pub async fn ledger<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -390,7 +409,7 @@ pub struct UsageParams {
 /// Usage per month.
 ///
 /// Free, purchased, granted, used, expired and refunded credits per local month of `from`..`to`.
-#[utoipa::path(get, path = "/v1/accounts/{id}/usage", operation_id = "getUsage", tag = "spending", params(("id" = String, Path, description = "Account id"), UsageParams), responses((status = 200, description = "Usage per month", body = Page<UsageView>), super::openapi::ReadErrors))]
+#[utoipa::path(get, path = "/v1/accounts/{id}/usage", operation_id = "getUsage", tag = "spending", params(("id" = String, Path, description = "Account id"), UsageParams), responses((status = 200, description = "Usage per month", body = super::openapi::UsagePage), super::openapi::ReadErrors))]
 pub async fn usage<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,

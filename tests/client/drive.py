@@ -27,6 +27,7 @@ from textcredits_client.models import (  # noqa: E402
     NewAccount,
     Problem,
     PurchaseBody,
+    PurchaseView,
 )
 
 
@@ -81,4 +82,6 @@ expect(f"refund of the capture answered {r.status_code}", r.status_code == 201)
 # A list page, typed.
 page = list_purchases.sync("gen-1", client=client)
 expect("the purchase list", len(page.data) == 1 and page.next_cursor is None)
+# The page's items are the purchase's own class (the page refers to its schema).
+expect(f"a page item is a PurchaseView: {type(page.data[0])}", isinstance(page.data[0], PurchaseView))
 print("generated client: ok")

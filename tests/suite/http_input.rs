@@ -1,5 +1,6 @@
 //! Bad input through HTTP: every field of every POST, PATCH and PUT of
-//! API.md with wrong JSON types, out-of-range numbers, bad text, bad JSON,
+//! the served OpenAPI document (each route's body known to [`known`]) with
+//! wrong JSON types, out-of-range numbers, bad text, bad JSON,
 //! wrong content types and oversized bodies; bad ids in paths; bad
 //! Idempotency-Key headers; bad query strings; unknown routes and methods.
 //!
@@ -623,17 +624,37 @@ struct Sub {
     variants: Vec<String>,
 }
 
+/// A write route: its method, path and `Idempotency-Key` rule from the
+/// served OpenAPI document, its body from [`known`].
 struct Route {
     name: &'static str,
     method: &'static str,
-    /// With `{acct}` and `{sub}` placeholders.
-    template: &'static str,
+    /// As in the document: `{id}` is the account, another `{...}` the
+    /// object after it (see [`Sub`]).
+    template: String,
     sub: Option<Sub>,
     key: KeyUse,
     fields: Vec<Field>,
     /// Each bad value is sent alone (`PATCH`: any other setting would be a
     /// valid change), not beside the good values of the other fields.
     sparse: bool,
+}
+
+/// What the document does not say about a write route: a name for its
+/// cases, the ids for its path, each field with a good value and bad ones.
+struct Body {
+    name: &'static str,
+    sub: Option<Sub>,
+    fields: Vec<Field>,
+    sparse: bool,
+}
+
+/// How [`known`] knows a write route of the document.
+enum Known {
+    /// It reads a JSON body: spoil it.
+    Body(Body),
+    /// It reads no body (a `DELETE`): nothing to spoil.
+    NoBody,
 }
 
 fn id_variants(prefix: &str, other: &str) -> Vec<String> {
@@ -671,11 +692,12 @@ fn json_text(v: &Value) -> String {
 impl Route {
     fn path_with(&self, acct: &str, sub: Option<&str>) -> String {
         let sub = sub.or(self.sub.as_ref().map(|s| s.real.as_str()));
-        let path = self.template.replace("{acct}", acct);
-        match sub {
-            Some(s) => path.replace("{sub}", s),
-            None => path,
-        }
+        let segments = self.template.split('/').map(|segment| match segment {
+            "{id}" => acct,
+            s if s.starts_with('{') => sub.unwrap_or_else(|| panic!("{}: no id for {s}", self.name)),
+            s => s,
+        });
+        segments.collect::<Vec<_>>().join("/")
     }
 
     fn path(&self) -> String {
@@ -916,7 +938,7 @@ impl Route {
 
         // Ids in the path that cannot exist.
         let not_found = Expect::Exact(404, "not_found");
-        if self.template.contains("{acct}") {
+        if self.template.contains("{id}") {
             for acct in account_variants() {
                 out.push(Case {
                     label: format!("{} account id {}", self.name, short(&acct)),
@@ -1161,200 +1183,259 @@ fn assert_unchanged(before: &[(String, Value)], after: &[(String, Value)]) {
     }
 }
 
-fn routes(w: &World) -> Vec<Route> {
+/// The body of every write route of the document, by operationId.
+fn known(w: &World) -> Vec<(&'static str, Known)> {
     let future = |hours: i64| json!(w.now + SignedDuration::from_hours(hours));
     let past = w.start.to_string();
     vec![
-        Route {
-            name: "create account",
-            method: "POST",
-            template: "/v1/accounts",
-            sub: None,
-            key: KeyUse::Ignored,
-            fields: vec![
-                field("id", json!("never-created"), true, account_id_bad()),
-                field("name", json!("Never Created"), true, name_bad()),
-                field("time_zone", json!("UTC"), false, time_zone_bad(true)),
-                field("monthly_free_credits", json!(100), false, quantity_bad(true)),
-                field("unit_price", json!("0.01"), false, unit_price_bad(true)),
-                field("currency", json!("USD"), false, currency_bad()),
-            ],
-            sparse: false,
-        },
-        Route {
-            name: "PATCH account",
-            method: "PATCH",
-            template: "/v1/accounts/{acct}",
-            sub: None,
-            key: KeyUse::Optional,
-            fields: vec![
-                field("name", json!("Renamed"), false, name_bad()),
-                field("time_zone", json!("America/New_York"), false, time_zone_bad(false)),
-                field("monthly_free_credits", json!(500), false, quantity_bad(false)),
-                field("unit_price", json!("0.02"), false, unit_price_bad(false)),
-                field(
-                    "auto_recharge",
-                    json!({"threshold": 100, "credits": 500, "monthly_cap": 0}),
-                    false,
-                    auto_recharge_bad(),
-                ),
-                field("low_balance_threshold", json!(50), false, quantity_bad(false)),
-                field("monthly_purchase_limit", json!(9000), false, quantity_bad(false)),
-            ],
-            sparse: true,
-        },
-        Route {
-            name: "tokens",
-            method: "POST",
-            template: "/v1/accounts/{acct}/tokens",
-            sub: None,
-            key: KeyUse::Ignored,
-            fields: vec![field("label", json!("ci"), true, text_bad(500, false))],
-            sparse: false,
-        },
-        Route {
-            name: "quote",
-            method: "POST",
-            template: "/v1/accounts/{acct}/quote",
-            sub: None,
-            key: KeyUse::Ignored,
-            fields: vec![field("credits", json!(10), true, credits_bad(false))],
-            sparse: false,
-        },
-        Route {
-            name: "purchases",
-            method: "POST",
-            template: "/v1/accounts/{acct}/purchases",
-            sub: None,
-            key: KeyUse::Required,
-            fields: vec![field("credits", json!(10), true, credits_bad(false))],
-            sparse: false,
-        },
-        Route {
-            name: "purchase refund",
-            method: "POST",
-            template: "/v1/accounts/{acct}/purchases/{sub}/refund",
-            sub: Some(Sub { real: w.purchase.clone(), variants: id_variants("pur_", &w.other_purchase) }),
-            key: KeyUse::Required,
-            fields: vec![field("credits", json!(1), false, {
-                let mut list = credits_bad(true);
-                list.push(bad("more than purchased", json!(501)));
-                list
-            })],
-            sparse: false,
-        },
-        Route {
-            name: "debits",
-            method: "POST",
-            template: "/v1/accounts/{acct}/debits",
-            sub: None,
-            key: KeyUse::Required,
-            fields: vec![
-                field("credits", json!(5), true, credits_bad(false)),
-                field("reference", json!("camp-7"), false, reference_bad()),
-                field("description", json!("Summer sale"), false, text_bad(500, true)),
-            ],
-            sparse: false,
-        },
-        Route {
-            name: "debit refund",
-            method: "POST",
-            template: "/v1/accounts/{acct}/debits/{sub}/refund",
-            sub: Some(Sub { real: w.debit.clone(), variants: id_variants("deb_", &w.other_debit) }),
-            key: KeyUse::Required,
-            fields: vec![field("credits", json!(1), true, {
-                let mut list = credits_bad(false);
-                list.push(bad("more than debited", json!(151)));
-                list
-            })],
-            sparse: false,
-        },
-        Route {
-            name: "holds",
-            method: "POST",
-            template: "/v1/accounts/{acct}/holds",
-            sub: None,
-            key: KeyUse::Required,
-            fields: vec![
-                field("credits", json!(5), true, credits_bad(false)),
-                field("reference", json!("camp-8"), false, reference_bad()),
-                field("ttl_seconds", json!(600), false, ttl_bad()),
-            ],
-            sparse: false,
-        },
-        Route {
-            name: "capture",
-            method: "POST",
-            template: "/v1/accounts/{acct}/holds/{sub}/capture",
-            sub: Some(Sub { real: w.hold.clone(), variants: id_variants("hold_", &w.other_hold) }),
-            key: KeyUse::Optional,
-            fields: vec![field("credits", json!(1), true, capture_bad(200))],
-            sparse: false,
-        },
-        Route {
-            name: "release",
-            method: "POST",
-            template: "/v1/accounts/{acct}/holds/{sub}/release",
-            sub: Some(Sub { real: w.hold.clone(), variants: id_variants("hold_", &w.other_hold) }),
-            key: KeyUse::Optional,
-            fields: vec![],
-            sparse: false,
-        },
-        Route {
-            name: "grants",
-            method: "POST",
-            template: "/v1/accounts/{acct}/grants",
-            sub: None,
-            key: KeyUse::Required,
-            fields: vec![
-                field("credits", json!(5), true, credits_bad(false)),
-                field("expires_at", future(30 * 24), false, timestamp_bad(true, &past)),
-                field("reason", json!("goodwill"), true, text_bad(500, false)),
-            ],
-            sparse: false,
-        },
-        Route {
-            name: "billing close",
-            method: "POST",
-            template: "/v1/billing/close",
-            sub: None,
-            key: KeyUse::Ignored,
-            fields: vec![field("month", json!(w.closed_month), false, month_bad())],
-            sparse: false,
-        },
-        Route {
-            name: "statement status",
-            method: "POST",
-            template: "/v1/statements/{sub}/status",
-            sub: Some(Sub {
-                real: w.statement.clone(),
-                variants: vec![
-                    "nope".to_string(),
-                    "st_nope".to_string(),
-                    format!("st_2026-13_{ACCT}"),
-                    format!("st_{}_nobody", w.closed_month),
-                    format!("st_{}_{OTHER}", w.closed_month),
-                    format!("st_1999-01_{ACCT}"),
-                    format!("st_{}_{ACCT}%00", w.closed_month),
-                    format!("st_{}_{}", w.closed_month, "x".repeat(300)),
-                    "x".repeat(300),
-                    "%00".to_string(),
+        (
+            "createAccount",
+            Known::Body(Body {
+                name: "create account",
+                sub: None,
+                fields: vec![
+                    field("id", json!("never-created"), true, account_id_bad()),
+                    field("name", json!("Never Created"), true, name_bad()),
+                    field("time_zone", json!("UTC"), false, time_zone_bad(true)),
+                    field("monthly_free_credits", json!(100), false, quantity_bad(true)),
+                    field("unit_price", json!("0.01"), false, unit_price_bad(true)),
+                    field("currency", json!("USD"), false, currency_bad()),
                 ],
+                sparse: false,
             }),
-            key: KeyUse::Optional,
-            fields: vec![field("status", json!("paid"), true, status_bad())],
-            sparse: false,
-        },
-        Route {
-            name: "test clock",
-            method: "PUT",
-            template: "/v1/test-clock",
-            sub: None,
-            key: KeyUse::Ignored,
-            fields: vec![field("now", future(24), true, timestamp_bad(false, &past))],
-            sparse: false,
-        },
+        ),
+        (
+            "updateAccount",
+            Known::Body(Body {
+                name: "PATCH account",
+                sub: None,
+                fields: vec![
+                    field("name", json!("Renamed"), false, name_bad()),
+                    field("time_zone", json!("America/New_York"), false, time_zone_bad(false)),
+                    field("monthly_free_credits", json!(500), false, quantity_bad(false)),
+                    field("unit_price", json!("0.02"), false, unit_price_bad(false)),
+                    field(
+                        "auto_recharge",
+                        json!({"threshold": 100, "credits": 500, "monthly_cap": 0}),
+                        false,
+                        auto_recharge_bad(),
+                    ),
+                    field("low_balance_threshold", json!(50), false, quantity_bad(false)),
+                    field("monthly_purchase_limit", json!(9000), false, quantity_bad(false)),
+                ],
+                sparse: true,
+            }),
+        ),
+        (
+            "createAccountToken",
+            Known::Body(Body {
+                name: "tokens",
+                sub: None,
+                fields: vec![field("label", json!("ci"), true, text_bad(500, false))],
+                sparse: false,
+            }),
+        ),
+        ("revokeAccountToken", Known::NoBody),
+        (
+            "quoteCampaign",
+            Known::Body(Body {
+                name: "quote",
+                sub: None,
+                fields: vec![field("credits", json!(10), true, credits_bad(false))],
+                sparse: false,
+            }),
+        ),
+        (
+            "createPurchase",
+            Known::Body(Body {
+                name: "purchases",
+                sub: None,
+                fields: vec![field("credits", json!(10), true, credits_bad(false))],
+                sparse: false,
+            }),
+        ),
+        (
+            "refundPurchase",
+            Known::Body(Body {
+                name: "purchase refund",
+                sub: Some(Sub { real: w.purchase.clone(), variants: id_variants("pur_", &w.other_purchase) }),
+                fields: vec![field("credits", json!(1), false, {
+                    let mut list = credits_bad(true);
+                    list.push(bad("more than purchased", json!(501)));
+                    list
+                })],
+                sparse: false,
+            }),
+        ),
+        (
+            "createDebit",
+            Known::Body(Body {
+                name: "debits",
+                sub: None,
+                fields: vec![
+                    field("credits", json!(5), true, credits_bad(false)),
+                    field("reference", json!("camp-7"), false, reference_bad()),
+                    field("description", json!("Summer sale"), false, text_bad(500, true)),
+                ],
+                sparse: false,
+            }),
+        ),
+        (
+            "refundDebit",
+            Known::Body(Body {
+                name: "debit refund",
+                sub: Some(Sub { real: w.debit.clone(), variants: id_variants("deb_", &w.other_debit) }),
+                fields: vec![field("credits", json!(1), true, {
+                    let mut list = credits_bad(false);
+                    list.push(bad("more than debited", json!(151)));
+                    list
+                })],
+                sparse: false,
+            }),
+        ),
+        (
+            "createHold",
+            Known::Body(Body {
+                name: "holds",
+                sub: None,
+                fields: vec![
+                    field("credits", json!(5), true, credits_bad(false)),
+                    field("reference", json!("camp-8"), false, reference_bad()),
+                    field("ttl_seconds", json!(600), false, ttl_bad()),
+                ],
+                sparse: false,
+            }),
+        ),
+        (
+            "captureHold",
+            Known::Body(Body {
+                name: "capture",
+                sub: Some(Sub { real: w.hold.clone(), variants: id_variants("hold_", &w.other_hold) }),
+                fields: vec![field("credits", json!(1), true, capture_bad(200))],
+                sparse: false,
+            }),
+        ),
+        (
+            "releaseHold",
+            Known::Body(Body {
+                name: "release",
+                sub: Some(Sub { real: w.hold.clone(), variants: id_variants("hold_", &w.other_hold) }),
+                fields: vec![],
+                sparse: false,
+            }),
+        ),
+        (
+            "createGrant",
+            Known::Body(Body {
+                name: "grants",
+                sub: None,
+                fields: vec![
+                    field("credits", json!(5), true, credits_bad(false)),
+                    field("expires_at", future(30 * 24), false, timestamp_bad(true, &past)),
+                    field("reason", json!("goodwill"), true, text_bad(500, false)),
+                ],
+                sparse: false,
+            }),
+        ),
+        (
+            "closeBilling",
+            Known::Body(Body {
+                name: "billing close",
+                sub: None,
+                fields: vec![field("month", json!(w.closed_month), false, month_bad())],
+                sparse: false,
+            }),
+        ),
+        (
+            "setStatementStatus",
+            Known::Body(Body {
+                name: "statement status",
+                sub: Some(Sub {
+                    real: w.statement.clone(),
+                    variants: vec![
+                        "nope".to_string(),
+                        "st_nope".to_string(),
+                        format!("st_2026-13_{ACCT}"),
+                        format!("st_{}_nobody", w.closed_month),
+                        format!("st_{}_{OTHER}", w.closed_month),
+                        format!("st_1999-01_{ACCT}"),
+                        format!("st_{}_{ACCT}%00", w.closed_month),
+                        format!("st_{}_{}", w.closed_month, "x".repeat(300)),
+                        "x".repeat(300),
+                        "%00".to_string(),
+                    ],
+                }),
+                fields: vec![field("status", json!("paid"), true, status_bad())],
+                sparse: false,
+            }),
+        ),
+        (
+            "setTestClock",
+            Known::Body(Body {
+                name: "test clock",
+                sub: None,
+                fields: vec![field("now", future(24), true, timestamp_bad(false, &past))],
+                sparse: false,
+            }),
+        ),
     ]
+}
+
+/// The write routes (every operation but a `GET`) of the served document,
+/// each with its body from [`known`]: a route the table does not know, or
+/// one it knows that the document lacks, fails the test, so no write route
+/// goes untested.
+fn routes(w: &World, doc: &Value) -> Vec<Route> {
+    let mut table = known(w);
+    let (mut routes, mut unknown) = (Vec::new(), Vec::new());
+    for (path, item) in doc["paths"].as_object().expect("the document has paths") {
+        for (method, operation) in item.as_object().expect("a path item") {
+            if method == "get" {
+                continue;
+            }
+            let id = operation["operationId"].as_str().expect("every operation has an operationId");
+            let Some(at) = table.iter().position(|(known, _)| *known == id) else {
+                unknown.push(format!("{method} {path} ({id})"));
+                continue;
+            };
+            if let (_, Known::Body(body)) = table.swap_remove(at) {
+                routes.push(Route {
+                    name: body.name,
+                    method: method_name(method),
+                    template: path.clone(),
+                    sub: body.sub,
+                    key: key_use(operation),
+                    fields: body.fields,
+                    sparse: body.sparse,
+                });
+            }
+        }
+    }
+    assert!(unknown.is_empty(), "write routes of the document that `known` lacks: {unknown:?}");
+    let stale: Vec<&str> = table.iter().map(|(id, _)| *id).collect();
+    assert!(stale.is_empty(), "operations in `known` that the document lacks: {stale:?}");
+    routes
+}
+
+fn method_name(method: &str) -> &'static str {
+    match method {
+        "post" => "POST",
+        "put" => "PUT",
+        "patch" => "PATCH",
+        "delete" => "DELETE",
+        other => panic!("a method this test does not know: {other}"),
+    }
+}
+
+/// The route's `Idempotency-Key` rule, as its document states it.
+fn key_use(operation: &Value) -> KeyUse {
+    let parameters = operation["parameters"].as_array().into_iter().flatten();
+    let mut keys = parameters.filter(|p| p["in"] == "header" && p["name"] == "Idempotency-Key");
+    match keys.next() {
+        None => KeyUse::Ignored,
+        Some(p) if p["required"] == true => KeyUse::Required,
+        Some(_) => KeyUse::Optional,
+    }
 }
 
 /// Cases that need a particular id, key or body: the domain refusals with
@@ -1514,8 +1595,10 @@ async fn bad_bodies_on_every_write_route_change_nothing() {
     let w = setup(&server).await;
     let before = snapshot(&server, &w).await;
 
+    let doc = server.get("/openapi.json", ADMIN).await;
+    assert_eq!(doc.status, 200, "{doc:?}");
     let mut keys = Keys(0);
-    let mut cases: Vec<Case> = routes(&w).iter().flat_map(|r| r.cases(&mut keys)).collect();
+    let mut cases: Vec<Case> = routes(&w, &doc.body).iter().flat_map(|r| r.cases(&mut keys)).collect();
     cases.extend(special_cases(&w));
     let mut labels = std::collections::HashSet::new();
     for c in &cases {
