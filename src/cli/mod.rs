@@ -116,6 +116,11 @@ enum Cmd {
             value_delimiter = ','
         )]
         cors_origins: Vec<String>,
+        /// When a failed webhook delivery is tried again: comma-separated
+        /// steps (`s`, `m`, `h`, `d`), each after the previous attempt; after
+        /// the last the delivery is given up. The default retries for 3 days.
+        #[arg(long, value_name = "STEPS", default_value = crate::events::schedule::DEFAULT_RETRY_SCHEDULE, value_parser = parse_retry_schedule)]
+        webhook_retry_schedule: crate::events::schedule::RetrySchedule,
         /// Seconds between automatic closes of ended months into statements; 0 = never.
         #[arg(long, default_value_t = 60)]
         close_interval_seconds: u64,
@@ -588,6 +593,7 @@ async fn run_on<S: Store>(
         max_connections,
         cors_origins,
         close_interval_seconds,
+        webhook_retry_schedule,
         log_format,
     } = cli.command
     {
@@ -604,6 +610,7 @@ async fn run_on<S: Store>(
             defaults,
             data_dir,
             close_every,
+            webhook_retry_schedule,
             // Checked before the store opened.
             cors_origins: cors_origins.iter().filter_map(|o| http::cors::parse_origin(o).ok()).collect(),
         };
@@ -942,4 +949,9 @@ async fn write_out(
         stdout.write_all(&chunk?).and_then(|()| stdout.flush()).map_err(broken)?;
     }
     Ok(())
+}
+
+/// `--webhook-retry-schedule`, checked when the flags are read.
+fn parse_retry_schedule(text: &str) -> Result<crate::events::schedule::RetrySchedule, String> {
+    crate::events::schedule::RetrySchedule::parse(text).map_err(|e| e.to_string())
 }

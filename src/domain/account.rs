@@ -355,7 +355,7 @@ fn check_quantity(field: &str, n: i64) -> Result<(), DomainError> {
 }
 
 /// Distinguishes a field that is absent from one that is `null`.
-mod double_option {
+pub mod double_option {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     pub fn serialize<T: Serialize, S: Serializer>(v: &Option<Option<T>>, s: S) -> Result<S::Ok, S::Error> {

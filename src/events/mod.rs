@@ -19,5 +19,6 @@ mod error;
 pub mod schedule;
 pub mod secret;
 pub mod send;
+pub mod worker;
 
 pub use error::WebhookError;

@@ -15,6 +15,7 @@ mod clock;
 pub mod cors;
 mod error;
 mod events;
+mod webhooks;
 mod extract;
 mod listen;
 mod metrics;
@@ -253,6 +254,7 @@ fn api<S: Store>(test_clock: bool) -> OpenApiRouter<AppState<S>> {
         .merge(spending::routes())
         .merge(billing::routes())
         .merge(events::routes())
+        .merge(webhooks::routes())
         .merge(ops::routes());
     if test_clock { api.merge(billing::test_clock_routes()) } else { api }
 }

@@ -217,6 +217,8 @@ pub type EntryPage = Page<EntryView>;
 pub type StatementPage = Page<StatementView>;
 pub type UsagePage = Page<UsageView>;
 pub type EventPage = Page<crate::domain::event::EventView>;
+pub type EndpointPage = Page<crate::ledger::webhook::EndpointView>;
+pub type DeliveryPage = Page<crate::ledger::webhook::DeliveryView>;
 
 /// The bearer scheme every route but health, metrics and this document
 /// requires.

@@ -43,6 +43,8 @@ pub struct ServeConfig {
     /// Origins whose browser applications may call the API (see
     /// [`super::cors`]); none by default.
     pub cors_origins: Vec<axum::http::HeaderValue>,
+    /// When failed webhook deliveries are tried again.
+    pub webhook_retry_schedule: crate::events::schedule::RetrySchedule,
 }
 
 /// Request ids: a random prefix per process and a counter, short and unique.
@@ -163,6 +165,13 @@ pub async fn serve<S: Store>(store: S, config: ServeConfig) -> Result<(), Ledger
     if let Some(every) = config.close_every {
         tokio::spawn(close_months_forever(state.clone(), every));
     }
+    let sender = crate::events::send::Sender::new().map_err(|e| LedgerError::Internal(e.to_string()))?;
+    let worker = crate::events::worker::Worker {
+        store: state.ledger.store().clone(),
+        sender,
+        schedule: config.webhook_retry_schedule.clone(),
+    };
+    tokio::spawn(worker.run());
     let ids = Ids { prefix: Arc::new(random_id()[..6].to_string()), next: Arc::new(AtomicU64::new(1)) };
     let header = HeaderName::from_static("x-request-id");
     let mut router = app(state.clone());

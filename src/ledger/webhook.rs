@@ -8,6 +8,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::domain::event::EventType;
+use crate::ledger::LedgerError;
 
 /// Most endpoints a server keeps (a platform has a few: production,
 /// staging, an analytics sink); creating one more is refused.
@@ -165,4 +166,41 @@ pub struct Recorded {
     pub error: Option<String>,
     /// The endpoint answered 410: disable it, with this reason.
     pub disable: Option<String>,
+}
+
+/// The event types of a subscription, checked: at least one, each known,
+/// each once (in the order of [`EventType::ALL`]).
+pub fn check_types(names: &[String]) -> Result<Vec<EventType>, LedgerError> {
+    if names.is_empty() {
+        return Err(LedgerError::invalid(
+            "events is empty: name at least one event type, or leave events out for all of them",
+        ));
+    }
+    let mut types = Vec::with_capacity(names.len());
+    for n in names {
+        let Some(t) = EventType::parse(n) else {
+            let known: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+            return Err(LedgerError::invalid(format!(
+                "unknown event type {n:?}: use one of {}",
+                known.join(", ")
+            )));
+        };
+        types.push(t);
+    }
+    types.sort_unstable();
+    types.dedup();
+    Ok(types)
+}
+
+/// A description: at most [`MAX_DESCRIPTION_CHARS`], no control characters.
+pub fn check_description(text: &str) -> Result<String, LedgerError> {
+    if text.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(LedgerError::invalid(format!(
+            "description is longer than {MAX_DESCRIPTION_CHARS} characters"
+        )));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(LedgerError::invalid("description holds control characters"));
+    }
+    Ok(text.to_string())
 }

@@ -1,0 +1,143 @@
+//! The delivery worker `serve` runs in the background: it turns new events
+//! into deliveries, leases the ones due, sends them (at most
+//! [`crate::store::webhooks::CLAIM_BATCH`] at once), and records each
+//! attempt: success, a retry at the next step of the schedule (or later if
+//! the receiver's `Retry-After` asks), given up after the last step, or
+//! the endpoint disabled on a 410.
+//!
+//! It runs beside the request path and shares nothing with it but the
+//! database: a debit never waits for a webhook. Time here is the wall
+//! clock, even under `--test-clock` (receivers check `webhook-timestamp`
+//! against theirs). On several replicas each runs one; the store's leases
+//! make each attempt one replica's, and a lease that runs out (a replica
+//! killed mid-send) lets another send it again: at least once.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::endpoint::EndpointUrl;
+use super::schedule::RetrySchedule;
+use super::secret::Secret;
+use super::send::{Attempt, Outcome, Sender};
+use crate::ledger::Store;
+use crate::ledger::webhook::{Claimed, DeliveryStatus, Recorded};
+
+/// How long the worker waits when nothing was due.
+pub const IDLE_POLL: Duration = Duration::from_millis(200);
+
+/// How long a lease lasts beyond the attempt's timeout: the time to record.
+const LEASE_MARGIN: Duration = Duration::from_secs(15);
+
+#[derive(Clone)]
+pub struct Worker<S> {
+    pub store: S,
+    pub sender: Sender,
+    pub schedule: RetrySchedule,
+}
+
+impl<S: Store + Clone + Send + Sync + 'static> Worker<S> {
+    /// Runs until the process ends. Errors (the database away) are logged
+    /// and retried after a pause; nothing is lost, as every step is a
+    /// committed row.
+    pub async fn run(self) {
+        loop {
+            match self.pass(crate::http::system_now()).await {
+                Ok(0) => tokio::time::sleep(IDLE_POLL).await,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "webhook delivery pass failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// One pass: dispatch, claim, send, record; how many rows it moved.
+    pub async fn pass(&self, now: Timestamp) -> Result<usize, crate::ledger::LedgerError> {
+        let dispatched = self.store.dispatch(now).await?;
+        let lease = SignedDuration::try_from(self.sender.timeout() + LEASE_MARGIN).unwrap_or(SignedDuration::MAX);
+        let claimed = self.store.claim(now, now + lease).await?;
+        let n = dispatched + claimed.len();
+        let mut sending = tokio::task::JoinSet::new();
+        for c in claimed {
+            let worker = self.clone();
+            sending.spawn(async move { worker.deliver(c).await });
+        }
+        while let Some(done) = sending.join_next().await {
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "a webhook attempt could not be recorded; it is sent again"),
+                Err(e) => tracing::error!(error = %e, "a webhook delivery task failed"),
+            }
+        }
+        Ok(n)
+    }
+
+    async fn deliver(&self, c: Claimed) -> Result<(), crate::ledger::LedgerError> {
+        let now = crate::http::system_now();
+        let secrets: Vec<Secret> =
+            c.endpoint.signing_secrets(now).iter().filter_map(|s| Secret::parse(s).ok()).collect();
+        let refs: Vec<&Secret> = secrets.iter().collect();
+        let attempt = match EndpointUrl::parse(&c.endpoint.url) {
+            Ok(url) => self.sender.send(&url, &c.event_id, now.as_second(), &refs, c.body.as_bytes()).await,
+            Err(e) => Attempt {
+                outcome: Outcome::Failed,
+                status: None,
+                body_prefix: String::new(),
+                retry_after: None,
+                error: Some(e.to_string()),
+            },
+        };
+        let at = crate::http::system_now();
+        let recorded = outcome_of(&self.schedule, &c, &attempt, at, random_u32());
+        tracing::info!(
+            endpoint = %c.endpoint.id,
+            event = %c.event_id,
+            status = ?attempt.status,
+            outcome = recorded.status.as_str(),
+            "webhook attempt"
+        );
+        self.store.record(c, recorded).await
+    }
+}
+
+/// What an attempt comes to (pure): succeeded; failed and retried at the
+/// schedule's next step (retry n after n failed attempts); given up after
+/// the last; or, on a 410, failed and the endpoint disabled.
+pub fn outcome_of(schedule: &RetrySchedule, c: &Claimed, a: &Attempt, at: Timestamp, random: u32) -> Recorded {
+    let mut r = Recorded {
+        at,
+        status: DeliveryStatus::Succeeded,
+        next_attempt_at: None,
+        response_status: a.status.map(i64::from),
+        response_body: a.status.map(|_| a.body_prefix.clone()),
+        error: a.error.clone(),
+        disable: None,
+    };
+    match a.outcome {
+        Outcome::Succeeded => {}
+        Outcome::Gone => {
+            r.status = DeliveryStatus::Failed;
+            r.disable = Some(format!("the endpoint answered 410 Gone at {at}; enable it again to resume"));
+        }
+        Outcome::Failed => {
+            let retry = u32::try_from(c.attempts + 1).unwrap_or(u32::MAX);
+            match schedule.next_delay(retry, random, a.retry_after) {
+                Some(delay) => {
+                    r.status = DeliveryStatus::Pending;
+                    let delay = SignedDuration::try_from(delay).unwrap_or(SignedDuration::MAX);
+                    r.next_attempt_at = Some(at.checked_add(delay).unwrap_or(Timestamp::MAX));
+                }
+                None => r.status = DeliveryStatus::Failed,
+            }
+        }
+    }
+    r
+}
+
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    getrandom::fill(&mut b).expect("the operating system's random source is available");
+    u32::from_le_bytes(b)
+}
