@@ -86,3 +86,7 @@ mod rules;
 mod schema;
 /// Shared fixtures: databases, the binary, timestamps.
 mod util;
+/// One webhook delivery attempt against the real test receiver.
+mod webhook_parts;
+/// A real webhook receiver that verifies signatures on its own (a fixture).
+mod webhook_receiver;
