@@ -95,8 +95,9 @@ async fn read_all(mut body: axum::body::Body) -> Result<Vec<u8>, ApiError> {
     Ok(kept)
 }
 
-/// Every request body of the API is a JSON object without arrays: serde
-/// would fill a struct from an array field by field, in order, which nobody
+/// Every request body of the API is a JSON object whose only arrays are
+/// lists of strings (a webhook endpoint's event types): serde would fill
+/// a struct from any other array field by field, in order, which nobody
 /// means (`[500]` is not a purchase of 500 credits).
 fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let value: serde_json::Value =
@@ -105,7 +106,7 @@ fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         return Err(ApiError::invalid("the body must be a JSON object"));
     }
     if has_array(&value) {
-        return Err(ApiError::invalid("no field of this API takes an array"));
+        return Err(ApiError::invalid("no field of this API takes an array other than a list of strings"));
     }
     // From the bytes again, not the value: serde then refuses a field given
     // twice, which a parsed value has already resolved to the last one.
@@ -114,7 +115,7 @@ fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 
 fn has_array(v: &serde_json::Value) -> bool {
     match v {
-        serde_json::Value::Array(_) => true,
+        serde_json::Value::Array(items) => !items.iter().all(serde_json::Value::is_string),
         serde_json::Value::Object(m) => m.values().any(has_array),
         _ => false,
     }

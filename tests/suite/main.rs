@@ -86,6 +86,8 @@ mod rules;
 mod schema;
 /// Shared fixtures: databases, the binary, timestamps.
 mod util;
+/// Webhooks end to end: the delivery worker against a real receiver.
+mod webhooks;
 /// One webhook delivery attempt against the real test receiver.
 mod webhook_parts;
 /// A real webhook receiver that verifies signatures on its own (a fixture).

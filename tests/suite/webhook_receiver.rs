@@ -93,7 +93,7 @@ impl Reply {
 }
 
 struct State {
-    keys: Vec<Vec<u8>>,
+    keys: Mutex<Vec<Vec<u8>>>,
     script: Mutex<VecDeque<Reply>>,
     deliveries: Mutex<Vec<Delivery>>,
     requests: AtomicUsize,
@@ -110,10 +110,7 @@ impl Receiver {
     /// Listens on a free loopback port, accepting deliveries signed by any
     /// of `secrets` (`whsec_...`).
     pub async fn start(secrets: &[&str]) -> Receiver {
-        let keys = secrets
-            .iter()
-            .map(|s| STANDARD.decode(s.strip_prefix("whsec_").expect("a whsec_ secret")).expect("base64"))
-            .collect();
+        let keys = Mutex::new(secrets.iter().map(|s| key_of(s)).collect());
         let state = Arc::new(State {
             keys,
             script: Mutex::new(VecDeque::new()),
@@ -151,6 +148,18 @@ impl Receiver {
     /// once used up, 204.
     pub fn set_script(&self, replies: impl IntoIterator<Item = Reply>) {
         *self.state.script.lock().unwrap() = replies.into_iter().collect();
+    }
+
+    /// Accepts deliveries signed by `secret` too (an endpoint's secret is
+    /// known once the endpoint is created, after the receiver).
+    pub fn accept(&self, secret: &str) {
+        self.state.keys.lock().unwrap().push(key_of(secret));
+    }
+
+    /// Accepts only `secret` from now on (the old one of a rotation no
+    /// longer verifies here).
+    pub fn accept_only(&self, secret: &str) {
+        *self.state.keys.lock().unwrap() = vec![key_of(secret)];
     }
 
     /// The verified deliveries, in the order they arrived.
@@ -216,7 +225,8 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
     let body = collected.to_bytes();
     let (id, timestamp, signature) =
         (header("webhook-id"), header("webhook-timestamp"), header("webhook-signature"));
-    if !signed(&state.keys, &id, &timestamp, &body, &signature) {
+    let keys = state.keys.lock().unwrap().clone();
+    if !signed(&keys, &id, &timestamp, &body, &signature) {
         state.invalid.fetch_add(1, Ordering::SeqCst);
         return Ok(plain(401));
     }
@@ -251,6 +261,10 @@ fn plain(status: u16) -> Response<Body> {
 /// The Standard Webhooks check: a fresh timestamp, and any `v1` entry equal
 /// (in constant time) to HMAC-SHA256 over `{id}.{timestamp}.{body}` by any
 /// accepted key.
+fn key_of(secret: &str) -> Vec<u8> {
+    STANDARD.decode(secret.strip_prefix("whsec_").expect("a whsec_ secret")).expect("base64")
+}
+
 fn signed(keys: &[Vec<u8>], id: &str, timestamp: &str, body: &[u8], header: &str) -> bool {
     let Ok(at) = timestamp.parse::<u64>() else { return false };
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();

@@ -1,0 +1,249 @@
+//! Webhooks (issue 14) end to end: the real server's delivery worker
+//! against a real receiver on loopback that verifies every signature
+//! independently (tests/suite/webhook_receiver.rs), on both stores.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::util::{ADMIN, Db, Server, created, open_account, snapshot};
+use crate::webhook_receiver::{Receiver, Reply};
+
+/// A retry schedule of seconds, so outages heal within a test.
+const FAST: &str = "1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s";
+
+fn start(db: &Db, schedule: &str) -> Server {
+    let args = ["--test-clock", "--now", "2026-11-10T12:00:00Z", "--close-interval-seconds", "0"];
+    let mut args: Vec<&str> = args.to_vec();
+    args.extend(["--webhook-retry-schedule", schedule]);
+    Server::start(db, &args)
+}
+
+async fn endpoint(s: &Server, body: Value) -> Value {
+    let e = s.post("/v1/webhook-endpoints", ADMIN, None, body).await;
+    assert_eq!(e.status, 201, "{e:?}");
+    assert!(e.body["secret"].as_str().unwrap().starts_with("whsec_"), "{e:?}");
+    assert_eq!(e.header("location"), Some(format!("/v1/webhook-endpoints/{}", e.body["id"].as_str().unwrap()).as_str()));
+    e.body
+}
+
+/// Every event of `account`, oldest first.
+async fn events_of(s: &Server, account: &str) -> Vec<Value> {
+    let p = s.get(&format!("/v1/accounts/{account}/events?limit=500"), ADMIN).await;
+    assert_eq!(p.status, 200, "{p:?}");
+    p.body["data"].as_array().unwrap().clone()
+}
+
+/// Waits (without asserting on time) until `done` holds, or panics with
+/// what the receiver got.
+async fn wait_until(r: &Receiver, what: &str, mut done: impl FnMut(&Receiver) -> bool) {
+    for _ in 0..600 {
+        if done(r) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: never; the receiver got {:#?}", r.events().iter().map(|d| (&d.id, d.answered)).collect::<Vec<_>>());
+}
+
+/// The deliveries the receiver answered 2xx, by account: (sequence, id).
+fn succeeded(r: &Receiver) -> BTreeMap<String, Vec<(i64, String)>> {
+    let mut by: BTreeMap<String, Vec<(i64, String)>> = BTreeMap::new();
+    for d in r.events().into_iter().filter(|d| (200..300).contains(&d.answered)) {
+        assert_eq!(d.body["id"], d.id.as_str(), "webhook-id is the event id");
+        let account = d.body["account_id"].as_str().unwrap().to_string();
+        by.entry(account).or_default().push((d.body["sequence"].as_i64().unwrap(), d.id.clone()));
+    }
+    by
+}
+
+async fn buy(s: &Server, account: &str, key: &str, credits: i64) {
+    let p = format!("/v1/accounts/{account}/purchases");
+    created(s.post(&p, ADMIN, Some(key), json!({ "credits": credits })).await, "purchase");
+}
+
+/// Every event reaches the endpoint, signed, once as a success, each
+/// account's in sequence order with no gap, across an outage of the
+/// receiver (the worker retries by the schedule and then delivers what
+/// waited, in order).
+async fn every_event_arrives_signed_and_in_order_across_an_outage(db: Db) {
+    let mut r = Receiver::start(&[]).await;
+    let s = start(&db, FAST);
+    let e = endpoint(&s, json!({ "url": r.url(), "description": "production" })).await;
+    r.accept(e["secret"].as_str().unwrap());
+    for a in ["cafe", "bakery"] {
+        open_account(&s, a).await;
+        let patch = json!({"low_balance_threshold": 1200});
+        assert_eq!(s.call("PATCH", &format!("/v1/accounts/{a}"), Some(ADMIN), None, Some(patch)).await.status, 200);
+    }
+    buy(&s, "cafe", "p1", 500).await;
+    buy(&s, "bakery", "p1", 300).await; // 1,300
+    let d = "/v1/accounts/bakery/debits";
+    created(s.post(d, ADMIN, Some("d1"), json!({"credits": 200})).await, "debit"); // 1,100: balance.low
+    wait_until(&r, "the first three events", |r| succeeded(r).values().map(Vec::len).sum::<usize>() == 3).await;
+    // The receiver is down while more happens.
+    r.stop().await;
+    for i in 0..5 {
+        buy(&s, "cafe", &format!("o{i}"), 10 + i).await;
+        buy(&s, "bakery", &format!("o{i}"), 10 + i).await;
+    }
+    // Attempts fail meanwhile and say why.
+    let eid = e["id"].as_str().unwrap();
+    let mut seen_failure = false;
+    for _ in 0..100 {
+        let list = s.get(&format!("/v1/webhook-endpoints/{eid}/deliveries?status=pending"), ADMIN).await;
+        assert_eq!(list.status, 200, "{list:?}");
+        if list.body["data"].as_array().unwrap().iter().any(|d| d["attempts"].as_i64() > Some(0) && !d["last_error"].is_null()) {
+            seen_failure = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen_failure, "a failed attempt is recorded with its error");
+    r.restart().await;
+    let want: usize = events_of(&s, "cafe").await.len() + events_of(&s, "bakery").await.len();
+    assert_eq!(want, 14);
+    wait_until(&r, "every event", |r| succeeded(r).values().map(Vec::len).sum::<usize>() >= want).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(r.invalid_signatures(), 0);
+    let got = succeeded(&r);
+    for a in ["cafe", "bakery"] {
+        let events: Vec<(i64, String)> = events_of(&s, a)
+            .await
+            .iter()
+            .map(|e| (e["sequence"].as_i64().unwrap(), e["id"].as_str().unwrap().to_string()))
+            .collect();
+        assert_eq!(got[a], events, "{a}: every event once, in sequence order, no gap");
+    }
+    // Bodies are the events as the API lists them.
+    let first = r.events().into_iter().find(|d| d.body["account_id"] == "cafe").unwrap();
+    assert_eq!(first.body, events_of(&s, "cafe").await[0]);
+    assert_eq!(first.content_type, "application/json");
+    let list = s.get(&format!("/v1/webhook-endpoints/{eid}/deliveries?status=succeeded&limit=500"), ADMIN).await;
+    assert_eq!(list.body["data"].as_array().unwrap().len(), want, "{list:?}");
+    db.assert_audit();
+}
+
+/// A 410 disables the endpoint and what happens meanwhile waits for it;
+/// enabling it again sends that, in order. During a secret rotation both
+/// secrets sign; a redelivery sends the same `webhook-id` again; a
+/// recovery sends again what was given up.
+async fn gone_rotation_redelivery_and_recovery(db: Db) {
+    let r = Receiver::start(&[]).await;
+    let s = start(&db, "1s");
+    let e = endpoint(&s, json!({ "url": r.url(), "events": ["purchase.created"] })).await;
+    let eid = e["id"].as_str().unwrap().to_string();
+    let old = e["secret"].as_str().unwrap().to_string();
+    r.accept(&old);
+    open_account(&s, "cafe").await;
+    r.set_script([Reply::status(410)]);
+    buy(&s, "cafe", "p1", 5).await;
+    let ep = format!("/v1/webhook-endpoints/{eid}");
+    for _ in 0..100 {
+        if s.get(&ep, ADMIN).await.body["enabled"] == false {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let shown = s.get(&ep, ADMIN).await.body;
+    assert_eq!(shown["enabled"], false, "{shown}");
+    assert!(shown["disabled_reason"].as_str().unwrap().contains("410"), "{shown}");
+    assert!(shown.get("secret").is_none(), "never shown again: {shown}");
+    // Disabled: events are kept, not sent.
+    buy(&s, "cafe", "p2", 6).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(r.events().len(), 1, "only the 410'd one arrived");
+    // Rotation: the new secret and the old both sign.
+    let rot = s.post(&format!("{ep}/rotate-secret"), ADMIN, None, json!({})).await;
+    assert_eq!(rot.status, 200, "{rot:?}");
+    let new = rot.body["secret"].as_str().unwrap().to_string();
+    assert_ne!(new, old);
+    assert!(!rot.body["old_secret_expires_at"].is_null(), "{rot:?}");
+    r.accept_only(&new);
+    let on = s.call("PATCH", &ep, Some(ADMIN), None, Some(json!({"enabled": true}))).await;
+    assert_eq!((on.status, &on.body["enabled"]), (200, &json!(true)), "{on:?}");
+    wait_until(&r, "the kept event", |r| r.events().iter().filter(|d| d.answered == 204).count() == 1).await;
+    let kept = r.events().last().unwrap().clone();
+    assert_eq!(kept.body["sequence"], 2, "the 410'd event was given up; the next one was kept");
+    assert_eq!(kept.signature.split(' ').count(), 2, "two signatures during a rotation: {}", kept.signature);
+    r.accept_only(&old);
+    buy(&s, "cafe", "p3", 7).await;
+    wait_until(&r, "signed by the old secret too", |r| r.events().iter().filter(|d| d.answered == 204).count() == 2).await;
+    assert_eq!(r.invalid_signatures(), 0);
+    // The first delivery failed (410); recover sends it again, and a
+    // redelivery sends one again with the same webhook-id.
+    let first = events_of(&s, "cafe").await[0]["id"].as_str().unwrap().to_string();
+    let failed = s.get(&format!("{ep}/deliveries?status=failed"), ADMIN).await;
+    assert_eq!(failed.body["data"][0]["id"], first.as_str(), "{failed:?}");
+    assert_eq!(failed.body["data"][0]["last_response_status"], 410, "{failed:?}");
+    let rec = s.post(&format!("{ep}/recover"), ADMIN, None, json!({"since": "2020-01-01T00:00:00Z"})).await;
+    assert_eq!((rec.status, &rec.body["queued"]), (202, &json!(1)), "{rec:?}");
+    wait_until(&r, "the recovered event", |r| r.events().iter().any(|d| d.id == first && d.answered == 204)).await;
+    let again = s.post(&format!("{ep}/deliveries/{first}/redeliver"), ADMIN, None, json!({})).await;
+    assert_eq!(again.status, 202, "{again:?}");
+    wait_until(&r, "the redelivered event", |r| r.events().iter().filter(|d| d.id == first).count() == 3).await;
+    // Only purchase.created was subscribed to.
+    assert!(r.events().iter().all(|d| d.body["type"] == "purchase.created"));
+}
+
+/// Bad input on every webhook route: a 4xx problem, nothing changed.
+async fn bad_webhook_input_is_refused(db: Db) {
+    let s = start(&db, "1s");
+    open_account(&s, "cafe").await;
+    let e = endpoint(&s, json!({"url": "http://127.0.0.1:9/hooks"})).await;
+    let eid = e["id"].as_str().unwrap().to_string();
+    let before = (snapshot(&s, "cafe").await, s.get("/v1/webhook-endpoints", ADMIN).await.body);
+    let long = format!("https://example.com/{}", "a".repeat(2100));
+    for body in [
+        json!({"url": "ftp://example.com/hooks"}),
+        json!({"url": "not a url"}),
+        json!({"url": long}),
+        json!({"url": "https://user:pw@example.com/"}),
+        json!({"url": "https://example.com/", "events": ["purchase.deleted"]}),
+        json!({"url": "https://example.com/", "events": []}),
+        json!({"url": "https://example.com/", "description": "x".repeat(501)}),
+        json!({"url": "https://example.com/", "secret": "whsec_mine"}),
+    ] {
+        let a = s.post("/v1/webhook-endpoints", ADMIN, None, body.clone()).await;
+        assert_eq!(a.status, 422, "{body}: {a:?}");
+    }
+    let ep = format!("/v1/webhook-endpoints/{eid}");
+    for body in [json!({}), json!({"url": "mailto:x@y"}), json!({"events": ["nope"]}), json!({"enabled": "yes"})] {
+        let a = s.call("PATCH", &ep, Some(ADMIN), None, Some(body.clone())).await;
+        assert!(a.status == 422 || a.status == 400, "{body}: {a:?}");
+    }
+    for (m, path, body) in [
+        ("GET", "/v1/webhook-endpoints/we_nope".to_string(), None),
+        ("DELETE", "/v1/webhook-endpoints/we_nope".to_string(), None),
+        ("POST", "/v1/webhook-endpoints/we_nope/rotate-secret".to_string(), Some(json!({}))),
+        ("POST", format!("{ep}/deliveries/evt_nope/redeliver"), Some(json!({}))),
+    ] {
+        let a = s.call(m, &path, Some(ADMIN), None, body).await;
+        assert_eq!(a.status, 404, "{m} {path}: {a:?}");
+    }
+    for q in ["status=done", "limit=0", "cursor=x", "after=1"] {
+        let a = s.get(&format!("{ep}/deliveries?{q}"), ADMIN).await;
+        assert_eq!(a.status, 400, "{q}: {a:?}");
+    }
+    for body in [json!({"since": "yesterday"}), json!({"since": "2999-01-01T00:00:00Z"}), json!({})] {
+        let a = s.post(&format!("{ep}/recover"), ADMIN, None, body.clone()).await;
+        assert!(a.status == 422 || a.status == 400, "{body}: {a:?}");
+    }
+    // Account tokens may not manage endpoints.
+    let t = s.post("/v1/accounts/cafe/tokens", ADMIN, None, json!({"label": "pos"})).await;
+    let token = t.body["token"].as_str().unwrap().to_string();
+    assert_eq!(s.get("/v1/webhook-endpoints", &token).await.status, 403);
+    let a = s.post("/v1/webhook-endpoints", &token, None, json!({"url": "https://example.com/"})).await;
+    assert_eq!(a.status, 403, "{a:?}");
+    assert_eq!((snapshot(&s, "cafe").await, s.get("/v1/webhook-endpoints", ADMIN).await.body), before);
+}
+
+on_every_store!(
+    #[tokio::test]
+    every_event_arrives_signed_and_in_order_across_an_outage,
+    #[tokio::test]
+    gone_rotation_redelivery_and_recovery,
+    #[tokio::test]
+    bad_webhook_input_is_refused,
+);
