@@ -56,7 +56,8 @@ impl<S: Store + Clone + Send + Sync + 'static> Worker<S> {
     /// One pass: dispatch, claim, send, record; how many rows it moved.
     pub async fn pass(&self, now: Timestamp) -> Result<usize, crate::ledger::LedgerError> {
         let dispatched = self.store.dispatch(now).await?;
-        let lease = SignedDuration::try_from(self.sender.timeout() + LEASE_MARGIN).unwrap_or(SignedDuration::MAX);
+        let lease =
+            SignedDuration::try_from(self.sender.timeout() + LEASE_MARGIN).unwrap_or(SignedDuration::MAX);
         let claimed = self.store.claim(now, now + lease).await?;
         let n = dispatched + claimed.len();
         let mut sending = tokio::task::JoinSet::new();
@@ -67,7 +68,9 @@ impl<S: Store + Clone + Send + Sync + 'static> Worker<S> {
         while let Some(done) = sending.join_next().await {
             match done {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "a webhook attempt could not be recorded; it is sent again"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "a webhook attempt could not be recorded; it is sent again")
+                }
                 Err(e) => tracing::error!(error = %e, "a webhook delivery task failed"),
             }
         }
@@ -105,7 +108,13 @@ impl<S: Store + Clone + Send + Sync + 'static> Worker<S> {
 /// What an attempt comes to (pure): succeeded; failed and retried at the
 /// schedule's next step (retry n after n failed attempts); given up after
 /// the last; or, on a 410, failed and the endpoint disabled.
-pub fn outcome_of(schedule: &RetrySchedule, c: &Claimed, a: &Attempt, at: Timestamp, random: u32) -> Recorded {
+pub fn outcome_of(
+    schedule: &RetrySchedule,
+    c: &Claimed,
+    a: &Attempt,
+    at: Timestamp,
+    random: u32,
+) -> Recorded {
     let mut r = Recorded {
         at,
         status: DeliveryStatus::Succeeded,

@@ -15,7 +15,6 @@ mod clock;
 pub mod cors;
 mod error;
 mod events;
-mod webhooks;
 mod extract;
 mod listen;
 mod metrics;
@@ -23,6 +22,7 @@ mod openapi;
 mod ops;
 mod serve;
 mod spending;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

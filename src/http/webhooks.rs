@@ -21,7 +21,8 @@ use crate::events::endpoint::EndpointUrl;
 use crate::events::secret::Secret;
 use crate::ledger::Store;
 use crate::ledger::webhook::{
-    DeliveryStatus, Endpoint, EndpointView, MAX_ENDPOINTS, OLD_SECRET_SIGNS_FOR, check_description, check_types,
+    DeliveryStatus, Endpoint, EndpointView, MAX_ENDPOINTS, OLD_SECRET_SIGNS_FOR, check_description,
+    check_types,
 };
 
 /// The webhook routes, each with its OpenAPI operation.
@@ -114,7 +115,8 @@ pub async fn create<S: Store>(
         created_at: super::system_now(),
     };
     st.ledger.store().create_endpoint(endpoint.clone()).await?;
-    let view = EndpointWithSecret { endpoint: EndpointView::of(&endpoint), secret, old_secret_expires_at: None };
+    let view =
+        EndpointWithSecret { endpoint: EndpointView::of(&endpoint), secret, old_secret_expires_at: None };
     let mut response = (StatusCode::CREATED, Json(view)).into_response();
     created_at(&mut response, &format!("/v1/webhook-endpoints/{}", endpoint.id));
     Ok(response)
@@ -221,7 +223,8 @@ pub async fn rotate_secret<S: Store>(
     if !st.ledger.store().save_endpoint(e.clone()).await? {
         return Err(not_found(&id));
     }
-    let view = EndpointWithSecret { endpoint: EndpointView::of(&e), secret, old_secret_expires_at: Some(until) };
+    let view =
+        EndpointWithSecret { endpoint: EndpointView::of(&e), secret, old_secret_expires_at: Some(until) };
     Ok(Json(view).into_response())
 }
 

@@ -86,11 +86,11 @@ mod rules;
 mod schema;
 /// Shared fixtures: databases, the binary, timestamps.
 mod util;
-/// Webhooks end to end: the delivery worker against a real receiver.
-mod webhooks;
 /// docs/webhooks.md's Python and Node receivers accept what the server sends.
 mod webhook_docs;
 /// One webhook delivery attempt against the real test receiver.
 mod webhook_parts;
 /// A real webhook receiver that verifies signatures on its own (a fixture).
 mod webhook_receiver;
+/// Webhooks end to end: the delivery worker against a real receiver.
+mod webhooks;
