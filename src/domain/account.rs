@@ -158,17 +158,20 @@ pub struct NewAccount {
     #[schema(
         min_length = 1,
         max_length = 200,
-        pattern = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$"
     )]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(example = "America/Los_Angeles")]
+    /// An IANA time zone name of the server's bundled database, in any
+    /// case (`America/Los_Angeles`, `UTC`).
+    #[schema(min_length = 1, max_length = 64, example = "America/Los_Angeles")]
     pub time_zone: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub monthly_free_credits: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = r"^[0-9]{1,4}(\.[0-9]{1,6})?$", example = "0.01")]
+    /// The price of one credit: 0 to 1000, up to 6 decimals.
+    #[schema(pattern = r"^0*([0-9]{1,3}(\.[0-9]{1,6})?|1000(\.0{1,6})?)$", example = "0.01")]
     pub unit_price: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = r"^[A-Z]{3}$", example = "USD")]
@@ -257,17 +260,20 @@ pub struct AccountPatch {
     #[schema(
         min_length = 1,
         max_length = 200,
-        pattern = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$"
     )]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(example = "America/Los_Angeles")]
+    /// An IANA time zone name of the server's bundled database, in any
+    /// case (`America/Los_Angeles`, `UTC`).
+    #[schema(min_length = 1, max_length = 64, example = "America/Los_Angeles")]
     pub time_zone: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub monthly_free_credits: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = r"^[0-9]{1,4}(\.[0-9]{1,6})?$", example = "0.01")]
+    /// The price of one credit: 0 to 1000, up to 6 decimals.
+    #[schema(pattern = r"^0*([0-9]{1,3}(\.[0-9]{1,6})?|1000(\.0{1,6})?)$", example = "0.01")]
     pub unit_price: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "double_option")]
     pub auto_recharge: Option<Option<AutoRecharge>>,

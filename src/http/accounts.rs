@@ -61,7 +61,7 @@ pub struct AccountListParams {
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// Only accounts whose id or name starts with this, ignoring case.
-    #[param(min_length = 1, max_length = 200)]
+    #[param(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")]
     pub q: Option<String>,
 }
 
@@ -97,7 +97,7 @@ pub async fn show<S: Store>(
 /// Change an account's settings.
 ///
 /// Changes name, zone, allowance, unit price, limits and status (`closed` stops purchases, debits and holds; `active` reopens).
-#[utoipa::path(patch, path = "/v1/accounts/{id}", operation_id = "updateAccount", tag = "accounts", request_body(content = AccountPatch, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = Option<String>, Header, description = "Optional idempotency key")), responses((status = 200, description = "Updated settings", body = AccountView), super::openapi::Errors))]
+#[utoipa::path(patch, path = "/v1/accounts/{id}", operation_id = "updateAccount", tag = "accounts", request_body(content = AccountPatch, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = Option<crate::ledger::IdempotencyKey>, Header, nullable = false, description = "Optional: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 200, description = "Updated settings", body = AccountView), super::openapi::Errors))]
 pub async fn update<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -113,7 +113,7 @@ pub async fn update<S: Store>(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenBody {
-    #[schema(min_length = 1, max_length = 500, pattern = r"^[^\x00-\x1f\x7f]+$")]
+    #[schema(min_length = 1, max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")]
     pub label: String,
 }
 

@@ -111,12 +111,12 @@ pub async fn month_statements<S: Store>(
 #[serde(deny_unknown_fields)]
 pub struct MonthListParams {
     /// The month, YYYY-MM.
-    #[param(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$")]
+    #[param(value_type = Month)]
     pub month: String,
     /// The `next_cursor` of the previous page.
     #[param(min_length = 1)]
     pub cursor: Option<String>,
-    /// Items per page, 1-500 (default 50).
+    /// Items per page, 1-500 (default 50); not with `format=csv`, which answers every item.
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// `csv`: every statement (from `cursor` when given), streamed.
@@ -171,7 +171,7 @@ pub struct StatusBody {
 /// Record a statement's payment.
 ///
 /// `paid` or `failed`; a failed statement suspends the account's purchases until it is paid.
-#[utoipa::path(post, path = "/v1/statements/{sid}/status", operation_id = "setStatementStatus", tag = "billing", request_body(content = StatusBody, content_type = "application/json"), params(("sid" = String, Path, description = "Statement id"), ("Idempotency-Key" = Option<String>, Header, description = "Optional idempotency key")), responses((status = 200, description = "The statement", body = StatementView), super::openapi::Errors))]
+#[utoipa::path(post, path = "/v1/statements/{sid}/status", operation_id = "setStatementStatus", tag = "billing", request_body(content = StatusBody, content_type = "application/json"), params(("sid" = String, Path, description = "Statement id"), ("Idempotency-Key" = Option<crate::ledger::IdempotencyKey>, Header, nullable = false, description = "Optional: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 200, description = "The statement", body = StatementView), super::openapi::Errors))]
 pub async fn set_status<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,

@@ -80,11 +80,11 @@ pub struct ListParams {
     /// The `next_cursor` of the previous page.
     #[param(min_length = 1)]
     pub cursor: Option<String>,
-    /// Items per page, 1-500 (default 50).
+    /// Items per page, 1-500 (default 50); not with `format=csv`, which answers every item.
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// Only this month, YYYY-MM.
-    #[param(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$")]
+    #[param(value_type = Option<crate::domain::period::Month>)]
     pub month: Option<String>,
     /// `csv`: every item (from `cursor` when given), streamed.
     #[param(inline)]
@@ -148,7 +148,7 @@ pub struct PageParams {
     /// The `next_cursor` of the previous page.
     #[param(min_length = 1)]
     pub cursor: Option<String>,
-    /// Items per page, 1-500 (default 50).
+    /// Items per page, 1-500 (default 50); not with `format=csv`, which answers every item.
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// `csv`: every entry (from `cursor` when given), streamed.

@@ -14,13 +14,14 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
+use crate::domain::account::AccountPatch;
 use crate::domain::credits::{Credits, MAX_CREDITS_PER_OPERATION};
 use crate::domain::money::{Amount, Currency, Micros};
 use crate::domain::period::Month;
 use crate::domain::view::{
     AccountView, DebitView, EntryView, HoldView, Page, PurchaseView, StatementView, UsageView,
 };
-use crate::ledger::Store;
+use crate::ledger::{IdempotencyKey, MAX_KEY_BYTES, Store};
 
 /// `application/problem+json` (RFC 9457), with API.md's `code`.
 #[derive(serde::Serialize, ToSchema)]
@@ -161,17 +162,39 @@ impl ToSchema for Currency {}
 
 impl PartialSchema for Month {
     fn schema() -> RefOr<Schema> {
-        string_schema("A calendar month, YYYY-MM.", "^[0-9]{4}-(0[1-9]|1[0-2])$", "2026-11")
+        string_schema(
+            "A calendar month, YYYY-MM, of the years 1970 to 9001.",
+            "^(19[7-9][0-9]|[2-8][0-9]{3}|900[01])-(0[1-9]|1[0-2])$",
+            "2026-11",
+        )
     }
 }
 impl ToSchema for Month {}
+
+impl PartialSchema for IdempotencyKey {
+    fn schema() -> RefOr<Schema> {
+        // Printable ASCII (`IdempotencyKey::parse`); HTTP drops the spaces
+        // around a header value, so a key neither starts nor ends with one.
+        let schema = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("1-255 printable ASCII characters, chosen by the client, one per operation."))
+            .min_length(Some(1))
+            .max_length(Some(MAX_KEY_BYTES))
+            .pattern(Some("^[!-~]([ -~]*[!-~])?$"))
+            .examples(["order-4711-debit"]);
+        schema.into()
+    }
+}
+impl ToSchema for IdempotencyKey {}
 
 impl PartialSchema for Credits {
     fn schema() -> RefOr<Schema> {
         ObjectBuilder::new()
             .schema_type(Type::Integer)
             .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Int64)))
-            .description(Some("Whole credits; one credit is one text to one patron."))
+            .description(Some(
+                "Whole credits, written as a JSON integer (`5`, not `5.0`); one credit is one text to one patron.",
+            ))
             .minimum(Some(1))
             .maximum(Some(MAX_CREDITS_PER_OPERATION))
             .into()
@@ -254,13 +277,48 @@ fn add_request_ids(doc: &mut utoipa::openapi::OpenApi) {
     }
 }
 
+/// A patch that names no setting changes nothing and is refused, so
+/// [`AccountPatch`] has at least one property (the derive drops a
+/// struct's `min_properties`).
+fn patch_needs_a_setting(doc: &mut utoipa::openapi::OpenApi) {
+    let schemas = doc.components.as_mut().map(|c| &mut c.schemas);
+    if let Some(RefOr::T(Schema::Object(patch))) = schemas.and_then(|s| s.get_mut(&*AccountPatch::name())) {
+        patch.min_properties = Some(1);
+    }
+}
+
+/// A body that `{}` satisfies is optional: no body reads as `{}`
+/// (`extract::Body`), so closing months and refunding a purchase need none.
+fn optional_bodies(doc: &mut utoipa::openapi::OpenApi) {
+    let Some(components) = &doc.components else { return };
+    let admits_empty = |body: &utoipa::openapi::request_body::RequestBody| {
+        body.content.values().all(|media| match &media.schema {
+            Some(RefOr::Ref(r)) => {
+                let name = r.ref_location.trim_start_matches("#/components/schemas/");
+                matches!(components.schemas.get(name), Some(RefOr::T(Schema::Object(o)))
+                    if o.required.is_empty() && o.min_properties.is_none())
+            }
+            _ => false,
+        })
+    };
+    for item in doc.paths.paths.values_mut() {
+        for op in [&mut item.post, &mut item.put, &mut item.patch].into_iter().flatten() {
+            if let Some(body) = &mut op.request_body
+                && admits_empty(body)
+            {
+                body.required = Some(utoipa::openapi::Required::False);
+            }
+        }
+    }
+}
+
 /// What no route carries: info, servers, security, the shared schemas.
 /// The paths come from the routers ([`document`]).
 #[derive(OpenApi)]
 #[openapi(
     info(title = "textcredits", version = "1", description = "SMS text-marketing credits: balances, purchases, spending, statements. The reference, with examples and the rules (idempotency, pagination, money, time), is docs/api.md in the repository."),
     servers((url = "/", description = "This server")),
-    components(schemas(Micros, Amount, Currency, Month, Credits, Problem)),
+    components(schemas(Micros, Amount, Currency, Month, Credits, IdempotencyKey, Problem)),
     modifiers(&Security),
     security(("bearer" = [])),
 )]
@@ -272,6 +330,8 @@ pub fn document<S: Store>() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.merge(super::api::<S>(true).into_openapi());
     add_request_ids(&mut doc);
+    patch_needs_a_setting(&mut doc);
+    optional_bodies(&mut doc);
     doc
 }
 

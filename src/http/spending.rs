@@ -50,7 +50,7 @@ pub struct PurchaseBody {
 /// Buy credits.
 ///
 /// Credits at the account's unit price, usable at once, never expiring, billed on the 1st of the next month.
-#[utoipa::path(post, path = "/v1/accounts/{id}/purchases", operation_id = "createPurchase", tag = "purchases", request_body(content = PurchaseBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Purchased", body = PurchaseView, headers(("Location" = String, description = "The path of the new object (for a refund, what it refunded; for a grant, the ledger)"), ("Idempotent-Replayed" = String, description = "`true` when this answers again an earlier request with the same key"))), super::openapi::Errors))]
+#[utoipa::path(post, path = "/v1/accounts/{id}/purchases", operation_id = "createPurchase", tag = "purchases", request_body(content = PurchaseBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = crate::ledger::IdempotencyKey, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Purchased", body = PurchaseView, headers(("Location" = String, description = "The path of the new object (for a refund, what it refunded; for a grant, the ledger)"), ("Idempotent-Replayed" = String, description = "`true` when this answers again an earlier request with the same key"))), super::openapi::Errors))]
 pub async fn purchase<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -98,7 +98,7 @@ pub struct RefundPurchaseBody {
 /// Refund unused purchased credits.
 ///
 /// Takes back unused credits of a purchase (default: all unused); before billing its line shrinks, after billing a negative line goes on the next statement.
-#[utoipa::path(post, path = "/v1/accounts/{id}/purchases/{pid}/refund", operation_id = "refundPurchase", tag = "purchases", request_body(content = RefundPurchaseBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("pid" = String, Path, description = "Purchase id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Refunded unused credits", body = PurchaseRefundView, headers(("Location" = String, description = "The path of the new object (for a refund, what it refunded; for a grant, the ledger)"), ("Idempotent-Replayed" = String, description = "`true` when this answers again an earlier request with the same key"))), super::openapi::Errors))]
+#[utoipa::path(post, path = "/v1/accounts/{id}/purchases/{pid}/refund", operation_id = "refundPurchase", tag = "purchases", request_body(content = RefundPurchaseBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("pid" = String, Path, description = "Purchase id"), ("Idempotency-Key" = crate::ledger::IdempotencyKey, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Refunded unused credits", body = PurchaseRefundView, headers(("Location" = String, description = "The path of the new object (for a refund, what it refunded; for a grant, the ledger)"), ("Idempotent-Replayed" = String, description = "`true` when this answers again an earlier request with the same key"))), super::openapi::Errors))]
 pub async fn refund_purchase<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -120,14 +120,14 @@ pub struct DebitBody {
     #[schema(pattern = r"^[!-~]{1,128}$")]
     pub reference: Option<String>,
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 500, pattern = r"^[^\x00-\x1f\x7f]+$")]
+    #[schema(min_length = 1, max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")]
     pub description: Option<String>,
 }
 
 /// Spend credits.
 ///
 /// One credit per text sent, free credits first, then grants, then purchased credits; all or nothing (402 when short).
-#[utoipa::path(post, path = "/v1/accounts/{id}/debits", operation_id = "createDebit", tag = "spending", request_body(content = DebitBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Debited", body = DebitView, headers(("Location" = String, description = "The path of the new object (for a refund, what it refunded; for a grant, the ledger)"), ("Idempotent-Replayed" = String, description = "`true` when this answers again an earlier request with the same key"))), super::openapi::Errors, super::openapi::Spending))]
+#[utoipa::path(post, path = "/v1/accounts/{id}/debits", operation_id = "createDebit", tag = "spending", request_body(content = DebitBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = crate::ledger::IdempotencyKey, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Debited", body = DebitView, headers(("Location" = String, description = "The path of the new object (for a refund, what it refunded; for a grant, the ledger)"), ("Idempotent-Replayed" = String, description = "`true` when this answers again an earlier request with the same key"))), super::openapi::Errors, super::openapi::Spending))]
 pub async fn debit<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -150,7 +150,7 @@ pub struct CreditsBody {
 /// Refund undelivered messages.
 ///
 /// Gives back credits of a debit (or a capture) for messages that were not delivered.
-#[utoipa::path(post, path = "/v1/accounts/{id}/debits/{did}/refund", operation_id = "refundDebit", tag = "spending", request_body(content = CreditsBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("did" = String, Path, description = "Debit id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Credits of undelivered messages given back", body = DebitRefundView, headers(("Location" = String, description = "The path of the new object (for a refund, what it refunded; for a grant, the ledger)"), ("Idempotent-Replayed" = String, description = "`true` when this answers again an earlier request with the same key"))), super::openapi::Errors))]
+#[utoipa::path(post, path = "/v1/accounts/{id}/debits/{did}/refund", operation_id = "refundDebit", tag = "spending", request_body(content = CreditsBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("did" = String, Path, description = "Debit id"), ("Idempotency-Key" = crate::ledger::IdempotencyKey, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Credits of undelivered messages given back", body = DebitRefundView, headers(("Location" = String, description = "The path of the new object (for a refund, what it refunded; for a grant, the ledger)"), ("Idempotent-Replayed" = String, description = "`true` when this answers again an earlier request with the same key"))), super::openapi::Errors))]
 pub async fn refund_debit<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -178,7 +178,7 @@ pub struct HoldBody {
 /// Hold credits for a campaign.
 ///
 /// Reserves credits until captured, released or expired (ttl_seconds).
-#[utoipa::path(post, path = "/v1/accounts/{id}/holds", operation_id = "createHold", tag = "spending", request_body(content = HoldBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Held", body = HoldView, headers(("Location" = String, description = "The path of the new object (for a refund, what it refunded; for a grant, the ledger)"), ("Idempotent-Replayed" = String, description = "`true` when this answers again an earlier request with the same key"))), super::openapi::Errors, super::openapi::Spending))]
+#[utoipa::path(post, path = "/v1/accounts/{id}/holds", operation_id = "createHold", tag = "spending", request_body(content = HoldBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = crate::ledger::IdempotencyKey, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Held", body = HoldView, headers(("Location" = String, description = "The path of the new object (for a refund, what it refunded; for a grant, the ledger)"), ("Idempotent-Replayed" = String, description = "`true` when this answers again an earlier request with the same key"))), super::openapi::Errors, super::openapi::Spending))]
 pub async fn hold<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -203,7 +203,7 @@ pub struct CaptureBody {
 /// Capture a hold.
 ///
 /// Spends the credits actually sent (at most those held) as a debit; the rest is released.
-#[utoipa::path(post, path = "/v1/accounts/{id}/holds/{hid}/capture", operation_id = "captureHold", tag = "spending", request_body(content = CaptureBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("hid" = String, Path, description = "Hold id"), ("Idempotency-Key" = Option<String>, Header, description = "Optional idempotency key")), responses((status = 200, description = "Captured; the rest released", body = HoldView), super::openapi::Errors))]
+#[utoipa::path(post, path = "/v1/accounts/{id}/holds/{hid}/capture", operation_id = "captureHold", tag = "spending", request_body(content = CaptureBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("hid" = String, Path, description = "Hold id"), ("Idempotency-Key" = Option<crate::ledger::IdempotencyKey>, Header, nullable = false, description = "Optional: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 200, description = "Captured; the rest released", body = HoldView), super::openapi::Errors))]
 pub async fn capture<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -223,7 +223,7 @@ pub struct Empty {}
 /// Release a hold.
 ///
 /// Gives every held credit back.
-#[utoipa::path(post, path = "/v1/accounts/{id}/holds/{hid}/release", operation_id = "releaseHold", tag = "spending", params(("id" = String, Path, description = "Account id"), ("hid" = String, Path, description = "Hold id"), ("Idempotency-Key" = Option<String>, Header, description = "Optional idempotency key")), responses((status = 200, description = "Released", body = HoldView), super::openapi::Errors))]
+#[utoipa::path(post, path = "/v1/accounts/{id}/holds/{hid}/release", operation_id = "releaseHold", tag = "spending", params(("id" = String, Path, description = "Account id"), ("hid" = String, Path, description = "Hold id"), ("Idempotency-Key" = Option<crate::ledger::IdempotencyKey>, Header, nullable = false, description = "Optional: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 200, description = "Released", body = HoldView), super::openapi::Errors))]
 pub async fn release<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -349,14 +349,14 @@ pub struct GrantBody {
     #[serde(default)]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<Timestamp>,
-    #[schema(min_length = 1, max_length = 500, pattern = r"^[^\x00-\x1f\x7f]+$")]
+    #[schema(min_length = 1, max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")]
     pub reason: String,
 }
 
 /// Grant credits.
 ///
 /// Promotional credits, optionally expiring; spent after the free credits and before purchased ones.
-#[utoipa::path(post, path = "/v1/accounts/{id}/grants", operation_id = "createGrant", tag = "spending", request_body(content = GrantBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = String, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Granted", body = GrantView, headers(("Location" = String, description = "The path of the new object (for a refund, what it refunded; for a grant, the ledger)"), ("Idempotent-Replayed" = String, description = "`true` when this answers again an earlier request with the same key"))), super::openapi::Errors))]
+#[utoipa::path(post, path = "/v1/accounts/{id}/grants", operation_id = "createGrant", tag = "spending", request_body(content = GrantBody, content_type = "application/json"), params(("id" = String, Path, description = "Account id"), ("Idempotency-Key" = crate::ledger::IdempotencyKey, Header, description = "Required: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Granted", body = GrantView, headers(("Location" = String, description = "The path of the new object (for a refund, what it refunded; for a grant, the ledger)"), ("Idempotent-Replayed" = String, description = "`true` when this answers again an earlier request with the same key"))), super::openapi::Errors))]
 pub async fn grant<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
@@ -399,10 +399,10 @@ pub async fn ledger<S: Store>(
 #[serde(deny_unknown_fields)]
 pub struct UsageParams {
     /// First month, YYYY-MM (default: this month).
-    #[param(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$")]
+    #[param(value_type = Option<Month>)]
     pub from: Option<String>,
-    /// Last month, YYYY-MM (default: this month).
-    #[param(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$")]
+    /// Last month, YYYY-MM (default: this month, or `from` if later); at most 120 months from `from`.
+    #[param(value_type = Option<Month>)]
     pub to: Option<String>,
 }
 
