@@ -40,6 +40,7 @@ pub fn routes<S: Store>() -> OpenApiRouter<AppState<S>> {
 #[serde(deny_unknown_fields)]
 pub struct NewEndpointBody {
     /// Where events are POSTed: http or https, at most 2,048 characters.
+    #[schema(pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s]+$", max_length = 2048)]
     pub url: String,
     /// The event types to receive; absent: all of them, present and future.
     pub events: Option<Vec<String>>,
@@ -49,6 +50,7 @@ pub struct NewEndpointBody {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointPatchBody {
+    #[schema(pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s]+$", max_length = 2048)]
     pub url: Option<String>,
     /// The event types to receive; null: all of them.
     #[serde(default, deserialize_with = "crate::domain::account::double_option::deserialize")]
