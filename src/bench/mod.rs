@@ -10,6 +10,7 @@
 mod http_load;
 mod measure;
 mod scenarios;
+mod webhook;
 mod yardstick;
 
 use std::path::PathBuf;

@@ -35,6 +35,14 @@ pub const SCENARIOS: &[Scenario] = &[
         compared: true,
     },
     Scenario {
+        name: "debit-many-webhook",
+        about: "debit-many with one webhook endpoint subscribed to every event, the delivery worker sending \
+                to a receiver on loopback, and a balance.low on each account's first debit (an event per \
+                account, each delivered before the run ends)",
+        default_ops: 100_000,
+        compared: false,
+    },
+    Scenario {
         name: "debit-hot",
         about: "debits of 1 credit on one account",
         default_ops: 50_000,
@@ -129,6 +137,7 @@ async fn run_on<S: Store>(
     let now = ts(NOW);
     let (accounts, work) = match s.name {
         "debit-many" => (SPREAD_ACCOUNTS.min(ops), Work::Debit),
+        "debit-many-webhook" => (SPREAD_ACCOUNTS.min(ops), Work::Debit),
         "debit-hot" => (1, Work::Debit),
         "hold-capture" => (SPREAD_ACCOUNTS.min(ops), Work::HoldCapture),
         "balance" => (SPREAD_ACCOUNTS.min(ops), Work::Balance),
@@ -142,6 +151,10 @@ async fn run_on<S: Store>(
         let progress = Progress::new("history", config.history, config.progress);
         history(&ledger, accounts, config.history, now, progress, config).await?;
     }
+    let webhook = match s.name {
+        "debit-many-webhook" => Some(super::webhook::Receiving::start(&ledger, accounts, now).await?),
+        _ => None,
+    };
     let rows_before = ledger.store().row_count().await?;
     let (mut latencies, elapsed) = if work == Work::Close {
         close_all(&ledger, ops, config).await?
@@ -150,6 +163,9 @@ async fn run_on<S: Store>(
     } else {
         drive(&ledger, s.name, ops, accounts, work, config).await?
     };
+    if let Some(webhook) = webhook {
+        webhook.finish(accounts).await?;
+    }
     let rows = ledger.store().row_count().await?.saturating_sub(rows_before);
     let result = BenchResult::new(s.name, store_name, &mut latencies, elapsed, rows);
     Ok(Outcome { result, ops_per_commit: 1.0 })

@@ -281,7 +281,7 @@ enum Cmd {
     /// Measure: run named scenarios on a scratch database of the kind
     /// --database names (nothing of yours is touched) and report the figures.
     Bench {
-        /// debit-many, debit-hot, hold-capture, balance, usage, month-rollover,
+        /// debit-many, debit-many-webhook, debit-hot, hold-capture, balance, usage, month-rollover,
         /// close-month, http (default: all).
         scenarios: Vec<String>,
         /// Operations per scenario (default: the scenario's own).

@@ -170,6 +170,7 @@ pub fn purchase(p: &PurchaseView) -> String {
         ("purchased", p.purchased_at.to_string()),
         ("bills on", p.bills_on.to_string()),
         ("status", p.status.to_string()),
+        ("bought by", if p.automatic { "auto-recharge" } else { "request" }.to_string()),
     ])
 }
 
@@ -231,6 +232,7 @@ pub fn purchase_list(page: &Page<PurchaseView>) -> String {
         "status",
         "bills on",
         ">refunded",
+        "by",
     ]);
     for p in &page.data {
         t.row(vec![
@@ -242,6 +244,7 @@ pub fn purchase_list(page: &Page<PurchaseView>) -> String {
             p.status.to_string(),
             p.bills_on.to_string(),
             p.refunded_credits.to_string(),
+            if p.automatic { "auto" } else { "request" }.to_string(),
         ]);
     }
     with_cursor(t.render(), &page.next_cursor)

@@ -89,6 +89,12 @@ impl AutoRecharge {
                 "auto_recharge.credits must be between 1 and {MAX_CREDITS_PER_OPERATION}"
             )));
         }
+        if self.monthly_cap > 0 && self.monthly_cap < self.credits {
+            return Err(DomainError::invalid(format!(
+                "auto_recharge.monthly_cap ({}) is less than one recharge of {} credits: raise it, or 0 for no cap",
+                self.monthly_cap, self.credits
+            )));
+        }
         Ok(())
     }
 }

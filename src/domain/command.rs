@@ -14,6 +14,7 @@ use super::credits::Credits;
 use super::grant::{self, GrantRequest};
 use super::period::Month;
 use super::purchase;
+use super::recharge;
 use super::spend::{self, DebitRequest, HoldRequest};
 use super::state::{AccountState, Changes};
 use super::statement::{self, StatementStatus};
@@ -86,6 +87,10 @@ pub struct Needs {
     pub purchase: Option<String>,
     /// Every purchase and refund not yet on a statement (close, balance).
     pub unbilled: bool,
+    /// The unbilled purchases, if the account has auto-recharge on (a
+    /// debit or hold may buy, and a purchase checks the unbilled total it
+    /// joins): known once the account is loaded, so a second round.
+    pub unbilled_if_recharging: bool,
     /// This statement, and every `failed` one of the account.
     pub statement: Option<String>,
 }
@@ -143,6 +148,9 @@ impl Command {
             Command::SetStatementStatus { statement_id, .. } => {
                 Needs { statement: Some(statement_id.clone()), ..Needs::default() }
             }
+            Command::Debit { .. } | Command::Hold { .. } => {
+                Needs { unbilled_if_recharging: true, ..Needs::default() }
+            }
             _ => Needs::default(),
         }
     }
@@ -193,7 +201,7 @@ pub fn apply(state: &mut AccountState, cmd: &Command, ctx: &Ctx) -> Result<(Outc
     let c = &mut changes;
     let outcome = match cmd {
         Command::Purchase { credits } => {
-            Outcome::Purchase(purchase::purchase(state, id("pur"), *credits, now, c)?)
+            Outcome::Purchase(purchase::purchase(state, id("pur"), *credits, false, now, c)?)
         }
         Command::Debit { credits, reference, description } => {
             let req = DebitRequest {
@@ -203,7 +211,10 @@ pub fn apply(state: &mut AccountState, cmd: &Command, ctx: &Ctx) -> Result<(Outc
                 description: description.as_deref(),
                 now,
             };
-            Outcome::Debit(spend::debit(state, req, c)?)
+            recharge::before_spend(state, credits.get(), &ctx.new_id, now, c);
+            let debit = spend::debit(state, req, c)?;
+            recharge::after_spend(state, &ctx.new_id, now, c);
+            Outcome::Debit(debit)
         }
         Command::Hold { credits, reference, ttl_seconds } => {
             let req = HoldRequest {
@@ -213,7 +224,10 @@ pub fn apply(state: &mut AccountState, cmd: &Command, ctx: &Ctx) -> Result<(Outc
                 ttl_seconds: *ttl_seconds,
                 now,
             };
-            Outcome::Hold(spend::hold(state, req, c)?)
+            recharge::before_spend(state, credits.get(), &ctx.new_id, now, c);
+            let hold = spend::hold(state, req, c)?;
+            recharge::after_spend(state, &ctx.new_id, now, c);
+            Outcome::Hold(hold)
         }
         Command::Capture { hold_id, credits } => {
             Outcome::Hold(spend::capture(state, hold_id, *credits, id("deb"), now, c)?)
@@ -241,9 +255,10 @@ pub fn apply(state: &mut AccountState, cmd: &Command, ctx: &Ctx) -> Result<(Outc
     Ok((outcome, changes))
 }
 
-/// The events an applied command calls for, in this order: what it made
-/// (a purchase, a refund, statements), the new month's allowance (from
-/// the task that closes months), then the alerts its end state calls for.
+/// The events an applied command calls for, in this order (after those of
+/// an auto-recharge, made during the command): what it made (a purchase,
+/// a refund, statements), the new month's allowance (from the task that
+/// closes months), then the alerts its end state calls for.
 fn announce(state: &mut AccountState, cmd: &Command, outcome: &Outcome, ctx: &Ctx, changes: &mut Changes) {
     use super::event::{EventType, alerts, announce_reset, emit};
     use serde_json::json;
@@ -265,6 +280,7 @@ fn announce(state: &mut AccountState, cmd: &Command, outcome: &Outcome, ctx: &Ct
     if matches!(cmd, Command::CloseMonths { .. }) {
         announce_reset(state, changes, id, now);
     }
+    recharge::rearm(state);
     alerts(state, changes, id, now);
 }
 

@@ -124,8 +124,9 @@ impl EventView {
 /// Used shares of the month's free allowance that warn, in percent.
 pub const FREE_LOW_PERCENTS: [u8; 2] = [75, 90];
 
-/// What an account remembers of the alerts it has sent (stored with the
-/// account as a small JSON object; absent fields read as never sent).
+/// What an account remembers of the alerts it has sent, and of what
+/// auto-recharge did (stored with the account as a small JSON object;
+/// absent fields read as never sent, nothing bought).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Notices {
@@ -136,6 +137,20 @@ pub struct Notices {
     /// The month of the last `free_credits.low`, and its percent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub free_low: Option<(Month, u8)>,
+    /// Auto-recharge bought in the current crossing: available has not
+    /// been at or above its threshold since.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub recharged: bool,
+    /// The local month and the credits auto-recharge bought in it (for
+    /// `monthly_cap`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recharged_in: Option<(Month, i64)>,
+    /// The month `auto_recharge.capped` was sent for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recharge_capped: Option<Month>,
+    /// The failed statement `auto_recharge.suspended` was sent for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recharge_suspended: Option<String>,
 }
 
 impl Notices {
@@ -253,7 +268,15 @@ mod tests {
     fn notices_read_back_from_an_empty_object() {
         let n: Notices = serde_json::from_str("{}").unwrap();
         assert!(n.is_empty());
-        let n = Notices { balance_low: true, free_low: Some((Month::parse("2026-11").unwrap(), 75)) };
+        let month = Month::parse("2026-11").unwrap();
+        let n = Notices {
+            balance_low: true,
+            free_low: Some((month, 75)),
+            recharged: true,
+            recharged_in: Some((month, 2000)),
+            recharge_capped: Some(month),
+            recharge_suspended: Some("st_x".into()),
+        };
         let text = serde_json::to_string(&n).unwrap();
         assert_eq!(serde_json::from_str::<Notices>(&text).unwrap(), n);
     }

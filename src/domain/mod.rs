@@ -5,7 +5,8 @@
 //! - [`lot`]: blocks of credits and the spending order (R6).
 //! - [`state`]: one account's loaded state and the passage of time (R2, R3).
 //! - [`command`]: every mutation as data, and [`command::apply`].
-//! - [`spend`], [`purchase`], [`grant`], [`statement`]: the transitions.
+//! - [`spend`], [`purchase`], [`grant`], [`statement`]: the transitions;
+//!   [`recharge`]: the purchases auto-recharge makes during a spend.
 //! - [`entry`], [`hold`], [`debit`]: the records transitions write.
 //! - [`event`]: the outbox's events and the alerts' memory.
 //! - [`view`]: the JSON shapes the outside world sees.
@@ -23,6 +24,7 @@ pub mod lot;
 pub mod money;
 pub mod period;
 pub mod purchase;
+pub mod recharge;
 pub mod spend;
 pub mod state;
 pub mod statement;

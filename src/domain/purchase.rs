@@ -28,6 +28,8 @@ pub struct Purchase {
     /// Refunded before billing: these credits never reach a statement.
     pub refunded_unbilled_credits: i64,
     pub statement_id: Option<String>,
+    /// Bought by auto-recharge, not by a request.
+    pub automatic: bool,
 }
 
 impl Purchase {
@@ -74,11 +76,14 @@ impl PurchaseRefund {
 }
 
 /// Buys `credits` at the account's unit price (R4): usable at once, never
-/// expiring, billed on the 1st of next month (R5).
+/// expiring, billed on the 1st of next month (R5). `automatic`: bought by
+/// auto-recharge ([`super::recharge`]), under the same checks. Refuses
+/// before it changes anything.
 pub fn purchase(
     state: &mut AccountState,
     id: String,
     credits: Credits,
+    automatic: bool,
     now: Timestamp,
     changes: &mut Changes,
 ) -> Result<PurchaseView, DomainError> {
@@ -121,6 +126,7 @@ pub fn purchase(
         refunded_credits: 0,
         refunded_unbilled_credits: 0,
         statement_id: None,
+        automatic,
     };
     state.lots.push(Lot {
         id: p.id.clone(),

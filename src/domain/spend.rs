@@ -253,10 +253,15 @@ pub fn refund_debit(
     Ok(view)
 }
 
-/// Can a campaign of `credits` texts go out now, and from which lots? The
-/// state must be rolled forward to now; nothing changes.
-pub fn quote(state: &AccountState, credits: Credits) -> Result<QuoteView, DomainError> {
+/// Can a campaign of `credits` texts go out now, and from which lots,
+/// counting the credits auto-recharge would buy first? The state must be
+/// rolled forward to `now`; nothing changes.
+pub fn quote(state: &AccountState, credits: Credits, now: Timestamp) -> Result<QuoteView, DomainError> {
     let requested = credits.get();
+    let mut after = state.clone();
+    super::recharge::before_spend(&mut after, requested, "quote", now, &mut Changes::default());
+    let recharge = after.available() - state.available();
+    let state = &after;
     let available = state.available();
     let mut breakdown = Breakdown::default();
     let mut left = requested;
@@ -276,5 +281,6 @@ pub fn quote(state: &AccountState, credits: Credits) -> Result<QuoteView, Domain
         shortfall: left,
         shortfall_amount: a.currency.amount(a.currency.charge(a.unit_price, left)?),
         currency: a.currency.clone(),
+        auto_recharge_credits: recharge,
     })
 }

@@ -230,6 +230,9 @@ pub struct QuoteView {
     /// What buying the shortfall would charge.
     pub shortfall_amount: Amount,
     pub currency: Currency,
+    /// Credits auto-recharge would buy first to cover the campaign (0 when
+    /// none: covered without, or not allowed, see docs/api.md).
+    pub auto_recharge_credits: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -250,6 +253,8 @@ pub struct PurchaseView {
     /// The statement that billed it, or null while `unbilled`.
     pub statement_id: Option<String>,
     pub refunded_credits: i64,
+    /// Bought by auto-recharge.
+    pub automatic: bool,
 }
 
 impl PurchaseView {
@@ -266,6 +271,7 @@ impl PurchaseView {
             status: if p.statement_id.is_some() { PurchaseStatus::Billed } else { PurchaseStatus::Unbilled },
             statement_id: p.statement_id.clone(),
             refunded_credits: p.refunded_credits,
+            automatic: p.automatic,
         })
     }
 }

@@ -3,8 +3,10 @@
 //! A store takes a group of queued operations and, inside one transaction
 //! holding the accounts' locks:
 //! 1. asks [`Wants::of`] what the group needs and loads it into a
-//!    [`Loaded`] (one query per table for the whole group, then one more
-//!    for the lots the loaded rows name, [`Loaded::missing_lots`]);
+//!    [`Loaded`] (one query per table for the whole group, then the
+//!    unbilled purchases of the accounts that auto-recharge,
+//!    [`Loaded::recharging`], then the lots the loaded rows name,
+//!    [`Loaded::missing_lots`]);
 //! 2. calls [`apply`], which runs the operations in arrival order on
 //!    those states, in memory, and returns each operation's answer and the
 //!    [`Rows`] to write;
@@ -52,6 +54,8 @@ pub struct Wants {
     pub purchases: Vec<Pair>,
     /// Accounts whose unbilled purchases and pending refund lines are needed.
     pub unbilled: Vec<String>,
+    /// Accounts whose unbilled purchases are needed if they auto-recharge.
+    pub unbilled_if_recharging: Vec<String>,
     pub statements: Vec<Pair>,
     /// Accounts whose `failed` statements are needed (a status change).
     pub failed_statements: Vec<String>,
@@ -90,6 +94,9 @@ impl Wants {
         if needs.unbilled {
             self.unbilled.push(a.to_string());
         }
+        if needs.unbilled_if_recharging {
+            self.unbilled_if_recharging.push(a.to_string());
+        }
         if let Some(s) = &needs.statement {
             self.statements.push(pair(s));
             self.failed_statements.push(a.to_string());
@@ -107,6 +114,7 @@ impl Wants {
         tidy(&mut self.debits);
         tidy(&mut self.purchases);
         tidy(&mut self.unbilled);
+        tidy(&mut self.unbilled_if_recharging);
         tidy(&mut self.statements);
         tidy(&mut self.failed_statements);
     }
@@ -129,9 +137,25 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// The accounts of `wants.unbilled_if_recharging` that auto-recharge and
+    /// whose unbilled purchases the first round did not load.
+    pub fn recharging(&self, wants: &Wants) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .accounts
+            .iter()
+            .filter(|a| a.auto_recharge.is_some())
+            .map(|a| a.id.as_str().to_string())
+            .filter(|a| wants.unbilled_if_recharging.binary_search(a).is_ok())
+            .filter(|a| wants.unbilled.binary_search(a).is_err())
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
     /// Lots that the loaded debits, purchases and holds name but that were
     /// not loaded as active (a debit refunded into last month's free lot, a
-    /// purchase with nothing unused): the load's second round.
+    /// purchase with nothing unused): the load's last round.
     pub fn missing_lots(&self) -> Vec<Pair> {
         let have: HashSet<(&str, &str)> =
             self.lots.iter().map(|(a, l)| (a.as_str(), l.id.as_str())).collect();

@@ -41,6 +41,7 @@ impl CsvRows for PurchaseView {
         "bills_on",
         "statement_id",
         "refunded_credits",
+        "automatic",
     ];
 
     fn rows(&self) -> Vec<Vec<String>> {
@@ -56,6 +57,7 @@ impl CsvRows for PurchaseView {
             self.bills_on.to_string(),
             opt(&self.statement_id),
             self.refunded_credits.to_string(),
+            self.automatic.to_string(),
         ]]
     }
 }
@@ -238,6 +240,7 @@ mod tests {
             status: crate::domain::view::PurchaseStatus::Unbilled,
             statement_id: None,
             refunded_credits: 0,
+            automatic: false,
         }
     }
 
@@ -249,7 +252,7 @@ mod tests {
         assert_eq!(lines.next().unwrap(), PurchaseView::HEADER.join(","));
         assert_eq!(
             lines.next().unwrap(),
-            "\"pur_a,\"\"b\"\"\",cafe-1,2026-11-24T18:00:00Z,500,0.01,5.00,USD,unbilled,2026-12-01,,0"
+            "\"pur_a,\"\"b\"\"\",cafe-1,2026-11-24T18:00:00Z,500,0.01,5.00,USD,unbilled,2026-12-01,,0,false"
         );
         assert!(lines.next().is_none());
         // Later pages carry no header.

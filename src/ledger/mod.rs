@@ -184,8 +184,10 @@ impl<S: Store> Ledger<S> {
         credits: Credits,
         now: Timestamp,
     ) -> Result<QuoteView, LedgerError> {
-        let (state, _) = self.state_at(account, Needs::default(), now).await?;
-        Ok(spend::quote(&state, credits)?)
+        // A quote counts what auto-recharge would buy, under a purchase's checks.
+        let needs = Needs { unbilled_if_recharging: true, ..Needs::default() };
+        let (state, now) = self.state_at(account, needs, now).await?;
+        Ok(spend::quote(&state, credits, now)?)
     }
 
     pub async fn hold(

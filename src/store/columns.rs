@@ -253,6 +253,7 @@ pub static PURCHASES: Table = Table::new(
         "refunded_credits",
         "refunded_unbilled_credits",
         "statement_id",
+        "automatic",
     ],
     &["account_id", "purchase_id"],
 );
@@ -575,6 +576,7 @@ pub fn purchase(r: &impl Cols) -> Result<Purchase, String> {
         refunded_credits: r.int(7)?,
         refunded_unbilled_credits: r.int(8)?,
         statement_id: r.opt_text(9)?,
+        automatic: r.flag(10)?,
     })
 }
 
@@ -590,6 +592,7 @@ pub fn purchase_vals(account: &AccountId, p: &Purchase) -> Vec<Val> {
         p.refunded_credits.into(),
         p.refunded_unbilled_credits.into(),
         p.statement_id.clone().into(),
+        p.automatic.into(),
     ]
 }
 

@@ -44,7 +44,7 @@ pub enum Load {
     /// The instant of each account's latest entry (time never runs
     /// backwards for an account).
     LatestEntry,
-    /// The second round: lots the first round's rows name.
+    /// The last round: lots the earlier rounds' rows name.
     Lots,
 }
 
@@ -187,7 +187,14 @@ pub fn plan(w: &Wants) -> Vec<(Load, String)> {
     out
 }
 
-/// The second round: the lots the first round's rows name, if any.
+/// The second round: the unbilled purchases of the accounts that turned
+/// out to auto-recharge, if any.
+pub fn plan_recharging(loaded: &Loaded, wants: &Wants) -> Option<(Load, String)> {
+    let accounts = loaded.recharging(wants);
+    (!accounts.is_empty()).then(|| (Load::UnbilledPurchases, json_ids(&accounts)))
+}
+
+/// The last round: the lots the earlier rounds' rows name, if any.
 pub fn plan_missing(loaded: &Loaded) -> Option<(Load, String)> {
     let missing = loaded.missing_lots();
     (!missing.is_empty()).then(|| (Load::Lots, json_pairs(&missing)))

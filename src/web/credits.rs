@@ -105,6 +105,7 @@ async fn render<S: Store>(
             "1 credit = 1 text to 1 patron. You get " (count(view.monthly_free_credits))
             " free credits each month; they do not roll over. Paid credits never expire and are billed on the 1st of the next month."
         }
+        (settings(&view))
         (quote_box(signed, id, quote.as_ref()))
         h2 { "The last " (CHART_MONTHS) " months" }
         (chart::usage(&usage))
@@ -149,6 +150,56 @@ fn cards(view: &AccountView, b: &BalanceView, zone: &Zone, year: i16) -> Markup 
     }
 }
 
+/// The account's auto-recharge and alert settings, in words.
+fn settings(view: &AccountView) -> Markup {
+    let recharge = match &view.auto_recharge {
+        None => "Off: credits are bought only when you buy them.".to_string(),
+        Some(r) => {
+            let cap = if r.monthly_cap > 0 {
+                format!(", up to {} credits a month", count(r.monthly_cap))
+            } else {
+                String::new()
+            };
+            // Settings keep credits x unit price exact, so the price is
+            // always there; should it not be, the words go without it.
+            let price = view
+                .currency
+                .charge(view.unit_price, r.credits)
+                .map_or(String::new(), |m| format!(" ({})", money(&view.currency, m)));
+            format!(
+                "On: {} credits{price} are bought when fewer than {} are available{cap}. They are billed with your other purchases.",
+                count(r.credits),
+                count(r.threshold),
+            )
+        }
+    };
+    let alert = if view.low_balance_threshold > 0 {
+        format!("When fewer than {} credits are available.", count(view.low_balance_threshold))
+    } else {
+        "Off.".to_string()
+    };
+    let limit = if view.monthly_purchase_limit > 0 {
+        format!("{} credits a month.", count(view.monthly_purchase_limit))
+    } else {
+        "None.".to_string()
+    };
+    html! {
+        section.settings aria-labelledby="settings-title" {
+            h2 #settings-title { "Auto-recharge and alerts" }
+            dl {
+                dt { "Auto-recharge" } dd #auto-recharge { (recharge) }
+                dt { "Low balance alert" } dd #low-balance-alert { (alert) }
+                dt { "Purchase limit" } dd #purchase-limit { (limit) }
+            }
+            @if let Some(st) = &view.purchases_suspended_by {
+                p #suspended .error role="alert" {
+                    "Purchases and auto-recharge are paused: statement " (st) " was not paid."
+                }
+            }
+        }
+    }
+}
+
 fn next_charge(view: &AccountView, b: &BalanceView, current: Month, year: i16) -> String {
     let u = &b.unbilled;
     let when = if u.bills_on == current.next().first_day() { "this month" } else { "and not billed yet" };
@@ -188,7 +239,15 @@ fn quote_answer(id: &str, q: &QuoteView) -> Markup {
                 parts.push(format!("{} {what}", count(n)));
             }
         }
-        html! { p #quote-answer role="status" { "Yes: " (texts) " texts can go out now, from " (parts.join(", ")) " credits." } }
+        html! {
+            p #quote-answer role="status" {
+                "Yes: " (texts) " texts can go out now, from " (parts.join(", ")) " credits"
+                @if q.auto_recharge_credits > 0 {
+                    ", after auto-recharge buys " (count(q.auto_recharge_credits)) " credits"
+                }
+                "."
+            }
+        }
     } else {
         html! {
             p #quote-answer role="status" {

@@ -45,7 +45,8 @@ pub async fn page<S: Store>(
                 table #purchases {
                     caption { "Purchases, newest first" }
                     thead { tr { th scope="col" { "Date" } th scope="col" { "Credits" } th scope="col" { "Unit price" }
-                        th scope="col" { "Amount" } th scope="col" { "Status" } th scope="col" { "Refunded" } } }
+                        th scope="col" { "Amount" } th scope="col" { "Status" } th scope="col" { "Refunded" }
+                        th scope="col" { "Type" } } }
                     tbody {
                         @for p in &purchases.data {
                             tr data-purchase-id=(p.id) {
@@ -60,6 +61,7 @@ pub async fn page<S: Store>(
                                     }
                                 }
                                 td.num { (count(p.refunded_credits)) }
+                                td.kind { @if p.automatic { "Auto-recharge" } @else { "One-time" } }
                             }
                         }
                     }

@@ -87,6 +87,12 @@ try {
   const charge = await text(page, '#next-charge');
   check(charge.startsWith(`Next charge: $${Number(b.unbilled.amount).toLocaleString('en-US', { minimumFractionDigits: 2 })} on ${billsOn} (${fmt(b.unbilled.credits)} credits bought`), 'next charge: ' + charge);
   check(/^(At this rate your free credits|Your free credits are used up until they reset on )/.test(await text(page, '#forecast')), 'forecast');
+  // The auto-recharge and alert settings, in words.
+  const r = account.auto_recharge;
+  check(r !== null, 'the test account auto-recharges');
+  const recharge = await text(page, '#auto-recharge');
+  check(recharge.startsWith(`On: ${fmt(r.credits)} credits ($${(r.credits / 100).toFixed(2)}) are bought when fewer than ${fmt(r.threshold)} are available`), 'auto-recharge: ' + recharge);
+  check(await text(page, '#low-balance-alert') === `When fewer than ${fmt(account.low_balance_threshold)} credits are available.`, 'low balance alert');
   await inspect(page, 'credits');
 
   // --- Will 2,500 texts go out? Against POST .../quote.
@@ -95,6 +101,7 @@ try {
   await page.click('#quote-form button[type=submit]');
   const answer = await text(page, '#quote-answer');
   if (q.covered) check(answer.startsWith('Yes: 2,500 texts'), 'quote covered: ' + answer);
+  if (q.auto_recharge_credits > 0) check(answer.endsWith(`after auto-recharge buys ${fmt(q.auto_recharge_credits)} credits.`), 'quote with a recharge: ' + answer);
   else check(answer.includes(`short by ${fmt(q.shortfall)} credits = $${q.shortfall_amount}`), 'quote short: ' + answer);
 
   // --- Buy 500 through the dialog, double-clicking confirm: one purchase.
@@ -122,14 +129,19 @@ try {
   check((await text(page, '#flash')).startsWith('Bought 500 credits for $5.00'), 'flash');
   const row = page.locator(`#purchases tr[data-purchase-id="${bought.id}"]`);
   check((await row.innerText()).includes('Unbilled, bills on ' + billsOn), 'history row with its billing date');
+  // The automatic purchase says so; one bought by request says so too.
+  const auto = after.find((p) => p.automatic);
+  check(auto !== undefined, 'the hold bought credits on its own');
+  check((await text(page, `#purchases tr[data-purchase-id="${auto.id}"] td.kind`)) === 'Auto-recharge', 'automatic purchase row');
+  check((await text(page, `#purchases tr[data-purchase-id="${bought.id}"] td.kind`)) === 'One-time', 'purchase by request row');
   await inspect(page, 'purchases');
 
   // --- The CSV.
   const [download] = await Promise.all([page.waitForEvent('download'), page.click('#purchases-csv')]);
   const csv = readFileSync(await download.path(), 'utf8').trim().split('\n');
-  check(csv[0] === 'id,account_id,purchased_at,credits,unit_price,amount,currency,status,bills_on,statement_id,refunded_credits', 'csv header');
+  check(csv[0] === 'id,account_id,purchased_at,credits,unit_price,amount,currency,status,bills_on,statement_id,refunded_credits,automatic', 'csv header');
   check(csv.length === after.length + 1, 'one csv row per purchase');
-  check(csv.includes(`${bought.id},${bought.account_id},${bought.purchased_at},500,0.01,5.00,USD,unbilled,${bought.bills_on},,0`), 'csv row of the purchase: ' + csv.join(' | '));
+  check(csv.includes(`${bought.id},${bought.account_id},${bought.purchased_at},500,0.01,5.00,USD,unbilled,${bought.bills_on},,0,false`), 'csv row of the purchase: ' + csv.join(' | '));
 
   // --- Past the purchase limit: the message, nothing bought.
   await api('PATCH', `/v1/accounts/${ACCOUNT}`, { monthly_purchase_limit: 2000 });

@@ -60,6 +60,10 @@ async fn dashboard_in_a_real_browser() {
     assert_eq!(p.status, 201, "{p:?}");
     let d = server.post("/v1/accounts/cafe-one/debits", ADMIN, Some("d-1"), json!({"credits": 1300})).await;
     assert_eq!(d.status, 201, "{d:?}");
+    // Auto-recharge at 900: the hold leaves 850 and buys 1,000 on its own.
+    let auto = json!({"auto_recharge": {"threshold": 900, "credits": 1000, "monthly_cap": 0}, "low_balance_threshold": 100});
+    let a = server.call("PATCH", "/v1/accounts/cafe-one", Some(ADMIN), None, Some(auto)).await;
+    assert_eq!(a.status, 200, "{a:?}");
     let h = server.post("/v1/accounts/cafe-one/holds", ADMIN, Some("h-1"), json!({"credits": 50})).await;
     assert_eq!(h.status, 201, "{h:?}");
 

@@ -918,6 +918,29 @@ fn batch_refused_lines_change_nothing_and_exit_2() {
     assert_audit(&db);
 }
 
+/// `debit-many-webhook` runs beside `debit-many` in the same run, and ends
+/// only when the receiver has every account's event (or fails).
+#[test]
+fn bench_measures_debits_with_a_webhook_endpoint_beside_none() {
+    let db = Db::new();
+    let run = db.run(&[
+        "bench",
+        "debit-many",
+        "debit-many-webhook",
+        "--ops",
+        "300",
+        "--concurrency",
+        "8",
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let report = run.json();
+    let results = report["results"].as_array().expect("results");
+    let names: Vec<&str> = results.iter().map(|r| r["scenario"].as_str().expect("scenario")).collect();
+    assert_eq!(names, ["debit-many", "debit-many-webhook"]);
+    assert!(results.iter().all(|r| r["ops"] == 300), "{report}");
+}
+
 /// `textcredits bench` reports every scenario it ran in the JSON shape of
 /// the performance issue (its figures are measured, never asserted).
 #[test]

@@ -55,6 +55,8 @@ macro_rules! on_every_store {
 
 /// The platform engineer's API (issue 12): objects, lists, conventions.
 mod api;
+/// Auto-recharge (issue 14): once per crossing, caps, suspension, rescue.
+mod auto_recharge;
 /// The dashboard in headless Chromium, and its headers and CSRF refusals.
 mod browser;
 /// Bad input and whole flows through the real `textcredits` binary.

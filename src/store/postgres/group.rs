@@ -26,7 +26,7 @@ use super::{pg_error, pool_error};
 use crate::ledger::batch::{self, Loaded, Rows, Wants};
 use crate::ledger::{Executed, LedgerError, Operation};
 use crate::store::columns::{ENTRIES, Table, Val};
-use crate::store::pipeline::{Dialect, Load, append_only, plan, plan_missing, table_rows};
+use crate::store::pipeline::{Dialect, Load, append_only, plan, plan_missing, plan_recharging, table_rows};
 
 /// Groups in flight at once per replica (each holds one connection). An
 /// account's operations always go to the same worker, so a replica's groups
@@ -161,6 +161,10 @@ pub async fn load(c: &impl GenericClient, wants: &Wants, lock: bool) -> Result<L
             .await?;
     for ((load, _), rows) in rest.iter().zip(results) {
         land(&mut loaded, *load, rows)?;
+    }
+    if let Some((load, param)) = plan_recharging(&loaded, wants) {
+        let rows = run_load(c, load, &param, false).await?;
+        land(&mut loaded, load, rows)?;
     }
     if let Some((load, param)) = plan_missing(&loaded) {
         let rows = run_load(c, load, &param, false).await?;

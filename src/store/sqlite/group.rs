@@ -12,7 +12,7 @@ use rusqlite::Connection;
 use super::sql_error;
 use crate::ledger::LedgerError;
 use crate::ledger::batch::{Loaded, Rows, Wants};
-use crate::store::pipeline::{Dialect, Load, append_only, plan, plan_missing, table_rows};
+use crate::store::pipeline::{Dialect, Load, append_only, plan, plan_missing, plan_recharging, table_rows};
 
 fn run_load(conn: &Connection, load: Load, param: &str, loaded: &mut Loaded) -> Result<(), LedgerError> {
     let mut stmt = conn.prepare_cached(Dialect::Sqlite.sql(load, false)).map_err(sql_error)?;
@@ -27,6 +27,9 @@ fn run_load(conn: &Connection, load: Load, param: &str, loaded: &mut Loaded) -> 
 pub fn load(conn: &Connection, wants: &Wants) -> Result<Loaded, LedgerError> {
     let mut loaded = Loaded::default();
     for (load, param) in plan(wants) {
+        run_load(conn, load, &param, &mut loaded)?;
+    }
+    if let Some((load, param)) = plan_recharging(&loaded, wants) {
         run_load(conn, load, &param, &mut loaded)?;
     }
     if let Some((load, param)) = plan_missing(&loaded) {

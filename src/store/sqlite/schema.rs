@@ -351,6 +351,10 @@ CREATE INDEX deliveries_pending ON webhook_deliveries (endpoint_id, account_id, 
 CREATE UNIQUE INDEX deliveries_by_event ON webhook_deliveries (endpoint_id, event_id);
 CREATE INDEX deliveries_by_time ON webhook_deliveries (endpoint_id, created_at);
 "#,
+    r#"
+-- A purchase made by auto-recharge says so.
+ALTER TABLE purchases ADD COLUMN automatic INTEGER NOT NULL DEFAULT FALSE;
+"#,
 ];
 
 /// The migration (1-based) that creates `usage_months`: after it, the
