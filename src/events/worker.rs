@@ -1,7 +1,7 @@
 //! The delivery worker `serve` runs in the background: it turns new events
 //! into deliveries, leases the ones due, sends them (at most
-//! [`crate::store::webhooks::CLAIM_BATCH`] at once), and records each
-//! attempt: success, a retry at the next step of the schedule (or later if
+//! [`MAX_IN_FLIGHT`] at once, each in its own task, so a slow receiver
+//! never holds up the others), and records each attempt: success, a retry at the next step of the schedule (or later if
 //! the receiver's `Retry-After` asks), given up after the last step, or
 //! the endpoint disabled on a 410.
 //!
@@ -15,16 +15,21 @@
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
+use tokio::task::JoinSet;
 
 use super::endpoint::EndpointUrl;
 use super::schedule::RetrySchedule;
 use super::secret::Secret;
 use super::send::{Attempt, Outcome, Sender};
-use crate::ledger::Store;
 use crate::ledger::webhook::{Claimed, DeliveryStatus, Recorded};
+use crate::ledger::{LedgerError, Store};
 
 /// How long the worker waits when nothing was due.
 pub const IDLE_POLL: Duration = Duration::from_millis(200);
+
+/// Most attempts one worker has in flight at once (a claim takes no more
+/// than there is room for).
+pub const MAX_IN_FLIGHT: usize = crate::store::webhooks::CLAIM_BATCH as usize;
 
 /// How long a lease lasts beyond the attempt's timeout: the time to record.
 const LEASE_MARGIN: Duration = Duration::from_secs(15);
@@ -37,13 +42,34 @@ pub struct Worker<S> {
 }
 
 impl<S: Store + Clone + Send + Sync + 'static> Worker<S> {
-    /// Runs until the process ends. Errors (the database away) are logged
-    /// and retried after a pause; nothing is lost, as every step is a
+    /// Runs until the process ends. Sends run in the background, at most
+    /// [`MAX_IN_FLIGHT`] at once, so a slow receiver holds up only its own
+    /// account's next events (which wait for it by the ordering rule),
+    /// never the others'. Errors (the database away) are logged and
+    /// retried after a pause; nothing is lost, as every step is a
     /// committed row.
     pub async fn run(self) {
+        let mut sending: JoinSet<Result<(), LedgerError>> = JoinSet::new();
         loop {
-            match self.pass(crate::http::system_now()).await {
-                Ok(0) => tokio::time::sleep(IDLE_POLL).await,
+            while let Some(done) = sending.try_join_next() {
+                report(done);
+            }
+            let room = MAX_IN_FLIGHT.saturating_sub(sending.len());
+            if room == 0 {
+                if let Some(done) = sending.join_next().await {
+                    report(done);
+                }
+                continue;
+            }
+            match self.pass(crate::http::system_now(), room, &mut sending).await {
+                Ok(0) => {
+                    // Idle until the poll, or until a send ends (its
+                    // account's next event may now go).
+                    tokio::select! {
+                        () = tokio::time::sleep(IDLE_POLL) => {}
+                        Some(done) = sending.join_next() => report(done),
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "webhook delivery pass failed; retrying");
@@ -53,31 +79,27 @@ impl<S: Store + Clone + Send + Sync + 'static> Worker<S> {
         }
     }
 
-    /// One pass: dispatch, claim, send, record; how many rows it moved.
-    pub async fn pass(&self, now: Timestamp) -> Result<usize, crate::ledger::LedgerError> {
+    /// One pass: dispatch, then claim what `room` allows and start sending
+    /// it into `sending`; how many rows it moved.
+    pub async fn pass(
+        &self,
+        now: Timestamp,
+        room: usize,
+        sending: &mut JoinSet<Result<(), LedgerError>>,
+    ) -> Result<usize, LedgerError> {
         let dispatched = self.store.dispatch(now).await?;
         let lease =
             SignedDuration::try_from(self.sender.timeout() + LEASE_MARGIN).unwrap_or(SignedDuration::MAX);
-        let claimed = self.store.claim(now, now + lease).await?;
+        let claimed = self.store.claim(now, now + lease, room).await?;
         let n = dispatched + claimed.len();
-        let mut sending = tokio::task::JoinSet::new();
         for c in claimed {
             let worker = self.clone();
             sending.spawn(async move { worker.deliver(c).await });
         }
-        while let Some(done) = sending.join_next().await {
-            match done {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "a webhook attempt could not be recorded; it is sent again")
-                }
-                Err(e) => tracing::error!(error = %e, "a webhook delivery task failed"),
-            }
-        }
         Ok(n)
     }
 
-    async fn deliver(&self, c: Claimed) -> Result<(), crate::ledger::LedgerError> {
+    async fn deliver(&self, c: Claimed) -> Result<(), LedgerError> {
         let now = crate::http::system_now();
         let secrets: Vec<Secret> =
             c.endpoint.signing_secrets(now).iter().filter_map(|s| Secret::parse(s).ok()).collect();
@@ -143,6 +165,16 @@ pub fn outcome_of(
         }
     }
     r
+}
+
+/// Logs a send that could not record its attempt (it is sent again when
+/// its lease runs out) or that failed as a task.
+fn report(done: Result<Result<(), LedgerError>, tokio::task::JoinError>) {
+    match done {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "a webhook attempt could not be recorded; it is sent again"),
+        Err(e) => tracing::error!(error = %e, "a webhook delivery task failed"),
+    }
 }
 
 fn random_u32() -> u32 {

@@ -346,12 +346,15 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// how many events it dispatched.
     fn dispatch(&self, now: Timestamp) -> impl Future<Output = Result<usize, LedgerError>> + Send;
 
-    /// Leases until `lease_until` the deliveries due at `now`, each the
-    /// earliest pending event of its account for its endpoint.
+    /// Leases until `lease_until` at most `limit` (at most
+    /// [`crate::store::webhooks::CLAIM_BATCH`]) of the deliveries due at
+    /// `now`, each the earliest pending event of its account for its
+    /// endpoint.
     fn claim(
         &self,
         now: Timestamp,
         lease_until: Timestamp,
+        limit: usize,
     ) -> impl Future<Output = Result<Vec<Claimed>, LedgerError>> + Send;
 
     /// Records an attempt of a claimed delivery (and disables the endpoint

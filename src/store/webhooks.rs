@@ -17,8 +17,13 @@ use crate::ledger::webhook::{DeliveryStatus, DeliveryView, Endpoint};
 /// Most events the worker dispatches (turns into deliveries) per pass.
 pub const DISPATCH_BATCH: i64 = 500;
 
-/// Most deliveries one worker leases per pass (and so sends at once).
+/// Most deliveries one worker leases per pass, and has in flight at once.
 pub const CLAIM_BATCH: i64 = 64;
+
+/// A claim's `LIMIT`: what the worker has room for, at most a batch.
+pub fn claim_limit(room: usize) -> i64 {
+    i64::try_from(room).unwrap_or(i64::MAX).clamp(0, CLAIM_BATCH)
+}
 
 pub const ENDPOINT_COLS: &str = "endpoint_id, url, description, events, enabled, secret, old_secret, \
     old_secret_until, disabled_reason, created_at";

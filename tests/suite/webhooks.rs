@@ -272,3 +272,99 @@ on_every_store!(
     #[tokio::test]
     bad_webhook_input_is_refused,
 );
+
+/// Two replicas on PostgreSQL with one endpoint: each event is delivered
+/// once (the claim's row locks and leases make each attempt one
+/// replica's). Then a replica is killed while its attempts (one per
+/// account, all at once, each hanging at the receiver) are in flight:
+/// a new replica sends them again once their leases run out, and every
+/// event arrives, each account's in order; only those in flight at the
+/// kill may arrive twice (at least once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_deliver_each_event_once_and_a_killed_one_loses_nothing() {
+    let Some(db) = Db::postgres() else { return };
+    let r = Receiver::start(&[]).await;
+    let (a, b) = (start(&db, FAST), start(&db, FAST));
+    let e = endpoint(&a, json!({ "url": r.url() })).await;
+    r.accept(e["secret"].as_str().unwrap());
+    let accounts = ["cafe", "bakery", "diner"];
+    for name in accounts {
+        open_account(&a, name).await;
+    }
+    for i in 0..10 {
+        for (n, name) in accounts.iter().enumerate() {
+            let s = if (i + n) % 2 == 0 { &a } else { &b };
+            buy(s, name, &format!("p{i}"), 10 + i as i64).await;
+        }
+    }
+    wait_until(&r, "thirty events", |r| succeeded(r).values().map(Vec::len).sum::<usize>() >= 30).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(r.requests(), 30, "each event sent once by one of the two replicas");
+    for name in accounts {
+        let want: Vec<(i64, String)> = events_of(&a, name)
+            .await
+            .iter()
+            .map(|e| (e["sequence"].as_i64().unwrap(), e["id"].as_str().unwrap().to_string()))
+            .collect();
+        assert_eq!(succeeded(&r)[name], want, "{name}: once each, in order");
+    }
+
+    // Only `a` delivers now; its next attempts hang at the receiver.
+    drop(b);
+    r.set_script((0..3).map(|_| Reply::status(204).after(Duration::from_secs(5))));
+    let before = r.requests();
+    for (n, name) in accounts.iter().enumerate() {
+        buy(&a, name, "late-1", 100 + n as i64).await;
+        buy(&a, name, "late-2", 200 + n as i64).await;
+    }
+    for _ in 0..300 {
+        if r.requests() >= before + 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let in_flight = r.requests() - before;
+    // One per account: a slow answer holds up its own account's next
+    // event (the ordering rule), never the other accounts'.
+    assert_eq!(in_flight, 3, "each account's first late event is in flight when the replica is killed");
+    let pid = a.child.id().to_string();
+    let killed = std::process::Command::new("kill").args(["-KILL", &pid]).status().expect("kill runs");
+    assert!(killed.success());
+    drop(a);
+    // A new replica resumes: what `a` leased is sent again when its lease
+    // runs out, and the rest in order behind it.
+    let c = start(&db, FAST);
+    wait_until(&r, "every event after the kill", |r| {
+        succeeded(r)
+            .values()
+            .map(|v| v.iter().map(|(_, id)| id).collect::<std::collections::BTreeSet<_>>().len())
+            .sum::<usize>()
+            >= 36
+    })
+    .await;
+    assert_eq!(r.invalid_signatures(), 0);
+    let got = succeeded(&r);
+    let mut twice = 0;
+    for name in accounts {
+        let want: Vec<(i64, String)> = events_of(&c, name)
+            .await
+            .iter()
+            .map(|e| (e["sequence"].as_i64().unwrap(), e["id"].as_str().unwrap().to_string()))
+            .collect();
+        // In the order of first arrival, every event once, in sequence order.
+        let mut first: Vec<(i64, String)> = Vec::new();
+        for d in &got[name] {
+            if first.contains(d) {
+                twice += 1;
+            } else {
+                first.push(d.clone());
+            }
+        }
+        assert_eq!(first, want, "{name}: every event, in order");
+    }
+    // What hung at the receiver was recorded there on arrival, and sent
+    // again by the new replica: at least once, and at most twice.
+    assert!(twice >= 1, "the attempts in flight at the kill are sent again");
+    assert!(twice <= in_flight, "only what was in flight at the kill arrives twice: {twice} > {in_flight}");
+    db.assert_audit();
+}

@@ -351,8 +351,13 @@ impl Store for PgStore {
         in_tx!(self, |tx| webhooks::dispatch(&tx, now).await)
     }
 
-    async fn claim(&self, now: Timestamp, lease_until: Timestamp) -> Result<Vec<Claimed>, LedgerError> {
-        in_tx!(self, |tx| webhooks::claim(&tx, now, lease_until).await)
+    async fn claim(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Claimed>, LedgerError> {
+        in_tx!(self, |tx| webhooks::claim(&tx, now, lease_until, limit).await)
     }
 
     async fn record(&self, c: Claimed, r: Recorded) -> Result<(), LedgerError> {

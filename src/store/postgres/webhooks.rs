@@ -67,11 +67,12 @@ pub async fn claim(
     c: &impl GenericClient,
     now: Timestamp,
     lease_until: Timestamp,
+    limit: usize,
 ) -> Result<Vec<Claimed>, LedgerError> {
     let q = crate::cached!(format!("{} FOR UPDATE OF d SKIP LOCKED", sql::DUE));
+    let limit = sql::claim_limit(limit);
     let due =
-        all(c, q, &[&micros(now), &sql::CLAIM_BATCH], |r| Ok((r.text(0)?, r.text(1)?, r.int(2)?, r.int(3)?)))
-            .await?;
+        all(c, q, &[&micros(now), &limit], |r| Ok((r.text(0)?, r.text(1)?, r.int(2)?, r.int(3)?))).await?;
     let mut claimed = Vec::with_capacity(due.len());
     for (endpoint_id, account, sequence, attempts) in due {
         let vals = vec![

@@ -567,8 +567,13 @@ impl Store for SqliteStore {
         self.write(move |conn| webhooks::dispatch(conn, now)).await
     }
 
-    async fn claim(&self, now: Timestamp, lease_until: Timestamp) -> Result<Vec<Claimed>, LedgerError> {
-        self.write(move |conn| webhooks::claim(conn, now, lease_until)).await
+    async fn claim(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Claimed>, LedgerError> {
+        self.write(move |conn| webhooks::claim(conn, now, lease_until, limit)).await
     }
 
     async fn record(&self, c: Claimed, r: Recorded) -> Result<(), LedgerError> {

@@ -66,9 +66,14 @@ pub fn dispatch(conn: &Connection, now: Timestamp) -> Result<usize, LedgerError>
     Ok(events.len())
 }
 
-pub fn claim(conn: &Connection, now: Timestamp, lease_until: Timestamp) -> Result<Vec<Claimed>, LedgerError> {
+pub fn claim(
+    conn: &Connection,
+    now: Timestamp,
+    lease_until: Timestamp,
+    limit: usize,
+) -> Result<Vec<Claimed>, LedgerError> {
     let due: Vec<(String, String, i64, i64)> =
-        rows::all(conn, sql::DUE, rusqlite::params![micros(now), sql::CLAIM_BATCH], |r| {
+        rows::all(conn, sql::DUE, rusqlite::params![micros(now), sql::claim_limit(limit)], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
         .map_err(sql_error)?;
