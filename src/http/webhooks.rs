@@ -21,8 +21,8 @@ use crate::events::endpoint::EndpointUrl;
 use crate::events::secret::Secret;
 use crate::ledger::Store;
 use crate::ledger::webhook::{
-    DeliveryStatus, Endpoint, EndpointView, MAX_ENDPOINTS, OLD_SECRET_SIGNS_FOR, check_description,
-    check_types,
+    AttemptList, DeliveryStatus, Endpoint, EndpointView, MAX_ENDPOINTS, OLD_SECRET_SIGNS_FOR,
+    check_description, check_types,
 };
 
 /// The webhook routes, each with its OpenAPI operation.
@@ -32,6 +32,7 @@ pub fn routes<S: Store>() -> OpenApiRouter<AppState<S>> {
         .routes(utoipa_axum::routes!(show, update, delete))
         .routes(utoipa_axum::routes!(rotate_secret))
         .routes(utoipa_axum::routes!(deliveries))
+        .routes(utoipa_axum::routes!(attempts))
         .routes(utoipa_axum::routes!(redeliver))
         .routes(utoipa_axum::routes!(recover))
 }
@@ -260,6 +261,24 @@ pub async fn deliveries<S: Store>(
     let page = super::page_of(&q.cursor, q.limit)?;
     let list = st.ledger.store().deliveries(id, q.status, page).await.map_err(super::list_error)?;
     Ok(Json(list).into_response())
+}
+
+/// List a delivery's attempts.
+///
+/// Every attempt of the endpoint's delivery of event `did`, newest first (the newest 50 are kept): when, the status it left the delivery in, the answer's HTTP status and first 1 KiB of body, or why there was none.
+#[utoipa::path(get, path = "/v1/webhook-endpoints/{eid}/deliveries/{did}/attempts", operation_id = "listWebhookAttempts", tag = "webhooks", params(("eid" = String, Path, description = "Endpoint id"), ("did" = String, Path, description = "The delivery's id: its event's id")), responses((status = 200, description = "Attempts, newest first", body = AttemptList), super::openapi::ReadErrors))]
+pub async fn attempts<S: Store>(
+    State(st): State<AppState<S>>,
+    caller: Caller,
+    _: NoQuery,
+    Ids((id, event_id)): Ids<(String, String)>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    stored(&st, &id).await?;
+    match st.ledger.store().attempts(id.clone(), event_id.clone()).await? {
+        Some(data) => Ok(Json(AttemptList { data }).into_response()),
+        None => Err(ApiError::not_found(format!("webhook endpoint {id} has no delivery {event_id}"))),
+    }
 }
 
 /// What a redelivery or a recovery queued.

@@ -378,6 +378,15 @@ pub trait Store: Clone + Send + Sync + 'static {
         now: Timestamp,
     ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
 
+    /// The attempts of the endpoint's delivery of `event_id`, newest first
+    /// (at most [`super::webhook::MAX_ATTEMPTS_KEPT`]); `None` when the
+    /// endpoint has no such delivery.
+    fn attempts(
+        &self,
+        endpoint: String,
+        event_id: String,
+    ) -> impl Future<Output = Result<Option<Vec<super::webhook::AttemptView>>, LedgerError>> + Send;
+
     /// Sends again every failed delivery made since `since`; how many.
     fn recover(
         &self,

@@ -140,6 +140,38 @@ pub struct DeliveryView {
     pub created_at: Timestamp,
 }
 
+/// Most attempts kept per delivery (the oldest go first): a schedule's
+/// steps and a few redeliveries fit.
+pub const MAX_ATTEMPTS_KEPT: i64 = 50;
+
+/// One attempt of a delivery: what the receiver answered, or why nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct AttemptView {
+    /// 1 for the first attempt, +1 per attempt (redeliveries included).
+    pub attempt: i64,
+    pub event_id: String,
+    pub endpoint_id: String,
+    pub account_id: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub attempted_at: Timestamp,
+    /// The delivery's status after it: `succeeded`, `pending` (to be
+    /// retried) or `failed` (given up, or the endpoint answered 410).
+    #[schema(inline)]
+    pub status: DeliveryStatus,
+    /// The HTTP status it got (null: no answer).
+    pub response_status: Option<i64>,
+    /// The first 1 KiB of the answer's body.
+    pub response_body: Option<String>,
+    /// Why it got no answer (refused, timed out).
+    pub error: Option<String>,
+}
+
+/// A delivery's attempts, newest first (at most [`MAX_ATTEMPTS_KEPT`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct AttemptList {
+    pub data: Vec<AttemptView>,
+}
+
 /// A delivery the worker has leased: what to send, where, signed with what.
 #[derive(Debug, Clone)]
 pub struct Claimed {

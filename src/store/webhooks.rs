@@ -12,7 +12,7 @@
 
 use super::columns::{Cols, Val, micros, opt_ts, ts};
 use crate::domain::event::EventType;
-use crate::ledger::webhook::{DeliveryStatus, DeliveryView, Endpoint};
+use crate::ledger::webhook::{AttemptView, DeliveryStatus, DeliveryView, Endpoint};
 
 /// Most events the worker dispatches (turns into deliveries) per pass.
 pub const DISPATCH_BATCH: i64 = 500;
@@ -104,6 +104,68 @@ pub const RECORD: &str = "UPDATE webhook_deliveries SET status = $1, next_attemp
     last_attempt_at = $3, last_response_status = $4, last_response_body = $5, last_error = $6, \
     attempts = attempts + 1, leased_until = NULL \
     WHERE endpoint_id = $7 AND account_id = $8 AND sequence = $9 AND leased_until = $10";
+
+/// `$1` endpoint, `$2` account, `$3` sequence, `$4` attempt, `$5` event
+/// id, `$6` at, `$7` status after it, `$8` response status, `$9` response
+/// body, `$10` error: the attempt's own row (see [`attempt_vals`]).
+pub const INSERT_ATTEMPT: &str = "INSERT INTO webhook_attempts (endpoint_id, account_id, sequence, attempt, \
+    event_id, attempted_at, status, response_status, response_body, error) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING";
+
+/// `$1` endpoint, `$2` account, `$3` sequence, `$4` the oldest attempt
+/// kept.
+pub const TRIM_ATTEMPTS: &str = "DELETE FROM webhook_attempts \
+    WHERE endpoint_id = $1 AND account_id = $2 AND sequence = $3 AND attempt < $4";
+
+/// `$1` endpoint (deleted with it).
+pub const DELETE_ATTEMPTS: &str = "DELETE FROM webhook_attempts WHERE endpoint_id = $1";
+
+/// `$1` endpoint, `$2` event id: whether the endpoint has that delivery.
+pub const HAS_DELIVERY: &str =
+    "SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1 AND event_id = $2";
+
+/// `$1` endpoint, `$2` event id: its attempts, newest first.
+pub const ATTEMPTS: &str = "SELECT attempt, event_id, endpoint_id, account_id, attempted_at, status, \
+    response_status, response_body, error FROM webhook_attempts \
+    WHERE endpoint_id = $1 AND event_id = $2 ORDER BY attempt DESC";
+
+/// The parameters of [`INSERT_ATTEMPT`] and of [`TRIM_ATTEMPTS`] (whose
+/// fourth is the oldest attempt kept): the attempt is the one after those
+/// the delivery had when claimed.
+pub fn attempt_vals(
+    c: &crate::ledger::webhook::Claimed,
+    r: &crate::ledger::webhook::Recorded,
+) -> (Vec<Val>, Vec<Val>) {
+    let attempt = c.attempts + 1;
+    let key = |n: i64| -> Vec<Val> {
+        vec![c.endpoint.id.clone().into(), c.account_id.clone().into(), c.sequence.into(), n.into()]
+    };
+    let mut insert = key(attempt);
+    insert.extend([
+        c.event_id.clone().into(),
+        micros(r.at).into(),
+        r.status.as_str().into(),
+        r.response_status.into(),
+        r.response_body.clone().into(),
+        r.error.clone().into(),
+    ]);
+    (insert, key(attempt - crate::ledger::webhook::MAX_ATTEMPTS_KEPT + 1))
+}
+
+pub fn attempt(r: &impl Cols) -> Result<AttemptView, String> {
+    let status = r.text(5)?;
+    Ok(AttemptView {
+        attempt: r.int(0)?,
+        event_id: r.text(1)?,
+        endpoint_id: r.text(2)?,
+        account_id: r.text(3)?,
+        attempted_at: ts(r, 4)?,
+        status: DeliveryStatus::parse(&status).ok_or_else(|| format!("delivery status {status:?}"))?,
+        response_status: r.opt_int(6)?,
+        response_body: r.opt_text(7)?,
+        error: r.opt_text(8)?,
+    })
+}
 
 /// `$1` reason, `$2` endpoint.
 pub const DISABLE: &str =

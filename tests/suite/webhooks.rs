@@ -140,6 +140,30 @@ async fn every_event_arrives_signed_and_in_order_across_an_outage(db: Db) {
     let list =
         s.get(&format!("/v1/webhook-endpoints/{eid}/deliveries?status=succeeded&limit=500"), ADMIN).await;
     assert_eq!(list.body["data"].as_array().unwrap().len(), want, "{list:?}");
+    // Each attempt is kept: a delivery made during the outage failed (with
+    // why), then succeeded with the receiver's status; newest first.
+    let retried: Vec<&Value> =
+        list.body["data"].as_array().unwrap().iter().filter(|d| d["attempts"].as_i64() > Some(1)).collect();
+    assert!(!retried.is_empty(), "{list:?}");
+    for d in retried {
+        let did = d["id"].as_str().unwrap();
+        let a = s.get(&format!("/v1/webhook-endpoints/{eid}/deliveries/{did}/attempts"), ADMIN).await;
+        assert_eq!(a.status, 200, "{a:?}");
+        let attempts = a.body["data"].as_array().unwrap();
+        assert_eq!(attempts.len() as i64, d["attempts"].as_i64().unwrap(), "{a:?}");
+        let numbers: Vec<i64> = attempts.iter().map(|x| x["attempt"].as_i64().unwrap()).collect();
+        let expected: Vec<i64> = (1..=attempts.len() as i64).rev().collect();
+        assert_eq!(numbers, expected, "newest first: {a:?}");
+        assert_eq!(attempts[0]["status"], "succeeded", "{a:?}");
+        assert_eq!(attempts[0]["response_status"], 204, "{a:?}");
+        assert_eq!(attempts[0]["error"], Value::Null, "{a:?}");
+        for failed in &attempts[1..] {
+            assert_eq!(failed["status"], "pending", "retried: {a:?}");
+            assert_eq!(failed["response_status"], Value::Null, "no answer: {a:?}");
+            assert!(failed["error"].as_str().is_some_and(|e| !e.is_empty()), "{a:?}");
+            assert_eq!(failed["event_id"], did);
+        }
+    }
     db.assert_audit();
 }
 
@@ -243,6 +267,8 @@ async fn bad_webhook_input_is_refused(db: Db) {
         ("DELETE", "/v1/webhook-endpoints/we_nope".to_string(), None),
         ("POST", "/v1/webhook-endpoints/we_nope/rotate-secret".to_string(), Some(json!({}))),
         ("POST", format!("{ep}/deliveries/evt_nope/redeliver"), Some(json!({}))),
+        ("GET", format!("{ep}/deliveries/evt_nope/attempts"), None),
+        ("GET", "/v1/webhook-endpoints/we_nope/deliveries/evt_nope/attempts".to_string(), None),
     ] {
         let a = s.call(m, &path, Some(ADMIN), None, body).await;
         assert_eq!(a.status, 404, "{m} {path}: {a:?}");
@@ -367,4 +393,66 @@ async fn two_replicas_deliver_each_event_once_and_a_killed_one_loses_nothing() {
     assert!(twice >= 1, "the attempts in flight at the kill are sent again");
     assert!(twice <= in_flight, "only what was in flight at the kill arrives twice: {twice} > {in_flight}");
     db.assert_audit();
+}
+
+/// Through the store itself, on both stores.
+mod attempts {
+    /// A delivery keeps its newest `MAX_ATTEMPTS_KEPT` attempts: at the limit
+    /// all of them, past it the oldest go. Driven through the store's own
+    /// claim and record, as the worker does, on both stores.
+    async fn a_delivery_keeps_its_newest_attempts_up_to_the_limit<S: textcredits::ledger::Store>(
+        l: textcredits::ledger::Ledger<S>,
+    ) {
+        use textcredits::domain::command::Command;
+        use textcredits::ledger::webhook::{DeliveryStatus, Endpoint, MAX_ATTEMPTS_KEPT, Recorded};
+        let now = crate::util::ts("2026-11-10T12:00:00Z");
+        let cafe = crate::util::account(&l, "cafe", "UTC", 1000, now).await;
+        let purchase = Command::Purchase { credits: textcredits::domain::credits::Credits::new(5).unwrap() };
+        l.execute(&cafe, purchase, None, now).await.unwrap();
+        let endpoint = Endpoint {
+            id: "we_limit".into(),
+            url: "http://127.0.0.1:9/hooks".into(),
+            description: None,
+            events: None,
+            enabled: true,
+            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            old_secret: None,
+            disabled_reason: None,
+            created_at: now,
+        };
+        l.store().create_endpoint(endpoint).await.unwrap();
+        assert_eq!(l.store().dispatch(now).await.unwrap(), 1);
+        let mut event_id = String::new();
+        let attempts = |l: &textcredits::ledger::Ledger<S>, id: String| {
+            let store = l.store().clone();
+            async move { store.attempts("we_limit".into(), id).await.unwrap().expect("the delivery exists") }
+        };
+        for n in 1..=MAX_ATTEMPTS_KEPT + 2 {
+            let at = now + jiff::SignedDuration::from_secs(n);
+            let claimed = l.store().claim(at, at + jiff::SignedDuration::from_secs(30), 64).await.unwrap();
+            assert_eq!(claimed.len(), 1, "attempt {n}");
+            let c = claimed.into_iter().next().unwrap();
+            assert_eq!(c.attempts, n - 1);
+            event_id = c.event_id.clone();
+            let r = Recorded {
+                at,
+                status: DeliveryStatus::Pending,
+                next_attempt_at: Some(at),
+                response_status: Some(500),
+                response_body: Some(format!("attempt {n}")),
+                error: None,
+                disable: None,
+            };
+            l.store().record(c, r).await.unwrap();
+            let kept = attempts(&l, event_id.clone()).await;
+            assert_eq!(kept.len() as i64, n.min(MAX_ATTEMPTS_KEPT), "after attempt {n}");
+            assert_eq!(kept[0].attempt, n, "newest first");
+            assert_eq!(kept[0].response_body.as_deref(), Some(format!("attempt {n}").as_str()));
+            assert_eq!(kept.last().unwrap().attempt, (n - MAX_ATTEMPTS_KEPT + 1).max(1), "the oldest kept");
+        }
+        assert!(l.store().attempts("we_limit".into(), "evt_nope".into()).await.unwrap().is_none());
+        assert!(l.store().attempts("we_nope".into(), event_id).await.unwrap().is_none());
+    }
+
+    conformance!(a_delivery_keeps_its_newest_attempts_up_to_the_limit);
 }

@@ -386,6 +386,14 @@ impl Store for PgStore {
         in_tx!(self, |tx| webhooks::recover(&tx, &endpoint, since, now).await)
     }
 
+    async fn attempts(
+        &self,
+        endpoint: String,
+        event_id: String,
+    ) -> Result<Option<Vec<crate::ledger::webhook::AttemptView>>, LedgerError> {
+        read!(self, |c| webhooks::attempts(&c, &endpoint, &event_id).await)
+    }
+
     async fn row_count(&self) -> Result<u64, LedgerError> {
         let client = self.client().await?;
         let n = rows::one(&client, columns::ROW_COUNT_SQL, &[], |r| r.int(0)).await?;

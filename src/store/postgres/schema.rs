@@ -298,6 +298,21 @@ CREATE INDEX deliveries_by_time ON webhook_deliveries (endpoint_id, created_at);
     r#"
 -- A purchase made by auto-recharge says so.
 ALTER TABLE purchases ADD COLUMN automatic BOOLEAN NOT NULL DEFAULT FALSE;
+-- Every attempt of a delivery (the newest 50 of each are kept).
+CREATE TABLE webhook_attempts (
+    endpoint_id TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    sequence BIGINT NOT NULL,
+    attempt BIGINT NOT NULL,
+    event_id TEXT NOT NULL,
+    attempted_at BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    response_status BIGINT,
+    response_body TEXT,
+    error TEXT,
+    PRIMARY KEY (endpoint_id, account_id, sequence, attempt)
+);
+CREATE INDEX attempts_by_event ON webhook_attempts (endpoint_id, event_id, attempt);
 "#,
 ];
 

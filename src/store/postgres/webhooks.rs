@@ -9,7 +9,9 @@ use jiff::Timestamp;
 use super::pg_error;
 use super::rows::{all, one as one_row, params};
 use crate::domain::view::Page;
-use crate::ledger::webhook::{Claimed, DeliveryStatus, DeliveryView, Endpoint, MAX_ENDPOINTS, Recorded};
+use crate::ledger::webhook::{
+    AttemptView, Claimed, DeliveryStatus, DeliveryView, Endpoint, MAX_ENDPOINTS, Recorded,
+};
 use crate::ledger::{LedgerError, PageRequest};
 use crate::store::columns::{self, Cols as _, Val, micros};
 use crate::store::webhooks as sql;
@@ -41,6 +43,7 @@ pub async fn save(c: &impl GenericClient, e: &Endpoint) -> Result<bool, LedgerEr
 }
 
 pub async fn delete(c: &impl GenericClient, id: &str) -> Result<bool, LedgerError> {
+    exec(c, sql::DELETE_ATTEMPTS, vec![id.into()]).await?;
     exec(c, sql::DELETE_DELIVERIES, vec![id.into()]).await?;
     Ok(exec(c, sql::DELETE_ENDPOINT, vec![id.into()]).await? == 1)
 }
@@ -92,13 +95,31 @@ pub async fn claim(
 }
 
 pub async fn record(c: &impl GenericClient, claimed: &Claimed, r: &Recorded) -> Result<(), LedgerError> {
-    let recorded = exec(c, sql::RECORD, sql::record_vals(claimed, r)).await?;
-    if recorded == 1
-        && let Some(reason) = &r.disable
-    {
+    if exec(c, sql::RECORD, sql::record_vals(claimed, r)).await? != 1 {
+        return Ok(());
+    }
+    let (attempt, trim) = sql::attempt_vals(claimed, r);
+    exec(c, sql::INSERT_ATTEMPT, attempt).await?;
+    exec(c, sql::TRIM_ATTEMPTS, trim).await?;
+    if let Some(reason) = &r.disable {
         exec(c, sql::DISABLE, vec![reason.clone().into(), claimed.endpoint.id.clone().into()]).await?;
     }
     Ok(())
+}
+
+/// The attempts of the endpoint's delivery of `event_id`, or `None` when
+/// it has no such delivery.
+pub async fn attempts(
+    c: &impl GenericClient,
+    endpoint: &str,
+    event_id: &str,
+) -> Result<Option<Vec<AttemptView>>, LedgerError> {
+    let vals: Vec<Val> = vec![endpoint.into(), event_id.into()];
+    let has = one_row(c, sql::HAS_DELIVERY, &params(&vals), |r| r.int(0)).await?;
+    if has.unwrap_or(0) == 0 {
+        return Ok(None);
+    }
+    Ok(Some(all(c, sql::ATTEMPTS, &params(&vals), sql::attempt).await?))
 }
 
 pub async fn deliveries(

@@ -602,6 +602,14 @@ impl Store for SqliteStore {
         self.write(move |conn| webhooks::recover(conn, &endpoint, since, now)).await
     }
 
+    async fn attempts(
+        &self,
+        endpoint: String,
+        event_id: String,
+    ) -> Result<Option<Vec<crate::ledger::webhook::AttemptView>>, LedgerError> {
+        self.read(move |conn| webhooks::attempts(conn, &endpoint, &event_id)).await
+    }
+
     async fn row_count(&self) -> Result<u64, LedgerError> {
         self.read(|conn| {
             conn.query_row(crate::store::columns::ROW_COUNT_SQL, [], |r| r.get::<_, i64>(0))

@@ -7,7 +7,9 @@ use rusqlite::{Connection, params_from_iter};
 
 use super::{rows, sql_error};
 use crate::domain::view::Page;
-use crate::ledger::webhook::{Claimed, DeliveryStatus, DeliveryView, Endpoint, MAX_ENDPOINTS, Recorded};
+use crate::ledger::webhook::{
+    AttemptView, Claimed, DeliveryStatus, DeliveryView, Endpoint, MAX_ENDPOINTS, Recorded,
+};
 use crate::ledger::{LedgerError, PageRequest};
 use crate::store::columns::{Val, micros};
 use crate::store::webhooks as sql;
@@ -42,6 +44,7 @@ pub fn save(conn: &Connection, e: &Endpoint) -> Result<bool, LedgerError> {
 }
 
 pub fn delete(conn: &Connection, id: &str) -> Result<bool, LedgerError> {
+    exec(conn, sql::DELETE_ATTEMPTS, vec![id.into()])?;
     exec(conn, sql::DELETE_DELIVERIES, vec![id.into()])?;
     Ok(exec(conn, sql::DELETE_ENDPOINT, vec![id.into()])? == 1)
 }
@@ -97,13 +100,36 @@ pub fn claim(
 }
 
 pub fn record(conn: &Connection, c: &Claimed, r: &Recorded) -> Result<(), LedgerError> {
-    let recorded = exec(conn, sql::RECORD, sql::record_vals(c, r))?;
-    if recorded == 1
-        && let Some(reason) = &r.disable
-    {
+    if exec(conn, sql::RECORD, sql::record_vals(c, r))? != 1 {
+        return Ok(());
+    }
+    let (attempt, trim) = sql::attempt_vals(c, r);
+    exec(conn, sql::INSERT_ATTEMPT, attempt)?;
+    exec(conn, sql::TRIM_ATTEMPTS, trim)?;
+    if let Some(reason) = &r.disable {
         exec(conn, sql::DISABLE, vec![reason.clone().into(), c.endpoint.id.clone().into()])?;
     }
     Ok(())
+}
+
+/// The attempts of the endpoint's delivery of `event_id`, or `None` when
+/// it has no such delivery.
+pub fn attempts(
+    conn: &Connection,
+    endpoint: &str,
+    event_id: &str,
+) -> Result<Option<Vec<AttemptView>>, LedgerError> {
+    let key = rusqlite::params![endpoint, event_id];
+    let has: i64 = conn
+        .prepare_cached(sql::HAS_DELIVERY)
+        .and_then(|mut s| s.query_row(key, |r| r.get(0)))
+        .map_err(sql_error)?;
+    if has == 0 {
+        return Ok(None);
+    }
+    let list =
+        rows::all(conn, sql::ATTEMPTS, key, |r| sql::attempt(r).map_err(rows::corrupt)).map_err(sql_error)?;
+    Ok(Some(list))
 }
 
 pub fn deliveries(
