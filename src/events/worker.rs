@@ -1,7 +1,8 @@
 //! The delivery worker `serve` runs in the background: it turns new events
 //! into deliveries, leases the ones due, sends them (at most
 //! [`MAX_IN_FLIGHT`] at once, each in its own task, so a slow receiver
-//! never holds up the others), and records each attempt: success, a retry at the next step of the schedule (or later if
+//! never holds up the others), and records the attempts that ended since
+//! its last turn, in one transaction: success, a retry at the next step of the schedule (or later if
 //! the receiver's `Retry-After` asks), given up after the last step, or
 //! the endpoint disabled on a 410.
 //!
@@ -49,25 +50,33 @@ impl<S: Store + Clone + Send + Sync + 'static> Worker<S> {
     /// retried after a pause; nothing is lost, as every step is a
     /// committed row.
     pub async fn run(self) {
-        let mut sending: JoinSet<Result<(), LedgerError>> = JoinSet::new();
+        let mut sending: JoinSet<(Claimed, Recorded)> = JoinSet::new();
+        let mut done: Vec<(Claimed, Recorded)> = Vec::new();
         loop {
-            while let Some(done) = sending.try_join_next() {
-                report(done);
+            while let Some(finished) = sending.try_join_next() {
+                collect(finished, &mut done);
+            }
+            // What ended since the last turn, recorded in one transaction
+            // (if that fails, the leases run out and they are sent again).
+            if !done.is_empty()
+                && let Err(e) = self.store.record(std::mem::take(&mut done)).await
+            {
+                tracing::warn!(error = %e, "webhook attempts could not be recorded; they are sent again");
             }
             let room = MAX_IN_FLIGHT.saturating_sub(sending.len());
             if room == 0 {
-                if let Some(done) = sending.join_next().await {
-                    report(done);
+                if let Some(finished) = sending.join_next().await {
+                    collect(finished, &mut done);
                 }
                 continue;
             }
             match self.pass(crate::http::system_now(), room, &mut sending).await {
                 Ok(0) => {
                     // Idle until the poll, or until a send ends (its
-                    // account's next event may now go).
+                    // account's next event may then go).
                     tokio::select! {
                         () = tokio::time::sleep(IDLE_POLL) => {}
-                        Some(done) = sending.join_next() => report(done),
+                        Some(finished) = sending.join_next() => collect(finished, &mut done),
                     }
                 }
                 Ok(_) => {}
@@ -85,7 +94,7 @@ impl<S: Store + Clone + Send + Sync + 'static> Worker<S> {
         &self,
         now: Timestamp,
         room: usize,
-        sending: &mut JoinSet<Result<(), LedgerError>>,
+        sending: &mut JoinSet<(Claimed, Recorded)>,
     ) -> Result<usize, LedgerError> {
         let dispatched = self.store.dispatch(now).await?;
         let lease =
@@ -99,7 +108,8 @@ impl<S: Store + Clone + Send + Sync + 'static> Worker<S> {
         Ok(n)
     }
 
-    async fn deliver(&self, c: Claimed) -> Result<(), LedgerError> {
+    /// Sends one attempt; what to record of it.
+    async fn deliver(&self, c: Claimed) -> (Claimed, Recorded) {
         let now = crate::http::system_now();
         let secrets: Vec<Secret> =
             c.endpoint.signing_secrets(now).iter().filter_map(|s| Secret::parse(s).ok()).collect();
@@ -123,7 +133,7 @@ impl<S: Store + Clone + Send + Sync + 'static> Worker<S> {
             outcome = recorded.status.as_str(),
             "webhook attempt"
         );
-        self.store.record(c, recorded).await
+        (c, recorded)
     }
 }
 
@@ -167,12 +177,14 @@ pub fn outcome_of(
     r
 }
 
-/// Logs a send that could not record its attempt (it is sent again when
-/// its lease runs out) or that failed as a task.
-fn report(done: Result<Result<(), LedgerError>, tokio::task::JoinError>) {
-    match done {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "a webhook attempt could not be recorded; it is sent again"),
+/// Keeps a finished attempt to record; a send task that failed is logged
+/// (its lease runs out and it is sent again).
+fn collect(
+    finished: Result<(Claimed, Recorded), tokio::task::JoinError>,
+    done: &mut Vec<(Claimed, Recorded)>,
+) {
+    match finished {
+        Ok(attempt) => done.push(attempt),
         Err(e) => tracing::error!(error = %e, "a webhook delivery task failed"),
     }
 }

@@ -357,9 +357,12 @@ pub trait Store: Clone + Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Claimed>, LedgerError>> + Send;
 
-    /// Records an attempt of a claimed delivery (and disables the endpoint
-    /// on a 410).
-    fn record(&self, c: Claimed, r: Recorded) -> impl Future<Output = Result<(), LedgerError>> + Send;
+    /// Records attempts of claimed deliveries (and disables an endpoint
+    /// that answered 410), all in one transaction.
+    fn record(
+        &self,
+        attempts: Vec<(Claimed, Recorded)>,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
     /// An endpoint's deliveries, newest first; with `status`, only those.
     fn deliveries(

@@ -87,6 +87,18 @@ pub const DUE: &str = "SELECT d.endpoint_id, d.account_id, d.sequence, d.attempt
         AND p.account_id = d.account_id AND p.status = 'pending' AND p.sequence < d.sequence) \
     ORDER BY d.next_attempt_at LIMIT $2";
 
+/// [`DUE`] for SQLite, told which indexes to take (`INDEXED BY`): the due
+/// pending deliveries in time order, and each one's earlier pending ones
+/// through the partial index, so a claim reads neither every pending
+/// delivery nor an account's delivered history. PostgreSQL's planner
+/// takes them on its own.
+pub fn due_sqlite() -> &'static str {
+    crate::cached!(
+        DUE.replacen("FROM webhook_deliveries d ", "FROM webhook_deliveries d INDEXED BY deliveries_due ", 1)
+            .replacen("FROM webhook_deliveries p ", "FROM webhook_deliveries p INDEXED BY deliveries_pending ", 1)
+    )
+}
+
 /// `$1` leased until, `$2` endpoint, `$3` account, `$4` sequence.
 pub const LEASE: &str = "UPDATE webhook_deliveries SET leased_until = $1 \
     WHERE endpoint_id = $2 AND account_id = $3 AND sequence = $4";

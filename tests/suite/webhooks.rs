@@ -443,7 +443,7 @@ mod attempts {
                 error: None,
                 disable: None,
             };
-            l.store().record(c, r).await.unwrap();
+            l.store().record(vec![(c, r)]).await.unwrap();
             let kept = attempts(&l, event_id.clone()).await;
             assert_eq!(kept.len() as i64, n.min(MAX_ATTEMPTS_KEPT), "after attempt {n}");
             assert_eq!(kept[0].attempt, n, "newest first");

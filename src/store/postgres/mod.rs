@@ -360,8 +360,13 @@ impl Store for PgStore {
         in_tx!(self, |tx| webhooks::claim(&tx, now, lease_until, limit).await)
     }
 
-    async fn record(&self, c: Claimed, r: Recorded) -> Result<(), LedgerError> {
-        in_tx!(self, |tx| webhooks::record(&tx, &c, &r).await)
+    async fn record(&self, attempts: Vec<(Claimed, Recorded)>) -> Result<(), LedgerError> {
+        in_tx!(self, |tx| {
+            for (c, r) in &attempts {
+                webhooks::record(&tx, c, r).await?;
+            }
+            Ok::<(), LedgerError>(())
+        })
     }
 
     async fn deliveries(

@@ -576,8 +576,8 @@ impl Store for SqliteStore {
         self.write(move |conn| webhooks::claim(conn, now, lease_until, limit)).await
     }
 
-    async fn record(&self, c: Claimed, r: Recorded) -> Result<(), LedgerError> {
-        self.write(move |conn| webhooks::record(conn, &c, &r)).await
+    async fn record(&self, attempts: Vec<(Claimed, Recorded)>) -> Result<(), LedgerError> {
+        self.write(move |conn| attempts.iter().try_for_each(|(c, r)| webhooks::record(conn, c, r))).await
     }
 
     async fn deliveries(

@@ -369,6 +369,9 @@ CREATE TABLE webhook_attempts (
     PRIMARY KEY (endpoint_id, account_id, sequence, attempt)
 ) WITHOUT ROWID;
 CREATE INDEX attempts_by_event ON webhook_attempts (endpoint_id, event_id, attempt);
+-- The pending deliveries by when they are due: a claim reads the due ones
+-- in that order, not every pending one.
+CREATE INDEX deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
 "#,
 ];
 

@@ -76,7 +76,7 @@ pub fn claim(
     limit: usize,
 ) -> Result<Vec<Claimed>, LedgerError> {
     let due: Vec<(String, String, i64, i64)> =
-        rows::all(conn, sql::DUE, rusqlite::params![micros(now), sql::claim_limit(limit)], |r| {
+        rows::all(conn, sql::due_sqlite(), rusqlite::params![micros(now), sql::claim_limit(limit)], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
         .map_err(sql_error)?;
@@ -162,4 +162,29 @@ pub fn recover(
     now: Timestamp,
 ) -> Result<u64, LedgerError> {
     Ok(exec(conn, sql::RECOVER, vec![micros(now).into(), endpoint.into(), micros(since).into()])? as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The claim reads the due deliveries through `deliveries_due` (no
+    /// scan of every pending one, no sort) and each one's earlier pending
+    /// ones through `deliveries_pending` (not the account's history).
+    #[test]
+    fn a_claim_reads_only_what_is_due_through_its_indexes() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::store::sqlite::schema::migrate(&mut conn).unwrap().unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", sql::due_sqlite()))
+            .unwrap()
+            .query_map(rusqlite::params![0, 64], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let text = plan.join("\n");
+        assert!(text.contains("SEARCH d USING INDEX deliveries_due"), "{text}");
+        assert!(text.contains("SEARCH p USING COVERING INDEX deliveries_pending"), "{text}");
+        assert!(!text.contains("SCAN") && !text.contains("TEMP B-TREE"), "{text}");
+    }
 }
