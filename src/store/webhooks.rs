@@ -95,7 +95,11 @@ pub const DUE: &str = "SELECT d.endpoint_id, d.account_id, d.sequence, d.attempt
 pub fn due_sqlite() -> &'static str {
     crate::cached!(
         DUE.replacen("FROM webhook_deliveries d ", "FROM webhook_deliveries d INDEXED BY deliveries_due ", 1)
-            .replacen("FROM webhook_deliveries p ", "FROM webhook_deliveries p INDEXED BY deliveries_pending ", 1)
+            .replacen(
+                "FROM webhook_deliveries p ",
+                "FROM webhook_deliveries p INDEXED BY deliveries_pending ",
+                1
+            )
     )
 }
 
