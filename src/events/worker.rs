@@ -2,9 +2,9 @@
 //! into deliveries, leases the ones due, sends them (at most
 //! [`MAX_IN_FLIGHT`] at once, each in its own task, so a slow receiver
 //! never holds up the others), and records the attempts that ended since
-//! its last turn, in one transaction: success, a retry at the next step of the schedule (or later if
-//! the receiver's `Retry-After` asks), given up after the last step, or
-//! the endpoint disabled on a 410.
+//! its last turn in one transaction: success, a retry at the next step of
+//! the schedule (or later if the receiver's `Retry-After` asks), given up
+//! after the last step, or the endpoint disabled on a 410.
 //!
 //! It runs beside the request path and shares nothing with it but the
 //! database: a debit never waits for a webhook. Time here is the wall

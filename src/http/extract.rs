@@ -32,17 +32,41 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     async fn from_request(req: Request, _state: &S) -> Result<Body<T>, ApiError> {
         let content_type =
             req.headers().get(CONTENT_TYPE).map(|v| v.to_str().unwrap_or("invalid").to_string());
-        let bytes = read_limited(req.into_body()).await?;
+        let bytes = read_limited(req.into_body(), MAX_BODY_BYTES).await?;
         let empty = bytes.iter().all(u8::is_ascii_whitespace);
         if !empty && !content_type.as_deref().is_some_and(is_json) {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                ErrorCode::InvalidRequest,
-                "send the body as JSON with Content-Type: application/json",
-            ));
+            return Err(not_json());
         }
         parse_object(if empty { b"{}" } else { &bytes }).map(Body)
     }
+}
+
+/// The JSON body of `POST /v1/batch`: an object (any shape: the batch
+/// checks its operations), up to [`super::batch::MAX_BATCH_BODY_BYTES`].
+pub struct LargeBody(pub serde_json::Value);
+
+impl<S: Send + Sync> FromRequest<S> for LargeBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<LargeBody, ApiError> {
+        let content_type =
+            req.headers().get(CONTENT_TYPE).map(|v| v.to_str().unwrap_or("invalid").to_string());
+        let bytes = read_limited(req.into_body(), super::batch::MAX_BATCH_BODY_BYTES).await?;
+        if !content_type.as_deref().is_some_and(is_json) {
+            return Err(not_json());
+        }
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+        Ok(LargeBody(value))
+    }
+}
+
+fn not_json() -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ErrorCode::InvalidRequest,
+        "send the body as JSON with Content-Type: application/json",
+    )
 }
 
 /// Most bytes read (and thrown away) from a body that is too large before
@@ -54,8 +78,8 @@ const MAX_DRAINED_BYTES: usize = 4 * 1024 * 1024;
 /// a body trickled in more slowly answers 408 and the connection closes.
 pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn read_limited(body: axum::body::Body) -> Result<Vec<u8>, ApiError> {
-    match tokio::time::timeout(BODY_READ_TIMEOUT, read_all(body)).await {
+async fn read_limited(body: axum::body::Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    match tokio::time::timeout(BODY_READ_TIMEOUT, read_all(body, limit)).await {
         Ok(read) => read,
         Err(_) => {
             let mut e = ApiError::new(
@@ -69,7 +93,7 @@ async fn read_limited(body: axum::body::Body) -> Result<Vec<u8>, ApiError> {
     }
 }
 
-async fn read_all(mut body: axum::body::Body) -> Result<Vec<u8>, ApiError> {
+async fn read_all(mut body: axum::body::Body, limit: usize) -> Result<Vec<u8>, ApiError> {
     use http_body_util::BodyExt as _;
     let mut kept = Vec::new();
     let mut seen = 0usize;
@@ -79,17 +103,17 @@ async fn read_all(mut body: axum::body::Body) -> Result<Vec<u8>, ApiError> {
             continue;
         };
         seen += data.len();
-        if seen <= MAX_BODY_BYTES {
+        if seen <= limit {
             kept.extend_from_slice(&data);
         } else if seen > MAX_DRAINED_BYTES {
             break;
         }
     }
-    if seen > MAX_BODY_BYTES {
+    if seen > limit {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::InvalidRequest,
-            format!("request body larger than {MAX_BODY_BYTES} bytes"),
+            format!("request body larger than {limit} bytes"),
         ));
     }
     Ok(kept)

@@ -10,6 +10,7 @@
 
 mod accounts;
 mod auth;
+mod batch;
 mod billing;
 mod clock;
 pub mod cors;
@@ -252,6 +253,7 @@ fn api<S: Store>(test_clock: bool) -> OpenApiRouter<AppState<S>> {
     let api = OpenApiRouter::default()
         .merge(accounts::routes())
         .merge(spending::routes())
+        .merge(batch::routes())
         .merge(billing::routes())
         .merge(events::routes())
         .merge(webhooks::routes())

@@ -277,8 +277,12 @@ pub async fn attempts<S: Store>(
     stored(&st, &id).await?;
     match st.ledger.store().attempts(id.clone(), event_id.clone()).await? {
         Some(data) => Ok(Json(AttemptList { data }).into_response()),
-        None => Err(ApiError::not_found(format!("webhook endpoint {id} has no delivery {event_id}"))),
+        None => Err(no_delivery(&id, &event_id)),
     }
+}
+
+fn no_delivery(endpoint: &str, event_id: &str) -> ApiError {
+    ApiError::not_found(format!("webhook endpoint {endpoint} has no delivery {event_id}"))
 }
 
 /// What a redelivery or a recovery queued.
@@ -301,7 +305,7 @@ pub async fn redeliver<S: Store>(
     caller.require_admin()?;
     stored(&st, &id).await?;
     if !st.ledger.store().redeliver(id.clone(), event_id.clone(), super::system_now()).await? {
-        return Err(ApiError::not_found(format!("webhook endpoint {id} has no delivery {event_id}")));
+        return Err(no_delivery(&id, &event_id));
     }
     Ok((StatusCode::ACCEPTED, Json(Queued { queued: 1 })).into_response())
 }

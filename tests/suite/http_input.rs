@@ -1373,6 +1373,10 @@ fn known(w: &World) -> Vec<(&'static str, Known)> {
                 sparse: false,
             }),
         ),
+        (
+            "createBatch",
+            Known::Elsewhere("batch::the_limits_hold_at_their_edges_and_bad_batches_change_nothing"),
+        ),
         ("createWebhookEndpoint", Known::Elsewhere("webhooks::bad_webhook_input_is_refused")),
         ("updateWebhookEndpoint", Known::Elsewhere("webhooks::bad_webhook_input_is_refused")),
         ("deleteWebhookEndpoint", Known::Elsewhere("webhooks::bad_webhook_input_is_refused")),
@@ -1413,6 +1417,7 @@ fn routes(w: &World, doc: &Value) -> Vec<Route> {
                 let (module, name) = test.split_once("::").expect("module::test");
                 let source = match module {
                     "webhooks" => include_str!("webhooks.rs"),
+                    "batch" => include_str!("batch.rs"),
                     other => panic!("{id}: tested in an unknown module {other}"),
                 };
                 assert!(source.contains(&format!("async fn {name}(")), "{id}: no test {test}");

@@ -57,6 +57,8 @@ macro_rules! on_every_store {
 mod api;
 /// Auto-recharge (issue 14): once per crossing, caps, suspension, rescue.
 mod auto_recharge;
+/// `POST /v1/batch` (issue 15): each operation as its own route answers it.
+mod batch;
 /// The dashboard in headless Chromium, and its headers and CSRF refusals.
 mod browser;
 /// Bad input and whole flows through the real `textcredits` binary.
