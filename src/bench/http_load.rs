@@ -1,8 +1,9 @@
-//! The `http` scenario: the real server (the same router as `serve`) on a
-//! loopback port, and a load generator in the same process: one keep-alive
-//! HTTP/1.1 connection per client, each sending debits and reading the
-//! answers. A few lines of raw HTTP keep the generator out of the way of
-//! what is measured (and out of the dependencies).
+//! The `http` and `http-batch` scenarios: the real server (the same router
+//! as `serve`) on a loopback port, and a load generator in the same
+//! process: one keep-alive HTTP/1.1 connection per client, each sending
+//! debits (one a request, or [`BATCH_SIZE`] a `POST /v1/batch`) and
+//! reading the answers. A few lines of raw HTTP keep the generator out of
+//! the way of what is measured (and out of the dependencies).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,12 @@ use crate::ledger::{Ledger, LedgerError, Store};
 
 const TOKEN: &str = "bench-admin-token-0123456789";
 
+/// Debits per request of `http-batch`: the batch route's most.
+pub const BATCH_SIZE: u64 = crate::http::MAX_BATCH_OPERATIONS as u64;
+
+/// Clients of `http-batch` at most: each has a thousand debits in flight.
+pub const MAX_BATCH_CLIENTS: usize = 8;
+
 fn io(e: std::io::Error) -> LedgerError {
     LedgerError::Internal(format!("http load: {e}"))
 }
@@ -27,6 +34,7 @@ pub async fn run<S: Store>(
     ops: u64,
     accounts: u64,
     config: &BenchConfig,
+    batch: u64,
 ) -> Result<(Vec<u32>, Duration), LedgerError> {
     let state = AppState {
         ledger: (*ledger).clone(),
@@ -40,7 +48,8 @@ pub async fn run<S: Store>(
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut clients = tokio::task::JoinSet::new();
-    for _ in 0..config.concurrency {
+    let clients_n = if batch > 1 { config.concurrency.min(MAX_BATCH_CLIENTS) } else { config.concurrency };
+    for _ in 0..clients_n {
         let next = next.clone();
         clients.spawn(async move {
             let stream = TcpStream::connect(addr).await.map_err(io)?;
@@ -48,24 +57,53 @@ pub async fn run<S: Store>(
             let mut conn = BufReader::new(stream);
             let mut latencies = Vec::new();
             loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
+                let i = next.fetch_add(batch, Ordering::Relaxed);
                 if i >= ops {
                     return Ok::<_, LedgerError>(latencies);
                 }
+                let n = batch.min(ops - i);
                 let t = Instant::now();
-                let account = super::scenarios::account_id(i.wrapping_mul(7_919) % accounts);
-                let body = "{\"credits\":1}";
-                let request = format!(
-                    "POST /v1/accounts/{account}/debits HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {TOKEN}\r\n\
-                     Idempotency-Key: http-{i}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
+                let account = |k: u64| super::scenarios::account_id(k.wrapping_mul(7_919) % accounts);
+                let request = if batch == 1 {
+                    let body = "{\"credits\":1}";
+                    format!(
+                        "POST /v1/accounts/{}/debits HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {TOKEN}\r\n\
+                         Idempotency-Key: http-{i}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        account(i),
+                        body.len()
+                    )
+                } else {
+                    let operations: Vec<String> = (i..i + n)
+                        .map(|k| {
+                            format!(
+                                "{{\"account_id\":\"{}\",\"op\":\"debit\",\"idempotency_key\":\"http-{k}\",\"credits\":1}}",
+                                account(k)
+                            )
+                        })
+                        .collect();
+                    let body = format!("{{\"operations\":[{}]}}", operations.join(","));
+                    format!(
+                        "POST /v1/batch HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {TOKEN}\r\n\
+                         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                };
                 conn.get_mut().write_all(request.as_bytes()).await.map_err(io)?;
-                let status = read_response(&mut conn).await.map_err(io)?;
-                if status != 201 {
-                    return Err(LedgerError::Internal(format!("the server answered {status} to a debit")));
+                let (status, body) = read_response(&mut conn).await.map_err(io)?;
+                let debited = if batch == 1 {
+                    u64::from(status == 201)
+                } else {
+                    let text = String::from_utf8_lossy(&body);
+                    if status == 200 { text.matches("{\"status\":201,").count() as u64 } else { 0 }
+                };
+                if debited != n {
+                    return Err(LedgerError::Internal(format!(
+                        "the server answered {status} with {debited} of {n} debits made"
+                    )));
                 }
-                latencies.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                // Each debit of a batch waits for the whole batch.
+                let took = t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                latencies.extend(std::iter::repeat_n(took, n as usize));
             }
         });
     }
@@ -81,8 +119,8 @@ pub async fn run<S: Store>(
     Ok((all, elapsed))
 }
 
-/// Reads one response; its status code.
-async fn read_response(conn: &mut BufReader<TcpStream>) -> std::io::Result<u16> {
+/// Reads one response; its status code and body.
+async fn read_response(conn: &mut BufReader<TcpStream>) -> std::io::Result<(u16, Vec<u8>)> {
     let mut line = String::new();
     conn.read_line(&mut line).await?;
     let status = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -104,5 +142,5 @@ async fn read_response(conn: &mut BufReader<TcpStream>) -> std::io::Result<u16> 
     }
     let mut body = vec![0u8; length];
     conn.read_exact(&mut body).await?;
-    Ok(status)
+    Ok((status, body))
 }

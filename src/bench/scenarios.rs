@@ -84,6 +84,12 @@ pub const SCENARIOS: &[Scenario] = &[
         default_ops: 50_000,
         compared: false,
     },
+    Scenario {
+        name: "http-batch",
+        about: "debits through POST /v1/batch, 1,000 a request, over loopback (at most 8 clients)",
+        default_ops: 100_000,
+        compared: false,
+    },
 ];
 
 /// Accounts of the spread-out scenarios.
@@ -144,6 +150,7 @@ async fn run_on<S: Store>(
         "usage" => (USAGE_ACCOUNTS.min(ops), Work::Usage),
         "month-rollover" => (ops, Work::Rollover),
         "http" => (SPREAD_ACCOUNTS.min(ops), Work::Http),
+        "http-batch" => (SPREAD_ACCOUNTS.min(ops), Work::HttpBatch),
         _ => (ops, Work::Close),
     };
     setup(&ledger, accounts, work, now, config).await?;
@@ -159,7 +166,9 @@ async fn run_on<S: Store>(
     let (mut latencies, elapsed) = if work == Work::Close {
         close_all(&ledger, ops, config).await?
     } else if work == Work::Http {
-        super::http_load::run(ledger.clone(), ops, accounts, config).await?
+        super::http_load::run(ledger.clone(), ops, accounts, config, 1).await?
+    } else if work == Work::HttpBatch {
+        super::http_load::run(ledger.clone(), ops, accounts, config, super::http_load::BATCH_SIZE).await?
     } else {
         drive(&ledger, s.name, ops, accounts, work, config).await?
     };
@@ -180,6 +189,7 @@ enum Work {
     Rollover,
     Close,
     Http,
+    HttpBatch,
 }
 
 /// Creates the accounts, with enough credits for any number of operations,
@@ -324,7 +334,9 @@ async fn one_op<S: Store>(
             let account = account_id(i);
             ledger.execute(&account, debit, Some(key()), ts(NEXT_MONTH)).await?;
         }
-        Work::Close | Work::Http => unreachable!("closing and HTTP load have their own drivers"),
+        Work::Close | Work::Http | Work::HttpBatch => {
+            unreachable!("closing and HTTP load have their own drivers")
+        }
     }
     Ok(())
 }

@@ -38,6 +38,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use utoipa_axum::router::OpenApiRouter;
 
 pub use auth::{Auth, Caller};
+pub use batch::MAX_BATCH_OPERATIONS;
 pub use clock::{Clock, system_now};
 pub use error::{ApiError, ErrorCode};
 pub use extract::MAX_BODY_BYTES;

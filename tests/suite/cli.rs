@@ -941,6 +941,20 @@ fn bench_measures_debits_with_a_webhook_endpoint_beside_none() {
     assert!(results.iter().all(|r| r["ops"] == 300), "{report}");
 }
 
+/// `http-batch` sends its debits 1,000 to a `POST /v1/batch` (the last
+/// batch partial) and fails unless every one was made.
+#[test]
+fn bench_sends_debits_through_the_batch_route() {
+    let db = Db::new();
+    let run = db.run(&["bench", "http-batch", "--ops", "2500", "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let report = run.json();
+    let results = report["results"].as_array().expect("results");
+    assert_eq!(results.len(), 1, "{report}");
+    assert_eq!(results[0]["scenario"], "http-batch");
+    assert_eq!(results[0]["ops"], 2500);
+}
+
 /// `textcredits bench` reports every scenario it ran in the JSON shape of
 /// the performance issue (its figures are measured, never asserted).
 #[test]
