@@ -258,10 +258,17 @@ pub fn refund_debit(
 /// rolled forward to `now`; nothing changes.
 pub fn quote(state: &AccountState, credits: Credits, now: Timestamp) -> Result<QuoteView, DomainError> {
     let requested = credits.get();
-    let mut after = state.clone();
-    super::recharge::before_spend(&mut after, requested, "quote", now, &mut Changes::default());
-    let recharge = after.available() - state.available();
-    let state = &after;
+    // What auto-recharge would buy first, on a copy (only when it is on).
+    let after;
+    let (state, recharge) = if state.account.auto_recharge.is_some() {
+        let mut copy = state.clone();
+        super::recharge::before_spend(&mut copy, requested, "quote", now, &mut Changes::default());
+        let bought = copy.available() - state.available();
+        after = copy;
+        (&after, bought)
+    } else {
+        (state, 0)
+    };
     let available = state.available();
     let mut breakdown = Breakdown::default();
     let mut left = requested;

@@ -145,13 +145,14 @@ pub const ATTEMPTS: &str = "SELECT attempt, event_id, endpoint_id, account_id, a
     response_status, response_body, error FROM webhook_attempts \
     WHERE endpoint_id = $1 AND event_id = $2 ORDER BY attempt DESC";
 
-/// The parameters of [`INSERT_ATTEMPT`] and of [`TRIM_ATTEMPTS`] (whose
-/// fourth is the oldest attempt kept): the attempt is the one after those
-/// the delivery had when claimed.
+/// The parameters of [`INSERT_ATTEMPT`], and of [`TRIM_ATTEMPTS`] (whose
+/// fourth is the oldest attempt kept) once the delivery has more attempts
+/// than are kept: the attempt is the one after those the delivery had
+/// when claimed.
 pub fn attempt_vals(
     c: &crate::ledger::webhook::Claimed,
     r: &crate::ledger::webhook::Recorded,
-) -> (Vec<Val>, Vec<Val>) {
+) -> (Vec<Val>, Option<Vec<Val>>) {
     let attempt = c.attempts + 1;
     let key = |n: i64| -> Vec<Val> {
         vec![c.endpoint.id.clone().into(), c.account_id.clone().into(), c.sequence.into(), n.into()]
@@ -165,7 +166,8 @@ pub fn attempt_vals(
         r.response_body.clone().into(),
         r.error.clone().into(),
     ]);
-    (insert, key(attempt - crate::ledger::webhook::MAX_ATTEMPTS_KEPT + 1))
+    let kept = crate::ledger::webhook::MAX_ATTEMPTS_KEPT;
+    (insert, (attempt > kept).then(|| key(attempt - kept + 1)))
 }
 
 pub fn attempt(r: &impl Cols) -> Result<AttemptView, String> {

@@ -223,6 +223,23 @@ async fn the_limits_hold_at_their_edges_and_bad_batches_change_nothing(db: Db) {
     a.assert_problem(400, "invalid_request");
     let a = Answer::from(raw("text/plain", b"{\"operations\": []}".to_vec()).send().await.unwrap()).await;
     a.assert_problem(415, "invalid_request");
+    // Exactly 1 MiB (padded with JSON's own whitespace) is taken; one byte
+    // more is not.
+    open_account(&s, "edge").await;
+    let one = br#"{"operations": [{"account_id": "edge", "op": "debit", "idempotency_key": "edge", "credits": 1}]}"#;
+    let limit = 1024 * 1024;
+    let mut exact = one.to_vec();
+    exact.resize(limit, b' ');
+    let mut over = exact.clone();
+    over.push(b' ');
+    let a = Answer::from(raw("application/json", over).send().await.unwrap()).await;
+    a.assert_problem(413, "invalid_request");
+    for (i, a) in accounts.iter().enumerate() {
+        assert_eq!(snapshot(&s, a).await, before[i], "{a}: nothing changed");
+    }
+    let a = Answer::from(raw("application/json", exact).send().await.unwrap()).await;
+    assert_eq!(results(&a).len(), 1);
+    assert_eq!(results(&a)[0]["status"], 201, "{a:?}");
     let big = format!(
         "{{\"operations\": [{{\"account_id\": \"cafe-0\", \"op\": \"debit\", \"credits\": 1, \"description\": \"{}\"}}]}}",
         "x".repeat(1024 * 1024)

@@ -100,7 +100,9 @@ pub async fn record(c: &impl GenericClient, claimed: &Claimed, r: &Recorded) -> 
     }
     let (attempt, trim) = sql::attempt_vals(claimed, r);
     exec(c, sql::INSERT_ATTEMPT, attempt).await?;
-    exec(c, sql::TRIM_ATTEMPTS, trim).await?;
+    if let Some(trim) = trim {
+        exec(c, sql::TRIM_ATTEMPTS, trim).await?;
+    }
     if let Some(reason) = &r.disable {
         exec(c, sql::DISABLE, vec![reason.clone().into(), claimed.endpoint.id.clone().into()]).await?;
     }

@@ -105,7 +105,9 @@ pub fn record(conn: &Connection, c: &Claimed, r: &Recorded) -> Result<(), Ledger
     }
     let (attempt, trim) = sql::attempt_vals(c, r);
     exec(conn, sql::INSERT_ATTEMPT, attempt)?;
-    exec(conn, sql::TRIM_ATTEMPTS, trim)?;
+    if let Some(trim) = trim {
+        exec(conn, sql::TRIM_ATTEMPTS, trim)?;
+    }
     if let Some(reason) = &r.disable {
         exec(conn, sql::DISABLE, vec![reason.clone().into(), c.endpoint.id.clone().into()])?;
     }
