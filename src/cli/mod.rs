@@ -573,7 +573,14 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
                 _ => std::path::PathBuf::from("."),
             };
-            run_on(SqliteStore::open(&path)?, cli, defaults, now, Some(data_dir)).await
+            let store = SqliteStore::open(&path)?;
+            let ran = run_on(store.clone(), cli, defaults, now, Some(data_dir)).await;
+            // What this process acknowledged goes into the tables before it
+            // exits (even after a refusal), so a server beside it reads it.
+            let settled = store.settle().await;
+            let code = ran?;
+            settled?;
+            Ok(code)
         }
         DatabaseUrl::Postgres(url) => run_on(PgStore::open(&url).await?, cli, defaults, now, None).await,
     }

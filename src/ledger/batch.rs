@@ -137,6 +137,19 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// Adds another round's rows.
+    pub fn extend(&mut self, more: Loaded) {
+        self.accounts.extend(more.accounts);
+        self.lots.extend(more.lots);
+        self.holds.extend(more.holds);
+        self.debits.extend(more.debits);
+        self.purchases.extend(more.purchases);
+        self.refunds.extend(more.refunds);
+        self.statements.extend(more.statements);
+        self.keys.extend(more.keys);
+        self.latest_entries.extend(more.latest_entries);
+    }
+
     /// The accounts of `wants.unbilled_if_recharging` that auto-recharge and
     /// whose unbilled purchases the first round did not load.
     pub fn recharging(&self, wants: &Wants) -> Vec<String> {

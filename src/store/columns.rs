@@ -37,7 +37,7 @@ pub trait Cols {
 }
 
 /// One value of a write.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Val {
     Int(i64),
     Text(String),
@@ -133,6 +133,11 @@ impl Table {
             let conflict = format!(" ON CONFLICT ({}) DO UPDATE SET {}", self.key.join(", "), set.join(", "));
             [self.cols.join(", "), insert.clone(), insert + &conflict, conflict]
         })
+    }
+
+    /// Whether an upsert adds to the stored values (counters).
+    pub fn is_additive(&self) -> bool {
+        self.additive
     }
 
     /// `account_id, lot_id, ...`

@@ -161,10 +161,27 @@ fn json_pairs(pairs: &[Pair]) -> String {
     serde_json::to_string(pairs).expect("strings serialize")
 }
 
-/// The first round of a group's load: each query with its parameter,
+/// What one load asks for: the accounts, or the (account, id) pairs.
+#[derive(Debug, Clone, Copy)]
+pub enum Ask<'a> {
+    Accounts(&'a [String]),
+    Pairs(&'a [Pair]),
+}
+
+impl Ask<'_> {
+    /// The load's one parameter.
+    pub fn json(&self) -> String {
+        match self {
+            Ask::Accounts(ids) => json_ids(ids),
+            Ask::Pairs(pairs) => json_pairs(pairs),
+        }
+    }
+}
+
+/// The first round of a group's load: each query with what it asks for,
 /// leaving out those with nothing to ask for. [`Load::Accounts`] comes
 /// first (on PostgreSQL it takes the locks).
-pub fn plan(w: &Wants) -> Vec<(Load, String)> {
+pub fn asks(w: &Wants) -> Vec<(Load, Ask<'_>)> {
     let by_accounts = [
         (Load::Accounts, &w.accounts),
         (Load::LatestEntry, &w.accounts),
@@ -181,10 +198,20 @@ pub fn plan(w: &Wants) -> Vec<(Load, String)> {
         (Load::Statements, &w.statements),
         (Load::Keys, &w.keys),
     ];
-    let mut out: Vec<(Load, String)> =
-        by_accounts.into_iter().filter(|(_, v)| !v.is_empty()).map(|(l, v)| (l, json_ids(v))).collect();
-    out.extend(by_pairs.into_iter().filter(|(_, v)| !v.is_empty()).map(|(l, v)| (l, json_pairs(v))));
+    let mut out: Vec<(Load, Ask<'_>)> = by_accounts
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(l, v)| (l, Ask::Accounts(v.as_slice())))
+        .collect();
+    out.extend(
+        by_pairs.into_iter().filter(|(_, v)| !v.is_empty()).map(|(l, v)| (l, Ask::Pairs(v.as_slice()))),
+    );
     out
+}
+
+/// The first round of [`asks`], each with its parameter.
+pub fn plan(w: &Wants) -> Vec<(Load, String)> {
+    asks(w).into_iter().map(|(l, ask)| (l, ask.json())).collect()
 }
 
 /// The second round: the unbilled purchases of the accounts that turned

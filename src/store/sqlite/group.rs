@@ -1,18 +1,18 @@
-//! The one write pipeline on SQLite ([`crate::ledger::batch`]): load a
+//! The one write pipeline's load on SQLite ([`crate::ledger::batch`]): a
 //! group's states with one query per table ([`crate::store::pipeline`]),
-//! apply it in memory, write its rows. The writer thread holds SQLite's
-//! write lock for the whole transaction, so nothing is locked row by row.
-//!
-//! Writes run one prepared statement per table, executed once per row:
-//! SQLite is in the process, so a row costs no round trip, and binding
-//! values is cheaper than building and parsing one JSON document per table.
+//! each round laid under the log's tail (`tail.rs`), so what was
+//! acknowledged but not yet materialized is what the group sees. The
+//! writer thread holds SQLite's write lock for the whole transaction, so
+//! nothing is locked row by row; what a group writes is one log row
+//! (`log.rs`).
 
 use rusqlite::Connection;
 
 use super::sql_error;
+use super::tail::Tail;
 use crate::ledger::LedgerError;
-use crate::ledger::batch::{Loaded, Rows, Wants};
-use crate::store::pipeline::{Dialect, Load, append_only, plan, plan_missing, plan_recharging, table_rows};
+use crate::ledger::batch::{Loaded, Wants};
+use crate::store::pipeline::{Ask, Dialect, Load, asks};
 
 fn run_load(conn: &Connection, load: Load, param: &str, loaded: &mut Loaded) -> Result<(), LedgerError> {
     let mut stmt = conn.prepare_cached(Dialect::Sqlite.sql(load, false)).map_err(sql_error)?;
@@ -23,37 +23,35 @@ fn run_load(conn: &Connection, load: Load, param: &str, loaded: &mut Loaded) -> 
     Ok(())
 }
 
-/// Everything `wants` names, as stored (in the caller's transaction).
-pub fn load(conn: &Connection, wants: &Wants) -> Result<Loaded, LedgerError> {
-    let mut loaded = Loaded::default();
-    for (load, param) in plan(wants) {
-        run_load(conn, load, &param, &mut loaded)?;
+/// One round of loads: from the tables, then the tail laid over them.
+fn round(
+    conn: &Connection,
+    asks: &[(Load, Ask<'_>)],
+    tail: &Tail,
+    loaded: &mut Loaded,
+) -> Result<(), LedgerError> {
+    let mut fresh = Loaded::default();
+    for (load, ask) in asks {
+        run_load(conn, *load, &ask.json(), &mut fresh)?;
     }
-    if let Some((load, param)) = plan_recharging(&loaded, wants) {
-        run_load(conn, load, &param, &mut loaded)?;
-    }
-    if let Some((load, param)) = plan_missing(&loaded) {
-        run_load(conn, load, &param, &mut loaded)?;
-    }
-    Ok(loaded)
+    tail.patch(asks, &mut fresh);
+    loaded.extend(fresh);
+    Ok(())
 }
 
-/// Writes a group's rows; entries take the next ids of the `entry` sequence.
-pub fn write(conn: &Connection, rows: &Rows) -> rusqlite::Result<()> {
-    let n = rows.entries.len() as i64;
-    let mut first = 0;
-    if n > 0 {
-        let last: i64 = conn
-            .prepare_cached("UPDATE sequences SET value = value + ?1 WHERE name = 'entry' RETURNING value")?
-            .query_row([n], |r| r.get(0))?;
-        first = last - n + 1;
+/// Everything `wants` names, as acknowledged: the tables (in the caller's
+/// transaction) with `tail` over them (an empty one for readers, who wait
+/// for materialization instead).
+pub fn load(conn: &Connection, wants: &Wants, tail: &Tail) -> Result<Loaded, LedgerError> {
+    let mut loaded = Loaded::default();
+    round(conn, &asks(wants), tail, &mut loaded)?;
+    let recharging = loaded.recharging(wants);
+    if !recharging.is_empty() {
+        round(conn, &[(Load::UnbilledPurchases, Ask::Accounts(&recharging))], tail, &mut loaded)?;
     }
-    for (table, values) in table_rows(rows, first) {
-        let sql = if append_only(table) { table.insert() } else { table.upsert() };
-        let mut stmt = conn.prepare_cached(sql)?;
-        for vals in values {
-            stmt.execute(rusqlite::params_from_iter(vals))?;
-        }
+    let missing = loaded.missing_lots();
+    if !missing.is_empty() {
+        round(conn, &[(Load::Lots, Ask::Pairs(&missing))], tail, &mut loaded)?;
     }
-    Ok(())
+    Ok(loaded)
 }

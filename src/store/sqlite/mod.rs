@@ -1,33 +1,48 @@
-//! The SQLite store: one file, WAL, one writer thread with group commit.
+//! The SQLite store: one file, WAL, one writer thread with group commit
+//! over a log.
 //!
 //! Every mutation is queued to the writer thread, which takes whatever is
 //! waiting (up to [`MAX_GROUP_OPS`]) and runs it as one group of the write
 //! pipeline (`group.rs`, [`crate::ledger::batch`]): one `BEGIN IMMEDIATE`
-//! transaction, one query per table to load, the operations applied in
-//! memory in arrival order, one write per row, one commit, and only then
-//! an answer to each caller. A refused operation writes nothing by
+//! transaction, one query per table to load (laid under the log's tail,
+//! `tail.rs`), the operations applied in memory in arrival order, and one
+//! append of the group's rows to the log (`log.rs`), one commit, and only
+//! then an answer to each caller. A refused operation writes nothing by
 //! construction, so no savepoints are needed. If the group fails before
 //! its commit (a database error, a panic), it is rolled back and each
 //! operation runs again alone, so one failure answers one request; a failed
 //! commit fails every operation of the group (none was acknowledged). With
 //! `synchronous = FULL` (the default here) a commit is on disk before
-//! anyone hears of it. Account creation and tokens, which are not
-//! operations of an account, run in their own transaction before the group.
+//! anyone hears of it.
+//!
+//! The log is materialized into the tables in batches of up to
+//! [`MAX_TAIL_OPS`] operations: when the tail is that long, when the writer
+//! has been idle for [`IDLE_SETTLE`], before a job that reads the tables,
+//! when a reader waits, and when the store closes; at open, whatever a
+//! crashed writer left is replayed. Account creation, tokens and webhooks,
+//! which are not operations of an account, run in their own transaction
+//! before the group and write their tables directly.
 //!
 //! Reads run on separate connections (WAL readers never wait for the
-//! writer), each inside a transaction so a snapshot is consistent.
-//! Other processes (a CLI next to a server) take turns through SQLite's own
-//! lock and the busy timeout.
+//! writer), each inside a transaction so a snapshot is consistent. A read
+//! of the ledger first waits (at most [`READ_WAIT`]) until everything this
+//! process acknowledged before it began is materialized, so it sees exactly
+//! what was acknowledged. Other processes (a CLI next to a server) take
+//! turns through SQLite's own lock and the busy timeout; what one writes is
+//! seen by another once materialized (a CLI materializes before it exits).
 
 mod group;
 mod lists;
+mod log;
 mod rows;
 mod schema;
+mod tail;
 mod webhooks;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -59,6 +74,37 @@ pub const WRITE_QUEUE_CAPACITY: usize = 4_096;
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read connections kept open for reuse.
 pub const MAX_IDLE_READERS: usize = 8;
+/// Operations acknowledged but not yet materialized before the writer
+/// materializes them (the tail it keeps in memory holds at most this many
+/// operations' rows, plus one group's).
+pub const MAX_TAIL_OPS: usize = 32_768;
+/// How long the writer waits with nothing to do before it materializes.
+pub const IDLE_SETTLE: Duration = Duration::from_millis(5);
+/// How long a read of the ledger waits for materialization.
+pub const READ_WAIT: Duration = Duration::from_secs(30);
+/// How many times a group retries when another process's writer took the
+/// log between its turns.
+const MAX_TAKEOVERS: usize = 3;
+
+/// When the writer materializes the log: [`Tuning::default`] is what the
+/// service runs; tests lower the limits to materialize (and recover) at
+/// every step.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// Materialize once the tail holds this many operations.
+    pub max_tail_ops: usize,
+    /// Materialize after this long idle (never, if `None`).
+    pub idle_settle: Option<Duration>,
+    /// Materialize when the store is dropped (if not, the next open
+    /// replays the log, as after a crash).
+    pub settle_on_close: bool,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning { max_tail_ops: MAX_TAIL_OPS, idle_settle: Some(IDLE_SETTLE), settle_on_close: true }
+    }
+}
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -69,15 +115,39 @@ struct Inner {
     path: PathBuf,
     writer: mpsc::Sender<Queued>,
     readers: Mutex<Vec<Connection>>,
-    groups: Arc<GroupStats>,
+    shared: Arc<Shared>,
 }
 
-/// How many groups the writer committed and how many operations they held:
-/// the group size the benchmark reports and its yardstick copies.
+/// What the writer thread tells the rest of the store.
+#[derive(Default)]
+struct Shared {
+    groups: GroupStats,
+    marks: Mutex<Marks>,
+    /// Signalled whenever the materialized mark moves or a settle fails.
+    moved: Condvar,
+    /// A reader waits for materialization.
+    wanted: AtomicBool,
+}
+
+/// How many groups the writer committed and how many operations they held
+/// (the group size the benchmark reports and its yardstick copies), and
+/// how many times it materialized the log.
 #[derive(Default)]
 pub struct GroupStats {
-    pub groups: std::sync::atomic::AtomicU64,
-    pub ops: std::sync::atomic::AtomicU64,
+    pub groups: AtomicU64,
+    pub ops: AtomicU64,
+    pub settles: AtomicU64,
+}
+
+/// The log's positions as the writer last published them.
+#[derive(Default)]
+struct Marks {
+    /// The last position acknowledged.
+    acked: i64,
+    materialized: i64,
+    /// Settles that failed so far, and the last one's error.
+    failures: u64,
+    failure: String,
 }
 
 /// Maps SQLite failures: lock timeouts and unopenable files are worth a
@@ -126,20 +196,46 @@ fn open_connection(path: &Path, cache_kib: i64) -> rusqlite::Result<Connection> 
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) and migrates the database file.
+    /// Opens (creating if needed) and migrates the database file, and
+    /// materializes what its log holds (recovery after a crash).
     pub fn open(path: &Path) -> Result<SqliteStore, LedgerError> {
+        SqliteStore::open_with(path, Tuning::default())
+    }
+
+    /// [`SqliteStore::open`] with the log materialized as `tuning` says.
+    pub fn open_with(path: &Path, tuning: Tuning) -> Result<SqliteStore, LedgerError> {
         let mut conn = open_connection(path, WRITER_CACHE_KIB)
             .map_err(|e| LedgerError::Unavailable(format!("cannot open database {}: {e}", path.display())))?;
         schema::migrate(&mut conn).map_err(sql_error)?.map_err(LedgerError::Internal)?;
+        let mut log = log::Log::new();
+        log.settle(&conn)?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
-        let groups = Arc::new(GroupStats::default());
-        let stats = groups.clone();
+        let shared = Arc::new(Shared::default());
+        {
+            let mut marks = shared.marks.lock().expect("marks lock");
+            marks.acked = log.head();
+            marks.materialized = log.materialized();
+        }
+        let writer = Writer { conn, log, shared: shared.clone(), tuning };
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, &stats))
+            .spawn(move || writer.run(rx))
             .map_err(|e| LedgerError::Internal(format!("cannot start the writer thread: {e}")))?;
-        let inner = Inner { path: path.to_path_buf(), writer: tx, readers: Mutex::new(Vec::new()), groups };
+        let inner = Inner { path: path.to_path_buf(), writer: tx, readers: Mutex::new(Vec::new()), shared };
         Ok(SqliteStore { inner: Arc::new(inner) })
+    }
+
+    /// Materializes everything acknowledged so far (a CLI does before it
+    /// exits, so a server beside it reads what it wrote).
+    pub async fn settle(&self) -> Result<(), LedgerError> {
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(Queued::Settle(reply)).await?;
+        answer.await.map_err(|_| LedgerError::Internal("the database writer dropped a request".into()))?
+    }
+
+    /// Positions of the log not yet materialized, as stored.
+    pub async fn log_pending(&self) -> Result<i64, LedgerError> {
+        self.read(|conn| log::pending(conn).map_err(sql_error)).await
     }
 
     pub fn path(&self) -> &Path {
@@ -148,20 +244,43 @@ impl SqliteStore {
 
     /// Groups committed so far and the operations they held.
     pub fn group_stats(&self) -> (u64, u64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        (self.inner.groups.groups.load(Relaxed), self.inner.groups.ops.load(Relaxed))
+        let g = &self.inner.shared.groups;
+        (g.groups.load(Ordering::Relaxed), g.ops.load(Ordering::Relaxed))
+    }
+
+    /// Times the writer materialized the log so far.
+    pub fn settles(&self) -> u64 {
+        self.inner.shared.groups.settles.load(Ordering::Relaxed)
     }
 
     /// Runs `work` in the writer's next transaction, in its own savepoint
-    /// (account creation, tokens: writes that are not operations).
+    /// (tokens, webhook endpoints: writes that are not operations).
     async fn write<T, F>(&self, work: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, LedgerError> + Send + 'static,
+    {
+        self.write_job(work, false).await
+    }
+
+    /// [`SqliteStore::write`], for work that reads the ledger's tables
+    /// (account creation, webhook dispatch): the log is materialized first.
+    async fn write_settled<T, F>(&self, work: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, LedgerError> + Send + 'static,
+    {
+        self.write_job(work, true).await
+    }
+
+    async fn write_job<T, F>(&self, work: F, settled: bool) -> Result<T, LedgerError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, LedgerError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(TypedJob { work: Some(work), result: None, reply });
-        self.enqueue(Queued::Job(job)).await?;
+        self.enqueue(Queued::Job(job, settled)).await?;
         answer.await.map_err(|_| LedgerError::Internal("the database writer dropped an operation".into()))?
     }
 
@@ -173,14 +292,36 @@ impl SqliteStore {
             .map_err(|_| LedgerError::Unavailable("the database writer has stopped".into()))
     }
 
-    /// Runs `f` on a read connection inside one read transaction.
+    /// Runs `f` on a read connection inside one read transaction, on the
+    /// tables as they are (tokens, webhooks: written directly).
     async fn read<T, F>(&self, f: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, LedgerError> + Send + 'static,
+    {
+        self.read_when(f, false).await
+    }
+
+    /// [`SqliteStore::read`] of the ledger: once everything acknowledged
+    /// before it began is materialized.
+    async fn read_ledger<T, F>(&self, f: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, LedgerError> + Send + 'static,
+    {
+        self.read_when(f, true).await
+    }
+
+    async fn read_when<T, F>(&self, f: F, ledger: bool) -> Result<T, LedgerError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, LedgerError> + Send + 'static,
     {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
+            if ledger {
+                inner.wait_materialized()?;
+            }
             let conn = match inner.readers.lock().expect("reader pool lock").pop() {
                 Some(c) => c,
                 None => open_connection(&inner.path, READER_CACHE_KIB).map_err(sql_error)?,
@@ -194,6 +335,42 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| LedgerError::Internal(format!("read task failed: {e}")))?
+    }
+}
+
+impl Inner {
+    /// Waits until the log is materialized up to what was acknowledged now.
+    fn wait_materialized(&self) -> Result<(), LedgerError> {
+        let marks = self.shared.marks.lock().expect("marks lock");
+        if marks.materialized >= marks.acked {
+            return Ok(());
+        }
+        let (target, failures) = (marks.acked, marks.failures);
+        self.shared.wanted.store(true, Ordering::SeqCst);
+        // A full queue means the writer is busy: it looks at `wanted`
+        // after each group anyway.
+        if let Err(mpsc::error::TrySendError::Closed(_)) = self.writer.try_send(Queued::Nudge) {
+            return Err(LedgerError::Unavailable("the database writer has stopped".into()));
+        }
+        let (marks, waited) = self
+            .shared
+            .moved
+            .wait_timeout_while(marks, READ_WAIT, |m| m.materialized < target && m.failures == failures)
+            .expect("marks lock");
+        if marks.materialized >= target {
+            Ok(())
+        } else if marks.failures != failures {
+            Err(LedgerError::Unavailable(format!(
+                "the ledger could not be brought up to date: {}",
+                marks.failure
+            )))
+        } else {
+            debug_assert!(waited.timed_out());
+            Err(LedgerError::Unavailable(format!(
+                "the ledger was not brought up to date within {} s",
+                READ_WAIT.as_secs()
+            )))
+        }
     }
 }
 
@@ -239,16 +416,59 @@ where
 
 type Answer = Result<Executed, LedgerError>;
 
-/// What waits for the writer: an operation of the pipeline, or other work.
+/// What waits for the writer: an operation of the pipeline, other work
+/// (with whether it needs the log materialized first), a request to
+/// materialize, or a reader's nudge.
 enum Queued {
     Op(Box<Operation>, oneshot::Sender<Answer>),
-    Job(Box<dyn Job>),
+    Job(Box<dyn Job>, bool),
+    Settle(oneshot::Sender<Result<(), LedgerError>>),
+    Nudge,
 }
 
-fn writer_loop(conn: Connection, mut queue: mpsc::Receiver<Queued>, stats: &GroupStats) {
-    let mut taken = Vec::with_capacity(MAX_GROUP_OPS);
-    while queue.blocking_recv_many(&mut taken, MAX_GROUP_OPS) > 0 {
-        let mut jobs = Vec::new();
+/// The writer thread: its connection, the log and its tail.
+struct Writer {
+    conn: Connection,
+    log: log::Log,
+    shared: Arc<Shared>,
+    tuning: Tuning,
+}
+
+enum Failed {
+    /// Rolled back: nothing of the group was written.
+    Before(LedgerError),
+    /// COMMIT itself failed: nothing was acknowledged.
+    Committing(LedgerError),
+}
+
+impl Writer {
+    fn run(mut self, mut queue: mpsc::Receiver<Queued>) {
+        let idle = tokio::runtime::Builder::new_current_thread().enable_time().build();
+        let mut taken = Vec::with_capacity(MAX_GROUP_OPS);
+        loop {
+            let waiting = match (&idle, self.tuning.idle_settle) {
+                (Ok(rt), Some(wait)) if !self.log.tail.is_empty() => rt.block_on(async {
+                    tokio::time::timeout(wait, queue.recv_many(&mut taken, MAX_GROUP_OPS)).await
+                }),
+                _ => Ok(queue.blocking_recv_many(&mut taken, MAX_GROUP_OPS)),
+            };
+            match waiting {
+                Err(_) => {
+                    // Idle: a good time to materialize.
+                    let _ = self.settle();
+                    continue;
+                }
+                Ok(0) => break,
+                Ok(_) => self.serve(&mut taken),
+            }
+        }
+        if self.tuning.settle_on_close {
+            let _ = self.settle();
+        }
+    }
+
+    fn serve(&mut self, taken: &mut Vec<Queued>) {
+        let (mut jobs, mut settled_jobs, mut settles) = (Vec::new(), false, Vec::new());
         let (mut ops, mut replies) = (Vec::new(), Vec::new());
         for item in taken.drain(..) {
             match item {
@@ -256,21 +476,126 @@ fn writer_loop(conn: Connection, mut queue: mpsc::Receiver<Queued>, stats: &Grou
                     ops.push(*op);
                     replies.push(reply);
                 }
-                Queued::Job(job) => jobs.push(job),
+                Queued::Job(job, settled) => {
+                    settled_jobs |= settled;
+                    jobs.push(job);
+                }
+                Queued::Settle(reply) => settles.push(reply),
+                Queued::Nudge => {}
             }
         }
         if !jobs.is_empty() {
-            run_jobs(&conn, jobs);
+            match if settled_jobs { self.settle() } else { Ok(()) } {
+                Ok(()) => run_jobs(&self.conn, jobs),
+                Err(e) => jobs.into_iter().for_each(|job| job.finish(Err(e.clone()))),
+            }
         }
         if !ops.is_empty() {
-            let answers = run_ops(&conn, &ops);
-            stats.groups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            stats.ops.fetch_add(ops.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            let answers = self.run_ops(&ops);
+            let stats = &self.shared.groups;
+            stats.groups.fetch_add(1, Ordering::Relaxed);
+            stats.ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
+            self.publish();
             for (reply, answer) in replies.into_iter().zip(answers) {
                 // The caller may have gone away (a cancelled request).
                 let _ = reply.send(answer);
             }
         }
+        let wanted = self.shared.wanted.swap(false, Ordering::SeqCst);
+        if wanted || !settles.is_empty() || self.log.tail.ops() >= self.tuning.max_tail_ops {
+            let settled = self.settle();
+            for reply in settles {
+                let _ = reply.send(settled.clone());
+            }
+        }
+    }
+
+    /// Materializes the log (if there is anything to) and publishes the marks.
+    fn settle(&mut self) -> Result<(), LedgerError> {
+        if self.log.tail.is_empty() && self.log.materialized() == self.log.head() {
+            return Ok(());
+        }
+        let (conn, log) = (&self.conn, &mut self.log);
+        let settled = catch_unwind(AssertUnwindSafe(|| log.settle(conn))).unwrap_or_else(|_| {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(LedgerError::Internal("materializing the log panicked; it was rolled back".into()))
+        });
+        self.shared.groups.settles.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = &settled {
+            let mut marks = self.shared.marks.lock().expect("marks lock");
+            marks.failures += 1;
+            marks.failure = e.to_string();
+        }
+        self.publish();
+        settled
+    }
+
+    /// Tells readers how far the log is acknowledged and materialized.
+    fn publish(&self) {
+        let mut marks = self.shared.marks.lock().expect("marks lock");
+        marks.acked = self.log.head();
+        marks.materialized = self.log.materialized();
+        drop(marks);
+        // Waiters also see a failed settle (recorded by the caller).
+        self.shared.moved.notify_all();
+    }
+
+    /// Runs `ops` as one group; if it fails before its commit, each again
+    /// alone. A tail that is full and cannot be materialized refuses them.
+    fn run_ops(&mut self, ops: &[Operation]) -> Vec<Answer> {
+        if self.log.tail.ops() >= self.tuning.max_tail_ops
+            && let Err(e) = self.settle()
+        {
+            return ops.iter().map(|_| Err(e.clone())).collect();
+        }
+        let outcome = catch_unwind(AssertUnwindSafe(|| self.commit_group(ops))).unwrap_or_else(|_| {
+            Err(Failed::Before(LedgerError::Internal("an operation panicked; it was rolled back".into())))
+        });
+        match outcome {
+            Ok(answers) => answers,
+            Err(Failed::Committing(e)) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                ops.iter().map(|_| Err(e.clone())).collect()
+            }
+            Err(Failed::Before(e)) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                if ops.len() == 1 {
+                    return vec![Err(e)];
+                }
+                ops.iter().flat_map(|op| self.run_ops(std::slice::from_ref(op))).collect()
+            }
+        }
+    }
+
+    fn commit_group(&mut self, ops: &[Operation]) -> Result<Vec<Answer>, Failed> {
+        let before = |e: rusqlite::Error| Failed::Before(sql_error(e));
+        let conn = &self.conn;
+        for _ in 0..MAX_TAKEOVERS {
+            conn.prepare_cached("BEGIN IMMEDIATE").and_then(|mut s| s.execute([])).map_err(before)?;
+            if !self.log.is_current(conn).map_err(before)? {
+                // Another process wrote since this writer's last turn: its
+                // log is replayed into the tables, and this tail dropped.
+                conn.execute_batch("ROLLBACK").map_err(before)?;
+                self.log.settle(conn).map_err(Failed::Before)?;
+                continue;
+            }
+            let loaded = group::load(conn, &Wants::of(ops), &self.log.tail).map_err(Failed::Before)?;
+            let batch = batch::apply(loaded, ops);
+            let wrote = !batch.rows.is_empty();
+            if wrote {
+                self.log.append(conn, &batch.rows).map_err(before)?;
+            }
+            conn.prepare_cached("COMMIT")
+                .and_then(|mut s| s.execute([]))
+                .map_err(|e| Failed::Committing(sql_error(e)))?;
+            if wrote {
+                self.log.appended(&batch.rows, ops.len());
+            }
+            return Ok(batch.answers);
+        }
+        Err(Failed::Before(LedgerError::Unavailable(
+            "other processes kept writing to the database; try again".into(),
+        )))
     }
 }
 
@@ -297,46 +622,6 @@ fn run_jobs(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
     }
 }
 
-enum Failed {
-    /// Rolled back: nothing of the group was written.
-    Before(LedgerError),
-    /// COMMIT itself failed: nothing was acknowledged.
-    Committing(LedgerError),
-}
-
-/// Runs `ops` as one group; if it fails before its commit, each again alone.
-fn run_ops(conn: &Connection, ops: &[Operation]) -> Vec<Answer> {
-    let outcome = catch_unwind(AssertUnwindSafe(|| commit_group(conn, ops))).unwrap_or_else(|_| {
-        Err(Failed::Before(LedgerError::Internal("an operation panicked; it was rolled back".into())))
-    });
-    match outcome {
-        Ok(answers) => answers,
-        Err(Failed::Committing(e)) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            ops.iter().map(|_| Err(e.clone())).collect()
-        }
-        Err(Failed::Before(e)) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            if ops.len() == 1 {
-                return vec![Err(e)];
-            }
-            ops.iter().flat_map(|op| run_ops(conn, std::slice::from_ref(op))).collect()
-        }
-    }
-}
-
-fn commit_group(conn: &Connection, ops: &[Operation]) -> Result<Vec<Answer>, Failed> {
-    let before = |e: rusqlite::Error| Failed::Before(sql_error(e));
-    conn.prepare_cached("BEGIN IMMEDIATE").and_then(|mut s| s.execute([])).map_err(before)?;
-    let loaded = group::load(conn, &Wants::of(ops)).map_err(Failed::Before)?;
-    let batch = batch::apply(loaded, ops);
-    group::write(conn, &batch.rows).map_err(before)?;
-    conn.prepare_cached("COMMIT")
-        .and_then(|mut s| s.execute([]))
-        .map_err(|e| Failed::Committing(sql_error(e)))?;
-    Ok(batch.answers)
-}
-
 impl Store for SqliteStore {
     async fn execute(&self, op: Operation) -> Result<Executed, LedgerError> {
         let (reply, answer) = oneshot::channel();
@@ -350,7 +635,7 @@ impl Store for SqliteStore {
         defaults: AccountDefaults,
         now: Timestamp,
     ) -> Result<(AccountView, bool), LedgerError> {
-        self.write(move |conn| {
+        self.write_settled(move |conn| {
             let id = AccountId::parse(&new.id)?;
             let sql = format!("SELECT {} FROM accounts WHERE account_id = ?1", ACCOUNTS.list());
             let existing = conn
@@ -367,8 +652,9 @@ impl Store for SqliteStore {
     }
 
     async fn state(&self, account: AccountId, needs: Needs) -> Result<AccountState, LedgerError> {
-        self.read(move |conn| {
-            let (mut states, _) = group::load(conn, &Wants::read(&account, &needs))?.into_states();
+        self.read_ledger(move |conn| {
+            let (mut states, _) =
+                group::load(conn, &Wants::read(&account, &needs), &tail::Tail::default())?.into_states();
             states.remove(account.as_str()).ok_or_else(|| LedgerError::AccountNotFound(account.to_string()))
         })
         .await
@@ -379,7 +665,7 @@ impl Store for SqliteStore {
         page: PageRequest,
         prefix: Option<String>,
     ) -> Result<Page<AccountView>, LedgerError> {
-        self.read(move |conn| lists::accounts(conn, &page, prefix.as_deref())).await
+        self.read_ledger(move |conn| lists::accounts(conn, &page, prefix.as_deref())).await
     }
 
     async fn purchases(
@@ -388,11 +674,11 @@ impl Store for SqliteStore {
         month: Option<Month>,
         page: PageRequest,
     ) -> Result<Page<PurchaseView>, LedgerError> {
-        self.read(move |conn| lists::purchases(conn, &account, month, &page)).await
+        self.read_ledger(move |conn| lists::purchases(conn, &account, month, &page)).await
     }
 
     async fn entries(&self, account: AccountId, page: PageRequest) -> Result<Page<EntryView>, LedgerError> {
-        self.read(move |conn| lists::entries(conn, &account, &page)).await
+        self.read_ledger(move |conn| lists::entries(conn, &account, &page)).await
     }
 
     async fn events(
@@ -401,7 +687,7 @@ impl Store for SqliteStore {
         after: i64,
         page: PageRequest,
     ) -> Result<Page<EventView>, LedgerError> {
-        self.read(move |conn| lists::events(conn, &account, after, &page)).await
+        self.read_ledger(move |conn| lists::events(conn, &account, after, &page)).await
     }
 
     async fn debits(
@@ -410,7 +696,7 @@ impl Store for SqliteStore {
         reference: Option<String>,
         page: PageRequest,
     ) -> Result<Page<DebitView>, LedgerError> {
-        self.read(move |conn| lists::debits(conn, &account, reference.as_deref(), &page)).await
+        self.read_ledger(move |conn| lists::debits(conn, &account, reference.as_deref(), &page)).await
     }
 
     async fn holds(
@@ -420,7 +706,7 @@ impl Store for SqliteStore {
         now: Timestamp,
         page: PageRequest,
     ) -> Result<Page<HoldView>, LedgerError> {
-        self.read(move |conn| lists::holds(conn, &account, status, now, &page)).await
+        self.read_ledger(move |conn| lists::holds(conn, &account, status, now, &page)).await
     }
 
     async fn usage(
@@ -429,8 +715,10 @@ impl Store for SqliteStore {
         from: Month,
         to: Month,
     ) -> Result<(AccountState, Vec<UsageView>), LedgerError> {
-        self.read(move |conn| {
-            let (mut states, _) = group::load(conn, &Wants::read(&account, &Needs::default()))?.into_states();
+        self.read_ledger(move |conn| {
+            let (mut states, _) =
+                group::load(conn, &Wants::read(&account, &Needs::default()), &tail::Tail::default())?
+                    .into_states();
             let state = states
                 .remove(account.as_str())
                 .ok_or_else(|| LedgerError::AccountNotFound(account.to_string()))?;
@@ -445,18 +733,18 @@ impl Store for SqliteStore {
         month: Option<Month>,
         page: PageRequest,
     ) -> Result<Page<StatementView>, LedgerError> {
-        self.read(move |conn| lists::statements(conn, account.as_ref(), month, &page)).await
+        self.read_ledger(move |conn| lists::statements(conn, account.as_ref(), month, &page)).await
     }
 
     async fn accounts_to_reset(
         &self,
         newest: Month,
     ) -> Result<Vec<(AccountId, Zone, Option<Month>)>, LedgerError> {
-        self.read(move |conn| lists::accounts_to_reset(conn, newest)).await
+        self.read_ledger(move |conn| lists::accounts_to_reset(conn, newest)).await
     }
 
     async fn accounts_to_bill(&self) -> Result<Vec<AccountId>, LedgerError> {
-        self.read(lists::accounts_to_bill).await
+        self.read_ledger(lists::accounts_to_bill).await
     }
 
     async fn add_token(&self, account: AccountId, token: NewToken) -> Result<(), LedgerError> {
@@ -564,7 +852,7 @@ impl Store for SqliteStore {
     }
 
     async fn dispatch(&self, now: Timestamp) -> Result<usize, LedgerError> {
-        self.write(move |conn| webhooks::dispatch(conn, now)).await
+        self.write_settled(move |conn| webhooks::dispatch(conn, now)).await
     }
 
     async fn claim(
@@ -595,11 +883,11 @@ impl Store for SqliteStore {
         event_id: String,
         now: Timestamp,
     ) -> Result<bool, LedgerError> {
-        self.write(move |conn| webhooks::redeliver(conn, &endpoint, &event_id, now)).await
+        self.write_settled(move |conn| webhooks::redeliver(conn, &endpoint, &event_id, now)).await
     }
 
     async fn recover(&self, endpoint: String, since: Timestamp, now: Timestamp) -> Result<u64, LedgerError> {
-        self.write(move |conn| webhooks::recover(conn, &endpoint, since, now)).await
+        self.write_settled(move |conn| webhooks::recover(conn, &endpoint, since, now)).await
     }
 
     async fn attempts(
@@ -611,7 +899,7 @@ impl Store for SqliteStore {
     }
 
     async fn row_count(&self) -> Result<u64, LedgerError> {
-        self.read(|conn| {
+        self.read_ledger(|conn| {
             conn.query_row(crate::store::columns::ROW_COUNT_SQL, [], |r| r.get::<_, i64>(0))
                 .map(|n| n as u64)
                 .map_err(sql_error)
@@ -620,6 +908,6 @@ impl Store for SqliteStore {
     }
 
     async fn audit(&self) -> Result<AuditReport, LedgerError> {
-        self.read(lists::audit).await
+        self.read_ledger(lists::audit).await
     }
 }

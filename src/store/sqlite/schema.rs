@@ -373,6 +373,22 @@ CREATE INDEX attempts_by_event ON webhook_attempts (endpoint_id, event_id, attem
 -- in that order, not every pending one.
 CREATE INDEX deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
 "#,
+    r#"
+-- The log (src/store/sqlite/log.rs): each committed group's rows, in
+-- order, until they are materialized into the tables above; the state
+-- row holds the last materialized position and the writer that owns it.
+-- (Written to run again harmlessly over a log that exists.)
+CREATE TABLE IF NOT EXISTS ledger_log (
+    position INTEGER PRIMARY KEY,
+    rows BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger_log_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    materialized INTEGER NOT NULL,
+    owner TEXT NOT NULL
+);
+INSERT OR IGNORE INTO ledger_log_state (id, materialized, owner) VALUES (1, 0, '');
+"#,
 ];
 
 /// The migration (1-based) that creates `usage_months`: after it, the
