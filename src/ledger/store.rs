@@ -398,6 +398,14 @@ pub trait Store: Clone + Send + Sync + 'static {
         now: Timestamp,
     ) -> impl Future<Output = Result<u64, LedgerError>> + Send;
 
+    /// Brings everything acknowledged so far into the tables every reader
+    /// sees: SQLite materializes its log (before a CLI exits, and when a
+    /// benchmark's timed run ends); PostgreSQL writes its tables in each
+    /// group's transaction and has nothing to do.
+    fn settle(&self) -> impl Future<Output = Result<(), LedgerError>> + Send {
+        async { Ok(()) }
+    }
+
     /// Rows in every table, for the benchmark's rows-per-operation figure.
     fn row_count(&self) -> impl Future<Output = Result<u64, LedgerError>> + Send;
 

@@ -78,6 +78,8 @@ mod hostile;
 mod http;
 /// Bad input through HTTP: every field of every POST, bodies of every size.
 mod http_input;
+/// SQLite's log (issue 15): limits, replay at open, takeover by another process.
+mod log;
 /// Random operation sequences against a reference model (proptest).
 mod props;
 /// The README's examples, run as written.

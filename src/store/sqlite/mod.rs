@@ -225,14 +225,6 @@ impl SqliteStore {
         Ok(SqliteStore { inner: Arc::new(inner) })
     }
 
-    /// Materializes everything acknowledged so far (a CLI does before it
-    /// exits, so a server beside it reads what it wrote).
-    pub async fn settle(&self) -> Result<(), LedgerError> {
-        let (reply, answer) = oneshot::channel();
-        self.enqueue(Queued::Settle(reply)).await?;
-        answer.await.map_err(|_| LedgerError::Internal("the database writer dropped a request".into()))?
-    }
-
     /// Positions of the log not yet materialized, as stored.
     pub async fn log_pending(&self) -> Result<i64, LedgerError> {
         self.read(|conn| log::pending(conn).map_err(sql_error)).await
@@ -896,6 +888,12 @@ impl Store for SqliteStore {
         event_id: String,
     ) -> Result<Option<Vec<crate::ledger::webhook::AttemptView>>, LedgerError> {
         self.read(move |conn| webhooks::attempts(conn, &endpoint, &event_id)).await
+    }
+
+    async fn settle(&self) -> Result<(), LedgerError> {
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(Queued::Settle(reply)).await?;
+        answer.await.map_err(|_| LedgerError::Internal("the database writer dropped a request".into()))?
     }
 
     async fn row_count(&self) -> Result<u64, LedgerError> {
