@@ -19,8 +19,6 @@
 //! (its owner id, its last position); otherwise it settles first, which
 //! takes ownership and drops a tail that another writer has replayed.
 
-use std::collections::BTreeMap;
-
 use rusqlite::Connection;
 
 use super::sql_error;
@@ -66,47 +64,63 @@ fn decode(position: i64, bytes: &[u8]) -> Result<Vec<TableRows>, String> {
     Ok(tables)
 }
 
-/// Rows of many log rows, merged per table by key.
+/// Rows of many log rows, per table in the order they were logged; merged
+/// by key when written (one sort per table, no key copied).
 struct Merged {
-    tables: Vec<BTreeMap<Vec<Val>, Vec<Val>>>,
+    /// Per table of [`WRITE_ORDER`]: each row with the position it came in.
+    tables: Vec<Vec<(i64, Vec<Val>)>>,
 }
 
 impl Merged {
     fn new() -> Merged {
-        Merged { tables: (0..WRITE_ORDER.len()).map(|_| BTreeMap::new()).collect() }
+        Merged { tables: (0..WRITE_ORDER.len()).map(|_| Vec::new()).collect() }
     }
 
     fn add(&mut self, position: i64, index: u8, rows: Vec<Vec<Val>>) -> Result<(), String> {
         let table = WRITE_ORDER[usize::from(index)];
-        let keys = table.key.len();
-        let merged = &mut self.tables[usize::from(index)];
-        for row in rows {
-            if row.len() != table.cols.len() {
-                return Err(format!("log row {position}: a row of {} has {} values", table.name, row.len()));
-            }
-            let key = row[..keys].to_vec();
-            match merged.get_mut(&key) {
-                None => {
-                    merged.insert(key, row);
-                }
-                Some(_) if append_only(table) => {
-                    return Err(format!(
-                        "log row {position}: a second row of {} with key {key:?}",
-                        table.name
-                    ));
-                }
-                Some(old) if table.is_additive() => {
-                    for (o, n) in old.iter_mut().zip(row).skip(keys) {
-                        *o = add_counters(table, o, n)?;
+        if let Some(row) = rows.iter().find(|row| row.len() != table.cols.len()) {
+            return Err(format!("log row {position}: a row of {} has {} values", table.name, row.len()));
+        }
+        self.tables[usize::from(index)].extend(rows.into_iter().map(|row| (position, row)));
+        Ok(())
+    }
+
+    /// Sorts every table's rows by key (stably: a key's versions stay in
+    /// log order) and folds each key's versions into one: the last wins,
+    /// counters add up, and a second row of an append-only table is refused.
+    fn merge(&mut self) -> Result<(), String> {
+        for (table, rows) in WRITE_ORDER.iter().zip(&mut self.tables) {
+            let keys = table.key.len();
+            rows.sort_by(|(_, a), (_, b)| a[..keys].cmp(&b[..keys]));
+            let mut folded: Vec<(i64, Vec<Val>)> = Vec::with_capacity(rows.len());
+            for (position, row) in rows.drain(..) {
+                match folded.last_mut() {
+                    Some((_, old)) if old[..keys] == row[..keys] => {
+                        if append_only(table) {
+                            return Err(format!(
+                                "log row {position}: a second row of {} with key {:?}",
+                                table.name,
+                                &row[..keys]
+                            ));
+                        }
+                        if table.is_additive() {
+                            for (o, n) in old.iter_mut().zip(row).skip(keys) {
+                                *o = add_counters(table, o, n)?;
+                            }
+                        } else {
+                            *old = row;
+                        }
                     }
+                    _ => folded.push((position, row)),
                 }
-                Some(old) => *old = row,
             }
+            *rows = folded;
         }
         Ok(())
     }
 
-    /// Writes every table, in [`WRITE_ORDER`], each row once.
+    /// Writes every table, in [`WRITE_ORDER`], each row once (after
+    /// [`Merged::merge`]).
     fn write(&self, conn: &Connection) -> rusqlite::Result<()> {
         for (table, rows) in WRITE_ORDER.iter().zip(&self.tables) {
             if rows.is_empty() {
@@ -114,7 +128,7 @@ impl Merged {
             }
             let sql = if append_only(table) { table.insert() } else { table.upsert() };
             let mut stmt = conn.prepare_cached(sql)?;
-            for vals in rows.values() {
+            for (_, vals) in rows {
                 stmt.execute(rusqlite::params_from_iter(vals))?;
             }
         }
@@ -259,6 +273,7 @@ impl Log {
         if expected != upto + 1 {
             return Err(LedgerError::Internal(format!("the log ends at {} short of {upto}", expected - 1)));
         }
+        merged.merge().map_err(LedgerError::Internal)?;
         merged.write(conn).map_err(sql_error)?;
         conn.prepare_cached("UPDATE ledger_log_state SET materialized = ?1, owner = ?2 WHERE id = 1")
             .and_then(|mut s| s.execute(rusqlite::params![upto, self.owner]))
@@ -280,4 +295,60 @@ impl Log {
 /// Positions waiting in the log of the database (for tests and `bench`).
 pub fn pending(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("SELECT count(*) FROM ledger_log", [], |r| r.get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::columns::{ACCOUNTS, ENTRIES, USAGE};
+
+    fn index(table: &Table) -> u8 {
+        index_of(table)
+    }
+
+    /// A row of `table` whose key is `key` and every other value `v`.
+    fn row(table: &Table, key: &[&str], v: i64) -> Vec<Val> {
+        let mut vals: Vec<Val> = key.iter().map(|k| Val::Text(k.to_string())).collect();
+        vals.resize(table.cols.len(), Val::Int(v));
+        vals
+    }
+
+    #[test]
+    fn a_key_folds_to_its_last_version_and_counters_add_up() {
+        let mut m = Merged::new();
+        let (acc, usage) = (index(&ACCOUNTS), index(&USAGE));
+        m.add(1, acc, vec![row(&ACCOUNTS, &["b"], 1), row(&ACCOUNTS, &["a"], 2)]).unwrap();
+        m.add(2, acc, vec![row(&ACCOUNTS, &["b"], 3)]).unwrap();
+        m.add(1, usage, vec![row(&USAGE, &["a", "2026-11"], 5)]).unwrap();
+        m.add(2, usage, vec![row(&USAGE, &["a", "2026-11"], 7), row(&USAGE, &["a", "2026-12"], 1)]).unwrap();
+        m.merge().unwrap();
+        let rows = |i: u8| m.tables[usize::from(i)].iter().map(|(_, r)| r.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            rows(acc),
+            vec![row(&ACCOUNTS, &["a"], 2), row(&ACCOUNTS, &["b"], 3)],
+            "sorted, last wins"
+        );
+        assert_eq!(rows(usage), vec![row(&USAGE, &["a", "2026-11"], 12), row(&USAGE, &["a", "2026-12"], 1)]);
+    }
+
+    #[test]
+    fn a_second_row_of_an_append_only_table_or_a_short_row_is_refused() {
+        let mut m = Merged::new();
+        let e = index(&ENTRIES);
+        m.add(3, e, vec![row(&ENTRIES, &["a", "1"], 0)]).unwrap();
+        m.add(4, e, vec![row(&ENTRIES, &["a", "1"], 0)]).unwrap();
+        let err = m.merge().unwrap_err();
+        assert!(err.contains("log row 4: a second row of entries"), "{err}");
+        let short = m.add(5, e, vec![vec![Val::Null]]).unwrap_err();
+        assert!(short.contains("log row 5: a row of entries has 1 values"), "{short}");
+    }
+
+    #[test]
+    fn a_counter_that_would_overflow_is_refused() {
+        let mut m = Merged::new();
+        let usage = index(&USAGE);
+        m.add(1, usage, vec![row(&USAGE, &["a", "2026-11"], i64::MAX)]).unwrap();
+        m.add(2, usage, vec![row(&USAGE, &["a", "2026-11"], 1)]).unwrap();
+        assert!(m.merge().unwrap_err().contains("overflows"));
+    }
 }
