@@ -53,12 +53,7 @@ async fn the_tail_is_materialized_at_its_limit_and_not_one_operation_before() {
     assert_eq!(pending(&l).await, 4, "four operations, four log rows, none materialized");
     assert_eq!(l.store().settles(), settles);
     debit(&l, &a, 1, "d4", now).await;
-    // The writer answers the group first and materializes after it.
-    let waited = std::time::Instant::now();
-    while l.store().settles() == settles && waited.elapsed() < std::time::Duration::from_secs(30) {
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    }
-    assert_eq!(l.store().settles(), settles + 1, "the fifth fills the tail: it is materialized");
+    settled(&l, settles, 1).await;
     assert_eq!(pending(&l).await, 0, "all five are materialized");
     // A replay of a key in the tail, and one in the tables, answer the same.
     debit(&l, &a, 1, "d5", now).await;
@@ -68,6 +63,16 @@ async fn the_tail_is_materialized_at_its_limit_and_not_one_operation_before() {
     assert_eq!(pending(&l).await, 1, "replays append nothing");
     assert_eq!(l.balance(&a, now).await.unwrap().available, 994, "a read waits for materialization");
     assert_eq!(pending(&l).await, 0);
+}
+
+/// Waits (bounded) until the writer has materialized `n` more times than
+/// `since`: it answers a group first and materializes after it.
+async fn settled(l: &Ledger<SqliteStore>, since: u64, n: u64) {
+    let waited = std::time::Instant::now();
+    while l.store().settles() < since + n && waited.elapsed() < std::time::Duration::from_secs(30) {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    assert_eq!(l.store().settles(), since + n, "materializations");
 }
 
 #[tokio::test]
