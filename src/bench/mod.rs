@@ -58,7 +58,14 @@ pub struct Report {
 /// Runs the chosen scenarios (and yardsticks) on a scratch copy of the
 /// kind of database `url` names.
 pub async fn run(url: &DatabaseUrl, config: &BenchConfig) -> Result<Report, LedgerError> {
+    let postgres = matches!(url, DatabaseUrl::Postgres(_));
     for name in &config.scenarios {
+        if let Some(s) = SCENARIOS.iter().find(|s| s.name == *name && s.sqlite_only && postgres) {
+            return Err(LedgerError::invalid(format!(
+                "the {} scenario is for SQLite only (PostgreSQL keeps no log to replay)",
+                s.name
+            )));
+        }
         if !SCENARIOS.iter().any(|s| s.name == *name) {
             let names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
             return Err(LedgerError::invalid(format!(
@@ -68,10 +75,13 @@ pub async fn run(url: &DatabaseUrl, config: &BenchConfig) -> Result<Report, Ledg
         }
     }
     let mut results = Vec::new();
-    for scenario in SCENARIOS
-        .iter()
-        .filter(|s| config.scenarios.is_empty() || config.scenarios.iter().any(|n| n == s.name))
-    {
+    for scenario in SCENARIOS.iter().filter(|s| {
+        if config.scenarios.is_empty() {
+            !(postgres && s.sqlite_only)
+        } else {
+            config.scenarios.iter().any(|n| n == s.name)
+        }
+    }) {
         let mut ours = Vec::new();
         let mut theirs: Vec<Vec<BenchResult>> = Vec::new();
         for _ in 0..config.runs {

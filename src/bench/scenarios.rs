@@ -17,7 +17,7 @@ use crate::domain::credits::Credits;
 use crate::domain::period::Zone;
 use crate::ledger::{IdempotencyKey, Ledger, LedgerError, Store};
 use crate::store::postgres::PgStore;
-use crate::store::sqlite::SqliteStore;
+use crate::store::sqlite::{SqliteStore, Tuning};
 
 pub struct Scenario {
     pub name: &'static str,
@@ -25,6 +25,8 @@ pub struct Scenario {
     pub default_ops: u64,
     /// Whether `--compare` runs the yardsticks next to it.
     pub compared: bool,
+    /// Only for SQLite (left out of a PostgreSQL run of every scenario).
+    pub sqlite_only: bool,
 }
 
 pub const SCENARIOS: &[Scenario] = &[
@@ -33,6 +35,7 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "debits of 1 credit spread over 10,000 accounts",
         default_ops: 100_000,
         compared: true,
+        sqlite_only: false,
     },
     Scenario {
         name: "debit-many-webhook",
@@ -41,54 +44,72 @@ pub const SCENARIOS: &[Scenario] = &[
                 account, each delivered before the run ends)",
         default_ops: 100_000,
         compared: false,
+        sqlite_only: false,
     },
     Scenario {
         name: "debit-hot",
         about: "debits of 1 credit on one account",
         default_ops: 50_000,
         compared: true,
+        sqlite_only: false,
     },
     Scenario {
         name: "hold-capture",
         about: "hold 2 credits, then capture 1",
         default_ops: 20_000,
         compared: false,
+        sqlite_only: false,
     },
     Scenario {
         name: "balance",
         about: "balance reads over 10,000 accounts",
         default_ops: 100_000,
         compared: false,
+        sqlite_only: false,
     },
     Scenario {
         name: "usage",
         about: "usage reports of this month over 10 accounts (with --history, each holds a tenth of it)",
         default_ops: 20_000,
         compared: false,
+        sqlite_only: false,
     },
     Scenario {
         name: "month-rollover",
         about: "the first debit of a new month on each of N accounts",
         default_ops: 100_000,
         compared: false,
+        sqlite_only: false,
     },
     Scenario {
         name: "close-month",
         about: "statements for N accounts with a purchase each",
         default_ops: 100_000,
         compared: false,
+        sqlite_only: false,
     },
     Scenario {
         name: "http",
         about: "debits through the real server over loopback, one keep-alive connection per client",
         default_ops: 50_000,
         compared: false,
+        sqlite_only: false,
     },
     Scenario {
         name: "http-batch",
         about: "debits through POST /v1/batch, 1,000 a request, over loopback (at most 8 clients)",
         default_ops: 100_000,
         compared: false,
+        sqlite_only: false,
+    },
+    Scenario {
+        name: "recover",
+        about: "SQLite: N debits over 10,000 accounts acknowledged into the log and never materialized (the \
+                writer stopped as a crash stops it), then the open that replays them; each debit counts the \
+                open's time divided evenly",
+        default_ops: 100_000,
+        compared: false,
+        sqlite_only: true,
     },
 ];
 
@@ -109,6 +130,7 @@ pub struct Outcome {
 
 pub async fn run(s: &Scenario, scratch: &Scratch, config: &BenchConfig) -> Result<Outcome, LedgerError> {
     match scratch {
+        Scratch::Sqlite { path, .. } if s.name == "recover" => recover(path, s, config).await,
         Scratch::Sqlite { path, .. } => {
             let store = SqliteStore::open(path)?;
             let before = store.group_stats();
@@ -121,6 +143,43 @@ pub async fn run(s: &Scenario, scratch: &Scratch, config: &BenchConfig) -> Resul
         }
         Scratch::Postgres { url, .. } => run_on(PgStore::open(url).await?, s, scratch, config).await,
     }
+}
+
+/// Writes `ops` debits with a writer that never materializes and is
+/// dropped with its tail, as a crash leaves it; then times the open that
+/// replays the log.
+async fn recover(path: &std::path::Path, s: &Scenario, config: &BenchConfig) -> Result<Outcome, LedgerError> {
+    let ops = config.ops.unwrap_or(s.default_ops).max(1);
+    let now = ts(NOW);
+    let accounts = SPREAD_ACCOUNTS.min(ops);
+    let never = Tuning { max_tail_ops: usize::MAX, idle_settle: None, settle_on_close: false };
+    let rows_before = {
+        let ledger = Arc::new(Ledger::new(SqliteStore::open_with(path, never)?, Zone::utc()));
+        setup(&ledger, accounts, Work::Debit, now, config).await?;
+        if config.history > 0 {
+            let progress = Progress::new("history", config.history, config.progress);
+            history(&ledger, accounts, config.history, now, progress, config).await?;
+            // History goes into the tables: only the run's debits are replayed.
+            ledger.store().settle().await?;
+        }
+        let rows = ledger.store().row_count().await?;
+        drive(&ledger, "recover (writing the log)", ops, accounts, Work::Debit, config).await?;
+        let pending = ledger.store().log_pending().await?;
+        if pending == 0 {
+            return Err(LedgerError::Internal("the writer materialized its log before the crash".into()));
+        }
+        rows
+    };
+    let started = Instant::now();
+    let store = SqliteStore::open(path)?;
+    let elapsed = started.elapsed();
+    if store.log_pending().await? != 0 {
+        return Err(LedgerError::Internal("the open left the log unreplayed".into()));
+    }
+    let rows = store.row_count().await?.saturating_sub(rows_before);
+    let each = (elapsed.as_micros() / u128::from(ops)).min(u128::from(u32::MAX)) as u32;
+    let result = BenchResult::new(s.name, "sqlite", &mut vec![each; ops as usize], elapsed, rows);
+    Ok(Outcome { result, ops_per_commit: 1.0 })
 }
 
 fn ts(s: &str) -> Timestamp {

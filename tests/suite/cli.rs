@@ -955,6 +955,29 @@ fn bench_sends_debits_through_the_batch_route() {
     assert_eq!(results[0]["ops"], 2500);
 }
 
+/// `recover` writes its debits into the log with a writer that never
+/// materializes and is dropped with its tail, then times the open that
+/// replays them (failing unless the log was there and the open emptied
+/// it): every debit's rows land. PostgreSQL has no log: named there, the
+/// scenario is refused before anything runs.
+#[test]
+fn bench_recover_times_the_replay_of_an_unmaterialized_log() {
+    let db = Db::new();
+    let run = db.run(&["bench", "recover", "--ops", "700", "--history", "200", "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let report = run.json();
+    let r = &report["results"][0];
+    assert_eq!(r["scenario"], "recover", "{report}");
+    assert_eq!(r["ops"], 700);
+    assert_eq!(r["rows_per_op"], 3.0, "entry, debit and key of each debit replayed: {report}");
+    if let Some(pg) = Db::postgres() {
+        let refused = pg.run(&["bench", "recover", "--ops", "10"]);
+        assert_eq!(refused.code, 2, "{refused:?}");
+        assert_eq!(refused.stderr.lines().count(), 1, "{refused:?}");
+        assert!(refused.stderr.contains("for SQLite only"), "{refused:?}");
+    }
+}
+
 /// `textcredits bench` reports every scenario it ran in the JSON shape of
 /// the performance issue (its figures are measured, never asserted).
 #[test]
