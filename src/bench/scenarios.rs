@@ -177,8 +177,7 @@ async fn recover(path: &std::path::Path, s: &Scenario, config: &BenchConfig) -> 
         return Err(LedgerError::Internal("the open left the log unreplayed".into()));
     }
     let rows = store.row_count().await?.saturating_sub(rows_before);
-    let each = (elapsed.as_micros() / u128::from(ops)).min(u128::from(u32::MAX)) as u32;
-    let result = BenchResult::new(s.name, "sqlite", &mut vec![each; ops as usize], elapsed, rows);
+    let result = BenchResult::new(s.name, "sqlite", &mut evenly(elapsed, ops), elapsed, rows);
     Ok(Outcome { result, ops_per_commit: 1.0 })
 }
 
@@ -424,6 +423,12 @@ async fn close_all<S: Store>(
             report.statements.len()
         )));
     }
-    let each = (elapsed.as_micros() / u128::from(ops)).min(u128::from(u32::MAX)) as u32;
-    Ok((vec![each; ops as usize], elapsed))
+    Ok((evenly(elapsed, ops), elapsed))
+}
+
+/// The latencies of `ops` operations whose run of `elapsed` is not
+/// separable: each counts the whole divided evenly (µs).
+fn evenly(elapsed: std::time::Duration, ops: u64) -> Vec<u32> {
+    let each = (elapsed.as_micros() / u128::from(ops.max(1))).min(u128::from(u32::MAX)) as u32;
+    vec![each; ops as usize]
 }

@@ -282,7 +282,7 @@ enum Cmd {
     /// --database names (nothing of yours is touched) and report the figures.
     Bench {
         /// debit-many, debit-many-webhook, debit-hot, hold-capture, balance, usage, month-rollover,
-        /// close-month, http, http-batch, recover (SQLite only) (default: all).
+        /// close-month, http, http-batch, recover (SQLite only). Default: all.
         scenarios: Vec<String>,
         /// Operations per scenario (default: the scenario's own).
         #[arg(long)]

@@ -1,7 +1,8 @@
 //! SQLite's log (issue 15, `src/store/sqlite/log.rs`): what a group
 //! acknowledges is one log row until it is materialized; reads wait for
 //! it, the next open replays it, another process's writer takes it over,
-//! the tail's limit holds at its edge, and a log row that does not read
+//! the tail's limit holds at its edge, a replay killed at any point
+//! resumes from its last whole step, and a log row that does not read
 //! back refuses to open instead of being skipped.
 
 use jiff::Timestamp;
@@ -11,7 +12,7 @@ use textcredits::domain::command::Command;
 use textcredits::domain::credits::Credits;
 use textcredits::domain::period::Zone;
 use textcredits::ledger::{IdempotencyKey, Ledger};
-use textcredits::store::sqlite::{SqliteStore, Tuning};
+use textcredits::store::sqlite::{MAX_SETTLE_POSITIONS, SqliteStore, Tuning};
 
 use crate::util::{ADMIN, Db, Server, account, created, open_account, ts};
 
@@ -31,9 +32,18 @@ fn key(k: &str) -> Option<IdempotencyKey> {
     Some(IdempotencyKey::parse(k).expect("valid key"))
 }
 
+fn debit_of(n: i64) -> Command {
+    Command::Debit { credits: Credits::new(n).unwrap(), reference: None, description: None }
+}
+
 async fn debit(l: &Ledger<SqliteStore>, a: &AccountId, n: i64, k: &str, now: Timestamp) {
-    let cmd = Command::Debit { credits: Credits::new(n).unwrap(), reference: None, description: None };
-    l.execute(a, cmd, key(k), now).await.expect("debit");
+    l.execute(a, debit_of(n), key(k), now).await.expect("debit");
+}
+
+/// Entries in the file's table, read raw (no replay).
+fn entries(db: &Db) -> i64 {
+    let conn = rusqlite::Connection::open(&db.path).unwrap();
+    conn.query_row("SELECT count(*) FROM entries", [], |r| r.get(0)).unwrap()
 }
 
 async fn pending(l: &Ledger<SqliteStore>) -> i64 {
@@ -57,9 +67,8 @@ async fn the_tail_is_materialized_at_its_limit_and_not_one_operation_before() {
     assert_eq!(pending(&l).await, 0, "all five are materialized");
     // A replay of a key in the tail, and one in the tables, answer the same.
     debit(&l, &a, 1, "d5", now).await;
-    let again = Command::Debit { credits: Credits::new(1).unwrap(), reference: None, description: None };
-    assert!(l.execute(&a, again.clone(), key("d5"), now).await.unwrap().replayed);
-    assert!(l.execute(&a, again, key("d0"), now).await.unwrap().replayed);
+    assert!(l.execute(&a, debit_of(1), key("d5"), now).await.unwrap().replayed);
+    assert!(l.execute(&a, debit_of(1), key("d0"), now).await.unwrap().replayed);
     assert_eq!(pending(&l).await, 1, "replays append nothing");
     assert_eq!(l.balance(&a, now).await.unwrap().available, 994, "a read waits for materialization");
     assert_eq!(pending(&l).await, 0);
@@ -92,24 +101,17 @@ async fn what_a_dropped_writer_acknowledged_is_replayed_at_the_next_open() {
         assert_eq!(pending(&l).await, 301);
         // Dropped without materializing: its tail is gone with it.
     }
-    let rows_before = {
-        let conn = rusqlite::Connection::open(&db.path).unwrap();
-        conn.query_row("SELECT count(*) FROM entries", [], |r| r.get::<_, i64>(0)).unwrap()
-    };
+    let rows_before = entries(&db);
     let l = open(&db, Tuning::default());
     assert_eq!(pending(&l).await, 0, "the open replayed the log");
     assert_eq!(l.balance(&a, now).await.unwrap().available, 800);
     assert_eq!(l.balance(&b, now).await.unwrap().available, 500);
-    let rows_after = {
-        let conn = rusqlite::Connection::open(&db.path).unwrap();
-        conn.query_row("SELECT count(*) FROM entries", [], |r| r.get::<_, i64>(0)).unwrap()
-    };
+    let rows_after = entries(&db);
     assert!(rows_after > rows_before, "entries {rows_before} -> {rows_after}");
     let audit = l.audit().await.unwrap();
     assert!(audit.ok(), "{:?}", audit.mismatches);
     // The keys came back with the rows: a replay is a replay.
-    let again = Command::Debit { credits: Credits::new(1).unwrap(), reference: None, description: None };
-    assert!(l.execute(&a, again, key("d1"), now).await.unwrap().replayed);
+    assert!(l.execute(&a, debit_of(1), key("d1"), now).await.unwrap().replayed);
     drop(l);
     db.assert_audit();
 }
@@ -127,12 +129,15 @@ fn log_state(db: &Db) -> (i64, i64, Option<i64>, Option<i64>) {
     .unwrap()
 }
 
-/// The log after a kill: contiguous, starting right after the mark.
-fn assert_log_whole(db: &Db, when: &str) -> i64 {
+/// The log after a kill: contiguous, starting right after the mark, and
+/// (while not drained) shorter than `first` by whole steps of
+/// [`MAX_SETTLE_POSITIONS`] log rows, each step one transaction.
+fn assert_log_whole(db: &Db, first: i64, when: &str) -> i64 {
     let (mark, count, min, max) = log_state(db);
     if count > 0 {
         assert_eq!(min, Some(mark + 1), "{when}: the log starts right after the mark");
         assert_eq!(max, Some(mark + count), "{when}: the log has no gap");
+        assert_eq!((first - count) % MAX_SETTLE_POSITIONS, 0, "{when}: {count} of {first} left");
     }
     count
 }
@@ -157,8 +162,8 @@ async fn a_replay_killed_at_any_point_resumes_and_loses_nothing() {
         }
         // Dropped without materializing, as a crashed server leaves it.
     }
-    let first = assert_log_whole(&db, "before");
-    assert_eq!(first, DEBITS as i64 + 1);
+    let first = DEBITS as i64 + 1;
+    assert_eq!(assert_log_whole(&db, first, "before"), first);
     let (mark_before, ..) = log_state(&db);
 
     // Killed as soon as a step of the replay has committed.
@@ -169,7 +174,7 @@ async fn a_replay_killed_at_any_point_resumes_and_loses_nothing() {
     }
     child.kill().expect("SIGKILL is sent");
     child.wait().unwrap();
-    let left = assert_log_whole(&db, "killed after a step");
+    let left = assert_log_whole(&db, first, "killed after a step");
     eprintln!("killed after {:?}: {left} of {first} log rows left", waited.elapsed());
     assert!(left > 0 && left < first, "killed mid-replay: {left} of {first} log rows left");
 
@@ -180,7 +185,7 @@ async fn a_replay_killed_at_any_point_resumes_and_loses_nothing() {
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = child.kill();
         child.wait().unwrap();
-        let now_left = assert_log_whole(&db, &format!("killed after {delay_ms} ms"));
+        let now_left = assert_log_whole(&db, first, &format!("killed after {delay_ms} ms"));
         eprintln!("killed after {delay_ms} ms: {now_left} left");
         assert!(now_left <= last, "a replay never adds to the log: {last} -> {now_left}");
         last = now_left;
@@ -192,11 +197,10 @@ async fn a_replay_killed_at_any_point_resumes_and_loses_nothing() {
     assert_eq!(balance["available"], 1_000 - a_debits, "{balance}");
     let balance = db.json(&["--now", NOW, "balance", "bistro"]);
     assert_eq!(balance["available"], 5_100 - (DEBITS as i64 - a_debits), "{balance}");
-    assert_eq!(assert_log_whole(&db, "after"), 0);
+    assert_eq!(assert_log_whole(&db, first, "after"), 0);
     let l = open(&db, Tuning::default());
-    let again = Command::Debit { credits: Credits::new(1).unwrap(), reference: None, description: None };
     let a = AccountId::parse("cafe").unwrap();
-    assert!(l.execute(&a, again, key("d0"), now).await.unwrap().replayed, "the keys were replayed too");
+    assert!(l.execute(&a, debit_of(1), key("d0"), now).await.unwrap().replayed, "the keys were replayed too");
     drop(l);
     db.assert_audit();
 }

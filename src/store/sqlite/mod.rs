@@ -64,6 +64,7 @@ use crate::ledger::{AuditReport, Executed, LedgerError, NewToken, Operation, Pag
 use crate::store::columns::ACCOUNTS;
 use crate::store::tokens;
 
+pub use log::MAX_SETTLE_POSITIONS;
 pub use schema::SCHEMA_VERSION;
 
 /// Most operations committed in one transaction.
