@@ -11,8 +11,8 @@ use textcredits::domain::account::AccountId;
 use textcredits::domain::command::Command;
 use textcredits::domain::credits::Credits;
 use textcredits::domain::period::Zone;
-use textcredits::ledger::{IdempotencyKey, Ledger};
-use textcredits::store::sqlite::{MAX_SETTLE_POSITIONS, SqliteStore, Tuning};
+use textcredits::ledger::{IdempotencyKey, Ledger, Store};
+use textcredits::store::sqlite::{MAX_SETTLE_POSITIONS, SqliteStore, Tuning, log_path_of};
 
 use crate::util::{ADMIN, Db, Server, account, created, open_account, ts};
 
@@ -21,7 +21,7 @@ const NOW: &str = "2026-11-20T12:00:00Z";
 /// Materializes only when told to (or at its limit): never when idle,
 /// never at close.
 fn held_back(max_tail_ops: usize) -> Tuning {
-    Tuning { max_tail_ops, idle_settle: None, settle_on_close: false }
+    Tuning { max_tail_ops, batch_ops: max_tail_ops, idle_settle: None, settle_on_close: false }
 }
 
 fn open(db: &Db, tuning: Tuning) -> Ledger<SqliteStore> {
@@ -116,17 +116,29 @@ async fn what_a_dropped_writer_acknowledged_is_replayed_at_the_next_open() {
     db.assert_audit();
 }
 
-/// What the database file says of the log, read raw (no replay): the
-/// mark, and the positions after it.
-fn log_state(db: &Db) -> (i64, i64, Option<i64>, Option<i64>) {
+/// The database file's mark, read raw (no replay).
+fn mark(db: &Db) -> i64 {
     let conn = rusqlite::Connection::open(&db.path).unwrap();
-    conn.query_row(
-        "SELECT materialized, (SELECT count(*) FROM ledger_log), (SELECT min(position) FROM ledger_log), \
-         (SELECT max(position) FROM ledger_log) FROM ledger_log_state",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-    )
-    .unwrap()
+    conn.query_row("SELECT materialized FROM ledger_log_state", [], |r| r.get(0)).unwrap()
+}
+
+/// The log file beside the database, opened raw.
+fn log_file(db: &Db) -> rusqlite::Connection {
+    rusqlite::Connection::open(log_path_of(&db.path)).unwrap()
+}
+
+/// What the files say of the log, read raw (no replay): the mark, and the
+/// positions after it (rows at or before the mark, materialized but not
+/// yet deleted, are not read again).
+fn log_state(db: &Db) -> (i64, i64, Option<i64>, Option<i64>) {
+    let mark = mark(db);
+    log_file(db)
+        .query_row(
+            "SELECT count(*), min(position), max(position) FROM log WHERE position > ?1",
+            [mark],
+            |r| Ok((mark, r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap()
 }
 
 /// The log after a kill: contiguous, starting right after the mark, and
@@ -216,20 +228,15 @@ async fn a_log_row_that_does_not_read_back_refuses_to_open_and_changes_nothing()
         debit(&l, &a, 8, "d2", now).await;
         assert_eq!(pending(&l).await, 2);
     }
-    crate::util::raw_sql(
-        &db,
-        "UPDATE ledger_log SET rows = x'02ff' WHERE position = (SELECT max(position) FROM ledger_log)",
-    );
+    log_file(&db)
+        .execute("UPDATE log SET rows = x'02ff' WHERE position = (SELECT max(position) FROM log)", [])
+        .unwrap();
     let err = SqliteStore::open(&db.path).err().expect("a corrupt log row refuses the open");
     let msg = err.to_string();
     assert!(msg.contains("does not decode") || msg.contains("format"), "{msg}");
-    let conn = rusqlite::Connection::open(&db.path).unwrap();
-    let (rows, mark): (i64, i64) = conn
-        .query_row("SELECT (SELECT count(*) FROM ledger_log), materialized FROM ledger_log_state", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap();
+    let (mark, rows, ..) = log_state(&db);
     assert_eq!(rows, 2, "nothing of the log was skipped or dropped");
+    let conn = rusqlite::Connection::open(&db.path).unwrap();
     let debits: i64 = conn.query_row("SELECT count(*) FROM debits", [], |r| r.get(0)).unwrap();
     assert_eq!(debits, 0, "the good row before it was not materialized alone either (one transaction)");
     assert!(mark >= 0);
@@ -264,5 +271,155 @@ async fn a_cli_beside_a_server_sees_what_the_server_acknowledged_and_the_server_
     let balance = db.json(&["--now", NOW, "balance", "cafe"]);
     assert_eq!(balance["available"], 1_100, "{balance}");
     drop(s);
+    db.assert_audit();
+}
+
+/// A log row's bytes in the log file, read raw.
+fn log_row(db: &Db, position: i64) -> Vec<u8> {
+    log_file(db).query_row("SELECT rows FROM log WHERE position = ?1", [position], |r| r.get(0)).unwrap()
+}
+
+fn set_log_row(db: &Db, position: i64, bytes: &[u8]) {
+    let n = log_file(db)
+        .execute("UPDATE log SET rows = ?2 WHERE position = ?1", rusqlite::params![position, bytes])
+        .unwrap();
+    assert_eq!(n, 1, "log row {position} exists");
+}
+
+/// A materialization that fails (a log row that does not decode) is
+/// retried, and meanwhile: a read of the ledger says why it cannot answer,
+/// the writer takes operations until its tail is full and then refuses
+/// them with the same reason, and nothing is lost; once the row reads back,
+/// everything acknowledged is there once.
+#[tokio::test]
+async fn a_failing_materialization_refuses_reads_and_then_writes_and_loses_nothing() {
+    let db = Db::new();
+    let now = ts(NOW);
+    let l = open(&db, Tuning { batch_ops: 2, ..held_back(3) });
+    let a = account(&l, "cafe", "UTC", 1_000, now).await;
+    debit(&l, &a, 1, "d1", now).await;
+    let (mark, ..) = log_state(&db);
+    let good = log_row(&db, mark + 1);
+    set_log_row(&db, mark + 1, b"\x02\xff");
+    // The second debit fills the batch: the materializer fails on the first.
+    debit(&l, &a, 2, "d2", now).await;
+    let read = l.balance(&a, now).await.expect_err("a read cannot see what was acknowledged");
+    assert!(
+        matches!(&read, textcredits::ledger::LedgerError::Unavailable(m) if m.contains("does not decode")),
+        "{read:?}"
+    );
+    debit(&l, &a, 4, "d3", now).await;
+    let refused = l.execute(&a, debit_of(8), key("d4"), now).await.expect_err("the tail is full");
+    assert!(
+        matches!(&refused, textcredits::ledger::LedgerError::Unavailable(m)
+            if m.contains("cannot take more operations") && m.contains("does not decode")),
+        "{refused:?}"
+    );
+    assert_eq!(log_state(&db).0, mark, "nothing was materialized");
+    set_log_row(&db, mark + 1, &good);
+    assert_eq!(l.balance(&a, now).await.unwrap().available, 1_000 - 1 - 2 - 4, "d4 was refused whole");
+    debit(&l, &a, 8, "d4", now).await;
+    assert_eq!(l.balance(&a, now).await.unwrap().available, 1_000 - 15);
+    drop(l);
+    db.assert_audit();
+}
+
+/// The log file keeps only what is not materialized: the writer deletes
+/// the rest in its next append, and a store that closes deletes it too.
+#[tokio::test]
+async fn the_log_file_keeps_only_what_is_not_materialized() {
+    let db = Db::new();
+    let now = ts(NOW);
+    let rows_upto = |db: &Db, mark: i64| -> i64 {
+        log_file(db).query_row("SELECT count(*) FROM log WHERE position <= ?1", [mark], |r| r.get(0)).unwrap()
+    };
+    {
+        let l = open(&db, Tuning { settle_on_close: true, ..held_back(4) });
+        let a = account(&l, "cafe", "UTC", 1_000, now).await;
+        for i in 0..4 {
+            debit(&l, &a, 1, &format!("d{i}"), now).await;
+        }
+        let settles = l.store().settles();
+        l.store().settle().await.unwrap();
+        assert!(l.store().settles() > settles);
+        let (mark, pending, ..) = log_state(&db);
+        assert_eq!(pending, 0);
+        assert_eq!(rows_upto(&db, mark), 4, "materialized, not yet deleted");
+        debit(&l, &a, 1, "d4", now).await;
+        assert_eq!(rows_upto(&db, mark), 0, "the next append deleted them");
+        assert_eq!(log_state(&db).1, 1);
+    }
+    // The store closed (its threads end on their own): wait for the last
+    // materialization and its delete.
+    let waited = std::time::Instant::now();
+    while log_file(&db).query_row("SELECT count(*) FROM log", [], |r| r.get::<_, i64>(0)).unwrap() > 0 {
+        assert!(waited.elapsed() < std::time::Duration::from_secs(30), "the closing store emptied its log");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let debits: i64 = rusqlite::Connection::open(&db.path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM debits", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(debits, 5, "all five in the tables");
+    db.assert_audit();
+}
+
+/// A database whose log an older binary kept in the database itself
+/// (table `ledger_log`, before the log had a file of its own): the open
+/// moves it into the log file, replays it and drops the table.
+#[tokio::test]
+async fn a_log_kept_in_the_database_by_an_older_version_is_replayed() {
+    let db = Db::new();
+    let now = ts(NOW);
+    {
+        let l = open(&db, held_back(1_000));
+        let a = account(&l, "cafe", "UTC", 1_000, now).await;
+        for i in 0..10 {
+            debit(&l, &a, 3, &format!("d{i}"), now).await;
+        }
+        assert_eq!(pending(&l).await, 10);
+    }
+    // What the older binary would have left: the same rows in `ledger_log`
+    // of the database, and no log file.
+    let (mark, ..) = log_state(&db);
+    let rows: Vec<(i64, Vec<u8>)> = {
+        let log = log_file(&db);
+        let mut stmt =
+            log.prepare("SELECT position, rows FROM log WHERE position > ?1 ORDER BY position").unwrap();
+        stmt.query_map([mark], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+    };
+    assert_eq!(rows.len(), 10);
+    let last_entry_id: i64 =
+        log_file(&db).query_row("SELECT last_entry_id FROM log_state", [], |r| r.get(0)).unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = log_path_of(&db.path).into_os_string();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+    {
+        let conn = rusqlite::Connection::open(&db.path).unwrap();
+        conn.execute_batch("CREATE TABLE ledger_log (position INTEGER PRIMARY KEY, rows BLOB NOT NULL)")
+            .unwrap();
+        for (position, bytes) in &rows {
+            conn.execute(
+                "INSERT INTO ledger_log (position, rows) VALUES (?1, ?2)",
+                rusqlite::params![position, bytes],
+            )
+            .unwrap();
+        }
+        conn.execute("UPDATE sequences SET value = ?1 WHERE name = 'entry'", [last_entry_id]).unwrap();
+    }
+    let l = open(&db, Tuning::default());
+    let a = AccountId::parse("cafe").unwrap();
+    assert_eq!(l.balance(&a, now).await.unwrap().available, 1_000 - 30);
+    assert!(l.execute(&a, debit_of(3), key("d9"), now).await.unwrap().replayed, "the keys came with it");
+    debit(&l, &a, 3, "d10", now).await;
+    assert_eq!(l.balance(&a, now).await.unwrap().available, 1_000 - 33);
+    drop(l);
+    let tables: i64 = rusqlite::Connection::open(&db.path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'ledger_log'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(tables, 0, "the old table is dropped");
     db.assert_audit();
 }

@@ -1175,8 +1175,10 @@ fn after() -> impl Strategy<Value = After> {
     prop_oneof![6 => Just(After::Nothing), 2 => Just(After::Check), 2 => Just(After::Reopen)]
 }
 
-fn log_tuning(max_tail_ops: usize) -> Tuning {
-    Tuning { max_tail_ops, idle_settle: None, settle_on_close: false }
+/// The writer waits at `max_tail_ops`; the materializer starts at
+/// `batch_ops` (below it, it runs while the writer goes on appending).
+fn log_tuning(max_tail_ops: usize, batch_ops: usize) -> Tuning {
+    Tuning { max_tail_ops, batch_ops, idle_settle: None, settle_on_close: false }
 }
 
 /// The model run on SQLite with a short tail, few reads and reopenings
@@ -1185,11 +1187,13 @@ fn log_tuning(max_tail_ops: usize) -> Tuning {
 async fn run_across_the_log(
     case: &Case,
     afters: &[After],
-    max_tail_ops: usize,
+    (max_tail_ops, batch_ops): (usize, usize),
     db: &Db,
 ) -> Result<(), String> {
-    let open =
-        || SqliteStore::open_with(&db.path, log_tuning(max_tail_ops)).map(|s| Ledger::new(s, Zone::utc()));
+    let open = || {
+        SqliteStore::open_with(&db.path, log_tuning(max_tail_ops, batch_ops))
+            .map(|s| Ledger::new(s, Zone::utc()))
+    };
     let ledger = open().map_err(|e| format!("open: {e}"))?;
     let mut run = start_case(case, ledger, false).await?;
     for (i, step) in case.steps.iter().enumerate() {
@@ -1236,15 +1240,18 @@ proptest! {
     /// replays) matches the model whether the rows it loads come from the
     /// tables or from the tail not yet materialized, and every check, after
     /// random steps and at the end, holds after materializations and after
-    /// the writer is dropped with its tail and the log replayed.
+    /// the writer is dropped with its tail and the log replayed (while its
+    /// materializer may still be writing).
     #[test]
     fn ledger_matches_the_model_across_the_log(
         case in case(),
         afters in prop::collection::vec(after(), 1..=MAX_STEPS),
         max_tail_ops in 1..=12usize,
+        batch_ops in 1..=12usize,
     ) {
         let db = Db::new();
-        block_on(run_across_the_log(&case, &afters, max_tail_ops, &db)).map_err(TestCaseError::fail)?;
+        let tuning = (max_tail_ops, batch_ops.min(max_tail_ops));
+        block_on(run_across_the_log(&case, &afters, tuning, &db)).map_err(TestCaseError::fail)?;
     }
 }
 

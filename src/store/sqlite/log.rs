@@ -1,25 +1,32 @@
 //! The log: the durable record of every group of operations, one row per
-//! group, and its materialization into the tables in large batches.
+//! group in a file of its own beside the database (`<database>-log`), and
+//! its materialization into the tables in large batches.
 //!
-//! A group commits one append to `ledger_log` (its rows, every table's,
-//! encoded with postcard) and the `entry` sequence it drew ids from; the
-//! writer keeps the last version of each row it appended in its memory
-//! (`tail.rs`), so later groups load what was acknowledged. Every so often
-//! (when the tail is long, when the writer is idle, when a reader or a job
-//! needs the tables) [`Log::settle`] reads the log after the last
-//! materialized position, merges each table's rows (the last version of a
-//! keyed row wins, usage counters add up), writes them sorted by key, so
-//! each page is written once per batch rather than once per operation, moves
-//! the mark and deletes what it materialized, all in one transaction.
+//! A group commits one append to the log file's `log` (its rows, every
+//! table's, encoded with postcard), moving `log_state` (the head, the
+//! writer that appended it, the last entry id drawn) in the same
+//! transaction. The writer keeps the last version of each row it appended
+//! in its memory (`tail.rs`), so later groups load what was acknowledged.
+//! [`settle_step`] (the materializer's, `materializer.rs`) reads up to
+//! [`MAX_SETTLE_POSITIONS`] log rows after the database's mark, merges
+//! each table's rows (the last version of a keyed row wins, usage counters
+//! add up), writes them sorted by key, so each page is written once per
+//! batch rather than once per operation, and moves the mark, all in one
+//! transaction of the database. The writer deletes what is materialized
+//! from the log file in its next append ([`trim`]).
 //!
-//! Recovery is the same call at open: the tables plus the log after the
-//! mark are exactly what was acknowledged, whoever wrote it (a crashed
-//! server, a CLI beside it). Writers of other processes are told apart by
-//! `owner`: a writer appends only while the log's state is the one it left
-//! (its owner id, its last position); otherwise it settles first, which
-//! takes ownership and drops a tail that another writer has replayed.
+//! Recovery is the same steps at open ([`Log::open`]): the tables plus the
+//! log after the mark are exactly what was acknowledged, whoever wrote it
+//! (a crashed server, a CLI beside it), and any number of connections may
+//! materialize at once (the mark is read and moved under the database's
+//! write lock). Writers of other processes are told apart by `owner`: a
+//! writer appends only while `log_state` is the one it left (its last
+//! position and owner); otherwise it takes over ([`Log::take_over`]):
+//! materializes the log and drops its tail.
 
-use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension};
 
 use super::sql_error;
 use super::tail::Tail;
@@ -145,29 +152,89 @@ fn add_counters(table: &Table, old: &Val, new: Val) -> Result<Val, String> {
     }
 }
 
-/// The log's state as the writer left it, and the tail it keeps.
+/// The log's file beside the database: `<database>-log`.
+pub fn path_of(database: &Path) -> PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push("-log");
+    PathBuf::from(name)
+}
+
+/// The log file's schema: the rows, and one row of state (the last
+/// position, the writer that appended it, the last entry id drawn).
+const LOG_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS log (
+    position INTEGER PRIMARY KEY,
+    rows BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS log_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    head INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    last_entry_id INTEGER NOT NULL
+);
+";
+
+/// Creates the log file's tables if they are missing and takes over what
+/// an older version of this binary logged in the database itself (table
+/// `ledger_log`, schema version 11): its rows are copied into the log
+/// file, then its table dropped, each step safe to repeat after a crash.
+pub fn prepare(main: &Connection, log: &Connection) -> rusqlite::Result<()> {
+    log.execute_batch("BEGIN IMMEDIATE")?;
+    let prepared = (|| {
+        log.execute_batch(LOG_SCHEMA)?;
+        let (mark, last_entry_id): (i64, i64) = main.query_row(
+            "SELECT materialized, (SELECT value FROM sequences WHERE name = 'entry') FROM ledger_log_state",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        log.execute(
+            "INSERT OR IGNORE INTO log_state (id, head, owner, last_entry_id) VALUES (1, ?1, '', ?2)",
+            rusqlite::params![mark, last_entry_id],
+        )?;
+        let legacy: bool = main.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'ledger_log'",
+            [],
+            |r| r.get(0),
+        )?;
+        if legacy {
+            let rows = super::rows::all(
+                main,
+                "SELECT position, rows FROM ledger_log WHERE position > ?1 ORDER BY position",
+                [mark],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
+            )?;
+            let mut insert = log.prepare("INSERT OR IGNORE INTO log (position, rows) VALUES (?1, ?2)")?;
+            for (position, bytes) in &rows {
+                insert.execute(rusqlite::params![position, bytes])?;
+            }
+            let head = rows.last().map_or(mark, |(p, _)| *p);
+            log.execute(
+                "UPDATE log_state SET head = max(head, ?1), last_entry_id = max(last_entry_id, ?2) WHERE id = 1",
+                rusqlite::params![head, last_entry_id],
+            )?;
+        }
+        log.execute_batch("COMMIT")?;
+        if legacy {
+            main.execute_batch("DROP TABLE ledger_log")?;
+        }
+        Ok(())
+    })();
+    if prepared.is_err() {
+        let _ = log.execute_batch("ROLLBACK");
+    }
+    prepared
+}
+
+/// The writer's side of the log: where it left it, and the tail it keeps.
 pub struct Log {
-    /// This writer's id in `ledger_log_state.owner`, new at each open.
+    /// This writer's id in `log_state.owner`, new at each open.
     owner: String,
-    /// The last position this writer appended or materialized.
+    /// The log's last position as this writer last saw it (its own
+    /// append, or the head it found when it replayed another's).
     head: i64,
-    /// The last materialized position.
-    materialized: i64,
+    /// The owner `log_state` named then.
+    seen: String,
     pub tail: Tail,
-}
-
-/// What `ledger_log_state` and `ledger_log` say now.
-struct Mark {
-    materialized: i64,
-    owner: String,
-    last: Option<i64>,
-}
-
-fn read_mark(conn: &Connection) -> rusqlite::Result<Mark> {
-    conn.prepare_cached(
-        "SELECT materialized, owner, (SELECT max(position) FROM ledger_log) FROM ledger_log_state WHERE id = 1",
-    )?
-    .query_row([], |r| Ok(Mark { materialized: r.get(0)?, owner: r.get(1)?, last: r.get(2)? }))
 }
 
 fn new_owner() -> String {
@@ -176,11 +243,24 @@ fn new_owner() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The head of the log and the writer that appended it.
+fn read_head(log: &Connection) -> rusqlite::Result<(i64, String)> {
+    log.prepare_cached("SELECT head, owner FROM log_state WHERE id = 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+}
+
+/// The last materialized position, in the database.
+pub fn read_mark(main: &Connection) -> rusqlite::Result<i64> {
+    main.prepare_cached("SELECT materialized FROM ledger_log_state WHERE id = 1")?.query_row([], |r| r.get(0))
+}
+
 impl Log {
-    /// A writer that has seen nothing yet: its first [`Log::settle`]
-    /// replays whatever the log holds.
-    pub fn new() -> Log {
-        Log { owner: new_owner(), head: -1, materialized: -1, tail: Tail::default() }
+    /// Replays the log into the tables (recovery at open) and returns the
+    /// writer that carries on from its head.
+    pub fn open(main: &Connection, log: &Connection) -> Result<Log, LedgerError> {
+        let (head, seen) = read_head(log).map_err(sql_error)?;
+        settle(main, log, head)?;
+        Ok(Log { owner: new_owner(), head, seen, tail: Tail::default() })
     }
 
     /// The last position appended (what an acknowledged operation is in).
@@ -188,113 +268,163 @@ impl Log {
         self.head
     }
 
-    pub fn materialized(&self) -> i64 {
-        self.materialized
+    /// Whether the log is as this writer left it, so its tail is the log's.
+    pub fn is_current(&self, log: &Connection) -> rusqlite::Result<bool> {
+        let (head, owner) = read_head(log)?;
+        Ok(head == self.head && owner == self.seen)
     }
 
-    /// In the writer's open transaction: whether the log is as this writer
-    /// left it, so its tail is the log's and it may append.
-    pub fn is_current(&self, conn: &Connection) -> rusqlite::Result<bool> {
-        let mark = read_mark(conn)?;
-        Ok(mark.owner == self.owner
-            && mark.materialized == self.materialized
-            && mark.last.unwrap_or(mark.materialized) == self.head)
-    }
-
-    /// In the writer's open transaction: appends a committed group's rows
-    /// as the next position. [`Log::appended`] follows its commit.
-    pub fn append(&self, conn: &Connection, rows: &Rows) -> rusqlite::Result<()> {
-        let mut first = 0;
+    /// In the writer's open transaction on the log: appends a group's rows
+    /// as the next position, if the log is still as this writer left it
+    /// (`false` if another process appended since). [`Log::appended`]
+    /// follows its commit.
+    pub fn append(&self, log: &Connection, rows: &Rows) -> rusqlite::Result<bool> {
         let n = rows.entries.len() as i64;
-        if n > 0 {
-            let last: i64 = conn
-                .prepare_cached(
-                    "UPDATE sequences SET value = value + ?1 WHERE name = 'entry' RETURNING value",
-                )?
-                .query_row([n], |r| r.get(0))?;
-            first = last - n + 1;
-        }
-        conn.prepare_cached("INSERT INTO ledger_log (position, rows) VALUES (?1, ?2)")?
-            .execute(rusqlite::params![self.head + 1, encode(rows, first)])?;
-        Ok(())
+        let last: Option<i64> = log
+            .prepare_cached(
+                "UPDATE log_state SET head = head + 1, owner = ?1, last_entry_id = last_entry_id + ?2 \
+                 WHERE id = 1 AND head = ?3 AND owner = ?4 RETURNING last_entry_id",
+            )?
+            .query_row(rusqlite::params![self.owner, n, self.head, self.seen], |r| r.get(0))
+            .optional()?;
+        let Some(last) = last else { return Ok(false) };
+        log.prepare_cached("INSERT INTO log (position, rows) VALUES (?1, ?2)")?
+            .execute(rusqlite::params![self.head + 1, encode(rows, last - n + 1)])?;
+        Ok(true)
     }
 
     /// After the commit of [`Log::append`]: the group is acknowledged.
     pub fn appended(&mut self, rows: &Rows, ops: usize) {
         self.head += 1;
-        self.tail.absorb(rows, ops);
+        self.seen.clone_from(&self.owner);
+        self.tail.absorb(rows, ops, self.head);
     }
 
-    /// Materializes the whole log into the tables (in steps of at most
-    /// [`MAX_SETTLE_POSITIONS`] positions, each its own transaction) and
-    /// takes ownership of it; the tail is then empty. Outside any
-    /// transaction. On an error the tail is kept: nothing was lost, and the
-    /// next settle starts again from the mark.
-    pub fn settle(&mut self, conn: &Connection) -> Result<(), LedgerError> {
-        loop {
-            match self.settle_step(conn) {
-                Ok(true) => return Ok(()),
-                Ok(false) => {}
-                Err(e) => {
-                    let _ = conn.execute_batch("ROLLBACK");
-                    return Err(e);
-                }
-            }
-        }
-    }
-
-    /// One transaction of [`Log::settle`]; `true` once the log is empty.
-    fn settle_step(&mut self, conn: &Connection) -> Result<bool, LedgerError> {
-        conn.prepare_cached("BEGIN IMMEDIATE").and_then(|mut s| s.execute([])).map_err(sql_error)?;
-        let mark = read_mark(conn).map_err(sql_error)?;
-        let upto = mark.last.unwrap_or(mark.materialized).min(mark.materialized + MAX_SETTLE_POSITIONS);
-        let mut merged = Merged::new();
-        let mut expected = mark.materialized + 1;
-        {
-            let mut stmt = conn
-                .prepare_cached("SELECT position, rows FROM ledger_log WHERE position > ?1 AND position <= ?2 ORDER BY position")
-                .map_err(sql_error)?;
-            let mut found = stmt.query([mark.materialized, upto]).map_err(sql_error)?;
-            while let Some(r) = found.next().map_err(sql_error)? {
-                let position: i64 = r.get(0).map_err(sql_error)?;
-                if position != expected {
-                    return Err(LedgerError::Internal(format!(
-                        "the log skips from position {} to {position}",
-                        expected - 1
-                    )));
-                }
-                expected += 1;
-                let bytes: Vec<u8> = r.get(1).map_err(sql_error)?;
-                for (index, rows) in decode(position, &bytes).map_err(LedgerError::Internal)? {
-                    merged.add(position, index, rows).map_err(LedgerError::Internal)?;
-                }
-            }
-        }
-        if expected != upto + 1 {
-            return Err(LedgerError::Internal(format!("the log ends at {} short of {upto}", expected - 1)));
-        }
-        merged.merge().map_err(LedgerError::Internal)?;
-        merged.write(conn).map_err(sql_error)?;
-        conn.prepare_cached("UPDATE ledger_log_state SET materialized = ?1, owner = ?2 WHERE id = 1")
-            .and_then(|mut s| s.execute(rusqlite::params![upto, self.owner]))
-            .map_err(sql_error)?;
-        conn.prepare_cached("DELETE FROM ledger_log WHERE position <= ?1")
-            .and_then(|mut s| s.execute([upto]))
-            .map_err(sql_error)?;
-        conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([])).map_err(sql_error)?;
-        let done = mark.last.is_none_or(|last| upto >= last);
-        self.materialized = upto;
-        if done {
-            self.head = upto;
-            self.tail.clear();
-        }
-        Ok(done)
+    /// Another process appended: its rows (and everything before them) are
+    /// materialized, this writer's tail is dropped (the tables have it
+    /// all) and it carries on from the head it found.
+    pub fn take_over(&mut self, main: &Connection, log: &Connection) -> Result<i64, LedgerError> {
+        let (head, seen) = read_head(log).map_err(sql_error)?;
+        let mark = settle(main, log, head)?;
+        self.head = head;
+        self.seen = seen;
+        self.tail.clear();
+        Ok(mark)
     }
 }
 
-/// Positions waiting in the log of the database (for tests and `bench`).
-pub fn pending(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row("SELECT count(*) FROM ledger_log", [], |r| r.get(0))
+/// Materializes the log up to `target` at least (in steps of at most
+/// [`MAX_SETTLE_POSITIONS`] positions, each its own transaction on the
+/// database) and returns the mark. Outside any transaction. Any number of
+/// connections, of any process, may run it at once: each step reads and
+/// moves the mark under the database's write lock, so a position is
+/// materialized once. On an error nothing of the failed step is written.
+pub fn settle(main: &Connection, log: &Connection, target: i64) -> Result<i64, LedgerError> {
+    loop {
+        let (mark, head) = settle_step(main, log)?;
+        if mark >= target.min(head) {
+            return Ok(mark);
+        }
+    }
+}
+
+/// One transaction of [`settle`]: the new mark and the log's head then.
+pub fn settle_step(main: &Connection, log: &Connection) -> Result<(i64, i64), LedgerError> {
+    main.prepare_cached("BEGIN IMMEDIATE").and_then(|mut s| s.execute([])).map_err(sql_error)?;
+    let step = materialize(main, log);
+    match step {
+        Ok(Some(moved)) => {
+            main.prepare_cached("COMMIT").and_then(|mut s| s.execute([])).map_err(sql_error)?;
+            Ok(moved)
+        }
+        Ok(None) => {
+            let _ = main.execute_batch("ROLLBACK");
+            let mark = read_mark(main).map_err(sql_error)?;
+            Ok((mark, read_head(log).map_err(sql_error)?.0.max(mark)))
+        }
+        Err(e) => {
+            let _ = main.execute_batch("ROLLBACK");
+            let _ = log.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// In the database's write transaction: the next step's rows, merged and
+/// written, and the mark moved (`None` if nothing is after the mark).
+fn materialize(main: &Connection, log: &Connection) -> Result<Option<(i64, i64)>, LedgerError> {
+    let mark = read_mark(main).map_err(sql_error)?;
+    log.prepare_cached("BEGIN").and_then(|mut s| s.execute([])).map_err(sql_error)?;
+    let read = read_step(log, mark);
+    log.prepare_cached("COMMIT").and_then(|mut s| s.execute([])).map_err(sql_error)?;
+    let Some((upto, head, last_entry_id, mut merged)) = read? else { return Ok(None) };
+    merged.merge().map_err(LedgerError::Internal)?;
+    merged.write(main).map_err(sql_error)?;
+    main.prepare_cached("UPDATE ledger_log_state SET materialized = ?1 WHERE id = 1")
+        .and_then(|mut s| s.execute([upto]))
+        .map_err(sql_error)?;
+    main.prepare_cached("UPDATE sequences SET value = max(value, ?1) WHERE name = 'entry'")
+        .and_then(|mut s| s.execute([last_entry_id]))
+        .map_err(sql_error)?;
+    Ok(Some((upto, head)))
+}
+
+/// In a read transaction of the log: the rows after `mark`, at most
+/// [`MAX_SETTLE_POSITIONS`] of them, checked contiguous and decoded; with
+/// the last position taken, the log's head and its last entry id.
+fn read_step(log: &Connection, mark: i64) -> Result<Option<(i64, i64, i64, Merged)>, LedgerError> {
+    let (head, last_entry_id): (i64, i64) = log
+        .prepare_cached("SELECT head, last_entry_id FROM log_state WHERE id = 1")
+        .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
+        .map_err(sql_error)?;
+    if head <= mark {
+        return Ok(None);
+    }
+    let upto = head.min(mark + MAX_SETTLE_POSITIONS);
+    let mut merged = Merged::new();
+    let mut expected = mark + 1;
+    let mut stmt = log
+        .prepare_cached(
+            "SELECT position, rows FROM log WHERE position > ?1 AND position <= ?2 ORDER BY position",
+        )
+        .map_err(sql_error)?;
+    let mut found = stmt.query([mark, upto]).map_err(sql_error)?;
+    while let Some(r) = found.next().map_err(sql_error)? {
+        let position: i64 = r.get(0).map_err(sql_error)?;
+        if position != expected {
+            return Err(LedgerError::Internal(format!(
+                "the log skips from position {} to {position}",
+                expected - 1
+            )));
+        }
+        expected += 1;
+        let bytes =
+            r.get_ref(1).map_err(sql_error)?.as_blob().map_err(|e| LedgerError::Internal(e.to_string()))?;
+        for (index, rows) in decode(position, bytes).map_err(LedgerError::Internal)? {
+            merged.add(position, index, rows).map_err(LedgerError::Internal)?;
+        }
+    }
+    if expected != upto + 1 {
+        return Err(LedgerError::Internal(format!(
+            "the log ends at {} short of {upto}: its file is damaged or not this database's",
+            expected - 1
+        )));
+    }
+    Ok(Some((upto, head, last_entry_id, merged)))
+}
+
+/// In the writer's transaction on the log: deletes what is materialized
+/// (up to `mark`). Rows at or before the mark are never read again, so a
+/// crash that leaves some is harmless.
+pub fn trim(log: &Connection, mark: i64) -> rusqlite::Result<()> {
+    log.prepare_cached("DELETE FROM log WHERE position <= ?1")?.execute([mark])?;
+    Ok(())
+}
+
+/// Positions waiting in the log after the mark (for tests and `bench`).
+pub fn pending(main: &Connection, log: &Connection) -> rusqlite::Result<i64> {
+    let mark = read_mark(main)?;
+    log.query_row("SELECT count(*) FROM log WHERE position > ?1", [mark], |r| r.get(0))
 }
 
 #[cfg(test)]

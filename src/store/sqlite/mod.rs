@@ -1,47 +1,49 @@
-//! The SQLite store: one file, WAL, one writer thread with group commit
-//! over a log.
+//! The SQLite store: one database file, a log file beside it
+//! (`<database>-log`), WAL, and two threads: the writer, which appends
+//! operations to the log with group commit, and the materializer, which
+//! writes the log into the tables in batches.
 //!
-//! Every mutation is queued to the writer thread, which takes whatever is
-//! waiting (up to [`MAX_GROUP_OPS`]) and runs it as one group of the write
-//! pipeline (`group.rs`, [`crate::ledger::batch`]): one `BEGIN IMMEDIATE`
-//! transaction, one query per table to load (laid under the log's tail,
-//! `tail.rs`), the operations applied in memory in arrival order, and one
-//! append of the group's rows to the log (`log.rs`), one commit, and only
-//! then an answer to each caller. A refused operation writes nothing by
-//! construction, so no savepoints are needed. If the group fails before
-//! its commit (a database error, a panic), it is rolled back and each
-//! operation runs again alone, so one failure answers one request; a failed
-//! commit fails every operation of the group (none was acknowledged). With
-//! `synchronous = FULL` (the default here) a commit is on disk before
-//! anyone hears of it.
+//! Every mutation is queued to the writer thread (`writer.rs`), which takes
+//! whatever is waiting (up to [`MAX_GROUP_OPS`]) and runs it as one group
+//! of the write pipeline (`group.rs`, [`crate::ledger::batch`]): the loads
+//! from the tables with the log's tail laid over them (`tail.rs`), the
+//! operations applied in memory in arrival order, one append of the
+//! group's rows to the log file (`log.rs`), one commit, and only then an
+//! answer to each caller. With `synchronous = FULL` (the default here) a
+//! commit is on disk before anyone hears of it.
 //!
-//! The log is materialized into the tables in batches of up to
-//! [`MAX_TAIL_OPS`] operations: when the tail is that long, when the writer
-//! has been idle for [`IDLE_SETTLE`], before a job that reads the tables,
-//! when a reader waits, and when the store closes; at open, whatever a
+//! The materializer (`materializer.rs`) owns the database's write
+//! connection: it writes the log into the tables, up to
+//! [`MAX_SETTLE_POSITIONS`] log rows a transaction, when the tail holds
+//! [`BATCH_OPS`] operations, after [`IDLE_SETTLE`] without a new group,
+//! when a reader (or the writer, at [`MAX_TAIL_OPS`]) waits, before a job
+//! that reads the tables, and when the store closes; at open, whatever a
 //! crashed writer left is replayed. Account creation, tokens and webhooks,
-//! which are not operations of an account, run in their own transaction
-//! before the group and write their tables directly.
+//! which are not operations of an account, are jobs it runs in its own
+//! transactions, writing their tables directly. The two files have a lock
+//! each, so an append never waits for a materialization.
 //!
-//! Reads run on separate connections (WAL readers never wait for the
+//! Reads run on separate connections (WAL readers never wait for a
 //! writer), each inside a transaction so a snapshot is consistent. A read
 //! of the ledger first waits (at most [`READ_WAIT`]) until everything this
 //! process acknowledged before it began is materialized, so it sees exactly
 //! what was acknowledged. Other processes (a CLI next to a server) take
-//! turns through SQLite's own lock and the busy timeout; what one writes is
-//! seen by another once materialized (a CLI materializes before it exits).
+//! turns through SQLite's locks and the busy timeout; what one writes is
+//! seen by another once materialized (a CLI materializes before it exits),
+//! and a writer that finds the log appended by another takes it over.
 
 mod group;
 mod lists;
 mod log;
+mod materializer;
 mod rows;
 mod schema;
 mod tail;
 mod webhooks;
+mod writer;
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -58,13 +60,15 @@ use crate::domain::state::AccountState;
 use crate::domain::view::{
     AccountView, DebitView, EntryView, HoldView, Page, PurchaseView, StatementView, UsageView,
 };
-use crate::ledger::batch::{self, Wants};
+use crate::ledger::batch::Wants;
 use crate::ledger::webhook::{Claimed, DeliveryStatus, DeliveryView, Endpoint, Recorded};
 use crate::ledger::{AuditReport, Executed, LedgerError, NewToken, Operation, PageRequest, Store, TokenInfo};
 use crate::store::columns::ACCOUNTS;
 use crate::store::tokens;
+use materializer::Chore;
 
-pub use log::MAX_SETTLE_POSITIONS;
+pub use log::{MAX_SETTLE_POSITIONS, path_of as log_path_of};
+pub use materializer::MAX_BACKOFF;
 pub use schema::SCHEMA_VERSION;
 
 /// Most operations committed in one transaction.
@@ -75,26 +79,32 @@ pub const WRITE_QUEUE_CAPACITY: usize = 4_096;
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read connections kept open for reuse.
 pub const MAX_IDLE_READERS: usize = 8;
-/// Operations acknowledged but not yet materialized before the writer
-/// materializes them (the tail it keeps in memory holds at most this many
-/// operations' rows, plus one group's).
+/// Operations acknowledged but not yet materialized beyond which the
+/// writer waits for the materializer (the tail it keeps in memory holds at
+/// most this many operations' rows, plus one group's).
 pub const MAX_TAIL_OPS: usize = 32_768;
-/// How long the writer waits with nothing to do before it materializes.
+/// Operations in the tail at which the materializer starts.
+pub const BATCH_OPS: usize = 4_096;
+/// How long the materializer waits without a new group before it
+/// materializes what is left.
 pub const IDLE_SETTLE: Duration = Duration::from_millis(5);
-/// How long a read of the ledger waits for materialization.
+/// How long a read of the ledger (or a writer with a full tail) waits for
+/// materialization.
 pub const READ_WAIT: Duration = Duration::from_secs(30);
-/// How many times a group retries when another process's writer took the
-/// log between its turns.
-const MAX_TAKEOVERS: usize = 3;
+/// Chores (jobs, requests to materialize) waiting for the materializer
+/// before callers wait to enqueue.
+pub const CHORE_QUEUE_CAPACITY: usize = 1_024;
 
-/// When the writer materializes the log: [`Tuning::default`] is what the
-/// service runs; tests lower the limits to materialize (and recover) at
-/// every step.
+/// When the log is materialized: [`Tuning::default`] is what the service
+/// runs; tests lower the limits to materialize (and recover) at every step.
 #[derive(Debug, Clone, Copy)]
 pub struct Tuning {
-    /// Materialize once the tail holds this many operations.
+    /// The writer waits for the materializer once its tail holds this many
+    /// operations.
     pub max_tail_ops: usize,
-    /// Materialize after this long idle (never, if `None`).
+    /// The materializer starts once the tail holds this many operations.
+    pub batch_ops: usize,
+    /// Materialize after this long without a new group (never, if `None`).
     pub idle_settle: Option<Duration>,
     /// Materialize when the store is dropped (if not, the next open
     /// replays the log, as after a crash).
@@ -103,7 +113,12 @@ pub struct Tuning {
 
 impl Default for Tuning {
     fn default() -> Tuning {
-        Tuning { max_tail_ops: MAX_TAIL_OPS, idle_settle: Some(IDLE_SETTLE), settle_on_close: true }
+        Tuning {
+            max_tail_ops: MAX_TAIL_OPS,
+            batch_ops: BATCH_OPS,
+            idle_settle: Some(IDLE_SETTLE),
+            settle_on_close: true,
+        }
     }
 }
 
@@ -114,20 +129,20 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
-    writer: mpsc::Sender<Queued>,
+    writer: mpsc::Sender<writer::Queued>,
+    chores: mpsc::Sender<Chore>,
     readers: Mutex<Vec<Connection>>,
     shared: Arc<Shared>,
 }
 
-/// What the writer thread tells the rest of the store.
+/// What the writer and materializer threads tell each other and the rest
+/// of the store.
 #[derive(Default)]
 struct Shared {
     groups: GroupStats,
     marks: Mutex<Marks>,
     /// Signalled whenever the materialized mark moves or a settle fails.
     moved: Condvar,
-    /// A reader waits for materialization.
-    wanted: AtomicBool,
 }
 
 /// How many groups the writer committed and how many operations they held
@@ -140,15 +155,27 @@ pub struct GroupStats {
     pub settles: AtomicU64,
 }
 
-/// The log's positions as the writer last published them.
+/// The log's positions as the writer and materializer last published them.
 #[derive(Default)]
 struct Marks {
     /// The last position acknowledged.
     acked: i64,
     materialized: i64,
+    /// Operations in the writer's tail.
+    tail_ops: usize,
     /// Settles that failed so far, and the last one's error.
     failures: u64,
     failure: String,
+}
+
+/// The materializer (or a writer that took over) moved the mark.
+fn publish_materialized(shared: &Shared, mark: i64) {
+    let mut marks = shared.marks.lock().expect("marks lock");
+    if mark > marks.materialized {
+        marks.materialized = mark;
+        drop(marks);
+        shared.moved.notify_all();
+    }
 }
 
 /// Maps SQLite failures: lock timeouts and unopenable files are worth a
@@ -175,6 +202,9 @@ const WAL_CHECKPOINT_PAGES: i64 = 32_768;
 /// copied; pages still in the WAL are copied into the cache, so readers
 /// keep a small one: the server stays under 100 MiB of resident memory.
 const WRITER_CACHE_KIB: i64 = 65_536;
+/// Page cache of a connection to the log file (KiB): its rows are read
+/// once, soon after they are written.
+const LOG_CACHE_KIB: i64 = 8_192;
 const READER_CACHE_KIB: i64 = 8_192;
 
 fn open_connection(path: &Path, cache_kib: i64) -> rusqlite::Result<Connection> {
@@ -205,30 +235,59 @@ impl SqliteStore {
 
     /// [`SqliteStore::open`] with the log materialized as `tuning` says.
     pub fn open_with(path: &Path, tuning: Tuning) -> Result<SqliteStore, LedgerError> {
-        let mut conn = open_connection(path, WRITER_CACHE_KIB)
-            .map_err(|e| LedgerError::Unavailable(format!("cannot open database {}: {e}", path.display())))?;
-        schema::migrate(&mut conn).map_err(sql_error)?.map_err(LedgerError::Internal)?;
-        let mut log = log::Log::new();
-        log.settle(&conn)?;
-        let (tx, rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
+        let unopenable = |p: &Path, e: rusqlite::Error| {
+            LedgerError::Unavailable(format!("cannot open database {}: {e}", p.display()))
+        };
+        let mut main = open_connection(path, WRITER_CACHE_KIB).map_err(|e| unopenable(path, e))?;
+        schema::migrate(&mut main).map_err(sql_error)?.map_err(LedgerError::Internal)?;
+        let log_path = log::path_of(path);
+        let log_conn = open_connection(&log_path, LOG_CACHE_KIB).map_err(|e| unopenable(&log_path, e))?;
+        log::prepare(&main, &log_conn).map_err(sql_error)?;
+        let log = log::Log::open(&main, &log_conn)?;
+        let mark = log::read_mark(&main).map_err(sql_error)?;
         let shared = Arc::new(Shared::default());
         {
             let mut marks = shared.marks.lock().expect("marks lock");
             marks.acked = log.head();
-            marks.materialized = log.materialized();
+            marks.materialized = mark;
         }
-        let writer = Writer { conn, log, shared: shared.clone(), tuning };
-        std::thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| LedgerError::Internal(format!("cannot start the writer thread: {e}")))?;
-        let inner = Inner { path: path.to_path_buf(), writer: tx, readers: Mutex::new(Vec::new()), shared };
+        let materializer = materializer::Materializer {
+            main: open_connection(path, WRITER_CACHE_KIB).map_err(|e| unopenable(path, e))?,
+            log_conn: open_connection(&log_path, LOG_CACHE_KIB).map_err(|e| unopenable(&log_path, e))?,
+            shared: shared.clone(),
+            tuning,
+            retry_at: None,
+        };
+        let (chores, chores_rx) = mpsc::channel(CHORE_QUEUE_CAPACITY);
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
+        let writer = writer::Writer {
+            main,
+            log_conn,
+            log,
+            trimmed: mark,
+            trim_due: true,
+            shared: shared.clone(),
+            tuning,
+            chores: chores.clone(),
+        };
+        let spawn = |name: &str| std::thread::Builder::new().name(name.into());
+        let failed =
+            |e: std::io::Error| LedgerError::Internal(format!("cannot start the database's threads: {e}"));
+        spawn("sqlite-materializer").spawn(move || materializer.run(chores_rx)).map_err(failed)?;
+        spawn("sqlite-writer").spawn(move || writer.run(rx)).map_err(failed)?;
+        let inner =
+            Inner { path: path.to_path_buf(), writer: tx, chores, readers: Mutex::new(Vec::new()), shared };
         Ok(SqliteStore { inner: Arc::new(inner) })
     }
 
     /// Positions of the log not yet materialized, as stored.
     pub async fn log_pending(&self) -> Result<i64, LedgerError> {
-        self.read(|conn| log::pending(conn).map_err(sql_error)).await
+        let log_path = log::path_of(&self.inner.path);
+        self.read(move |conn| {
+            let log = Connection::open(&log_path).map_err(sql_error)?;
+            log::pending(conn, &log).map_err(sql_error)
+        })
+        .await
     }
 
     pub fn path(&self) -> &Path {
@@ -272,17 +331,19 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T, LedgerError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job = Box::new(TypedJob { work: Some(work), result: None, reply });
-        self.enqueue(Queued::Job(job, settled)).await?;
-        answer.await.map_err(|_| LedgerError::Internal("the database writer dropped an operation".into()))?
+        let job = Box::new(materializer::TypedJob { work: Some(work), result: None, reply });
+        self.chore(Chore::Job(job, settled)).await?;
+        answer
+            .await
+            .map_err(|_| LedgerError::Internal("the database materializer dropped an operation".into()))?
     }
 
-    async fn enqueue(&self, item: Queued) -> Result<(), LedgerError> {
+    async fn chore(&self, chore: Chore) -> Result<(), LedgerError> {
         self.inner
-            .writer
-            .send(item)
+            .chores
+            .send(chore)
             .await
-            .map_err(|_| LedgerError::Unavailable("the database writer has stopped".into()))
+            .map_err(|_| LedgerError::Unavailable("the database materializer has stopped".into()))
     }
 
     /// Runs `f` on a read connection inside one read transaction, on the
@@ -339,11 +400,10 @@ impl Inner {
             return Ok(());
         }
         let (target, failures) = (marks.acked, marks.failures);
-        self.shared.wanted.store(true, Ordering::SeqCst);
-        // A full queue means the writer is busy: it looks at `wanted`
-        // after each group anyway.
-        if let Err(mpsc::error::TrySendError::Closed(_)) = self.writer.try_send(Queued::Nudge) {
-            return Err(LedgerError::Unavailable("the database writer has stopped".into()));
+        // A full queue means the materializer has chores to look at anyway,
+        // and will see that the log is behind.
+        if let Err(mpsc::error::TrySendError::Closed(_)) = self.chores.try_send(Chore::Nudge) {
+            return Err(LedgerError::Unavailable("the database materializer has stopped".into()));
         }
         let (marks, waited) = self
             .shared
@@ -367,258 +427,14 @@ impl Inner {
     }
 }
 
-/// An operation queued for the writer, its result kept until the commit.
-trait Job: Send {
-    /// Runs the work; `true` if it succeeded and its savepoint stays.
-    fn run(&mut self, conn: &Connection) -> bool;
-    /// Answers the caller once the group's fate is known.
-    fn finish(self: Box<Self>, commit: Result<(), LedgerError>);
-}
-
-struct TypedJob<T, F> {
-    work: Option<F>,
-    result: Option<Result<T, LedgerError>>,
-    reply: oneshot::Sender<Result<T, LedgerError>>,
-}
-
-impl<T, F> Job for TypedJob<T, F>
-where
-    T: Send,
-    F: FnOnce(&Connection) -> Result<T, LedgerError> + Send,
-{
-    fn run(&mut self, conn: &Connection) -> bool {
-        let work = self.work.take().expect("a job runs once");
-        let result = catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|_| {
-            Err(LedgerError::Internal("an operation panicked; it was rolled back".into()))
-        });
-        let ok = result.is_ok();
-        self.result = Some(result);
-        ok
-    }
-
-    fn finish(self: Box<Self>, commit: Result<(), LedgerError>) {
-        let answer = match (commit, self.result) {
-            (Ok(()), Some(result)) => result,
-            (Err(e), _) => Err(e),
-            (Ok(()), None) => Err(LedgerError::Internal("operation was never run".into())),
-        };
-        // The caller may have gone away (a cancelled request): nothing to do.
-        let _ = self.reply.send(answer);
-    }
-}
-
-type Answer = Result<Executed, LedgerError>;
-
-/// What waits for the writer: an operation of the pipeline, other work
-/// (with whether it needs the log materialized first), a request to
-/// materialize, or a reader's nudge.
-enum Queued {
-    Op(Box<Operation>, oneshot::Sender<Answer>),
-    Job(Box<dyn Job>, bool),
-    Settle(oneshot::Sender<Result<(), LedgerError>>),
-    Nudge,
-}
-
-/// The writer thread: its connection, the log and its tail.
-struct Writer {
-    conn: Connection,
-    log: log::Log,
-    shared: Arc<Shared>,
-    tuning: Tuning,
-}
-
-enum Failed {
-    /// Rolled back: nothing of the group was written.
-    Before(LedgerError),
-    /// COMMIT itself failed: nothing was acknowledged.
-    Committing(LedgerError),
-}
-
-impl Writer {
-    fn run(mut self, mut queue: mpsc::Receiver<Queued>) {
-        let idle = tokio::runtime::Builder::new_current_thread().enable_time().build();
-        let mut taken = Vec::with_capacity(MAX_GROUP_OPS);
-        loop {
-            let waiting = match (&idle, self.tuning.idle_settle) {
-                (Ok(rt), Some(wait)) if !self.log.tail.is_empty() => rt.block_on(async {
-                    tokio::time::timeout(wait, queue.recv_many(&mut taken, MAX_GROUP_OPS)).await
-                }),
-                _ => Ok(queue.blocking_recv_many(&mut taken, MAX_GROUP_OPS)),
-            };
-            match waiting {
-                Err(_) => {
-                    // Idle: a good time to materialize.
-                    let _ = self.settle();
-                    continue;
-                }
-                Ok(0) => break,
-                Ok(_) => self.serve(&mut taken),
-            }
-        }
-        if self.tuning.settle_on_close {
-            let _ = self.settle();
-        }
-    }
-
-    fn serve(&mut self, taken: &mut Vec<Queued>) {
-        let (mut jobs, mut settled_jobs, mut settles) = (Vec::new(), false, Vec::new());
-        let (mut ops, mut replies) = (Vec::new(), Vec::new());
-        for item in taken.drain(..) {
-            match item {
-                Queued::Op(op, reply) => {
-                    ops.push(*op);
-                    replies.push(reply);
-                }
-                Queued::Job(job, settled) => {
-                    settled_jobs |= settled;
-                    jobs.push(job);
-                }
-                Queued::Settle(reply) => settles.push(reply),
-                Queued::Nudge => {}
-            }
-        }
-        if !jobs.is_empty() {
-            match if settled_jobs { self.settle() } else { Ok(()) } {
-                Ok(()) => run_jobs(&self.conn, jobs),
-                Err(e) => jobs.into_iter().for_each(|job| job.finish(Err(e.clone()))),
-            }
-        }
-        if !ops.is_empty() {
-            let answers = self.run_ops(&ops);
-            let stats = &self.shared.groups;
-            stats.groups.fetch_add(1, Ordering::Relaxed);
-            stats.ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
-            self.publish();
-            for (reply, answer) in replies.into_iter().zip(answers) {
-                // The caller may have gone away (a cancelled request).
-                let _ = reply.send(answer);
-            }
-        }
-        let wanted = self.shared.wanted.swap(false, Ordering::SeqCst);
-        if wanted || !settles.is_empty() || self.log.tail.ops() >= self.tuning.max_tail_ops {
-            let settled = self.settle();
-            for reply in settles {
-                let _ = reply.send(settled.clone());
-            }
-        }
-    }
-
-    /// Materializes the log (if there is anything to) and publishes the marks.
-    fn settle(&mut self) -> Result<(), LedgerError> {
-        if self.log.tail.is_empty() && self.log.materialized() == self.log.head() {
-            return Ok(());
-        }
-        let (conn, log) = (&self.conn, &mut self.log);
-        let settled = catch_unwind(AssertUnwindSafe(|| log.settle(conn))).unwrap_or_else(|_| {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(LedgerError::Internal("materializing the log panicked; it was rolled back".into()))
-        });
-        self.shared.groups.settles.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = &settled {
-            let mut marks = self.shared.marks.lock().expect("marks lock");
-            marks.failures += 1;
-            marks.failure = e.to_string();
-        }
-        self.publish();
-        settled
-    }
-
-    /// Tells readers how far the log is acknowledged and materialized.
-    fn publish(&self) {
-        let mut marks = self.shared.marks.lock().expect("marks lock");
-        marks.acked = self.log.head();
-        marks.materialized = self.log.materialized();
-        drop(marks);
-        // Waiters also see a failed settle (recorded by the caller).
-        self.shared.moved.notify_all();
-    }
-
-    /// Runs `ops` as one group; if it fails before its commit, each again
-    /// alone. A tail that is full and cannot be materialized refuses them.
-    fn run_ops(&mut self, ops: &[Operation]) -> Vec<Answer> {
-        if self.log.tail.ops() >= self.tuning.max_tail_ops
-            && let Err(e) = self.settle()
-        {
-            return ops.iter().map(|_| Err(e.clone())).collect();
-        }
-        let outcome = catch_unwind(AssertUnwindSafe(|| self.commit_group(ops))).unwrap_or_else(|_| {
-            Err(Failed::Before(LedgerError::Internal("an operation panicked; it was rolled back".into())))
-        });
-        match outcome {
-            Ok(answers) => answers,
-            Err(Failed::Committing(e)) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                ops.iter().map(|_| Err(e.clone())).collect()
-            }
-            Err(Failed::Before(e)) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                if ops.len() == 1 {
-                    return vec![Err(e)];
-                }
-                ops.iter().flat_map(|op| self.run_ops(std::slice::from_ref(op))).collect()
-            }
-        }
-    }
-
-    fn commit_group(&mut self, ops: &[Operation]) -> Result<Vec<Answer>, Failed> {
-        let before = |e: rusqlite::Error| Failed::Before(sql_error(e));
-        let conn = &self.conn;
-        for _ in 0..MAX_TAKEOVERS {
-            conn.prepare_cached("BEGIN IMMEDIATE").and_then(|mut s| s.execute([])).map_err(before)?;
-            if !self.log.is_current(conn).map_err(before)? {
-                // Another process wrote since this writer's last turn: its
-                // log is replayed into the tables, and this tail dropped.
-                conn.execute_batch("ROLLBACK").map_err(before)?;
-                self.log.settle(conn).map_err(Failed::Before)?;
-                continue;
-            }
-            let loaded = group::load(conn, &Wants::of(ops), &self.log.tail).map_err(Failed::Before)?;
-            let batch = batch::apply(loaded, ops);
-            let wrote = !batch.rows.is_empty();
-            if wrote {
-                self.log.append(conn, &batch.rows).map_err(before)?;
-            }
-            conn.prepare_cached("COMMIT")
-                .and_then(|mut s| s.execute([]))
-                .map_err(|e| Failed::Committing(sql_error(e)))?;
-            if wrote {
-                self.log.appended(&batch.rows, ops.len());
-            }
-            return Ok(batch.answers);
-        }
-        Err(Failed::Before(LedgerError::Unavailable(
-            "other processes kept writing to the database; try again".into(),
-        )))
-    }
-}
-
-/// Runs jobs in one transaction, each in its own savepoint.
-fn run_jobs(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
-    let mut run = || -> rusqlite::Result<()> {
-        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-        for job in jobs.iter_mut() {
-            conn.prepare_cached("SAVEPOINT job")?.execute([])?;
-            if !job.run(conn) {
-                conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
-            }
-            conn.prepare_cached("RELEASE job")?.execute([])?;
-        }
-        conn.prepare_cached("COMMIT")?.execute([])?;
-        Ok(())
-    };
-    let commit = run().map_err(sql_error);
-    if commit.is_err() {
-        let _ = conn.execute_batch("ROLLBACK");
-    }
-    for job in jobs {
-        job.finish(commit.clone());
-    }
-}
-
 impl Store for SqliteStore {
     async fn execute(&self, op: Operation) -> Result<Executed, LedgerError> {
         let (reply, answer) = oneshot::channel();
-        self.enqueue(Queued::Op(Box::new(op), reply)).await?;
+        self.inner
+            .writer
+            .send((Box::new(op), reply))
+            .await
+            .map_err(|_| LedgerError::Unavailable("the database writer has stopped".into()))?;
         answer.await.map_err(|_| LedgerError::Internal("the database writer dropped an operation".into()))?
     }
 
@@ -893,7 +709,7 @@ impl Store for SqliteStore {
 
     async fn settle(&self) -> Result<(), LedgerError> {
         let (reply, answer) = oneshot::channel();
-        self.enqueue(Queued::Settle(reply)).await?;
+        self.chore(Chore::Settle(reply)).await?;
         answer.await.map_err(|_| LedgerError::Internal("the database writer dropped a request".into()))?
     }
 

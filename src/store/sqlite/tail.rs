@@ -11,8 +11,13 @@
 //! what a group can load is kept (entries only as each account's latest
 //! instant); the rest of a group's rows (entries, events, usage counters)
 //! are in the log alone until materialized.
+//!
+//! Each row carries the log position that wrote its version, so the tail
+//! is trimmed as the materializer catches up ([`Tail::trim`]): a row whose
+//! version is materialized is read from the tables again, and the tail
+//! holds only what the tables do not have yet.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use jiff::Timestamp;
 
@@ -28,18 +33,27 @@ use crate::store::pipeline::{Ask, Load};
 
 #[derive(Debug, Default)]
 pub struct Tail {
-    accounts: HashMap<String, Account>,
-    latest_entries: HashMap<String, Timestamp>,
-    lots: BTreeMap<Pair, (Lot, bool)>,
-    holds: BTreeMap<Pair, Hold>,
-    debits: HashMap<Pair, Debit>,
-    purchases: BTreeMap<Pair, Purchase>,
-    refunds: BTreeMap<Pair, PurchaseRefund>,
+    accounts: HashMap<String, At<Account>>,
+    latest_entries: HashMap<String, At<Timestamp>>,
+    lots: BTreeMap<Pair, At<(Lot, bool)>>,
+    holds: BTreeMap<Pair, At<Hold>>,
+    debits: HashMap<Pair, At<Debit>>,
+    purchases: BTreeMap<Pair, At<Purchase>>,
+    refunds: BTreeMap<Pair, At<PurchaseRefund>>,
     /// By account and statement id (the id a command names).
-    statements: BTreeMap<Pair, Statement>,
-    keys: HashMap<Pair, StoredAnswer>,
+    statements: BTreeMap<Pair, At<Statement>>,
+    keys: HashMap<Pair, At<StoredAnswer>>,
+    /// The positions the tail holds, oldest first, with their operations.
+    positions: VecDeque<(i64, usize)>,
     /// Operations whose groups the tail holds.
     ops: usize,
+}
+
+/// A row's last version and the log position that wrote it.
+#[derive(Debug)]
+struct At<T> {
+    row: T,
+    position: i64,
 }
 
 fn pair(a: &str, id: &str) -> Pair {
@@ -47,8 +61,8 @@ fn pair(a: &str, id: &str) -> Pair {
 }
 
 /// The rows of account `a` in a map keyed by (account, id).
-fn of_account<'m, T>(map: &'m BTreeMap<Pair, T>, a: &'m str) -> impl Iterator<Item = &'m T> + 'm {
-    map.range((a.to_string(), String::new())..).take_while(move |((acc, _), _)| acc == a).map(|(_, v)| v)
+fn of_account<'m, T>(map: &'m BTreeMap<Pair, At<T>>, a: &'m str) -> impl Iterator<Item = &'m T> + 'm {
+    map.range((a.to_string(), String::new())..).take_while(move |((acc, _), _)| acc == a).map(|(_, v)| &v.row)
 }
 
 impl Tail {
@@ -65,36 +79,66 @@ impl Tail {
         *self = Tail::default();
     }
 
-    /// Takes in a committed group's rows (`ops` operations).
-    pub fn absorb(&mut self, rows: &Rows, ops: usize) {
+    /// Takes in the rows of a committed group of `ops` operations, logged
+    /// at `position`.
+    pub fn absorb(&mut self, rows: &Rows, ops: usize, position: i64) {
         self.ops += ops;
+        self.positions.push_back((position, ops));
         for a in &rows.accounts {
-            self.accounts.insert(a.id.as_str().to_string(), a.clone());
+            self.accounts.insert(a.id.as_str().to_string(), At { row: a.clone(), position });
         }
         for (a, lot, active) in &rows.lots {
-            self.lots.insert(pair(a.as_str(), &lot.id), (lot.clone(), *active));
+            self.lots.insert(pair(a.as_str(), &lot.id), At { row: (lot.clone(), *active), position });
         }
         for (a, h) in &rows.holds {
-            self.holds.insert(pair(a.as_str(), &h.id), h.clone());
+            self.holds.insert(pair(a.as_str(), &h.id), At { row: h.clone(), position });
         }
         for (a, d) in &rows.debits {
-            self.debits.insert(pair(a.as_str(), &d.id), d.clone());
+            self.debits.insert(pair(a.as_str(), &d.id), At { row: d.clone(), position });
         }
         for (a, p) in &rows.purchases {
-            self.purchases.insert(pair(a.as_str(), &p.id), p.clone());
+            self.purchases.insert(pair(a.as_str(), &p.id), At { row: p.clone(), position });
         }
         for (a, r) in &rows.refunds {
-            self.refunds.insert(pair(a.as_str(), &r.id), r.clone());
+            self.refunds.insert(pair(a.as_str(), &r.id), At { row: r.clone(), position });
         }
         for s in &rows.statements {
-            self.statements.insert(pair(s.account_id.as_str(), &s.id), s.clone());
+            self.statements.insert(pair(s.account_id.as_str(), &s.id), At { row: s.clone(), position });
         }
         for k in &rows.keys {
-            self.keys.insert(pair(k.account.as_str(), &k.key), k.answer.clone());
+            self.keys.insert(pair(k.account.as_str(), &k.key), At { row: k.answer.clone(), position });
         }
         for e in &rows.entries {
-            self.latest_entries.insert(e.account.as_str().to_string(), e.entry.created_at);
+            self.latest_entries
+                .insert(e.account.as_str().to_string(), At { row: e.entry.created_at, position });
         }
+    }
+
+    /// Drops what the tables hold now that the log is materialized up to
+    /// `upto`: rows whose last version was logged at or before it.
+    pub fn trim(&mut self, upto: i64) {
+        if self.positions.front().is_none_or(|&(p, _)| p > upto) {
+            return;
+        }
+        while let Some(&(p, ops)) = self.positions.front()
+            && p <= upto
+        {
+            self.ops -= ops;
+            self.positions.pop_front();
+        }
+        if self.positions.is_empty() {
+            self.clear();
+            return;
+        }
+        self.accounts.retain(|_, v| v.position > upto);
+        self.latest_entries.retain(|_, v| v.position > upto);
+        self.lots.retain(|_, v| v.position > upto);
+        self.holds.retain(|_, v| v.position > upto);
+        self.debits.retain(|_, v| v.position > upto);
+        self.purchases.retain(|_, v| v.position > upto);
+        self.refunds.retain(|_, v| v.position > upto);
+        self.statements.retain(|_, v| v.position > upto);
+        self.keys.retain(|_, v| v.position > upto);
     }
 
     /// Lays the tail over `fresh`, what one round of loads (`asks`) read
@@ -125,9 +169,9 @@ impl Tail {
     fn add_of_account(&self, load: Load, a: &str, fresh: &mut Loaded) {
         let owned = || a.to_string();
         match load {
-            Load::Accounts => fresh.accounts.extend(self.accounts.get(a).cloned()),
+            Load::Accounts => fresh.accounts.extend(self.accounts.get(a).map(|x| x.row.clone())),
             Load::LatestEntry => {
-                fresh.latest_entries.extend(self.latest_entries.get(a).map(|&t| (owned(), t)))
+                fresh.latest_entries.extend(self.latest_entries.get(a).map(|x| (owned(), x.row)))
             }
             Load::ActiveLots => fresh.lots.extend(
                 of_account(&self.lots, a).filter(|(_, active)| *active).map(|(l, _)| (owned(), l.clone())),
@@ -160,12 +204,12 @@ impl Tail {
     fn add_named(&self, load: Load, p: &Pair, fresh: &mut Loaded) {
         let a = || p.0.clone();
         match load {
-            Load::Holds => fresh.holds.extend(self.holds.get(p).map(|h| (a(), h.clone()))),
-            Load::Debits => fresh.debits.extend(self.debits.get(p).map(|d| (a(), d.clone()))),
-            Load::Purchases => fresh.purchases.extend(self.purchases.get(p).map(|x| (a(), x.clone()))),
-            Load::Statements => fresh.statements.extend(self.statements.get(p).cloned()),
-            Load::Keys => fresh.keys.extend(self.keys.get(p).map(|k| (p.clone(), k.clone()))),
-            Load::Lots => fresh.lots.extend(self.lots.get(p).map(|(l, _)| (a(), l.clone()))),
+            Load::Holds => fresh.holds.extend(self.holds.get(p).map(|h| (a(), h.row.clone()))),
+            Load::Debits => fresh.debits.extend(self.debits.get(p).map(|d| (a(), d.row.clone()))),
+            Load::Purchases => fresh.purchases.extend(self.purchases.get(p).map(|x| (a(), x.row.clone()))),
+            Load::Statements => fresh.statements.extend(self.statements.get(p).map(|s| s.row.clone())),
+            Load::Keys => fresh.keys.extend(self.keys.get(p).map(|k| (p.clone(), k.row.clone()))),
+            Load::Lots => fresh.lots.extend(self.lots.get(p).map(|l| (a(), l.row.0.clone()))),
             _ => unreachable!("{load:?} is a load by account"),
         }
     }
