@@ -241,7 +241,7 @@ async fn postgres_audit_reports_orphans_and_a_counter_behind_the_entries() {
 /// (SQLite) or worker (PostgreSQL) goes on.
 async fn a_panic_in_a_group_answers_internal_and_the_store_goes_on(db: crate::util::Db) {
     macro_rules! body {
-        ($l:expr) => {{
+        ($l:expr, $again:expr) => {{
             let l = $l;
             let at = ts("2026-11-01T00:00:00Z");
             let a = account(&l, "acct_broken", "UTC", 10, at).await;
@@ -252,9 +252,12 @@ async fn a_panic_in_a_group_answers_internal_and_the_store_goes_on(db: crate::ut
                 panic!("not a hold")
             };
             // A read first: on SQLite the hold is then in the tables, not
-            // only in the log's tail (the writer's memory).
+            // only in the log's tail (the writer's memory); the store is
+            // opened again so its writer reads the account from the tables.
             available(&l, &a).await;
+            drop(l);
             crate::util::raw_sql(&db, "DELETE FROM lots WHERE account_id = 'acct_broken'");
+            let l = $again;
             let release = Command::Release { hold_id: h.id.clone() };
             let answers = burst(
                 &l,
@@ -272,7 +275,11 @@ async fn a_panic_in_a_group_answers_internal_and_the_store_goes_on(db: crate::ut
             assert_eq!(available(&l, &b).await, 7);
         }};
     }
-    if db.pg_schema.is_some() { body!(db.pg_ledger().await) } else { body!(db.ledger().await) }
+    if db.pg_schema.is_some() {
+        body!(db.pg_ledger().await, db.pg_ledger().await)
+    } else {
+        body!(db.ledger().await, db.ledger().await)
+    }
 }
 
 #[tokio::test]

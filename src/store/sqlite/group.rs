@@ -23,17 +23,32 @@ fn run_load(conn: &Connection, load: Load, param: &str, loaded: &mut Loaded) -> 
     Ok(())
 }
 
-/// One round of loads: from the tables, then the tail laid over them.
+/// One round of loads: from the tables (a load by account only for the
+/// accounts the tail does not answer whole), then the tail laid over them.
 fn round(
     conn: &Connection,
     asks: &[(Load, Ask<'_>)],
-    tail: &Tail,
+    tail: &mut Tail,
     loaded: &mut Loaded,
 ) -> Result<(), LedgerError> {
     let mut fresh = Loaded::default();
+    let mut asked = Vec::new();
     for (load, ask) in asks {
-        run_load(conn, *load, &ask.json(), &mut fresh)?;
+        let param = match ask {
+            Ask::Accounts(ids) => {
+                let cold: Vec<String> = ids.iter().filter(|a| !tail.answers(*load, a)).cloned().collect();
+                if cold.is_empty() {
+                    continue;
+                }
+                let param = Ask::Accounts(&cold).json();
+                asked.push((*load, cold));
+                param
+            }
+            Ask::Pairs(_) => ask.json(),
+        };
+        run_load(conn, *load, &param, &mut fresh)?;
     }
+    tail.remember(&asked, &fresh);
     tail.patch(asks, &mut fresh);
     loaded.extend(fresh);
     Ok(())
@@ -41,8 +56,9 @@ fn round(
 
 /// Everything `wants` names, as acknowledged: the tables (in the caller's
 /// transaction) with `tail` over them (an empty one for readers, who wait
-/// for materialization instead).
-pub fn load(conn: &Connection, wants: &Wants, tail: &Tail) -> Result<Loaded, LedgerError> {
+/// for materialization instead); the tail keeps what the tables gave.
+pub fn load(conn: &Connection, wants: &Wants, tail: &mut Tail) -> Result<Loaded, LedgerError> {
+    tail.touch(&wants.accounts);
     let mut loaded = Loaded::default();
     round(conn, &asks(wants), tail, &mut loaded)?;
     let recharging = loaded.recharging(wants);

@@ -294,7 +294,7 @@ impl Log {
     }
 
     /// After the commit of [`Log::append`]: the group is acknowledged.
-    pub fn appended(&mut self, rows: &Rows, ops: usize) {
+    pub fn appended(&mut self, rows: Rows, ops: usize) {
         self.head += 1;
         self.seen.clone_from(&self.owner);
         self.tail.absorb(rows, ops, self.head);

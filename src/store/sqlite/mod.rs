@@ -463,7 +463,7 @@ impl Store for SqliteStore {
     async fn state(&self, account: AccountId, needs: Needs) -> Result<AccountState, LedgerError> {
         self.read_ledger(move |conn| {
             let (mut states, _) =
-                group::load(conn, &Wants::read(&account, &needs), &tail::Tail::default())?.into_states();
+                group::load(conn, &Wants::read(&account, &needs), &mut tail::Tail::default())?.into_states();
             states.remove(account.as_str()).ok_or_else(|| LedgerError::AccountNotFound(account.to_string()))
         })
         .await
@@ -526,7 +526,7 @@ impl Store for SqliteStore {
     ) -> Result<(AccountState, Vec<UsageView>), LedgerError> {
         self.read_ledger(move |conn| {
             let (mut states, _) =
-                group::load(conn, &Wants::read(&account, &Needs::default()), &tail::Tail::default())?
+                group::load(conn, &Wants::read(&account, &Needs::default()), &mut tail::Tail::default())?
                     .into_states();
             let state = states
                 .remove(account.as_str())

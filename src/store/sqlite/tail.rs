@@ -16,6 +16,19 @@
 //! is trimmed as the materializer catches up ([`Tail::trim`]): a row whose
 //! version is materialized is read from the tables again, and the tail
 //! holds only what the tables do not have yet.
+//!
+//! The tail is also the writer's cache of accounts: once a group has read
+//! an account's rows of a load by account from the tables (its row, its
+//! latest entry, its active lots, held holds, unbilled purchases, pending
+//! refunds, failed statements), the tail keeps them ([`Tail::remember`])
+//! and the account is *warm* for that load: later groups take those rows
+//! from the tail and ask the tables nothing, and a trim keeps what a warm
+//! account's loads need. At most [`MAX_WARM_ACCOUNTS`] accounts are warm;
+//! beyond that the least recently used are let go (their rows leave once
+//! materialized). Only the writer changes these rows (another process's
+//! writes go through the log, and the writer that finds them drops its
+//! whole tail), so a warm account's rows are exactly the tables' plus
+//! what was logged since.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -31,6 +44,12 @@ use crate::ledger::StoredAnswer;
 use crate::ledger::batch::{Loaded, Pair, Rows};
 use crate::store::pipeline::{Ask, Load};
 
+/// Most accounts the tail keeps warm (about 1 KiB each with a few lots).
+pub const MAX_WARM_ACCOUNTS: usize = 65_536;
+
+/// The position of a row the tail read from the tables.
+const STORED: i64 = i64::MIN;
+
 #[derive(Debug, Default)]
 pub struct Tail {
     accounts: HashMap<String, At<Account>>,
@@ -43,10 +62,55 @@ pub struct Tail {
     /// By account and statement id (the id a command names).
     statements: BTreeMap<Pair, At<Statement>>,
     keys: HashMap<Pair, At<StoredAnswer>>,
-    /// The positions the tail holds, oldest first, with their operations.
-    positions: VecDeque<(i64, usize)>,
+    /// The positions the tail holds, oldest first, with the loadable rows
+    /// each wrote (so a trim visits only those).
+    positions: VecDeque<Logged>,
     /// Operations whose groups the tail holds.
     ops: usize,
+    /// The warm accounts: which loads the tail answers whole for each.
+    warm: HashMap<String, Warm>,
+    /// Groups loaded so far (the clock of least recent use).
+    clock: u64,
+    /// The mark the tail was last trimmed to.
+    mark: i64,
+}
+
+/// A warm account: its loads the tail answers (bits of [`bit`]) and the
+/// group that last used it.
+#[derive(Debug, Clone, Copy)]
+struct Warm {
+    loads: u8,
+    used: u64,
+}
+
+/// The bit of a load by account in [`Warm::loads`] (0 for loads by pair).
+fn bit(load: Load) -> u8 {
+    match load {
+        Load::Accounts => 1,
+        Load::LatestEntry => 2,
+        Load::ActiveLots => 4,
+        Load::HeldHolds => 8,
+        Load::UnbilledPurchases => 16,
+        Load::PendingRefunds => 32,
+        Load::FailedStatements => 64,
+        Load::Holds | Load::Debits | Load::Purchases | Load::Statements | Load::Keys | Load::Lots => 0,
+    }
+}
+
+/// Whether `a` is warm for `load`.
+fn is_warm(warm: &HashMap<String, Warm>, a: &str, load: Load) -> bool {
+    warm.get(a).is_some_and(|w| w.loads & bit(load) != 0)
+}
+
+/// A position of the log in the tail.
+#[derive(Debug)]
+struct Logged {
+    position: i64,
+    ops: usize,
+    /// Its rows (without entries, events and usage).
+    rows: Rows,
+    /// The accounts it wrote entries of.
+    entries_of: Vec<String>,
 }
 
 /// A row's last version and the log position that wrote it.
@@ -54,6 +118,16 @@ pub struct Tail {
 struct At<T> {
     row: T,
     position: i64,
+}
+
+/// The condition of [`Load::UnbilledPurchases`].
+fn unbilled(p: &Purchase) -> bool {
+    p.statement_id.is_none() && p.credits > p.refunded_unbilled_credits
+}
+
+/// The condition of [`Load::PendingRefunds`].
+fn pending(r: &PurchaseRefund) -> bool {
+    r.needs_line && r.statement_id.is_none()
 }
 
 fn pair(a: &str, id: &str) -> Pair {
@@ -71,8 +145,82 @@ impl Tail {
         self.ops
     }
 
+    /// Whether the tail holds no row at all.
     pub fn is_empty(&self) -> bool {
-        self.ops == 0
+        self.ops == 0 && self.warm.is_empty() && self.accounts.is_empty()
+    }
+
+    /// Whether the tail answers `load` of account `a` whole (the tables
+    /// need not be asked).
+    pub fn answers(&self, load: Load, a: &str) -> bool {
+        is_warm(&self.warm, a, load)
+    }
+
+    /// A group about to load `accounts`: they are the most recently used.
+    pub fn touch(&mut self, accounts: &[String]) {
+        self.clock += 1;
+        for a in accounts {
+            if let Some(w) = self.warm.get_mut(a) {
+                w.used = self.clock;
+            }
+        }
+    }
+
+    /// Keeps what a round read from the tables (`fresh`, before the tail
+    /// was laid over it) for the accounts each load by account asked the
+    /// tables for (`asked`), under any newer version the tail holds, and
+    /// makes those accounts warm for those loads (an account the tables do
+    /// not have stays cold: it may be created later).
+    pub fn remember(&mut self, asked: &[(Load, Vec<String>)], fresh: &Loaded) {
+        if asked.is_empty() {
+            return;
+        }
+        let stored = |row| At { row, position: STORED };
+        for a in &fresh.accounts {
+            self.accounts.entry(a.id.as_str().to_string()).or_insert_with(|| stored(a.clone()));
+        }
+        for (a, t) in &fresh.latest_entries {
+            self.latest_entries.entry(a.clone()).or_insert(At { row: *t, position: STORED });
+        }
+        for (a, l) in &fresh.lots {
+            self.lots
+                .entry(pair(a, &l.id))
+                .or_insert_with(|| At { row: (l.clone(), true), position: STORED });
+        }
+        for (a, h) in &fresh.holds {
+            self.holds.entry(pair(a, &h.id)).or_insert_with(|| At { row: h.clone(), position: STORED });
+        }
+        for (a, p) in &fresh.purchases {
+            self.purchases.entry(pair(a, &p.id)).or_insert_with(|| At { row: p.clone(), position: STORED });
+        }
+        for (a, r) in &fresh.refunds {
+            self.refunds.entry(pair(a, &r.id)).or_insert_with(|| At { row: r.clone(), position: STORED });
+        }
+        for st in &fresh.statements {
+            self.statements
+                .entry(pair(st.account_id.as_str(), &st.id))
+                .or_insert_with(|| At { row: st.clone(), position: STORED });
+        }
+        for (load, accounts) in asked {
+            for a in accounts.iter().filter(|a| self.accounts.contains_key(a.as_str())) {
+                let w = self.warm.entry(a.clone()).or_insert(Warm { loads: 0, used: self.clock });
+                w.loads |= bit(*load);
+            }
+        }
+        if self.warm.len() > MAX_WARM_ACCOUNTS {
+            self.cool();
+        }
+    }
+
+    /// Lets the least recently used eighth of the warm accounts go cold,
+    /// and drops their rows that are materialized.
+    fn cool(&mut self) {
+        let mut used: Vec<u64> = self.warm.values().map(|w| w.used).collect();
+        let keep = MAX_WARM_ACCOUNTS - MAX_WARM_ACCOUNTS / 8;
+        let cut = used.len() - keep;
+        let (_, &mut oldest_kept, _) = used.select_nth_unstable(cut);
+        self.warm.retain(|_, w| w.used >= oldest_kept);
+        self.sweep(self.mark);
     }
 
     pub fn clear(&mut self) {
@@ -81,9 +229,8 @@ impl Tail {
 
     /// Takes in the rows of a committed group of `ops` operations, logged
     /// at `position`.
-    pub fn absorb(&mut self, rows: &Rows, ops: usize, position: i64) {
+    pub fn absorb(&mut self, mut rows: Rows, ops: usize, position: i64) {
         self.ops += ops;
-        self.positions.push_back((position, ops));
         for a in &rows.accounts {
             self.accounts.insert(a.id.as_str().to_string(), At { row: a.clone(), position });
         }
@@ -112,33 +259,140 @@ impl Tail {
             self.latest_entries
                 .insert(e.account.as_str().to_string(), At { row: e.entry.created_at, position });
         }
+        // Only what a trim needs to find the rows again is kept.
+        let mut entries_of: Vec<String> =
+            rows.entries.iter().map(|e| e.account.as_str().to_string()).collect();
+        entries_of.dedup();
+        rows.entries = Vec::new();
+        rows.events = Vec::new();
+        rows.usage = Vec::new();
+        self.positions.push_back(Logged { position, ops, rows, entries_of });
     }
 
     /// Drops what the tables hold now that the log is materialized up to
-    /// `upto`: rows whose last version was logged at or before it.
+    /// `upto`: rows whose last version was logged at or before it, but for
+    /// what a warm account's loads need.
     pub fn trim(&mut self, upto: i64) {
-        if self.positions.front().is_none_or(|&(p, _)| p > upto) {
-            return;
+        self.mark = self.mark.max(upto);
+        while self.positions.front().is_some_and(|l| l.position <= upto) {
+            let logged = self.positions.pop_front().expect("a front");
+            self.ops -= logged.ops;
+            self.forget(&logged);
         }
-        while let Some(&(p, ops)) = self.positions.front()
-            && p <= upto
-        {
-            self.ops -= ops;
-            self.positions.pop_front();
+    }
+
+    /// Drops each row `rows` names whose version is the one logged at
+    /// `p`, unless a warm account's load needs it.
+    fn forget(&mut self, logged: &Logged) {
+        let (p, rows, warm) = (logged.position, &logged.rows, &self.warm);
+        let ours = |position: i64| position == p;
+        for a in &rows.accounts {
+            let id = a.id.as_str();
+            if self.accounts.get(id).is_some_and(|v| ours(v.position)) && !is_warm(warm, id, Load::Accounts) {
+                self.accounts.remove(id);
+            }
         }
-        if self.positions.is_empty() {
-            self.clear();
-            return;
+        for a in &logged.entries_of {
+            if self.latest_entries.get(a).is_some_and(|v| ours(v.position))
+                && !is_warm(warm, a, Load::LatestEntry)
+            {
+                self.latest_entries.remove(a);
+            }
         }
-        self.accounts.retain(|_, v| v.position > upto);
-        self.latest_entries.retain(|_, v| v.position > upto);
-        self.lots.retain(|_, v| v.position > upto);
-        self.holds.retain(|_, v| v.position > upto);
-        self.debits.retain(|_, v| v.position > upto);
-        self.purchases.retain(|_, v| v.position > upto);
-        self.refunds.retain(|_, v| v.position > upto);
-        self.statements.retain(|_, v| v.position > upto);
-        self.keys.retain(|_, v| v.position > upto);
+        for (a, lot, _) in &rows.lots {
+            let k = pair(a.as_str(), &lot.id);
+            if self
+                .lots
+                .get(&k)
+                .is_some_and(|v| ours(v.position) && !(v.row.1 && is_warm(warm, &k.0, Load::ActiveLots)))
+            {
+                self.lots.remove(&k);
+            }
+        }
+        for (a, h) in &rows.holds {
+            let k = pair(a.as_str(), &h.id);
+            if self.holds.get(&k).is_some_and(|v| {
+                ours(v.position)
+                    && !(v.row.status == HoldStatus::Held && is_warm(warm, &k.0, Load::HeldHolds))
+            }) {
+                self.holds.remove(&k);
+            }
+        }
+        for (a, d) in &rows.debits {
+            let k = pair(a.as_str(), &d.id);
+            if self.debits.get(&k).is_some_and(|v| ours(v.position)) {
+                self.debits.remove(&k);
+            }
+        }
+        for (a, x) in &rows.purchases {
+            let k = pair(a.as_str(), &x.id);
+            if self.purchases.get(&k).is_some_and(|v| {
+                ours(v.position) && !(unbilled(&v.row) && is_warm(warm, &k.0, Load::UnbilledPurchases))
+            }) {
+                self.purchases.remove(&k);
+            }
+        }
+        for (a, r) in &rows.refunds {
+            let k = pair(a.as_str(), &r.id);
+            if self.refunds.get(&k).is_some_and(|v| {
+                ours(v.position) && !(pending(&v.row) && is_warm(warm, &k.0, Load::PendingRefunds))
+            }) {
+                self.refunds.remove(&k);
+            }
+        }
+        for st in &rows.statements {
+            let k = pair(st.account_id.as_str(), &st.id);
+            if self.statements.get(&k).is_some_and(|v| {
+                ours(v.position)
+                    && !(v.row.status == StatementStatus::Failed
+                        && is_warm(warm, &k.0, Load::FailedStatements))
+            }) {
+                self.statements.remove(&k);
+            }
+        }
+        for k in &rows.keys {
+            let k = pair(k.account.as_str(), &k.key);
+            if self.keys.get(&k).is_some_and(|v| ours(v.position)) {
+                self.keys.remove(&k);
+            }
+        }
+    }
+
+    /// Drops the rows materialized by `upto` that no warm account's load
+    /// needs.
+    fn sweep(&mut self, upto: i64) {
+        let Tail {
+            accounts,
+            latest_entries,
+            lots,
+            holds,
+            debits,
+            purchases,
+            refunds,
+            statements,
+            keys,
+            warm,
+            ..
+        } = self;
+        let warm = &*warm;
+        accounts.retain(|a, v| v.position > upto || is_warm(warm, a, Load::Accounts));
+        latest_entries.retain(|a, v| v.position > upto || is_warm(warm, a, Load::LatestEntry));
+        lots.retain(|(a, _), v| v.position > upto || (v.row.1 && is_warm(warm, a, Load::ActiveLots)));
+        holds.retain(|(a, _), v| {
+            v.position > upto || (v.row.status == HoldStatus::Held && is_warm(warm, a, Load::HeldHolds))
+        });
+        purchases.retain(|(a, _), v| {
+            v.position > upto || (unbilled(&v.row) && is_warm(warm, a, Load::UnbilledPurchases))
+        });
+        refunds.retain(|(a, _), v| {
+            v.position > upto || (pending(&v.row) && is_warm(warm, a, Load::PendingRefunds))
+        });
+        statements.retain(|(a, _), v| {
+            v.position > upto
+                || (v.row.status == StatementStatus::Failed && is_warm(warm, a, Load::FailedStatements))
+        });
+        debits.retain(|_, v| v.position > upto);
+        keys.retain(|_, v| v.position > upto);
     }
 
     /// Lays the tail over `fresh`, what one round of loads (`asks`) read
@@ -181,16 +435,12 @@ impl Tail {
                     .filter(|h| h.status == HoldStatus::Held)
                     .map(|h| (owned(), h.clone())),
             ),
-            Load::UnbilledPurchases => fresh.purchases.extend(
-                of_account(&self.purchases, a)
-                    .filter(|p| p.statement_id.is_none() && p.credits > p.refunded_unbilled_credits)
-                    .map(|p| (owned(), p.clone())),
-            ),
-            Load::PendingRefunds => fresh.refunds.extend(
-                of_account(&self.refunds, a)
-                    .filter(|r| r.needs_line && r.statement_id.is_none())
-                    .map(|r| (owned(), r.clone())),
-            ),
+            Load::UnbilledPurchases => fresh
+                .purchases
+                .extend(of_account(&self.purchases, a).filter(|p| unbilled(p)).map(|p| (owned(), p.clone()))),
+            Load::PendingRefunds => fresh
+                .refunds
+                .extend(of_account(&self.refunds, a).filter(|r| pending(r)).map(|r| (owned(), r.clone()))),
             Load::FailedStatements => fresh.statements.extend(
                 of_account(&self.statements, a).filter(|s| s.status == StatementStatus::Failed).cloned(),
             ),

@@ -177,7 +177,7 @@ impl Writer {
             }
             let main = &self.main;
             main.prepare_cached("BEGIN").and_then(|mut s| s.execute([])).map_err(before)?;
-            let loaded = group::load(main, &Wants::of(ops), &self.log.tail).map_err(Failed::Before)?;
+            let loaded = group::load(main, &Wants::of(ops), &mut self.log.tail).map_err(Failed::Before)?;
             main.prepare_cached("COMMIT").and_then(|mut s| s.execute([])).map_err(before)?;
             let batch = batch::apply(loaded, ops);
             if batch.rows.is_empty() {
@@ -197,7 +197,7 @@ impl Writer {
                 .and_then(|mut s| s.execute([]))
                 .map_err(|e| Failed::Committing(sql_error(e)))?;
             self.trim_due = false;
-            self.log.appended(&batch.rows, ops.len());
+            self.log.appended(batch.rows, ops.len());
             return Ok(batch.answers);
         }
         Err(Failed::Before(LedgerError::Unavailable(
