@@ -152,8 +152,13 @@ async fn recover(path: &std::path::Path, s: &Scenario, config: &BenchConfig) -> 
     let ops = config.ops.unwrap_or(s.default_ops).max(1);
     let now = ts(NOW);
     let accounts = SPREAD_ACCOUNTS.min(ops);
-    let never =
-        Tuning { max_tail_ops: usize::MAX, batch_ops: usize::MAX, idle_settle: None, settle_on_close: false };
+    let never = Tuning {
+        max_tail_ops: usize::MAX,
+        batch_ops: usize::MAX,
+        idle_settle: None,
+        settle_on_close: false,
+        ..Tuning::default()
+    };
     let rows_before = {
         let ledger = Arc::new(Ledger::new(SqliteStore::open_with(path, never)?, Zone::utc()));
         setup(&ledger, accounts, Work::Debit, now, config).await?;

@@ -21,7 +21,13 @@ const NOW: &str = "2026-11-20T12:00:00Z";
 /// Materializes only when told to (or at its limit): never when idle,
 /// never at close.
 fn held_back(max_tail_ops: usize) -> Tuning {
-    Tuning { max_tail_ops, batch_ops: max_tail_ops, idle_settle: None, settle_on_close: false }
+    Tuning {
+        max_tail_ops,
+        batch_ops: max_tail_ops,
+        idle_settle: None,
+        settle_on_close: false,
+        ..Tuning::default()
+    }
 }
 
 fn open(db: &Db, tuning: Tuning) -> Ledger<SqliteStore> {
@@ -422,4 +428,63 @@ async fn a_log_kept_in_the_database_by_an_older_version_is_replayed() {
         .unwrap();
     assert_eq!(tables, 0, "the old table is dropped");
     db.assert_audit();
+}
+
+/// The writer keeps at most `max_warm_accounts` accounts in memory and
+/// lets the least recently used go cold at its edge; a warm account's
+/// rows come from memory, a cold one's from the tables (seen here by
+/// deleting both accounts' lots behind the store's back, which a running
+/// store does not expect: the warm debit still finds its credits).
+#[tokio::test]
+async fn the_writer_keeps_its_limit_of_warm_accounts_and_lets_the_least_recent_go() {
+    let db = Db::new();
+    let now = ts(NOW);
+    let l = open(&db, Tuning { max_warm_accounts: 3, ..Tuning::default() });
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(account(&l, &format!("cafe-{i}"), "UTC", 1_000, now).await);
+    }
+    for (i, a) in ids.iter().take(3).enumerate() {
+        debit(&l, a, 1, &format!("d{i}"), now).await;
+        assert_eq!(l.store().warm_accounts(), i + 1, "warm after {} accounts", i + 1);
+    }
+    debit(&l, &ids[3], 1, "d3", now).await;
+    assert_eq!(l.store().warm_accounts(), 3, "at the limit: the least recently used went cold");
+    l.store().settle().await.unwrap();
+    crate::util::raw_sql(&db, "DELETE FROM lots WHERE account_id IN ('cafe-0', 'cafe-3')");
+    debit(&l, &ids[3], 1, "e3", now).await;
+    let cold = l.execute(&ids[0], debit_of(1), key("e0"), now).await;
+    assert!(cold.is_err(), "cafe-0 went cold, so its lots were read from the tables: {cold:?}");
+    assert_eq!(l.store().warm_accounts(), 3);
+}
+
+/// The materializer runs at a lower CPU priority than the writer and the
+/// requests (nice `MATERIALIZER_NICE`), so under load it yields to them
+/// and works in larger batches (Linux: each thread has its own nice value).
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_materializer_yields_the_cpu_to_the_writer() {
+    let db = Db::new();
+    let l = open(&db, Tuning::default());
+    let now = ts(NOW);
+    let a = account(&l, "cafe", "UTC", 1_000, now).await;
+    debit(&l, &a, 1, "d1", now).await;
+    let nice_of = |name: &str| -> Vec<i64> {
+        let mut found = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+            let (head, rest) = stat.rsplit_once(") ").unwrap();
+            if head.ends_with(&format!("({name}")) {
+                found.push(rest.split_whitespace().nth(16).unwrap().parse().unwrap());
+            }
+        }
+        found
+    };
+    // Thread names are cut to 15 bytes.
+    let materializers = nice_of("sqlite-material");
+    assert!(!materializers.is_empty(), "a materializer thread runs");
+    let nice = i64::from(textcredits::store::sqlite::MATERIALIZER_NICE);
+    assert!(materializers.iter().all(|&n| n == nice), "{materializers:?}");
+    let writers = nice_of("sqlite-writer");
+    assert!(!writers.is_empty() && writers.iter().all(|&n| n == 0), "{writers:?}");
 }

@@ -1176,22 +1176,25 @@ fn after() -> impl Strategy<Value = After> {
 }
 
 /// The writer waits at `max_tail_ops`; the materializer starts at
-/// `batch_ops` (below it, it runs while the writer goes on appending).
-fn log_tuning(max_tail_ops: usize, batch_ops: usize) -> Tuning {
-    Tuning { max_tail_ops, batch_ops, idle_settle: None, settle_on_close: false }
+/// `batch_ops` (below it, it runs while the writer goes on appending); the
+/// writer keeps `max_warm_accounts` accounts warm (few: they go cold and
+/// warm again often).
+fn log_tuning(max_tail_ops: usize, batch_ops: usize, max_warm_accounts: usize) -> Tuning {
+    Tuning { max_tail_ops, batch_ops, idle_settle: None, max_warm_accounts, settle_on_close: false }
 }
 
 /// The model run on SQLite with a short tail, few reads and reopenings
 /// after random steps: groups load from the tables under the log's tail,
-/// the log is materialized at random depths and replayed at every open.
+/// the log is materialized at random depths and replayed at every open,
+/// and accounts go cold and warm again in the writer.
 async fn run_across_the_log(
     case: &Case,
     afters: &[After],
-    (max_tail_ops, batch_ops): (usize, usize),
+    (max_tail_ops, batch_ops, warm): (usize, usize, usize),
     db: &Db,
 ) -> Result<(), String> {
     let open = || {
-        SqliteStore::open_with(&db.path, log_tuning(max_tail_ops, batch_ops))
+        SqliteStore::open_with(&db.path, log_tuning(max_tail_ops, batch_ops, warm))
             .map(|s| Ledger::new(s, Zone::utc()))
     };
     let ledger = open().map_err(|e| format!("open: {e}"))?;
@@ -1248,9 +1251,10 @@ proptest! {
         afters in prop::collection::vec(after(), 1..=MAX_STEPS),
         max_tail_ops in 1..=12usize,
         batch_ops in 1..=12usize,
+        warm in 0..=3usize,
     ) {
         let db = Db::new();
-        let tuning = (max_tail_ops, batch_ops.min(max_tail_ops));
+        let tuning = (max_tail_ops, batch_ops.min(max_tail_ops), warm);
         block_on(run_across_the_log(&case, &afters, tuning, &db)).map_err(TestCaseError::fail)?;
     }
 }

@@ -256,11 +256,12 @@ pub fn read_mark(main: &Connection) -> rusqlite::Result<i64> {
 
 impl Log {
     /// Replays the log into the tables (recovery at open) and returns the
-    /// writer that carries on from its head.
-    pub fn open(main: &Connection, log: &Connection) -> Result<Log, LedgerError> {
+    /// writer that carries on from its head, keeping at most `max_warm`
+    /// accounts warm in its tail.
+    pub fn open(main: &Connection, log: &Connection, max_warm: usize) -> Result<Log, LedgerError> {
         let (head, seen) = read_head(log).map_err(sql_error)?;
         settle(main, log, head)?;
-        Ok(Log { owner: new_owner(), head, seen, tail: Tail::default() })
+        Ok(Log { owner: new_owner(), head, seen, tail: Tail::keeping(max_warm) })
     }
 
     /// The last position appended (what an acknowledged operation is in).

@@ -14,6 +14,11 @@
 //! Jobs (account creation, tokens, webhooks) run here in one transaction,
 //! each in its own savepoint, so they never wait for a materialization
 //! that holds the database's write lock.
+//!
+//! The thread runs at nice [`MATERIALIZER_NICE`]: on a small machine it
+//! yields the CPU to the writer and the requests, and the longer it waits
+//! the larger (and cheaper per operation) its batches; the writer's limit
+//! on its tail bounds how far it may fall behind.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -100,8 +105,23 @@ pub struct Materializer {
     pub retry_at: Option<(Instant, Duration)>,
 }
 
+/// The materializer's niceness: under load it yields the CPU to the writer
+/// and to the requests, and works in larger batches the longer it waits.
+pub const MATERIALIZER_NICE: i32 = 10;
+
+/// Lowers this thread's CPU priority (Linux gives each thread its own nice
+/// value); elsewhere, or if refused, it runs at the process's priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority on this thread's own id, with no pointers.
+    unsafe {
+        let _ = libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, MATERIALIZER_NICE);
+    }
+}
+
 impl Materializer {
     pub fn run(mut self, mut chores: mpsc::Receiver<Chore>) {
+        lower_priority();
         let idle = tokio::runtime::Builder::new_current_thread().enable_time().build();
         let mut taken = Vec::with_capacity(MAX_CHORES);
         loop {
@@ -181,7 +201,12 @@ impl Materializer {
         });
         self.shared.groups.settles.fetch_add(1, Ordering::Relaxed);
         match &settled {
-            Ok(()) => self.retry_at = None,
+            Ok(()) => {
+                self.retry_at = None;
+                // The log file's WAL is copied back here, off the writer's
+                // path; a failure is only a longer WAL.
+                let _ = self.log_conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            }
             Err(e) => {
                 let wait = self.retry_at.map_or(FIRST_BACKOFF, |(_, w)| (w * 2).min(MAX_BACKOFF));
                 self.retry_at = Some((Instant::now() + wait, wait));

@@ -68,8 +68,9 @@ use crate::store::tokens;
 use materializer::Chore;
 
 pub use log::{MAX_SETTLE_POSITIONS, path_of as log_path_of};
-pub use materializer::MAX_BACKOFF;
+pub use materializer::{MATERIALIZER_NICE, MAX_BACKOFF};
 pub use schema::SCHEMA_VERSION;
+pub use tail::MAX_WARM_ACCOUNTS;
 
 /// Most operations committed in one transaction.
 pub const MAX_GROUP_OPS: usize = 256;
@@ -106,6 +107,8 @@ pub struct Tuning {
     pub batch_ops: usize,
     /// Materialize after this long without a new group (never, if `None`).
     pub idle_settle: Option<Duration>,
+    /// Most accounts the writer keeps warm in memory (0: none).
+    pub max_warm_accounts: usize,
     /// Materialize when the store is dropped (if not, the next open
     /// replays the log, as after a crash).
     pub settle_on_close: bool,
@@ -117,6 +120,7 @@ impl Default for Tuning {
             max_tail_ops: MAX_TAIL_OPS,
             batch_ops: BATCH_OPS,
             idle_settle: Some(IDLE_SETTLE),
+            max_warm_accounts: MAX_WARM_ACCOUNTS,
             settle_on_close: true,
         }
     }
@@ -163,6 +167,8 @@ struct Marks {
     materialized: i64,
     /// Operations in the writer's tail.
     tail_ops: usize,
+    /// Accounts warm in the writer's tail.
+    warm: usize,
     /// Settles that failed so far, and the last one's error.
     failures: u64,
     failure: String,
@@ -205,6 +211,12 @@ const WRITER_CACHE_KIB: i64 = 65_536;
 /// Page cache of a connection to the log file (KiB): its rows are read
 /// once, soon after they are written.
 const LOG_CACHE_KIB: i64 = 8_192;
+
+/// Pages the log file's WAL holds before the writer copies them back
+/// itself. The materializer copies them (a passive checkpoint, which does
+/// not hold up appends) after each materialization, so the writer does
+/// only when the materializer is held back.
+const LOG_WAL_BACKSTOP_PAGES: i64 = 16_384;
 const READER_CACHE_KIB: i64 = 8_192;
 
 fn open_connection(path: &Path, cache_kib: i64) -> rusqlite::Result<Connection> {
@@ -243,8 +255,12 @@ impl SqliteStore {
         let log_path = log::path_of(path);
         let log_conn = open_connection(&log_path, LOG_CACHE_KIB).map_err(|e| unopenable(&log_path, e))?;
         log::prepare(&main, &log_conn).map_err(sql_error)?;
-        let log = log::Log::open(&main, &log_conn)?;
+        let log = log::Log::open(&main, &log_conn, tuning.max_warm_accounts)?;
         let mark = log::read_mark(&main).map_err(sql_error)?;
+        // What the replay materialized leaves the log now, not in the first
+        // append (after a crash that can be many rows).
+        log::trim(&log_conn, mark).map_err(sql_error)?;
+        log_conn.pragma_update(None, "wal_autocheckpoint", LOG_WAL_BACKSTOP_PAGES).map_err(sql_error)?;
         let shared = Arc::new(Shared::default());
         {
             let mut marks = shared.marks.lock().expect("marks lock");
@@ -265,7 +281,7 @@ impl SqliteStore {
             log_conn,
             log,
             trimmed: mark,
-            trim_due: true,
+            trim_due: false,
             shared: shared.clone(),
             tuning,
             chores: chores.clone(),
@@ -300,7 +316,12 @@ impl SqliteStore {
         (g.groups.load(Ordering::Relaxed), g.ops.load(Ordering::Relaxed))
     }
 
-    /// Times the writer materialized the log so far.
+    /// Accounts the writer keeps warm now.
+    pub fn warm_accounts(&self) -> usize {
+        self.inner.shared.marks.lock().expect("marks lock").warm
+    }
+
+    /// Times the log was materialized so far.
     pub fn settles(&self) -> u64 {
         self.inner.shared.groups.settles.load(Ordering::Relaxed)
     }

@@ -44,7 +44,8 @@ use crate::ledger::StoredAnswer;
 use crate::ledger::batch::{Loaded, Pair, Rows};
 use crate::store::pipeline::{Ask, Load};
 
-/// Most accounts the tail keeps warm (about 1 KiB each with a few lots).
+/// Most accounts the writer's tail keeps warm (about 1 KiB each with a few
+/// lots), plus those of the group that loads them.
 pub const MAX_WARM_ACCOUNTS: usize = 65_536;
 
 /// The position of a row the tail read from the tables.
@@ -73,6 +74,8 @@ pub struct Tail {
     clock: u64,
     /// The mark the tail was last trimmed to.
     mark: i64,
+    /// Most accounts kept warm (none: a reader's tail, which keeps nothing).
+    max_warm: usize,
 }
 
 /// A warm account: its loads the tail answers (bits of [`bit`]) and the
@@ -172,7 +175,7 @@ impl Tail {
     /// makes those accounts warm for those loads (an account the tables do
     /// not have stays cold: it may be created later).
     pub fn remember(&mut self, asked: &[(Load, Vec<String>)], fresh: &Loaded) {
-        if asked.is_empty() {
+        if asked.is_empty() || self.max_warm == 0 {
             return;
         }
         let stored = |row| At { row, position: STORED };
@@ -207,24 +210,36 @@ impl Tail {
                 w.loads |= bit(*load);
             }
         }
-        if self.warm.len() > MAX_WARM_ACCOUNTS {
+        if self.warm.len() > self.max_warm {
             self.cool();
         }
     }
 
-    /// Lets the least recently used eighth of the warm accounts go cold,
-    /// and drops their rows that are materialized.
+    /// Lets the least recently used go cold, down to seven eighths of the
+    /// limit (those the last group used stay), and drops their rows that
+    /// are materialized.
     fn cool(&mut self) {
         let mut used: Vec<u64> = self.warm.values().map(|w| w.used).collect();
-        let keep = MAX_WARM_ACCOUNTS - MAX_WARM_ACCOUNTS / 8;
+        let keep = (self.max_warm - self.max_warm / 8).max(1);
         let cut = used.len() - keep;
         let (_, &mut oldest_kept, _) = used.select_nth_unstable(cut);
         self.warm.retain(|_, w| w.used >= oldest_kept);
         self.sweep(self.mark);
     }
 
+    /// Drops every row (the limit of warm accounts stays).
     pub fn clear(&mut self) {
-        *self = Tail::default();
+        *self = Tail { max_warm: self.max_warm, ..Tail::default() };
+    }
+
+    /// A writer's tail, which keeps at most `max_warm` accounts warm.
+    pub fn keeping(max_warm: usize) -> Tail {
+        Tail { max_warm, ..Tail::default() }
+    }
+
+    /// Accounts warm now.
+    pub fn warm(&self) -> usize {
+        self.warm.len()
     }
 
     /// Takes in the rows of a committed group of `ops` operations, logged

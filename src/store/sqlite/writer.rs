@@ -28,6 +28,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -98,29 +99,40 @@ impl Writer {
         if self.log.tail.ops() < self.tuning.max_tail_ops {
             return Ok(());
         }
-        let target = self.log.head();
-        let marks = self.shared.marks.lock().expect("marks lock");
-        let failures = marks.failures;
         if let Err(mpsc::error::TrySendError::Closed(_)) = self.chores.try_send(Chore::Nudge) {
             return Err(LedgerError::Unavailable("the database materializer has stopped".into()));
         }
-        let (marks, _) = self
-            .shared
-            .moved
-            .wait_timeout_while(marks, READ_WAIT, |m| m.materialized < target && m.failures == failures)
-            .expect("marks lock");
-        let failure = (marks.failures != failures).then(|| marks.failure.clone());
-        drop(marks);
-        self.trim();
-        if self.log.tail.ops() < self.tuning.max_tail_ops {
-            return Ok(());
-        }
-        Err(LedgerError::Unavailable(match failure {
-            Some(why) => {
-                format!("the ledger cannot take more operations until its log is materialized: {why}")
+        // Each step the materializer publishes makes room: wait for as
+        // many as it takes (within READ_WAIT), not for the whole tail.
+        let deadline = Instant::now() + READ_WAIT;
+        let failures = self.shared.marks.lock().expect("marks lock").failures;
+        loop {
+            let marks = self.shared.marks.lock().expect("marks lock");
+            let seen = marks.materialized;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (marks, _) = self
+                .shared
+                .moved
+                .wait_timeout_while(marks, left, |m| m.materialized == seen && m.failures == failures)
+                .expect("marks lock");
+            let failure = (marks.failures != failures).then(|| marks.failure.clone());
+            drop(marks);
+            self.trim();
+            if self.log.tail.ops() < self.tuning.max_tail_ops {
+                return Ok(());
             }
-            None => format!("the ledger's log was not materialized within {} s", READ_WAIT.as_secs()),
-        }))
+            if let Some(why) = failure {
+                return Err(LedgerError::Unavailable(format!(
+                    "the ledger cannot take more operations until its log is materialized: {why}"
+                )));
+            }
+            if left.is_zero() {
+                return Err(LedgerError::Unavailable(format!(
+                    "the ledger's log was not materialized within {} s",
+                    READ_WAIT.as_secs()
+                )));
+            }
+        }
     }
 
     fn trim(&mut self) {
@@ -137,6 +149,7 @@ impl Writer {
         let mut marks = self.shared.marks.lock().expect("marks lock");
         marks.acked = marks.acked.max(self.log.head());
         marks.tail_ops = self.log.tail.ops();
+        marks.warm = self.log.tail.warm();
     }
 
     /// Runs `ops` as one group; if it fails before its commit, each again
