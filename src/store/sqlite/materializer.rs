@@ -168,6 +168,7 @@ impl Materializer {
                 }
             }
         }
+        now |= self.shared.wanted.swap(false, Ordering::SeqCst);
         let full = self.shared.marks.lock().expect("marks lock").tail_ops >= self.tuning.batch_ops
             && self.retry_at.is_none_or(|(at, _)| Instant::now() >= at);
         let settled = if now || full || settled_jobs || !settles.is_empty() { self.settle() } else { Ok(()) };

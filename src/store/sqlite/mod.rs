@@ -43,7 +43,7 @@ mod webhooks;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -147,6 +147,10 @@ struct Shared {
     marks: Mutex<Marks>,
     /// Signalled whenever the materialized mark moves or a settle fails.
     moved: Condvar,
+    /// A reader or the writer waits for everything to be materialized
+    /// (kept here as well as sent, so a full queue of chores loses no
+    /// request).
+    wanted: AtomicBool,
 }
 
 /// How many groups the writer committed and how many operations they held
@@ -421,8 +425,9 @@ impl Inner {
             return Ok(());
         }
         let (target, failures) = (marks.acked, marks.failures);
-        // A full queue means the materializer has chores to look at anyway,
-        // and will see that the log is behind.
+        // The flag, in case the queue is full: the materializer then has
+        // chores to look at anyway, and sees it after them.
+        self.shared.wanted.store(true, Ordering::SeqCst);
         if let Err(mpsc::error::TrySendError::Closed(_)) = self.chores.try_send(Chore::Nudge) {
             return Err(LedgerError::Unavailable("the database materializer has stopped".into()));
         }

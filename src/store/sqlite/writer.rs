@@ -99,6 +99,7 @@ impl Writer {
         if self.log.tail.ops() < self.tuning.max_tail_ops {
             return Ok(());
         }
+        self.shared.wanted.store(true, Ordering::SeqCst);
         if let Err(mpsc::error::TrySendError::Closed(_)) = self.chores.try_send(Chore::Nudge) {
             return Err(LedgerError::Unavailable("the database materializer has stopped".into()));
         }
