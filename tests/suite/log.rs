@@ -46,10 +46,15 @@ async fn debit(l: &Ledger<SqliteStore>, a: &AccountId, n: i64, k: &str, now: Tim
     l.execute(a, debit_of(n), key(k), now).await.expect("debit");
 }
 
+/// A count the database file gives, read raw (no replay).
+fn count(db: &Db, sql: &str) -> i64 {
+    let conn = rusqlite::Connection::open(&db.path).unwrap();
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
 /// Entries in the file's table, read raw (no replay).
 fn entries(db: &Db) -> i64 {
-    let conn = rusqlite::Connection::open(&db.path).unwrap();
-    conn.query_row("SELECT count(*) FROM entries", [], |r| r.get(0)).unwrap()
+    count(db, "SELECT count(*) FROM entries")
 }
 
 async fn pending(l: &Ledger<SqliteStore>) -> i64 {
@@ -362,11 +367,7 @@ async fn the_log_file_keeps_only_what_is_not_materialized() {
         assert!(waited.elapsed() < std::time::Duration::from_secs(30), "the closing store emptied its log");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let debits: i64 = rusqlite::Connection::open(&db.path)
-        .unwrap()
-        .query_row("SELECT count(*) FROM debits", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(debits, 5, "all five in the tables");
+    assert_eq!(count(&db, "SELECT count(*) FROM debits"), 5, "all five in the tables");
     db.assert_audit();
 }
 
@@ -422,10 +423,7 @@ async fn a_log_kept_in_the_database_by_an_older_version_is_replayed() {
     debit(&l, &a, 3, "d10", now).await;
     assert_eq!(l.balance(&a, now).await.unwrap().available, 1_000 - 33);
     drop(l);
-    let tables: i64 = rusqlite::Connection::open(&db.path)
-        .unwrap()
-        .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'ledger_log'", [], |r| r.get(0))
-        .unwrap();
+    let tables = count(&db, "SELECT count(*) FROM sqlite_master WHERE name = 'ledger_log'");
     assert_eq!(tables, 0, "the old table is dropped");
     db.assert_audit();
 }
