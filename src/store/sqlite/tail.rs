@@ -30,7 +30,7 @@
 //! whole tail), so a warm account's rows are exactly the tables' plus
 //! what was logged since.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use jiff::Timestamp;
 
@@ -178,28 +178,41 @@ impl Tail {
         if asked.is_empty() || self.max_warm == 0 {
             return;
         }
+        // Only what a load by account asked the tables for, and only rows
+        // that meet its condition: what a load by pair brought (a captured
+        // hold, a billed purchase) no warm load needs, and no trim would
+        // find it again.
+        let asked_for: HashSet<(u8, &str)> =
+            asked.iter().flat_map(|(l, ids)| ids.iter().map(move |a| (bit(*l), a.as_str()))).collect();
+        let wants = |load: Load, a: &str| asked_for.contains(&(bit(load), a));
         let stored = |row| At { row, position: STORED };
-        for a in &fresh.accounts {
+        for a in fresh.accounts.iter().filter(|a| wants(Load::Accounts, a.id.as_str())) {
             self.accounts.entry(a.id.as_str().to_string()).or_insert_with(|| stored(a.clone()));
         }
-        for (a, t) in &fresh.latest_entries {
+        for (a, t) in fresh.latest_entries.iter().filter(|(a, _)| wants(Load::LatestEntry, a)) {
             self.latest_entries.entry(a.clone()).or_insert(At { row: *t, position: STORED });
         }
-        for (a, l) in &fresh.lots {
+        for (a, l) in fresh.lots.iter().filter(|(a, _)| wants(Load::ActiveLots, a)) {
             self.lots
                 .entry(pair(a, &l.id))
                 .or_insert_with(|| At { row: (l.clone(), true), position: STORED });
         }
-        for (a, h) in &fresh.holds {
+        let held = |(a, h): &&(String, Hold)| h.status == HoldStatus::Held && wants(Load::HeldHolds, a);
+        for (a, h) in fresh.holds.iter().filter(held) {
             self.holds.entry(pair(a, &h.id)).or_insert_with(|| At { row: h.clone(), position: STORED });
         }
-        for (a, p) in &fresh.purchases {
+        let unbilled_of = |(a, p): &&(String, Purchase)| unbilled(p) && wants(Load::UnbilledPurchases, a);
+        for (a, p) in fresh.purchases.iter().filter(unbilled_of) {
             self.purchases.entry(pair(a, &p.id)).or_insert_with(|| At { row: p.clone(), position: STORED });
         }
-        for (a, r) in &fresh.refunds {
+        let pending_of = |(a, r): &&(String, PurchaseRefund)| pending(r) && wants(Load::PendingRefunds, a);
+        for (a, r) in fresh.refunds.iter().filter(pending_of) {
             self.refunds.entry(pair(a, &r.id)).or_insert_with(|| At { row: r.clone(), position: STORED });
         }
-        for st in &fresh.statements {
+        let failed = |st: &&Statement| {
+            st.status == StatementStatus::Failed && wants(Load::FailedStatements, st.account_id.as_str())
+        };
+        for st in fresh.statements.iter().filter(failed) {
             self.statements
                 .entry(pair(st.account_id.as_str(), &st.id))
                 .or_insert_with(|| At { row: st.clone(), position: STORED });
