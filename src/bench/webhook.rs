@@ -73,7 +73,10 @@ impl Receiving {
             disabled_reason: None,
             created_at: now,
         };
-        ledger.store().create_endpoint(endpoint).await?;
+        ledger
+            .store()
+            .change_webhooks(crate::ledger::webhook::EndpointChange::Create(endpoint), None)
+            .await?;
         let sender = Sender::new().map_err(|e| LedgerError::Internal(e.to_string()))?;
         let schedule = RetrySchedule::parse("1s").map_err(|e| LedgerError::Internal(e.to_string()))?;
         let worker = Worker { store: ledger.store().clone(), sender, schedule };

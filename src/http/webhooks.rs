@@ -13,17 +13,17 @@ use utoipa_axum::router::OpenApiRouter;
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::extract::{Body, Ids, NoQuery, Q};
+use super::extract::{Body, Ids, Key, NoQuery, Q};
 use super::{AppState, created_at};
 use crate::domain::event::EventType;
 use crate::domain::view::Page;
 use crate::events::endpoint::EndpointUrl;
 use crate::events::secret::Secret;
-use crate::ledger::Store;
 use crate::ledger::webhook::{
-    AttemptList, DeliveryStatus, Endpoint, EndpointView, MAX_ENDPOINTS, OLD_SECRET_SIGNS_FOR,
-    check_description, check_types,
+    AttemptList, Changed, DeliveryStatus, Endpoint, EndpointChange, EndpointView, KEY_SCOPE, MAX_ENDPOINTS,
+    OLD_SECRET_SIGNS_FOR, check_description, check_types,
 };
+use crate::ledger::{Keyed, RequestKey, Store};
 
 /// The webhook routes, each with its OpenAPI operation.
 pub fn routes<S: Store>() -> OpenApiRouter<AppState<S>> {
@@ -37,7 +37,7 @@ pub fn routes<S: Store>() -> OpenApiRouter<AppState<S>> {
         .routes(utoipa_axum::routes!(recover))
 }
 
-#[derive(Deserialize, utoipa::ToSchema)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewEndpointBody {
     /// Where events are POSTed: http or https, at most 2,048 characters.
@@ -48,7 +48,7 @@ pub struct NewEndpointBody {
     pub description: Option<String>,
 }
 
-#[derive(Deserialize, utoipa::ToSchema)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointPatchBody {
     #[schema(pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s]+$", max_length = 2048)]
@@ -94,34 +94,91 @@ async fn stored<S: Store>(st: &AppState<S>, id: &str) -> Result<Endpoint, ApiErr
     st.ledger.store().endpoint(id.to_string()).await?.ok_or_else(|| not_found(id))
 }
 
+/// The request's `Idempotency-Key`, bound to the request: its method,
+/// path and body (API.md: the same key with another request is a
+/// conflict).
+fn request_key(key: Key, method: &str, path: &str, body: &impl Serialize) -> Option<RequestKey> {
+    let body = serde_json::to_string(body).unwrap_or_default();
+    let request = format!("{method} {path} {body}");
+    key.0.map(|key| RequestKey { scope: KEY_SCOPE, key, request, at: super::system_now() })
+}
+
+/// Makes the change; `None` when there was nothing to change (no such
+/// endpoint or delivery).
+async fn change<S: Store>(
+    st: &AppState<S>,
+    change: EndpointChange,
+    key: Option<RequestKey>,
+) -> Result<Option<Keyed<Changed>>, ApiError> {
+    Ok(st.ledger.store().change_webhooks(change, key).await?)
+}
+
+fn internal(why: String) -> ApiError {
+    crate::ledger::LedgerError::Internal(why).into()
+}
+
+fn changed_endpoint(done: Keyed<Changed>) -> Result<Keyed<Endpoint>, ApiError> {
+    match done.value {
+        Changed::Endpoint(e) => Ok(Keyed { value: e, replayed: done.replayed }),
+        other => Err(internal(format!("an endpoint change answered {other:?}"))),
+    }
+}
+
+/// An answer, marked `Idempotent-Replayed: true` when it is the first
+/// answer to its key again.
+fn answer(status: StatusCode, body: impl Serialize, replayed: bool) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    if replayed {
+        response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+    }
+    response
+}
+
+fn with_secret(e: &Endpoint) -> EndpointWithSecret {
+    EndpointWithSecret {
+        endpoint: EndpointView::of(e),
+        secret: e.secret.clone(),
+        old_secret_expires_at: e.old_secret.as_ref().map(|(_, until)| *until),
+    }
+}
+
+/// A redelivery's or a recovery's answer: 202 with how many were queued.
+fn queued(done: Keyed<Changed>) -> Result<Response, ApiError> {
+    match done.value {
+        Changed::Queued(queued) => Ok(answer(StatusCode::ACCEPTED, Queued { queued }, done.replayed)),
+        other => Err(internal(format!("a delivery change answered {other:?}"))),
+    }
+}
+
 /// Create a webhook endpoint.
 ///
 /// Events are POSTed to `url`, signed as the Standard Webhooks specification says with the secret this answer shows (once). Only events that happen from now on are sent.
-#[utoipa::path(post, path = "/v1/webhook-endpoints", operation_id = "createWebhookEndpoint", tag = "webhooks", request_body(content = NewEndpointBody, content_type = "application/json"), responses((status = 201, description = "Created; the secret is shown only here", body = EndpointWithSecret, headers(("Location" = String, description = "The endpoint's path"))), super::openapi::Errors))]
+#[utoipa::path(post, path = "/v1/webhook-endpoints", operation_id = "createWebhookEndpoint", tag = "webhooks", request_body(content = NewEndpointBody, content_type = "application/json"), params(("Idempotency-Key" = Option<crate::ledger::IdempotencyKey>, Header, nullable = false, description = "Optional: 1-255 printable ASCII; a retry with the same key and body answers the first response")), responses((status = 201, description = "Created; the secret is shown only here", body = EndpointWithSecret, headers(("Location" = String, description = "The endpoint's path"))), super::openapi::Errors))]
 pub async fn create<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
     _: NoQuery,
+    key: Key,
     Body(body): Body<NewEndpointBody>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
-    let secret = Secret::generate().reveal();
     let endpoint = Endpoint {
         id: format!("we_{}", crate::ledger::random_id()),
         url: url_of(&body.url)?,
         description: body.description.as_deref().map(description_of).transpose()?,
         events: body.events.as_deref().map(types_of).transpose()?,
         enabled: true,
-        secret: secret.clone(),
+        secret: Secret::generate().reveal(),
         old_secret: None,
         disabled_reason: None,
         created_at: super::system_now(),
     };
-    st.ledger.store().create_endpoint(endpoint.clone()).await?;
-    let view =
-        EndpointWithSecret { endpoint: EndpointView::of(&endpoint), secret, old_secret_expires_at: None };
-    let mut response = (StatusCode::CREATED, Json(view)).into_response();
-    created_at(&mut response, &format!("/v1/webhook-endpoints/{}", endpoint.id));
+    let key = request_key(key, "POST", "/v1/webhook-endpoints", &body);
+    let done = change(&st, EndpointChange::Create(endpoint), key).await?;
+    let done =
+        changed_endpoint(done.ok_or_else(|| internal("an endpoint creation changed nothing".into()))?)?;
+    let mut response = answer(StatusCode::CREATED, with_secret(&done.value), done.replayed);
+    created_at(&mut response, &format!("/v1/webhook-endpoints/{}", done.value.id));
     Ok(response)
 }
 
@@ -156,12 +213,13 @@ pub async fn show<S: Store>(
 /// Update a webhook endpoint.
 ///
 /// Change its url, its event types or its description, or disable and enable it. Events that happen while it is disabled are kept and sent, in order, when it is enabled again.
-#[utoipa::path(patch, path = "/v1/webhook-endpoints/{eid}", operation_id = "updateWebhookEndpoint", tag = "webhooks", params(("eid" = String, Path, description = "Endpoint id")), request_body(content = EndpointPatchBody, content_type = "application/json"), responses((status = 200, description = "The endpoint as it now is", body = EndpointView), super::openapi::Errors))]
+#[utoipa::path(patch, path = "/v1/webhook-endpoints/{eid}", operation_id = "updateWebhookEndpoint", tag = "webhooks", params(("Idempotency-Key" = Option<crate::ledger::IdempotencyKey>, Header, nullable = false, description = "Optional: 1-255 printable ASCII; a retry with the same key and body answers the first response"), ("eid" = String, Path, description = "Endpoint id")), request_body(content = EndpointPatchBody, content_type = "application/json"), responses((status = 200, description = "The endpoint as it now is", body = EndpointView), super::openapi::Errors))]
 pub async fn update<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
     _: NoQuery,
     Ids(id): Ids<String>,
+    key: Key,
     Body(body): Body<EndpointPatchBody>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
@@ -184,10 +242,10 @@ pub async fn update<S: Store>(
             e.disabled_reason = None;
         }
     }
-    if !st.ledger.store().save_endpoint(e.clone()).await? {
-        return Err(not_found(&id));
-    }
-    Ok(Json(EndpointView::of(&e)).into_response())
+    let key = request_key(key, "PATCH", &format!("/v1/webhook-endpoints/{id}"), &body);
+    let done = change(&st, EndpointChange::Save(e), key).await?.ok_or_else(|| not_found(&id))?;
+    let done = changed_endpoint(done)?;
+    Ok(answer(StatusCode::OK, EndpointView::of(&done.value), done.replayed))
 }
 
 /// Delete a webhook endpoint.
@@ -211,24 +269,23 @@ pub async fn delete<S: Store>(
 /// Rotate a webhook endpoint's secret.
 ///
 /// Answers a new secret. For 24 hours both sign (two signatures, space-separated, in `webhook-signature`), so receivers can switch without losing an event.
-#[utoipa::path(post, path = "/v1/webhook-endpoints/{eid}/rotate-secret", operation_id = "rotateWebhookSecret", tag = "webhooks", params(("eid" = String, Path, description = "Endpoint id")), responses((status = 200, description = "The new secret, shown only here", body = EndpointWithSecret), super::openapi::ReadErrors))]
+#[utoipa::path(post, path = "/v1/webhook-endpoints/{eid}/rotate-secret", operation_id = "rotateWebhookSecret", tag = "webhooks", params(("Idempotency-Key" = Option<crate::ledger::IdempotencyKey>, Header, nullable = false, description = "Optional: 1-255 printable ASCII; a retry with the same key and body answers the first response"), ("eid" = String, Path, description = "Endpoint id")), responses((status = 200, description = "The new secret, shown only here", body = EndpointWithSecret), super::openapi::ReadErrors))]
 pub async fn rotate_secret<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
     _: NoQuery,
     Ids(id): Ids<String>,
+    key: Key,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
     let mut e = stored(&st, &id).await?;
     let until = super::system_now() + OLD_SECRET_SIGNS_FOR;
     let secret = Secret::generate().reveal();
-    e.old_secret = Some((std::mem::replace(&mut e.secret, secret.clone()), until));
-    if !st.ledger.store().save_endpoint(e.clone()).await? {
-        return Err(not_found(&id));
-    }
-    let view =
-        EndpointWithSecret { endpoint: EndpointView::of(&e), secret, old_secret_expires_at: Some(until) };
-    Ok(Json(view).into_response())
+    e.old_secret = Some((std::mem::replace(&mut e.secret, secret), until));
+    let key = request_key(key, "POST", &format!("/v1/webhook-endpoints/{id}/rotate-secret"), &());
+    let done = change(&st, EndpointChange::Save(e), key).await?.ok_or_else(|| not_found(&id))?;
+    let done = changed_endpoint(done)?;
+    Ok(answer(StatusCode::OK, with_secret(&done.value), done.replayed))
 }
 
 /// `status`, `cursor` and `limit` of the deliveries list.
@@ -295,22 +352,27 @@ pub struct Queued {
 /// Send one event again.
 ///
 /// Queues the endpoint's delivery of event `did` again, with the same `webhook-id`, in its account's order.
-#[utoipa::path(post, path = "/v1/webhook-endpoints/{eid}/deliveries/{did}/redeliver", operation_id = "redeliverWebhook", tag = "webhooks", params(("eid" = String, Path, description = "Endpoint id"), ("did" = String, Path, description = "The delivery's id: its event's id")), responses((status = 202, description = "Queued", body = Queued), super::openapi::ReadErrors))]
+#[utoipa::path(post, path = "/v1/webhook-endpoints/{eid}/deliveries/{did}/redeliver", operation_id = "redeliverWebhook", tag = "webhooks", params(("Idempotency-Key" = Option<crate::ledger::IdempotencyKey>, Header, nullable = false, description = "Optional: 1-255 printable ASCII; a retry with the same key and body answers the first response"), ("eid" = String, Path, description = "Endpoint id"), ("did" = String, Path, description = "The delivery's id: its event's id")), responses((status = 202, description = "Queued", body = Queued), super::openapi::ReadErrors))]
 pub async fn redeliver<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
     _: NoQuery,
     Ids((id, event_id)): Ids<(String, String)>,
+    key: Key,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
     stored(&st, &id).await?;
-    if !st.ledger.store().redeliver(id.clone(), event_id.clone(), super::system_now()).await? {
-        return Err(no_delivery(&id, &event_id));
-    }
-    Ok((StatusCode::ACCEPTED, Json(Queued { queued: 1 })).into_response())
+    let path = format!("/v1/webhook-endpoints/{id}/deliveries/{event_id}/redeliver");
+    let key = request_key(key, "POST", &path, &());
+    let redeliver = EndpointChange::Redeliver {
+        endpoint: id.clone(),
+        event_id: event_id.clone(),
+        now: super::system_now(),
+    };
+    queued(change(&st, redeliver, key).await?.ok_or_else(|| no_delivery(&id, &event_id))?)
 }
 
-#[derive(Deserialize, utoipa::ToSchema)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecoverBody {
     /// Every delivery made since this instant that failed is sent again.
@@ -319,12 +381,13 @@ pub struct RecoverBody {
 }
 
 /// Send again every failed delivery since an instant.
-#[utoipa::path(post, path = "/v1/webhook-endpoints/{eid}/recover", operation_id = "recoverWebhooks", tag = "webhooks", params(("eid" = String, Path, description = "Endpoint id")), request_body(content = RecoverBody, content_type = "application/json"), responses((status = 202, description = "Queued", body = Queued), super::openapi::Errors))]
+#[utoipa::path(post, path = "/v1/webhook-endpoints/{eid}/recover", operation_id = "recoverWebhooks", tag = "webhooks", params(("Idempotency-Key" = Option<crate::ledger::IdempotencyKey>, Header, nullable = false, description = "Optional: 1-255 printable ASCII; a retry with the same key and body answers the first response"), ("eid" = String, Path, description = "Endpoint id")), request_body(content = RecoverBody, content_type = "application/json"), responses((status = 202, description = "Queued", body = Queued), super::openapi::Errors))]
 pub async fn recover<S: Store>(
     State(st): State<AppState<S>>,
     caller: Caller,
     _: NoQuery,
     Ids(id): Ids<String>,
+    key: Key,
     Body(body): Body<RecoverBody>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
@@ -333,6 +396,7 @@ pub async fn recover<S: Store>(
     if body.since > now {
         return Err(ApiError::invalid("since is in the future: give an instant in the past"));
     }
-    let queued = st.ledger.store().recover(id, body.since, now).await?;
-    Ok((StatusCode::ACCEPTED, Json(Queued { queued })).into_response())
+    let key = request_key(key, "POST", &format!("/v1/webhook-endpoints/{id}/recover"), &body);
+    let recover = EndpointChange::Recover { endpoint: id.clone(), since: body.since, now };
+    queued(change(&st, recover, key).await?.ok_or_else(|| not_found(&id))?)
 }

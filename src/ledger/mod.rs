@@ -31,7 +31,7 @@ use crate::domain::view::{
 
 pub use audit::{AccountRecords, AuditReport};
 pub use error::LedgerError;
-pub use key::{IdempotencyKey, MAX_KEY_BYTES};
+pub use key::{IdempotencyKey, Keyed, MAX_KEY_BYTES, RequestKey, replayed};
 pub use store::{
     DEFAULT_PAGE_LIMIT, Executed, MAX_PAGE_LIMIT, NewToken, Operation, PageRequest, Store, StoredAnswer,
     TOKEN_USE_RESOLUTION_SECONDS, Tally, TokenInfo, Transition, answer_of, replay, request_of, transition,

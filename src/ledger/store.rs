@@ -23,8 +23,8 @@ use crate::domain::view::{
 
 use super::LedgerError;
 use super::audit::AuditReport;
-use super::key::IdempotencyKey;
-use super::webhook::{Claimed, DeliveryStatus, DeliveryView, Endpoint, Recorded};
+use super::key::{IdempotencyKey, Keyed, RequestKey};
+use super::webhook::{Changed, Claimed, DeliveryStatus, DeliveryView, Endpoint, EndpointChange, Recorded};
 
 /// An account token to store: its id, its label, the hash of its secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -325,17 +325,23 @@ pub trait Store: Clone + Send + Sync + 'static {
         at: Timestamp,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
-    /// Stores a new webhook endpoint; refused past
-    /// [`super::webhook::MAX_ENDPOINTS`].
-    fn create_endpoint(&self, e: Endpoint) -> impl Future<Output = Result<(), LedgerError>> + Send;
+    /// Makes one change to the webhook rows in one transaction
+    /// ([`EndpointChange`]: a new endpoint, an endpoint overwritten, a
+    /// redelivery, a recovery); with a key, the key is kept in that
+    /// transaction with what the change did, and a retry answers that
+    /// again (a conflict if the key came with another request). `None`:
+    /// there was no such endpoint or delivery; nothing changed and the
+    /// key is not kept.
+    fn change_webhooks(
+        &self,
+        change: EndpointChange,
+        key: Option<RequestKey>,
+    ) -> impl Future<Output = Result<Option<Keyed<Changed>>, LedgerError>> + Send;
 
     /// Every endpoint, newest first (at most [`super::webhook::MAX_ENDPOINTS`]).
     fn endpoints(&self) -> impl Future<Output = Result<Vec<Endpoint>, LedgerError>> + Send;
 
     fn endpoint(&self, id: String) -> impl Future<Output = Result<Option<Endpoint>, LedgerError>> + Send;
-
-    /// Overwrites an endpoint; `false` if there is none with its id.
-    fn save_endpoint(&self, e: Endpoint) -> impl Future<Output = Result<bool, LedgerError>> + Send;
 
     /// Deletes an endpoint and its deliveries; `false` if there is none.
     fn delete_endpoint(&self, id: String) -> impl Future<Output = Result<bool, LedgerError>> + Send;
@@ -372,15 +378,6 @@ pub trait Store: Clone + Send + Sync + 'static {
         page: PageRequest,
     ) -> impl Future<Output = Result<Page<DeliveryView>, LedgerError>> + Send;
 
-    /// Sends one event again (same `webhook-id`); `false` if the endpoint
-    /// has no delivery of it.
-    fn redeliver(
-        &self,
-        endpoint: String,
-        event_id: String,
-        now: Timestamp,
-    ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
-
     /// The attempts of the endpoint's delivery of `event_id`, newest first
     /// (at most [`super::webhook::MAX_ATTEMPTS_KEPT`]); `None` when the
     /// endpoint has no such delivery.
@@ -389,14 +386,6 @@ pub trait Store: Clone + Send + Sync + 'static {
         endpoint: String,
         event_id: String,
     ) -> impl Future<Output = Result<Option<Vec<super::webhook::AttemptView>>, LedgerError>> + Send;
-
-    /// Sends again every failed delivery made since `since`; how many.
-    fn recover(
-        &self,
-        endpoint: String,
-        since: Timestamp,
-        now: Timestamp,
-    ) -> impl Future<Output = Result<u64, LedgerError>> + Send;
 
     /// Brings everything acknowledged so far into the tables every reader
     /// sees: SQLite materializes its log (before a CLI exits, and when a

@@ -5,7 +5,7 @@
 //! afterwards, so nothing on a request's path waits for a webhook.
 
 use jiff::Timestamp;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::event::EventType;
 use crate::ledger::LedgerError;
@@ -20,8 +20,10 @@ pub const MAX_DESCRIPTION_CHARS: usize = 500;
 /// How long a rotated-out secret still signs: both signatures are sent.
 pub const OLD_SECRET_SIGNS_FOR: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
 
-/// A stored endpoint, secrets included.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A stored endpoint, secrets included (serialized only into the answer
+/// kept with a request's idempotency key: a retried creation or rotation
+/// shows the secret it first showed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
     pub id: String,
     pub url: String,
@@ -53,6 +55,41 @@ impl Endpoint {
         }
         secrets
     }
+}
+
+/// The key namespace of the webhook routes' idempotency keys
+/// ([`super::RequestKey::scope`]): one key names one request among them.
+pub const KEY_SCOPE: &str = "webhooks";
+
+/// A change a webhook route makes: one transaction of the store, with the
+/// request's idempotency key when it sent one.
+#[derive(Debug, Clone)]
+pub enum EndpointChange {
+    /// A new endpoint (refused past [`MAX_ENDPOINTS`]).
+    Create(Endpoint),
+    /// An endpoint overwritten (an update, a rotated secret).
+    Save(Endpoint),
+    /// One event sent again.
+    Redeliver { endpoint: String, event_id: String, now: Timestamp },
+    /// Every failed delivery made since `since` sent again.
+    Recover { endpoint: String, since: Timestamp, now: Timestamp },
+}
+
+impl EndpointChange {
+    /// Whether the change reads deliveries the log may not have
+    /// materialized the events of (SQLite settles first).
+    pub fn reads_deliveries(&self) -> bool {
+        matches!(self, EndpointChange::Redeliver { .. } | EndpointChange::Recover { .. })
+    }
+}
+
+/// What a change did: kept with its key, answered again to a retry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Changed {
+    /// The endpoint as created or saved.
+    Endpoint(Endpoint),
+    /// How many deliveries were queued to be sent again.
+    Queued(u64),
 }
 
 /// An endpoint as the API shows it: never its secret (shown once, at

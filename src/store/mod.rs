@@ -8,6 +8,7 @@ pub mod paging;
 pub mod pipeline;
 pub mod postgres;
 pub mod reads;
+pub mod request_keys;
 pub mod sqlite;
 pub mod tokens;
 pub mod webhooks;

@@ -376,9 +376,9 @@ pub fn created(a: Answer, what: &str) -> Value {
 /// Undoes the migration that made captures debits (SQLite 8, PostgreSQL
 /// 7) and what it wrote, and every one after it (the outbox: SQLite 9,
 /// PostgreSQL 8; automatic purchases and webhook attempts: SQLite 10,
-/// PostgreSQL 9), as if the
-/// database were from before them.
-pub const UNDO_CAPTURE_DEBITS: &str = "ALTER TABLE purchases DROP COLUMN automatic; DROP TABLE webhook_attempts; DROP TABLE events; DROP TABLE webhook_deliveries; DROP TABLE webhook_endpoints; \
+/// PostgreSQL 9; the webhook routes' idempotency keys: SQLite 12,
+/// PostgreSQL 10), as if the database were from before them.
+pub const UNDO_CAPTURE_DEBITS: &str = "DROP TABLE request_keys; ALTER TABLE purchases DROP COLUMN automatic; DROP TABLE webhook_attempts; DROP TABLE events; DROP TABLE webhook_deliveries; DROP TABLE webhook_endpoints; \
     DROP INDEX accounts_by_reset; ALTER TABLE accounts DROP COLUMN reset_announced; \
     ALTER TABLE accounts DROP COLUMN event_sequence; ALTER TABLE accounts DROP COLUMN notices; \
     DELETE FROM debits WHERE hold_id IS NOT NULL; \

@@ -290,6 +290,168 @@ async fn bad_webhook_input_is_refused(db: Db) {
     assert_eq!((snapshot(&s, "cafe").await, s.get("/v1/webhook-endpoints", ADMIN).await.body), before);
 }
 
+/// Every webhook write takes an `Idempotency-Key` (API.md): a retry with
+/// the same key and request answers the first answer again, marked
+/// `Idempotent-Replayed`, and changes nothing more (one endpoint, one
+/// rotation, one redelivery, one recovery); the same key with another
+/// request is a 409; a key that changed nothing (a 404) is not kept; a bad
+/// key is a 400 that changes nothing; concurrent requests with one key
+/// make one endpoint.
+async fn webhook_writes_are_idempotent_with_a_key(db: Db) {
+    let r = Receiver::start(&[]).await;
+    let s = start(&db, "1s");
+    open_account(&s, "cafe").await;
+    let endpoints =
+        || async { s.get("/v1/webhook-endpoints", ADMIN).await.body["data"].as_array().unwrap().len() };
+    let body = json!({ "url": r.url(), "events": ["purchase.created"] });
+    let first = s.post("/v1/webhook-endpoints", ADMIN, Some("ep-1"), body.clone()).await;
+    assert_eq!((first.status, first.header("idempotent-replayed")), (201, None), "{first:?}");
+    let again = s.post("/v1/webhook-endpoints", ADMIN, Some("ep-1"), body.clone()).await;
+    assert_eq!((again.status, again.header("idempotent-replayed")), (201, Some("true")), "{again:?}");
+    assert_eq!(again.body, first.body, "the same id and the same secret");
+    assert_eq!(again.header("location"), first.header("location"));
+    assert_eq!(endpoints().await, 1);
+    let eid = first.body["id"].as_str().unwrap().to_string();
+    let original = first.body["secret"].as_str().unwrap().to_string();
+    let ep = format!("/v1/webhook-endpoints/{eid}");
+    // The same key with another request: another body, another route.
+    let other =
+        s.post("/v1/webhook-endpoints", ADMIN, Some("ep-1"), json!({"url": "https://b.example/"})).await;
+    assert_eq!((other.status, other.body["code"].as_str()), (409, Some("idempotency_conflict")), "{other:?}");
+    let other = s.post(&format!("{ep}/rotate-secret"), ADMIN, Some("ep-1"), json!({})).await;
+    assert_eq!((other.status, other.body["code"].as_str()), (409, Some("idempotency_conflict")), "{other:?}");
+    assert_eq!(endpoints().await, 1);
+    // A key that found nothing to change is not kept.
+    let gone = s.post("/v1/webhook-endpoints/we_nope/rotate-secret", ADMIN, Some("k-404"), json!({})).await;
+    assert_eq!(gone.status, 404, "{gone:?}");
+    let reused = s.post(&format!("{ep}/rotate-secret"), ADMIN, Some("k-404"), json!({})).await;
+    assert_eq!((reused.status, reused.header("idempotent-replayed")), (200, None), "{reused:?}");
+    let rotated = reused.body["secret"].as_str().unwrap().to_string();
+    // A retried rotation rotates once: the secret it replaced still signs
+    // beside the one it showed (a second rotation would have replaced
+    // that one, and `rotated` would sign no more).
+    let rot = s.post(&format!("{ep}/rotate-secret"), ADMIN, Some("rot-1"), json!({})).await;
+    let rot_again = s.post(&format!("{ep}/rotate-secret"), ADMIN, Some("rot-1"), json!({})).await;
+    assert_eq!((rot.status, rot_again.status), (200, 200), "{rot:?} {rot_again:?}");
+    assert_eq!(rot_again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(rot_again.body, rot.body);
+    let current = rot.body["secret"].as_str().unwrap().to_string();
+    assert_ne!(current, rotated);
+    r.accept_only(&rotated);
+    buy(&s, "cafe", "p1", 5).await;
+    wait_until(&r, "signed by the secret before the one rotation", |r| r.events().len() == 1).await;
+    r.accept_only(&current);
+    buy(&s, "cafe", "p2", 5).await;
+    wait_until(&r, "signed by the rotated secret", |r| r.events().len() == 2).await;
+    assert_eq!(r.invalid_signatures(), 0);
+    assert_ne!(original, current);
+    // A retried redelivery queues nothing more: once it was sent, the
+    // delivery stays succeeded.
+    let did = events_of(&s, "cafe").await[0]["id"].as_str().unwrap().to_string();
+    let redeliver = format!("{ep}/deliveries/{did}/redeliver");
+    let red = s.post(&redeliver, ADMIN, Some("red-1"), json!({})).await;
+    assert_eq!((red.status, &red.body["queued"]), (202, &json!(1)), "{red:?}");
+    wait_until(&r, "the redelivered event", |r| r.events().iter().filter(|d| d.id == did).count() == 2).await;
+    let delivery = || async {
+        let list = s.get(&format!("{ep}/deliveries"), ADMIN).await.body;
+        list["data"].as_array().unwrap().iter().find(|d| d["id"] == did.as_str()).cloned().unwrap()
+    };
+    for _ in 0..600 {
+        if delivery().await["status"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sent = delivery().await;
+    assert_eq!(sent["status"], "succeeded", "{sent}");
+    let red_again = s.post(&redeliver, ADMIN, Some("red-1"), json!({})).await;
+    assert_eq!(
+        (red_again.status, red_again.header("idempotent-replayed")),
+        (202, Some("true")),
+        "{red_again:?}"
+    );
+    assert_eq!(delivery().await, sent, "nothing queued again");
+    // A retried recovery answers what the first one queued, though nothing
+    // has failed since it: a new request would queue none.
+    r.set_script([Reply::status(500), Reply::status(500)]);
+    buy(&s, "cafe", "p3", 5).await;
+    let failed =
+        || async { s.get(&format!("{ep}/deliveries?status=failed"), ADMIN).await.body["data"].clone() };
+    for _ in 0..600 {
+        if failed().await.as_array().unwrap().len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all = s.get(&format!("{ep}/deliveries"), ADMIN).await.body;
+    assert_eq!(failed().await.as_array().unwrap().len(), 1, "given up after the schedule: {all:#}");
+    r.set_script([]);
+    let since = json!({"since": "2020-01-01T00:00:00Z"});
+    let rec = s.post(&format!("{ep}/recover"), ADMIN, Some("rec-1"), since.clone()).await;
+    assert_eq!((rec.status, &rec.body["queued"]), (202, &json!(1)), "{rec:?}");
+    for _ in 0..600 {
+        if failed().await.as_array().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rec_again = s.post(&format!("{ep}/recover"), ADMIN, Some("rec-1"), since.clone()).await;
+    assert_eq!((rec_again.status, &rec_again.body["queued"]), (202, &json!(1)), "{rec_again:?}");
+    assert_eq!(rec_again.header("idempotent-replayed"), Some("true"));
+    let fresh = s.post(&format!("{ep}/recover"), ADMIN, Some("rec-2"), since.clone()).await;
+    assert_eq!((fresh.status, &fresh.body["queued"]), (202, &json!(0)), "{fresh:?}");
+    // A retried update answers the first answer.
+    let patch = json!({"description": "production"});
+    let up = s.call("PATCH", &ep, Some(ADMIN), Some("up-1"), Some(patch.clone())).await;
+    let up_again = s.call("PATCH", &ep, Some(ADMIN), Some("up-1"), Some(patch)).await;
+    assert_eq!(
+        (up.status, up_again.status, up_again.header("idempotent-replayed")),
+        (200, 200, Some("true"))
+    );
+    assert_eq!(up_again.body, up.body);
+    // Bad keys on every webhook write: a 400 that changes nothing.
+    let before = s.get("/v1/webhook-endpoints", ADMIN).await.body;
+    let long = "k".repeat(256);
+    for (m, path, body) in [
+        ("POST", "/v1/webhook-endpoints".to_string(), Some(json!({"url": "https://c.example/"}))),
+        ("PATCH", ep.clone(), Some(json!({"enabled": false}))),
+        ("POST", format!("{ep}/rotate-secret"), None),
+        ("POST", redeliver.clone(), None),
+        ("POST", format!("{ep}/recover"), Some(since.clone())),
+    ] {
+        for key in ["", long.as_str(), "tab\there"] {
+            let a = s.call(m, &path, Some(ADMIN), Some(key), body.clone()).await;
+            assert_eq!(
+                (a.status, a.body["code"].as_str()),
+                (400, Some("invalid_request")),
+                "{m} {path} {key:?}: {a:?}"
+            );
+        }
+        let mut req = reqwest::Client::new()
+            .request(reqwest::Method::from_bytes(m.as_bytes()).unwrap(), format!("{}{path}", s.base))
+            .bearer_auth(ADMIN)
+            .header("Idempotency-Key", "a")
+            .header("Idempotency-Key", "b");
+        if let Some(b) = &body {
+            req = req.json(b);
+        }
+        let twice = req.send().await.unwrap();
+        assert_eq!(twice.status(), 400, "{m} {path} with two keys");
+    }
+    assert_eq!(s.get("/v1/webhook-endpoints", ADMIN).await.body, before);
+    // Concurrent requests with one key make one endpoint.
+    let body = json!({"url": "https://d.example/"});
+    let answers = futures_util::future::join_all(
+        (0..8).map(|_| s.post("/v1/webhook-endpoints", ADMIN, Some("ep-race"), body.clone())),
+    )
+    .await;
+    for a in &answers {
+        assert_eq!((a.status, &a.body["id"]), (201, &answers[0].body["id"]), "{a:?}");
+    }
+    assert_eq!(answers.iter().filter(|a| a.header("idempotent-replayed").is_none()).count(), 1);
+    assert_eq!(endpoints().await, 2);
+}
+
 on_every_store!(
     #[tokio::test]
     every_event_arrives_signed_and_in_order_across_an_outage,
@@ -297,6 +459,8 @@ on_every_store!(
     gone_rotation_redelivery_and_recovery,
     #[tokio::test]
     bad_webhook_input_is_refused,
+    #[tokio::test]
+    webhook_writes_are_idempotent_with_a_key,
 );
 
 /// Two replicas on PostgreSQL with one endpoint: each event is delivered
@@ -420,7 +584,8 @@ mod attempts {
             disabled_reason: None,
             created_at: now,
         };
-        l.store().create_endpoint(endpoint).await.unwrap();
+        let create = textcredits::ledger::webhook::EndpointChange::Create(endpoint);
+        l.store().change_webhooks(create, None).await.unwrap();
         assert_eq!(l.store().dispatch(now).await.unwrap(), 1);
         let mut event_id = String::new();
         let attempts = |l: &textcredits::ledger::Ledger<S>, id: String| {

@@ -35,8 +35,12 @@ use crate::domain::view::{
     AccountView, DebitView, EntryView, HoldView, Page, PurchaseView, StatementView, UsageView,
 };
 use crate::ledger::batch::Wants;
-use crate::ledger::webhook::{Claimed, DeliveryStatus, DeliveryView, Endpoint, Recorded};
-use crate::ledger::{AuditReport, Executed, LedgerError, NewToken, Operation, PageRequest, Store, TokenInfo};
+use crate::ledger::webhook::{
+    Changed, Claimed, DeliveryStatus, DeliveryView, Endpoint, EndpointChange, Recorded,
+};
+use crate::ledger::{
+    AuditReport, Executed, Keyed, LedgerError, NewToken, Operation, PageRequest, RequestKey, Store, TokenInfo,
+};
 use crate::store::columns::{self, ACCOUNTS, Cols as _, micros};
 use crate::store::tokens;
 
@@ -327,8 +331,12 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn create_endpoint(&self, e: Endpoint) -> Result<(), LedgerError> {
-        in_tx!(self, |tx| webhooks::create(&tx, &e).await)
+    async fn change_webhooks(
+        &self,
+        change: EndpointChange,
+        key: Option<RequestKey>,
+    ) -> Result<Option<Keyed<Changed>>, LedgerError> {
+        in_tx!(self, |tx| webhooks::change(&tx, &change, key.as_ref()).await)
     }
 
     async fn endpoints(&self) -> Result<Vec<Endpoint>, LedgerError> {
@@ -337,10 +345,6 @@ impl Store for PgStore {
 
     async fn endpoint(&self, id: String) -> Result<Option<Endpoint>, LedgerError> {
         read!(self, |c| webhooks::one(&c, &id).await)
-    }
-
-    async fn save_endpoint(&self, e: Endpoint) -> Result<bool, LedgerError> {
-        in_tx!(self, |tx| webhooks::save(&tx, &e).await)
     }
 
     async fn delete_endpoint(&self, id: String) -> Result<bool, LedgerError> {
@@ -376,19 +380,6 @@ impl Store for PgStore {
         page: PageRequest,
     ) -> Result<Page<DeliveryView>, LedgerError> {
         read!(self, |c| webhooks::deliveries(&c, &endpoint, status, &page).await)
-    }
-
-    async fn redeliver(
-        &self,
-        endpoint: String,
-        event_id: String,
-        now: Timestamp,
-    ) -> Result<bool, LedgerError> {
-        in_tx!(self, |tx| webhooks::redeliver(&tx, &endpoint, &event_id, now).await)
-    }
-
-    async fn recover(&self, endpoint: String, since: Timestamp, now: Timestamp) -> Result<u64, LedgerError> {
-        in_tx!(self, |tx| webhooks::recover(&tx, &endpoint, since, now).await)
     }
 
     async fn attempts(

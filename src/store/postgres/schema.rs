@@ -317,6 +317,18 @@ CREATE INDEX attempts_by_event ON webhook_attempts (endpoint_id, event_id, attem
 -- in that order, not every pending one.
 CREATE INDEX deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
 "#,
+    r#"
+-- The idempotency keys of the webhook routes (src/store/request_keys.rs):
+-- a request's text and its first answer, kept with the change.
+CREATE TABLE request_keys (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    request TEXT NOT NULL,
+    response TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+"#,
 ];
 
 /// The migration (1-based) that creates `usage_months`: after it, the

@@ -10,15 +10,60 @@ use super::pg_error;
 use super::rows::{all, one as one_row, params};
 use crate::domain::view::Page;
 use crate::ledger::webhook::{
-    AttemptView, Claimed, DeliveryStatus, DeliveryView, Endpoint, MAX_ENDPOINTS, Recorded,
+    AttemptView, Changed, Claimed, DeliveryStatus, DeliveryView, Endpoint, EndpointChange, MAX_ENDPOINTS,
+    Recorded,
 };
-use crate::ledger::{LedgerError, PageRequest};
+use crate::ledger::{Keyed, LedgerError, PageRequest, RequestKey, StoredAnswer, replayed};
 use crate::store::columns::{self, Cols as _, Val, micros};
+use crate::store::request_keys as keys;
 use crate::store::webhooks as sql;
 
 async fn exec(c: &impl GenericClient, q: &str, vals: Vec<Val>) -> Result<u64, LedgerError> {
     let stmt = c.prepare_cached(q).await.map_err(pg_error)?;
     c.execute(&stmt, &params(&vals)).await.map_err(pg_error)
+}
+
+/// Makes `change` under `key` in the caller's transaction
+/// ([`crate::store::request_keys`]).
+pub async fn change(
+    c: &impl GenericClient,
+    change: &EndpointChange,
+    key: Option<&RequestKey>,
+) -> Result<Option<Keyed<Changed>>, LedgerError> {
+    let Some(k) = key else {
+        return Ok(apply(c, change).await?.map(Keyed::fresh));
+    };
+    if exec(c, keys::CLAIM, keys::claim_vals(k)).await? == 0 {
+        let vals = keys::scope_vals(k);
+        let stored = one_row(c, keys::STORED, &params(&vals), |r| {
+            Ok(StoredAnswer { request: r.text(0)?, response: r.text(1)? })
+        })
+        .await?
+        .ok_or_else(|| LedgerError::Internal(format!("idempotency key {} vanished", k.key)))?;
+        return replayed(k, &stored).map(Some);
+    }
+    let done = apply(c, change).await?;
+    match &done {
+        Some(answer) => exec(c, keys::KEEP, keys::keep_vals(k, answer)?).await?,
+        None => exec(c, keys::FORGET, keys::scope_vals(k)).await?,
+    };
+    Ok(done.map(Keyed::fresh))
+}
+
+async fn apply(c: &impl GenericClient, change: &EndpointChange) -> Result<Option<Changed>, LedgerError> {
+    Ok(match change {
+        EndpointChange::Create(e) => {
+            create(c, e).await?;
+            Some(Changed::Endpoint(e.clone()))
+        }
+        EndpointChange::Save(e) => save(c, e).await?.then(|| Changed::Endpoint(e.clone())),
+        EndpointChange::Redeliver { endpoint, event_id, now } => {
+            redeliver(c, endpoint, event_id, *now).await?.then_some(Changed::Queued(1))
+        }
+        EndpointChange::Recover { endpoint, since, now } => {
+            Some(Changed::Queued(recover(c, endpoint, *since, *now).await?))
+        }
+    })
 }
 
 pub async fn create(c: &impl GenericClient, e: &Endpoint) -> Result<(), LedgerError> {
@@ -38,7 +83,7 @@ pub async fn one(c: &impl GenericClient, id: &str) -> Result<Option<Endpoint>, L
     one_row(c, sql::endpoint_by_id(), &[&id], sql::endpoint).await
 }
 
-pub async fn save(c: &impl GenericClient, e: &Endpoint) -> Result<bool, LedgerError> {
+async fn save(c: &impl GenericClient, e: &Endpoint) -> Result<bool, LedgerError> {
     Ok(exec(c, sql::UPDATE_ENDPOINT, sql::update_vals(e)).await? == 1)
 }
 
@@ -135,7 +180,7 @@ pub async fn deliveries(
     Ok(sql::deliveries_page(items, page))
 }
 
-pub async fn redeliver(
+async fn redeliver(
     c: &impl GenericClient,
     endpoint: &str,
     event_id: &str,
@@ -144,7 +189,7 @@ pub async fn redeliver(
     Ok(exec(c, sql::REDELIVER, vec![micros(now).into(), endpoint.into(), event_id.into()]).await? == 1)
 }
 
-pub async fn recover(
+async fn recover(
     c: &impl GenericClient,
     endpoint: &str,
     since: Timestamp,

@@ -61,8 +61,12 @@ use crate::domain::view::{
     AccountView, DebitView, EntryView, HoldView, Page, PurchaseView, StatementView, UsageView,
 };
 use crate::ledger::batch::Wants;
-use crate::ledger::webhook::{Claimed, DeliveryStatus, DeliveryView, Endpoint, Recorded};
-use crate::ledger::{AuditReport, Executed, LedgerError, NewToken, Operation, PageRequest, Store, TokenInfo};
+use crate::ledger::webhook::{
+    Changed, Claimed, DeliveryStatus, DeliveryView, Endpoint, EndpointChange, Recorded,
+};
+use crate::ledger::{
+    AuditReport, Executed, Keyed, LedgerError, NewToken, Operation, PageRequest, RequestKey, Store, TokenInfo,
+};
 use crate::store::columns::ACCOUNTS;
 use crate::store::tokens;
 use materializer::Chore;
@@ -666,8 +670,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn create_endpoint(&self, e: Endpoint) -> Result<(), LedgerError> {
-        self.write(move |conn| webhooks::create(conn, &e)).await
+    async fn change_webhooks(
+        &self,
+        change: EndpointChange,
+        key: Option<RequestKey>,
+    ) -> Result<Option<Keyed<Changed>>, LedgerError> {
+        let settled = change.reads_deliveries();
+        self.write_job(move |conn| webhooks::change(conn, &change, key.as_ref()), settled).await
     }
 
     async fn endpoints(&self) -> Result<Vec<Endpoint>, LedgerError> {
@@ -676,10 +685,6 @@ impl Store for SqliteStore {
 
     async fn endpoint(&self, id: String) -> Result<Option<Endpoint>, LedgerError> {
         self.read(move |conn| webhooks::one(conn, &id)).await
-    }
-
-    async fn save_endpoint(&self, e: Endpoint) -> Result<bool, LedgerError> {
-        self.write(move |conn| webhooks::save(conn, &e)).await
     }
 
     async fn delete_endpoint(&self, id: String) -> Result<bool, LedgerError> {
@@ -710,19 +715,6 @@ impl Store for SqliteStore {
         page: PageRequest,
     ) -> Result<Page<DeliveryView>, LedgerError> {
         self.read(move |conn| webhooks::deliveries(conn, &endpoint, status, &page)).await
-    }
-
-    async fn redeliver(
-        &self,
-        endpoint: String,
-        event_id: String,
-        now: Timestamp,
-    ) -> Result<bool, LedgerError> {
-        self.write_settled(move |conn| webhooks::redeliver(conn, &endpoint, &event_id, now)).await
-    }
-
-    async fn recover(&self, endpoint: String, since: Timestamp, now: Timestamp) -> Result<u64, LedgerError> {
-        self.write_settled(move |conn| webhooks::recover(conn, &endpoint, since, now)).await
     }
 
     async fn attempts(

@@ -389,6 +389,18 @@ CREATE TABLE IF NOT EXISTS ledger_log_state (
 );
 INSERT OR IGNORE INTO ledger_log_state (id, materialized, owner) VALUES (1, 0, '');
 "#,
+    r#"
+-- The idempotency keys of the webhook routes (src/store/request_keys.rs):
+-- a request's text and its first answer, kept with the change.
+CREATE TABLE request_keys (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    request TEXT NOT NULL,
+    response TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (scope, key)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The migration (1-based) that creates `usage_months`: after it, the

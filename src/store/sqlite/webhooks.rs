@@ -8,10 +8,12 @@ use rusqlite::{Connection, params_from_iter};
 use super::{rows, sql_error};
 use crate::domain::view::Page;
 use crate::ledger::webhook::{
-    AttemptView, Claimed, DeliveryStatus, DeliveryView, Endpoint, MAX_ENDPOINTS, Recorded,
+    AttemptView, Changed, Claimed, DeliveryStatus, DeliveryView, Endpoint, EndpointChange, MAX_ENDPOINTS,
+    Recorded,
 };
-use crate::ledger::{LedgerError, PageRequest};
+use crate::ledger::{Keyed, LedgerError, PageRequest, RequestKey, StoredAnswer, replayed};
 use crate::store::columns::{Val, micros};
+use crate::store::request_keys as keys;
 use crate::store::webhooks as sql;
 
 fn exec(conn: &Connection, q: &str, vals: Vec<Val>) -> Result<usize, LedgerError> {
@@ -20,6 +22,51 @@ fn exec(conn: &Connection, q: &str, vals: Vec<Val>) -> Result<usize, LedgerError
 
 fn endpoint_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Endpoint> {
     sql::endpoint(r).map_err(rows::corrupt)
+}
+
+/// Makes `change` under `key` in the caller's transaction
+/// ([`crate::store::request_keys`]).
+pub fn change(
+    conn: &Connection,
+    change: &EndpointChange,
+    key: Option<&RequestKey>,
+) -> Result<Option<Keyed<Changed>>, LedgerError> {
+    let Some(k) = key else {
+        return Ok(apply(conn, change)?.map(Keyed::fresh));
+    };
+    if exec(conn, keys::CLAIM, keys::claim_vals(k))? == 0 {
+        let stored = conn
+            .prepare_cached(keys::STORED)
+            .and_then(|mut s| {
+                s.query_row(params_from_iter(keys::scope_vals(k)), |r| {
+                    Ok(StoredAnswer { request: r.get(0)?, response: r.get(1)? })
+                })
+            })
+            .map_err(sql_error)?;
+        return replayed(k, &stored).map(Some);
+    }
+    let done = apply(conn, change)?;
+    match &done {
+        Some(answer) => exec(conn, keys::KEEP, keys::keep_vals(k, answer)?)?,
+        None => exec(conn, keys::FORGET, keys::scope_vals(k))?,
+    };
+    Ok(done.map(Keyed::fresh))
+}
+
+fn apply(conn: &Connection, change: &EndpointChange) -> Result<Option<Changed>, LedgerError> {
+    Ok(match change {
+        EndpointChange::Create(e) => {
+            create(conn, e)?;
+            Some(Changed::Endpoint(e.clone()))
+        }
+        EndpointChange::Save(e) => save(conn, e)?.then(|| Changed::Endpoint(e.clone())),
+        EndpointChange::Redeliver { endpoint, event_id, now } => {
+            redeliver(conn, endpoint, event_id, *now)?.then_some(Changed::Queued(1))
+        }
+        EndpointChange::Recover { endpoint, since, now } => {
+            Some(Changed::Queued(recover(conn, endpoint, *since, *now)?))
+        }
+    })
 }
 
 pub fn create(conn: &Connection, e: &Endpoint) -> Result<(), LedgerError> {
@@ -39,7 +86,7 @@ pub fn one(conn: &Connection, id: &str) -> Result<Option<Endpoint>, LedgerError>
     Ok(rows::all(conn, sql::endpoint_by_id(), [id], endpoint_row).map_err(sql_error)?.pop())
 }
 
-pub fn save(conn: &Connection, e: &Endpoint) -> Result<bool, LedgerError> {
+fn save(conn: &Connection, e: &Endpoint) -> Result<bool, LedgerError> {
     Ok(exec(conn, sql::UPDATE_ENDPOINT, sql::update_vals(e))? == 1)
 }
 
@@ -148,21 +195,11 @@ pub fn deliveries(
     Ok(sql::deliveries_page(items, page))
 }
 
-pub fn redeliver(
-    conn: &Connection,
-    endpoint: &str,
-    event_id: &str,
-    now: Timestamp,
-) -> Result<bool, LedgerError> {
+fn redeliver(conn: &Connection, endpoint: &str, event_id: &str, now: Timestamp) -> Result<bool, LedgerError> {
     Ok(exec(conn, sql::REDELIVER, vec![micros(now).into(), endpoint.into(), event_id.into()])? == 1)
 }
 
-pub fn recover(
-    conn: &Connection,
-    endpoint: &str,
-    since: Timestamp,
-    now: Timestamp,
-) -> Result<u64, LedgerError> {
+fn recover(conn: &Connection, endpoint: &str, since: Timestamp, now: Timestamp) -> Result<u64, LedgerError> {
     Ok(exec(conn, sql::RECOVER, vec![micros(now).into(), endpoint.into(), micros(since).into()])? as u64)
 }
 
