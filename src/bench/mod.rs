@@ -40,6 +40,8 @@ pub struct BenchConfig {
     /// Ledger entries written into the scratch database before measuring,
     /// to show that an operation's cost does not grow with history.
     pub history: u64,
+    /// The SQLite replay's step at open (`recover`), in table rows.
+    pub replay_step_rows: usize,
 }
 
 /// Most runs per scenario.

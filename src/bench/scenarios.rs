@@ -177,7 +177,10 @@ async fn recover(path: &std::path::Path, s: &Scenario, config: &BenchConfig) -> 
         rows
     };
     let started = Instant::now();
-    let store = SqliteStore::open(path)?;
+    let store = SqliteStore::open_with(
+        path,
+        Tuning { replay_step_rows: config.replay_step_rows, ..Tuning::default() },
+    )?;
     let elapsed = started.elapsed();
     if store.log_pending().await? != 0 {
         return Err(LedgerError::Internal("the open left the log unreplayed".into()));

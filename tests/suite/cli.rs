@@ -371,6 +371,21 @@ fn bad_unit_prices_are_refused() {
     assert_all_refused(&fx.db, ACCOUNTS, &cases);
 }
 
+/// `--replay-step-rows` tunes SQLite's replay; on PostgreSQL, which has no
+/// log to replay, it is refused before any connection is tried.
+#[test]
+fn the_replay_step_is_refused_on_postgresql() {
+    let out = std::process::Command::new(crate::util::bin())
+        .args(["--database", "postgres://nobody@127.0.0.1:1/none", "--replay-step-rows", "10"])
+        .args(["balance", "cafe-1"])
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("for SQLite only"), "{stderr}");
+}
+
 #[test]
 fn bad_flags_subcommands_times_and_pages_are_refused() {
     let fx = fixture();
@@ -424,6 +439,21 @@ fn bad_flags_subcommands_times_and_pages_are_refused() {
                 "e2",
             ],
             "not in the future",
+        ),
+        case(
+            "--replay-step-rows 0",
+            &["--replay-step-rows", "0", "balance", "cafe-1"],
+            "must be 1 to 16777216",
+        ),
+        case(
+            "--replay-step-rows past its most",
+            &["--replay-step-rows", "16777217", "balance", "cafe-1"],
+            "must be 1 to 16777216",
+        ),
+        case(
+            "--replay-step-rows abc",
+            &["--replay-step-rows", "abc", "balance", "cafe-1"],
+            "invalid value 'abc'",
         ),
         case("--limit 0", &["ledger", "cafe-1", "--limit", "0"], "between 1 and 500"),
         case("--limit 501", &["purchases", "cafe-1", "--limit", "501"], "between 1 and 500"),

@@ -1178,9 +1178,17 @@ fn after() -> impl Strategy<Value = After> {
 /// The writer waits at `max_tail_ops`; the materializer starts at
 /// `batch_ops` (below it, it runs while the writer goes on appending); the
 /// writer keeps `max_warm_accounts` accounts warm (few: they go cold and
-/// warm again often).
+/// warm again often); the replay at open goes in steps of as few table
+/// rows as the tail holds operations (a log row or a few a step).
 fn log_tuning(max_tail_ops: usize, batch_ops: usize, max_warm_accounts: usize) -> Tuning {
-    Tuning { max_tail_ops, batch_ops, idle_settle: None, max_warm_accounts, settle_on_close: false }
+    Tuning {
+        max_tail_ops,
+        batch_ops,
+        idle_settle: None,
+        max_warm_accounts,
+        settle_on_close: false,
+        replay_step_rows: max_tail_ops,
+    }
 }
 
 /// The model run on SQLite with a short tail, few reads and reopenings

@@ -15,7 +15,8 @@
 //! transaction of the database. The writer deletes what is materialized
 //! from the log file in its next append ([`trim`]).
 //!
-//! Recovery is the same steps at open ([`Log::open`]): the tables plus the
+//! Recovery is the same steps at open ([`Log::open`]), larger (up to
+//! [`REPLAY_STEP_ROWS`] table rows each, since nothing else runs): the tables plus the
 //! log after the mark are exactly what was acknowledged, whoever wrote it
 //! (a crashed server, a CLI beside it), and any number of connections may
 //! materialize at once (the mark is read and moved under the database's
@@ -38,10 +39,33 @@ use crate::store::pipeline::{WRITE_ORDER, append_only, table_rows};
 /// The encoding of a log row; a row of another version is refused.
 const LOG_FORMAT: u8 = 1;
 
-/// Most log rows materialized in one transaction (at most
-/// [`super::MAX_GROUP_OPS`] operations each), so recovery of a long log
-/// goes in steps, each a commit, and its memory stays bounded.
+/// Most log rows materialized in one transaction while the service runs
+/// (at most [`super::MAX_GROUP_OPS`] operations each), so a step is short
+/// beside the writer and its memory stays bounded.
 pub const MAX_SETTLE_POSITIONS: i64 = 256;
+
+/// Most table rows one step of the replay at open takes (whole log rows,
+/// at least one): recovery is alone on the database, so it goes in fewer,
+/// larger steps, and each account's pages are written once a step instead
+/// of once every [`MAX_SETTLE_POSITIONS`] log rows (about 130,000 debits,
+/// four rows each; measured at about 300 MiB more memory than the live
+/// step, and 1,000,000 debits over 10,000 accounts replayed in 20 s
+/// instead of 80 s).
+pub const REPLAY_STEP_ROWS: usize = 524_288;
+
+/// The largest replay step an operator may set (`--replay-step-rows`):
+/// about 10 GiB of memory.
+pub const MAX_REPLAY_STEP_ROWS: usize = 16_777_216;
+
+/// How much of the log one step of [`settle`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The materializer's: at most [`MAX_SETTLE_POSITIONS`] log rows.
+    Live,
+    /// The replay at open's: whole log rows until they hold `rows` table
+    /// rows ([`REPLAY_STEP_ROWS`]), at least one log row.
+    Replay { rows: usize },
+}
 
 /// One table's rows in a log row: its index in [`WRITE_ORDER`], the values.
 type TableRows = (u8, Vec<Vec<Val>>);
@@ -255,12 +279,18 @@ pub fn read_mark(main: &Connection) -> rusqlite::Result<i64> {
 }
 
 impl Log {
-    /// Replays the log into the tables (recovery at open) and returns the
+    /// Replays the log into the tables (recovery at open) in steps of at
+    /// most `step_rows` table rows ([`REPLAY_STEP_ROWS`]) and returns the
     /// writer that carries on from its head, keeping at most `max_warm`
     /// accounts warm in its tail.
-    pub fn open(main: &Connection, log: &Connection, max_warm: usize) -> Result<Log, LedgerError> {
+    pub fn open(
+        main: &Connection,
+        log: &Connection,
+        max_warm: usize,
+        step_rows: usize,
+    ) -> Result<Log, LedgerError> {
         let (head, seen) = read_head(log).map_err(sql_error)?;
-        settle(main, log, head)?;
+        settle(main, log, head, Step::Replay { rows: step_rows })?;
         Ok(Log { owner: new_owner(), head, seen, tail: Tail::keeping(max_warm) })
     }
 
@@ -306,7 +336,7 @@ impl Log {
     /// all) and it carries on from the head it found.
     pub fn take_over(&mut self, main: &Connection, log: &Connection) -> Result<i64, LedgerError> {
         let (head, seen) = read_head(log).map_err(sql_error)?;
-        let mark = settle(main, log, head)?;
+        let mark = settle(main, log, head, Step::Live)?;
         self.head = head;
         self.seen = seen;
         self.tail.clear();
@@ -314,15 +344,14 @@ impl Log {
     }
 }
 
-/// Materializes the log up to `target` at least (in steps of at most
-/// [`MAX_SETTLE_POSITIONS`] positions, each its own transaction on the
-/// database) and returns the mark. Outside any transaction. Any number of
+/// Materializes the log up to `target` at least (in steps as `step` says,
+/// each its own transaction on the database) and returns the mark. Outside any transaction. Any number of
 /// connections, of any process, may run it at once: each step reads and
 /// moves the mark under the database's write lock, so a position is
 /// materialized once. On an error nothing of the failed step is written.
-pub fn settle(main: &Connection, log: &Connection, target: i64) -> Result<i64, LedgerError> {
+pub fn settle(main: &Connection, log: &Connection, target: i64, step: Step) -> Result<i64, LedgerError> {
     loop {
-        let (mark, head) = settle_step(main, log)?;
+        let (mark, head) = settle_step(main, log, step)?;
         if mark >= target.min(head) {
             return Ok(mark);
         }
@@ -330,10 +359,9 @@ pub fn settle(main: &Connection, log: &Connection, target: i64) -> Result<i64, L
 }
 
 /// One transaction of [`settle`]: the new mark and the log's head then.
-pub fn settle_step(main: &Connection, log: &Connection) -> Result<(i64, i64), LedgerError> {
+pub fn settle_step(main: &Connection, log: &Connection, step: Step) -> Result<(i64, i64), LedgerError> {
     main.prepare_cached("BEGIN IMMEDIATE").and_then(|mut s| s.execute([])).map_err(sql_error)?;
-    let step = materialize(main, log);
-    match step {
+    match materialize(main, log, step) {
         Ok(Some(moved)) => {
             main.prepare_cached("COMMIT").and_then(|mut s| s.execute([])).map_err(sql_error)?;
             Ok(moved)
@@ -353,10 +381,10 @@ pub fn settle_step(main: &Connection, log: &Connection) -> Result<(i64, i64), Le
 
 /// In the database's write transaction: the next step's rows, merged and
 /// written, and the mark moved (`None` if nothing is after the mark).
-fn materialize(main: &Connection, log: &Connection) -> Result<Option<(i64, i64)>, LedgerError> {
+fn materialize(main: &Connection, log: &Connection, step: Step) -> Result<Option<(i64, i64)>, LedgerError> {
     let mark = read_mark(main).map_err(sql_error)?;
     log.prepare_cached("BEGIN").and_then(|mut s| s.execute([])).map_err(sql_error)?;
-    let read = read_step(log, mark);
+    let read = read_step(log, mark, step);
     log.prepare_cached("COMMIT").and_then(|mut s| s.execute([])).map_err(sql_error)?;
     let Some((upto, head, last_entry_id, mut merged)) = read? else { return Ok(None) };
     merged.merge().map_err(LedgerError::Internal)?;
@@ -370,10 +398,14 @@ fn materialize(main: &Connection, log: &Connection) -> Result<Option<(i64, i64)>
     Ok(Some((upto, head)))
 }
 
-/// In a read transaction of the log: the rows after `mark`, at most
-/// [`MAX_SETTLE_POSITIONS`] of them, checked contiguous and decoded; with
-/// the last position taken, the log's head and its last entry id.
-fn read_step(log: &Connection, mark: i64) -> Result<Option<(i64, i64, i64, Merged)>, LedgerError> {
+/// In a read transaction of the log: the rows after `mark`, as many as
+/// `step` takes, checked contiguous and decoded; with the last position
+/// taken, the log's head and its last entry id.
+fn read_step(
+    log: &Connection,
+    mark: i64,
+    step: Step,
+) -> Result<Option<(i64, i64, i64, Merged)>, LedgerError> {
     let (head, last_entry_id): (i64, i64) = log
         .prepare_cached("SELECT head, last_entry_id FROM log_state WHERE id = 1")
         .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
@@ -381,7 +413,11 @@ fn read_step(log: &Connection, mark: i64) -> Result<Option<(i64, i64, i64, Merge
     if head <= mark {
         return Ok(None);
     }
-    let upto = head.min(mark + MAX_SETTLE_POSITIONS);
+    let (mut upto, most_rows) = match step {
+        Step::Live => (head.min(mark + MAX_SETTLE_POSITIONS), usize::MAX),
+        Step::Replay { rows } => (head, rows),
+    };
+    let mut taken = 0;
     let mut merged = Merged::new();
     let mut expected = mark + 1;
     let mut stmt = log
@@ -402,7 +438,12 @@ fn read_step(log: &Connection, mark: i64) -> Result<Option<(i64, i64, i64, Merge
         let bytes =
             r.get_ref(1).map_err(sql_error)?.as_blob().map_err(|e| LedgerError::Internal(e.to_string()))?;
         for (index, rows) in decode(position, bytes).map_err(LedgerError::Internal)? {
+            taken += rows.len();
             merged.add(position, index, rows).map_err(LedgerError::Internal)?;
+        }
+        if taken >= most_rows {
+            upto = position;
+            break;
         }
     }
     if expected != upto + 1 {
@@ -442,6 +483,46 @@ mod tests {
         let mut vals: Vec<Val> = key.iter().map(|k| Val::Text(k.to_string())).collect();
         vals.resize(table.cols.len(), Val::Int(v));
         vals
+    }
+
+    /// A replay step takes whole log rows until it holds its most table
+    /// rows (at least one log row); a live step takes its positions.
+    #[test]
+    fn a_replay_step_stops_at_its_most_rows_on_a_log_row_boundary() {
+        let log = Connection::open_in_memory().unwrap();
+        log.execute_batch(LOG_SCHEMA).unwrap();
+        log.execute("INSERT INTO log_state (id, head, owner, last_entry_id) VALUES (1, 3, 'w', 0)", [])
+            .unwrap();
+        let acc = index(&ACCOUNTS);
+        for position in 1..=3_i64 {
+            let rows = vec![
+                row(&ACCOUNTS, &[&format!("a{position}")], 1),
+                row(&ACCOUNTS, &[&format!("b{position}")], 1),
+            ];
+            let bytes = postcard::to_stdvec(&(LOG_FORMAT, vec![(acc, rows)])).unwrap();
+            log.execute(
+                "INSERT INTO log (position, rows) VALUES (?1, ?2)",
+                rusqlite::params![position, bytes],
+            )
+            .unwrap();
+        }
+        let upto = |step: Step| {
+            let (upto, head, _, merged) = read_step(&log, 0, step).unwrap().expect("rows after the mark");
+            assert_eq!(head, 3);
+            let taken: usize = merged.tables.iter().map(Vec::len).sum();
+            assert_eq!(taken as i64, 2 * upto, "the rows of every log row taken, and only those");
+            upto
+        };
+        assert_eq!(
+            upto(Step::Replay { rows: 4 }),
+            2,
+            "at the edge: the log row that reaches it ends the step"
+        );
+        assert_eq!(upto(Step::Replay { rows: 5 }), 3, "one row short: the next log row is taken whole");
+        assert_eq!(upto(Step::Replay { rows: 1 }), 1, "at least one log row");
+        assert_eq!(upto(Step::Replay { rows: usize::MAX }), 3, "never past the head");
+        assert_eq!(upto(Step::Live), 3);
+        assert!(read_step(&log, 3, Step::Live).unwrap().is_none(), "nothing after the head");
     }
 
     #[test]

@@ -189,7 +189,7 @@ impl Materializer {
         let target = self.shared.marks.lock().expect("marks lock").acked;
         let settled = catch_unwind(AssertUnwindSafe(|| {
             loop {
-                let (mark, head) = log::settle_step(&self.main, &self.log_conn)?;
+                let (mark, head) = log::settle_step(&self.main, &self.log_conn, log::Step::Live)?;
                 publish_materialized(&self.shared, mark);
                 if mark >= target.min(head) {
                     return Ok(());

@@ -71,7 +71,7 @@ use crate::store::columns::ACCOUNTS;
 use crate::store::tokens;
 use materializer::Chore;
 
-pub use log::{MAX_SETTLE_POSITIONS, path_of as log_path_of};
+pub use log::{MAX_REPLAY_STEP_ROWS, MAX_SETTLE_POSITIONS, REPLAY_STEP_ROWS, path_of as log_path_of};
 pub use materializer::{MATERIALIZER_NICE, MAX_BACKOFF};
 pub use schema::SCHEMA_VERSION;
 pub use tail::MAX_WARM_ACCOUNTS;
@@ -116,6 +116,9 @@ pub struct Tuning {
     /// Materialize when the store is dropped (if not, the next open
     /// replays the log, as after a crash).
     pub settle_on_close: bool,
+    /// Most table rows a step of the replay at open takes (whole log rows,
+    /// at least one).
+    pub replay_step_rows: usize,
 }
 
 impl Default for Tuning {
@@ -126,6 +129,7 @@ impl Default for Tuning {
             idle_settle: Some(IDLE_SETTLE),
             max_warm_accounts: MAX_WARM_ACCOUNTS,
             settle_on_close: true,
+            replay_step_rows: log::REPLAY_STEP_ROWS,
         }
     }
 }
@@ -263,7 +267,7 @@ impl SqliteStore {
         let log_path = log::path_of(path);
         let log_conn = open_connection(&log_path, LOG_CACHE_KIB).map_err(|e| unopenable(&log_path, e))?;
         log::prepare(&main, &log_conn).map_err(sql_error)?;
-        let log = log::Log::open(&main, &log_conn, tuning.max_warm_accounts)?;
+        let log = log::Log::open(&main, &log_conn, tuning.max_warm_accounts, tuning.replay_step_rows)?;
         let mark = log::read_mark(&main).map_err(sql_error)?;
         // What the replay materialized leaves the log now, not in the first
         // append (after a crash that can be many rows).
