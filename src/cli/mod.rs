@@ -69,7 +69,7 @@ struct Cli {
     /// SQLite: most table rows one step of the replay at open takes (the
     /// recovery of what a crash left unmaterialized; default 524,288,
     /// 1 to 16,777,216). Larger steps replay a long log faster and take
-    /// more memory, about 600 bytes a row.
+    /// more memory, about 450 bytes a row.
     #[arg(long, global = true, env = "TEXTCREDITS_REPLAY_STEP_ROWS", value_name = "ROWS")]
     replay_step_rows: Option<usize>,
     #[command(subcommand)]
