@@ -98,6 +98,9 @@ struct State {
     deliveries: Mutex<Vec<Delivery>>,
     requests: AtomicUsize,
     invalid: AtomicUsize,
+    /// Verified requests not yet answered, and the most there were at once.
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
 }
 
 pub struct Receiver {
@@ -117,6 +120,8 @@ impl Receiver {
             deliveries: Mutex::new(Vec::new()),
             requests: AtomicUsize::new(0),
             invalid: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            most_in_flight: AtomicUsize::new(0),
         });
         let listener = listen(SocketAddr::from(([127, 0, 0, 1], 0)));
         let addr = listener.local_addr().unwrap();
@@ -170,6 +175,11 @@ impl Receiver {
     /// Requests of any kind, verified or not.
     pub fn requests(&self) -> usize {
         self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// The most verified requests this receiver held unanswered at once.
+    pub fn most_in_flight(&self) -> usize {
+        self.state.most_in_flight.load(Ordering::SeqCst)
     }
 
     /// Requests refused for a missing or wrong signature or a stale timestamp.
@@ -240,7 +250,10 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
         answered: reply.status,
     });
+    let now_in_flight = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state.most_in_flight.fetch_max(now_in_flight, Ordering::SeqCst);
     tokio::time::sleep(reply.delay).await;
+    state.in_flight.fetch_sub(1, Ordering::SeqCst);
     let mut response = Response::builder().status(reply.status);
     for (name, value) in &reply.headers {
         response = response.header(name, value);

@@ -452,6 +452,51 @@ async fn webhook_writes_are_idempotent_with_a_key(db: Db) {
     assert_eq!(endpoints().await, 2);
 }
 
+/// The worker has at most `MAX_IN_FLIGHT` (64) deliveries in flight at
+/// once, claiming only what it has room for: with 100 accounts' events due
+/// together and a receiver that answers each after 2 s, exactly 64 are
+/// held unanswered at the peak, and every one arrives.
+async fn at_most_max_in_flight_deliveries_are_sent_at_once(db: Db) {
+    use textcredits::events::worker::MAX_IN_FLIGHT;
+    const ACCOUNTS: usize = 100;
+    let r = Receiver::start(&[]).await;
+    let s = start(&db, FAST);
+    let e = endpoint(&s, json!({ "url": r.url(), "events": ["purchase.created"] })).await;
+    r.accept(e["secret"].as_str().unwrap());
+    let ep = format!("/v1/webhook-endpoints/{}", e["id"].as_str().unwrap());
+    let off = s.call("PATCH", &ep, Some(ADMIN), None, Some(json!({"enabled": false}))).await;
+    assert_eq!(off.status, 200, "{off:?}");
+    for i in 0..ACCOUNTS {
+        let account = format!("c{i}");
+        open_account(&s, &account).await;
+        buy(&s, &account, "p", 1).await;
+    }
+    let count = |status: &'static str| {
+        let path = format!("{ep}/deliveries?status={status}&limit=500");
+        let s = &s;
+        async move { s.get(&path, ADMIN).await.body["data"].as_array().unwrap().len() }
+    };
+    for _ in 0..600 {
+        if count("pending").await == ACCOUNTS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count("pending").await, ACCOUNTS, "every event waits for the disabled endpoint");
+    r.set_script((0..ACCOUNTS).map(|_| Reply::status(204).after(Duration::from_secs(2))));
+    let on = s.call("PATCH", &ep, Some(ADMIN), None, Some(json!({"enabled": true}))).await;
+    assert_eq!(on.status, 200, "{on:?}");
+    for _ in 0..600 {
+        if count("succeeded").await == ACCOUNTS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count("succeeded").await, ACCOUNTS, "every delivery arrives");
+    assert_eq!(r.events().len(), ACCOUNTS, "each once");
+    assert_eq!(r.most_in_flight(), MAX_IN_FLIGHT, "at the limit, never past it");
+}
+
 on_every_store!(
     #[tokio::test]
     every_event_arrives_signed_and_in_order_across_an_outage,
@@ -461,6 +506,8 @@ on_every_store!(
     bad_webhook_input_is_refused,
     #[tokio::test]
     webhook_writes_are_idempotent_with_a_key,
+    #[tokio::test]
+    at_most_max_in_flight_deliveries_are_sent_at_once,
 );
 
 /// Two replicas on PostgreSQL with one endpoint: each event is delivered
