@@ -16,11 +16,11 @@
 //! from the log file in its next append ([`trim`]).
 //!
 //! Recovery is the same steps at open ([`Log::open`]), larger (up to
-//! [`REPLAY_STEP_ROWS`] table rows each, since nothing else runs): the tables plus the
-//! log after the mark are exactly what was acknowledged, whoever wrote it
-//! (a crashed server, a CLI beside it), and any number of connections may
-//! materialize at once (the mark is read and moved under the database's
-//! write lock). Writers of other processes are told apart by `owner`: a
+//! [`REPLAY_STEP_ROWS`] table rows each, since nothing else runs): the
+//! tables plus the log after the mark are exactly what was acknowledged,
+//! whoever wrote it (a crashed server, a CLI beside it), and any number of
+//! connections may materialize at once (the mark is read and moved under
+//! the database's write lock). Writers of other processes are told apart by `owner`: a
 //! writer appends only while `log_state` is the one it left (its last
 //! position and owner); otherwise it takes over ([`Log::take_over`]):
 //! materializes the log and drops its tail.
@@ -345,10 +345,11 @@ impl Log {
 }
 
 /// Materializes the log up to `target` at least (in steps as `step` says,
-/// each its own transaction on the database) and returns the mark. Outside any transaction. Any number of
-/// connections, of any process, may run it at once: each step reads and
-/// moves the mark under the database's write lock, so a position is
-/// materialized once. On an error nothing of the failed step is written.
+/// each its own transaction on the database) and returns the mark.
+/// Outside any transaction. Any number of connections, of any process,
+/// may run it at once: each step reads and moves the mark under the
+/// database's write lock, so a position is materialized once. On an error
+/// nothing of the failed step is written.
 pub fn settle(main: &Connection, log: &Connection, target: i64, step: Step) -> Result<i64, LedgerError> {
     loop {
         let (mark, head) = settle_step(main, log, step)?;
