@@ -386,6 +386,17 @@ fn the_replay_step_is_refused_on_postgresql() {
     assert!(stderr.contains("for SQLite only"), "{stderr}");
 }
 
+/// `--replay-step-rows` at both ends of its range is taken (the values
+/// past them are refused in the bad-flags test below).
+#[test]
+fn the_replay_step_is_taken_at_its_edges() {
+    let db = crate::util::Db::new();
+    for rows in ["1", "16777216"] {
+        let run = db.run(&["--replay-step-rows", rows, "account", "list"]);
+        assert_eq!(run.code, 0, "--replay-step-rows {rows}: {run:?}");
+    }
+}
+
 #[test]
 fn bad_flags_subcommands_times_and_pages_are_refused() {
     let fx = fixture();
