@@ -355,6 +355,14 @@ impl DebitView {
             created_at: d.created_at,
         }
     }
+
+    /// The debit as it was answered when it was made, before any refund:
+    /// every other field of a debit's row never changes, so a debit's
+    /// first answer is rebuilt from its row (what an idempotency key
+    /// replays, [`crate::ledger::replay`]).
+    pub fn as_made(account: &str, d: &Debit) -> DebitView {
+        DebitView { refunded_credits: 0, ..DebitView::of(account, d) }
+    }
 }
 
 /// A refund of undelivered messages of a debit.

@@ -6,7 +6,8 @@
 //!    [`Loaded`] (one query per table for the whole group, then the
 //!    unbilled purchases of the accounts that auto-recharge,
 //!    [`Loaded::recharging`], then the lots the loaded rows name,
-//!    [`Loaded::missing_lots`]);
+//!    [`Loaded::missing_lots`], and the debits whose answers loaded keys
+//!    name, [`Loaded::named_debits`]);
 //! 2. calls [`apply`], which runs the operations in arrival order on
 //!    those states, in memory, and returns each operation's answer and the
 //!    [`Rows`] to write;
@@ -38,7 +39,9 @@ use crate::domain::usage;
 use crate::domain::view::UsageView;
 
 use super::LedgerError;
-use super::store::{Executed, Operation, StoredAnswer, answer_of, replay, request_of, transition};
+use super::store::{
+    Executed, Operation, StoredAnswer, answer_of, debit_named, replay, request_of, transition,
+};
 
 /// An (account, id) pair: a row named by its key.
 pub type Pair = (String, String);
@@ -187,6 +190,24 @@ impl Loaded {
         for (a, h) in &self.holds {
             h.parts.iter().for_each(|p| want(a, &p.lot_id));
         }
+        wanted.sort_unstable();
+        wanted.dedup();
+        wanted
+    }
+
+    /// Debits that loaded keys' answers name ([`debit_named`]) but that
+    /// were not loaded: a retry of a debit is answered from its row (the
+    /// load's last round, with [`Loaded::missing_lots`]; a replay needs
+    /// none of the debit's lots).
+    pub fn named_debits(&self) -> Vec<Pair> {
+        let have: HashSet<(&str, &str)> =
+            self.debits.iter().map(|(a, d)| (a.as_str(), d.id.as_str())).collect();
+        let mut wanted: Vec<Pair> = self
+            .keys
+            .iter()
+            .filter_map(|((a, _), stored)| debit_named(stored).map(|d| (a.clone(), d)))
+            .filter(|(a, d)| !have.contains(&(a.as_str(), d.as_str())))
+            .collect();
         wanted.sort_unstable();
         wanted.dedup();
         wanted
@@ -367,7 +388,7 @@ fn apply_one(
     if let (Some(key), Some(pair)) = (&op.key, &pair)
         && let Some(stored) = keys.get(pair)
     {
-        return replay(&op.account, key, &request, stored);
+        return replay(state, key, &request, stored);
     }
     // Time never runs backwards for an account: an operation stamped before
     // its latest entry (a skewed replica, a wrong clock) is applied at that
@@ -382,7 +403,7 @@ fn apply_one(
     };
     let done = transition(state, op)?;
     let answer = match &op.key {
-        Some(_) => Some(answer_of(request, &done.outcome)?),
+        Some(_) => Some(answer_of(request, &done.outcome, &done.after)?),
         None => None,
     };
     *state = done.after;

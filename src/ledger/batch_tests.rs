@@ -109,9 +109,26 @@ fn a_key_stored_before_the_group_is_replayed() {
     let key = first.rows.keys[0].clone();
     let mut l = loaded(&[account("a", 1000)]);
     l.keys.push((("a".into(), "k".into()), key.answer));
+    // The key names the debit it made; the load's last round brings it.
+    let (_, made) = first.rows.debits[0].clone();
+    assert_eq!(l.named_debits(), [("a".to_string(), made.id.clone())]);
+    l.debits.push(("a".into(), made));
+    assert_eq!(l.named_debits(), []);
     let batch = apply(l, &[op("a", debit(10), Some("k"), 2)]);
-    assert!(batch.answers[0].as_ref().unwrap().replayed);
+    let again = batch.answers[0].as_ref().unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.outcome, first.answers[0].as_ref().unwrap().outcome);
     assert!(batch.rows.is_empty());
+}
+
+#[test]
+fn a_key_whose_debit_is_not_loaded_answers_internal_and_writes_nothing() {
+    let first = apply(loaded(&[account("a", 1000)]), &[op("a", debit(10), Some("k"), 1)]);
+    let mut l = loaded(&[account("a", 1000)]);
+    l.keys.push((("a".into(), "k".into()), first.rows.keys[0].answer.clone()));
+    let batch = apply(l, &[op("a", debit(10), Some("k"), 2), op("a", debit(1), None, 3)]);
+    assert!(matches!(&batch.answers[0], Err(LedgerError::Internal(m)) if m.contains("names debit")));
+    assert_eq!(balance_after(&batch.answers[1]), 999);
 }
 
 #[test]
@@ -207,6 +224,7 @@ proptest! {
 
         let mut states = loaded(&start).into_states().0;
         let mut keys: Vec<(Pair, StoredAnswer)> = Vec::new();
+        let mut made: Vec<(String, Debit)> = Vec::new();
         for (i, o) in ops.iter().enumerate() {
             let mut l = Loaded::default();
             let s = &states[o.account.as_str()];
@@ -214,10 +232,14 @@ proptest! {
             l.lots = s.lots.iter().map(|x| (o.account.to_string(), x.clone())).collect();
             l.holds = s.holds.iter().map(|x| (o.account.to_string(), x.clone())).collect();
             l.keys = keys.clone();
+            // As a store's last round: the debits the keys' answers name.
+            let named: Vec<Pair> = l.named_debits();
+            l.debits = made.iter().filter(|(a, d)| named.contains(&(a.clone(), d.id.clone()))).cloned().collect();
             let alone = apply(l, std::slice::from_ref(o));
             let (got, want) = (&alone.answers[0], &together.answers[i]);
             prop_assert_eq!(format!("{got:?}"), format!("{want:?}"), "operation {}", i);
             keys.extend(alone.rows.keys.iter().map(|k| ((k.account.to_string(), k.key.clone()), k.answer.clone())));
+            made.extend(alone.rows.debits.iter().map(|(a, d)| (a.to_string(), d.clone())));
             let mut next = alone.rows;
             if let Some(a) = next.accounts.pop() {
                 states.get_mut(o.account.as_str()).unwrap().account = a;

@@ -221,10 +221,19 @@ pub fn plan_recharging(loaded: &Loaded, wants: &Wants) -> Option<(Load, String)>
     (!accounts.is_empty()).then(|| (Load::UnbilledPurchases, json_ids(&accounts)))
 }
 
-/// The last round: the lots the earlier rounds' rows name, if any.
-pub fn plan_missing(loaded: &Loaded) -> Option<(Load, String)> {
-    let missing = loaded.missing_lots();
-    (!missing.is_empty()).then(|| (Load::Lots, json_pairs(&missing)))
+/// The last round: the lots the earlier rounds' rows name
+/// ([`Loaded::missing_lots`]) and the debits whose answers their keys name
+/// ([`Loaded::named_debits`]), leaving out either if there is none.
+pub fn last_round(loaded: &Loaded) -> Vec<(Load, Vec<Pair>)> {
+    [(Load::Lots, loaded.missing_lots()), (Load::Debits, loaded.named_debits())]
+        .into_iter()
+        .filter(|(_, pairs)| !pairs.is_empty())
+        .collect()
+}
+
+/// [`last_round`], each load with its parameter.
+pub fn plan_last(loaded: &Loaded) -> Vec<(Load, String)> {
+    last_round(loaded).into_iter().map(|(l, pairs)| (l, json_pairs(&pairs))).collect()
 }
 
 impl Dialect {

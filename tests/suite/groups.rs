@@ -235,6 +235,90 @@ async fn postgres_audit_reports_orphans_and_a_counter_behind_the_entries() {
     audit_reports_orphans_and_a_counter_behind_the_entries(db).await;
 }
 
+/// A debit's key keeps the debit's id, not its answer (the debit's row
+/// holds the answer): a retry answers exactly the first answer, with its
+/// `refunded_credits` of 0 after a refund, whether the writer still holds
+/// the debit in its memory (SQLite's tail) or the tables do, and from the
+/// first of a burst; an answer kept whole, as earlier versions kept every
+/// answer, still replays.
+async fn a_debit_key_is_answered_from_its_debit(db: crate::util::Db) {
+    macro_rules! body {
+        ($l:expr, $again:expr) => {{
+            let l = $l;
+            let a = account(&l, "cafe", "UTC", 100, ts("2026-11-01T00:00:00Z")).await;
+            let first = l.execute(&a, debit(10, "m-1"), key("k1"), ts(NOW)).await.expect("debit");
+            let Outcome::Debit(made) = &first.outcome else { panic!("not a debit: {first:?}") };
+            let retry = l.execute(&a, debit(10, "m-1"), key("k1"), ts(NOW)).await.expect("retry");
+            assert!(retry.replayed);
+            assert_eq!(retry.outcome, first.outcome);
+
+            let refund = Command::RefundDebit { debit_id: made.id.clone(), credits: Credits::new(4).unwrap() };
+            l.execute(&a, refund, key("r1"), ts(NOW)).await.expect("refund");
+            // In a burst beside its first use, and after the refund.
+            let answers = burst(
+                &l,
+                vec![
+                    (a.clone(), debit(10, "m-1"), key("k1")),
+                    (a.clone(), debit(1, "m-2"), key("k2")),
+                    (a.clone(), debit(1, "m-2"), key("k2")),
+                ],
+            )
+            .await;
+            let answers: Vec<Executed> = answers.into_iter().map(|r| r.expect("answered")).collect();
+            assert_eq!(answers[0].outcome, first.outcome, "the first answer, refunded 0");
+            assert!(answers[0].replayed && !answers[1].replayed && answers[2].replayed);
+            assert_eq!(answers[1].outcome, answers[2].outcome);
+            assert_eq!(available(&l, &a).await, 100 - 10 + 4 - 1);
+
+            // A read waits for the tables; they keep the debit's id alone.
+            let kept = crate::util::raw_text(
+                &db,
+                "SELECT response FROM idempotency_keys WHERE account_id = 'cafe' AND key = 'k1'",
+            );
+            assert_eq!(kept, format!(r#"{{"debit":"{}"}}"#, made.id));
+            drop(l);
+            // An answer kept whole, as before, with a debit id of no row.
+            let whole = r#"{"type":"debit","body":{"id":"deb_old1","account_id":"cafe","credits":3,"reference":"m-0","description":null,"from_free":3,"from_grants":0,"from_paid":0,"refunded_credits":0,"hold_id":null,"balance_after":97,"created_at":"2026-11-20T00:00:00Z"}}"#;
+            crate::util::raw_sql(
+                &db,
+                &format!(
+                    "INSERT INTO idempotency_keys (account_id, key, request, response, created_at) VALUES \
+                     ('cafe', 'old', '{{\"op\":\"debit\",\"credits\":3,\"reference\":\"m-0\"}}', '{whole}', 0)"
+                ),
+            );
+            // Opened again: the writer reads the key and the debit from the tables.
+            let l = $again;
+            let again = l.execute(&a, debit(10, "m-1"), key("k1"), ts(NOW)).await.expect("retry");
+            assert!(again.replayed);
+            assert_eq!(again.outcome, first.outcome);
+            let old = l.execute(&a, debit(3, "m-0"), key("old"), ts(NOW)).await.expect("old key");
+            assert!(old.replayed);
+            let Outcome::Debit(old) = old.outcome else { panic!("not a debit") };
+            assert_eq!((old.id.as_str(), old.balance_after), ("deb_old1", 97));
+            let e = l.execute(&a, debit(11, "m-1"), key("k1"), ts(NOW)).await.unwrap_err();
+            assert!(matches!(e, LedgerError::IdempotencyConflict { .. }), "{e}");
+            assert_eq!(available(&l, &a).await, 93);
+            audit_ok(&l).await;
+        }};
+    }
+    if db.pg_schema.is_some() {
+        body!(db.pg_ledger().await, db.pg_ledger().await)
+    } else {
+        body!(db.ledger().await, db.ledger().await)
+    }
+}
+
+#[tokio::test]
+async fn sqlite_a_debit_key_is_answered_from_its_debit() {
+    a_debit_key_is_answered_from_its_debit(crate::util::Db::new()).await;
+}
+
+#[tokio::test]
+async fn postgres_a_debit_key_is_answered_from_its_debit() {
+    let Some(db) = crate::util::Db::postgres() else { return };
+    a_debit_key_is_answered_from_its_debit(db).await;
+}
+
 /// A panic while a group is applied (here: an active hold whose lot was
 /// deleted behind the ledger's back) answers `internal` to its operation
 /// only; the other operations of the group are answered, and the writer

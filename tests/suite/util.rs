@@ -217,6 +217,27 @@ pub fn raw_sql(db: &Db, sql: &str) {
     }
 }
 
+/// The one text value `sql` selects on the test's database, behind the
+/// ledger's back (to look at how a row is kept).
+pub fn raw_text(db: &Db, sql: &str) -> String {
+    if db.pg_schema.is_none() {
+        let conn = rusqlite::Connection::open(&db.path).expect("open");
+        return conn.query_row(sql, [], |r| r.get(0)).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let (url, sql) = (db.url.clone(), sql.to_string());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        rt.block_on(async {
+            let (client, conn) =
+                tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("PostgreSQL answers");
+            tokio::spawn(conn);
+            client.query_one(&sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+        })
+    })
+    .join()
+    .expect("the query ran")
+}
+
 /// Creates an account through the ledger.
 pub async fn account<S: textcredits::ledger::Store>(
     l: &Ledger<S>,

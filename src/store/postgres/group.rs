@@ -26,7 +26,7 @@ use super::{pg_error, pool_error};
 use crate::ledger::batch::{self, Loaded, Rows, Wants};
 use crate::ledger::{Executed, LedgerError, Operation};
 use crate::store::columns::{ENTRIES, Table, Val};
-use crate::store::pipeline::{Dialect, Load, append_only, plan, plan_missing, plan_recharging, table_rows};
+use crate::store::pipeline::{Dialect, Load, append_only, plan, plan_last, plan_recharging, table_rows};
 
 /// Groups in flight at once per replica (each holds one connection). An
 /// account's operations always go to the same worker, so a replica's groups
@@ -166,9 +166,12 @@ pub async fn load(c: &impl GenericClient, wants: &Wants, lock: bool) -> Result<L
         let rows = run_load(c, load, &param, false).await?;
         land(&mut loaded, load, rows)?;
     }
-    if let Some((load, param)) = plan_missing(&loaded) {
-        let rows = run_load(c, load, &param, false).await?;
-        land(&mut loaded, load, rows)?;
+    let last = plan_last(&loaded);
+    let results =
+        futures_util::future::try_join_all(last.iter().map(|(load, param)| run_load(c, *load, param, false)))
+            .await?;
+    for ((load, _), rows) in last.iter().zip(results) {
+        land(&mut loaded, *load, rows)?;
     }
     Ok(loaded)
 }

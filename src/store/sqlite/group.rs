@@ -12,7 +12,7 @@ use super::sql_error;
 use super::tail::Tail;
 use crate::ledger::LedgerError;
 use crate::ledger::batch::{Loaded, Wants};
-use crate::store::pipeline::{Ask, Dialect, Load, asks};
+use crate::store::pipeline::{Ask, Dialect, Load, asks, last_round};
 
 fn run_load(conn: &Connection, load: Load, param: &str, loaded: &mut Loaded) -> Result<(), LedgerError> {
     let mut stmt = conn.prepare_cached(Dialect::Sqlite.sql(load, false)).map_err(sql_error)?;
@@ -65,9 +65,10 @@ pub fn load(conn: &Connection, wants: &Wants, tail: &mut Tail) -> Result<Loaded,
     if !recharging.is_empty() {
         round(conn, &[(Load::UnbilledPurchases, Ask::Accounts(&recharging))], tail, &mut loaded)?;
     }
-    let missing = loaded.missing_lots();
-    if !missing.is_empty() {
-        round(conn, &[(Load::Lots, Ask::Pairs(&missing))], tail, &mut loaded)?;
+    let last = last_round(&loaded);
+    if !last.is_empty() {
+        let asks: Vec<(Load, Ask<'_>)> = last.iter().map(|(l, pairs)| (*l, Ask::Pairs(pairs))).collect();
+        round(conn, &asks, tail, &mut loaded)?;
     }
     Ok(loaded)
 }
