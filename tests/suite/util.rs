@@ -189,21 +189,31 @@ impl Drop for Db {
     }
 }
 
-/// Runs one statement on PostgreSQL from any context (a thread of its own,
-/// with a runtime of its own, so it works inside async tests and in drops).
-pub fn pg_exec(url: &str, sql: &str) {
-    let (url, sql) = (url.to_string(), sql.to_string());
+/// Runs `work` on a connection to PostgreSQL from any context (a thread
+/// of its own, with a runtime of its own, so it works inside async tests
+/// and in drops).
+fn on_pg<T: Send + 'static>(
+    url: &str,
+    work: impl AsyncFnOnce(&tokio_postgres::Client) -> T + Send + 'static,
+) -> T {
+    let url = url.to_string();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
         rt.block_on(async {
             let (client, conn) =
                 tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("PostgreSQL answers");
             tokio::spawn(conn);
-            client.batch_execute(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-        });
+            work(&client).await
+        })
     })
     .join()
-    .expect("the statement ran");
+    .expect("the statement ran")
+}
+
+/// Runs one statement on PostgreSQL from any context.
+pub fn pg_exec(url: &str, sql: &str) {
+    let sql = sql.to_string();
+    on_pg(url, async move |c| c.batch_execute(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")));
 }
 
 /// Runs SQL on the test's database behind the ledger's back (to corrupt
@@ -224,18 +234,10 @@ pub fn raw_text(db: &Db, sql: &str) -> String {
         let conn = rusqlite::Connection::open(&db.path).expect("open");
         return conn.query_row(sql, [], |r| r.get(0)).unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
-    let (url, sql) = (db.url.clone(), sql.to_string());
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
-        rt.block_on(async {
-            let (client, conn) =
-                tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("PostgreSQL answers");
-            tokio::spawn(conn);
-            client.query_one(&sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
-        })
+    let sql = sql.to_string();
+    on_pg(&db.url, async move |c| {
+        c.query_one(&sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
     })
-    .join()
-    .expect("the query ran")
 }
 
 /// Creates an account through the ledger.
