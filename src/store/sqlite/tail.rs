@@ -63,8 +63,8 @@ pub struct Tail {
     /// By account and statement id (the id a command names).
     statements: BTreeMap<Pair, At<Statement>>,
     keys: HashMap<Pair, At<StoredAnswer>>,
-    /// The positions the tail holds, oldest first, with the loadable rows
-    /// each wrote (so a trim visits only those).
+    /// The positions the tail holds, oldest first, with the keys of the
+    /// loadable rows each wrote (so a trim visits only those).
     positions: VecDeque<Logged>,
     /// Operations whose groups the tail holds.
     ops: usize,
@@ -105,13 +105,20 @@ fn is_warm(warm: &HashMap<String, Warm>, a: &str, load: Load) -> bool {
     warm.get(a).is_some_and(|w| w.loads & bit(load) != 0)
 }
 
-/// A position of the log in the tail.
-#[derive(Debug)]
+/// A position of the log in the tail, with the keys of the loadable rows
+/// it wrote (the rows themselves are in the maps, once).
+#[derive(Debug, Default)]
 struct Logged {
     position: i64,
     ops: usize,
-    /// Its rows (without entries, events and usage).
-    rows: Rows,
+    accounts: Vec<String>,
+    lots: Vec<Pair>,
+    holds: Vec<Pair>,
+    debits: Vec<Pair>,
+    purchases: Vec<Pair>,
+    refunds: Vec<Pair>,
+    statements: Vec<Pair>,
+    keys: Vec<Pair>,
     /// The accounts it wrote entries of.
     entries_of: Vec<String>,
 }
@@ -256,45 +263,61 @@ impl Tail {
     }
 
     /// Takes in the rows of a committed group of `ops` operations, logged
-    /// at `position`.
-    pub fn absorb(&mut self, mut rows: Rows, ops: usize, position: i64) {
+    /// at `position`: each row moves into its map, and the position keeps
+    /// its key.
+    pub fn absorb(&mut self, rows: Rows, ops: usize, position: i64) {
         self.ops += ops;
-        for a in &rows.accounts {
-            self.accounts.insert(a.id.as_str().to_string(), At { row: a.clone(), position });
+        let mut logged = Logged { position, ops, ..Logged::default() };
+        /// Into `map` under `key`, with the key noted in `keys`.
+        fn put<K: Clone + Ord, T>(
+            map: &mut BTreeMap<K, At<T>>,
+            keys: &mut Vec<K>,
+            key: K,
+            row: T,
+            position: i64,
+        ) {
+            keys.push(key.clone());
+            map.insert(key, At { row, position });
         }
-        for (a, lot, active) in &rows.lots {
-            self.lots.insert(pair(a.as_str(), &lot.id), At { row: (lot.clone(), *active), position });
+        for a in rows.accounts {
+            let id = a.id.as_str().to_string();
+            logged.accounts.push(id.clone());
+            self.accounts.insert(id, At { row: a, position });
         }
-        for (a, h) in &rows.holds {
-            self.holds.insert(pair(a.as_str(), &h.id), At { row: h.clone(), position });
+        for (a, lot, active) in rows.lots {
+            put(&mut self.lots, &mut logged.lots, pair(a.as_str(), &lot.id), (lot, active), position);
         }
-        for (a, d) in &rows.debits {
-            self.debits.insert(pair(a.as_str(), &d.id), At { row: d.clone(), position });
+        for (a, h) in rows.holds {
+            put(&mut self.holds, &mut logged.holds, pair(a.as_str(), &h.id), h, position);
         }
-        for (a, p) in &rows.purchases {
-            self.purchases.insert(pair(a.as_str(), &p.id), At { row: p.clone(), position });
+        for (a, d) in rows.debits {
+            let k = pair(a.as_str(), &d.id);
+            logged.debits.push(k.clone());
+            self.debits.insert(k, At { row: d, position });
         }
-        for (a, r) in &rows.refunds {
-            self.refunds.insert(pair(a.as_str(), &r.id), At { row: r.clone(), position });
+        for (a, p) in rows.purchases {
+            put(&mut self.purchases, &mut logged.purchases, pair(a.as_str(), &p.id), p, position);
         }
-        for s in &rows.statements {
-            self.statements.insert(pair(s.account_id.as_str(), &s.id), At { row: s.clone(), position });
+        for (a, r) in rows.refunds {
+            put(&mut self.refunds, &mut logged.refunds, pair(a.as_str(), &r.id), r, position);
         }
-        for k in &rows.keys {
-            self.keys.insert(pair(k.account.as_str(), &k.key), At { row: k.answer.clone(), position });
+        for st in rows.statements {
+            let k = pair(st.account_id.as_str(), &st.id);
+            put(&mut self.statements, &mut logged.statements, k, st, position);
+        }
+        for k in rows.keys {
+            let key = pair(k.account.as_str(), &k.key);
+            logged.keys.push(key.clone());
+            self.keys.insert(key, At { row: k.answer, position });
         }
         for e in &rows.entries {
-            self.latest_entries
-                .insert(e.account.as_str().to_string(), At { row: e.entry.created_at, position });
+            let a = e.account.as_str();
+            self.latest_entries.insert(a.to_string(), At { row: e.entry.created_at, position });
+            if logged.entries_of.last().is_none_or(|last| last != a) {
+                logged.entries_of.push(a.to_string());
+            }
         }
-        // Only what a trim needs to find the rows again is kept.
-        let mut entries_of: Vec<String> =
-            rows.entries.iter().map(|e| e.account.as_str().to_string()).collect();
-        entries_of.dedup();
-        rows.entries = Vec::new();
-        rows.events = Vec::new();
-        rows.usage = Vec::new();
-        self.positions.push_back(Logged { position, ops, rows, entries_of });
+        self.positions.push_back(logged);
     }
 
     /// Drops what the tables hold now that the log is materialized up to
@@ -309,13 +332,12 @@ impl Tail {
         }
     }
 
-    /// Drops each row `rows` names whose version is the one logged at
-    /// `p`, unless a warm account's load needs it.
+    /// Drops each row `logged` names whose version is the one logged
+    /// there, unless a warm account's load needs it.
     fn forget(&mut self, logged: &Logged) {
-        let (p, rows, warm) = (logged.position, &logged.rows, &self.warm);
+        let (p, warm) = (logged.position, &self.warm);
         let ours = |position: i64| position == p;
-        for a in &rows.accounts {
-            let id = a.id.as_str();
+        for id in &logged.accounts {
             if self.accounts.get(id).is_some_and(|v| ours(v.position)) && !is_warm(warm, id, Load::Accounts) {
                 self.accounts.remove(id);
             }
@@ -327,61 +349,54 @@ impl Tail {
                 self.latest_entries.remove(a);
             }
         }
-        for (a, lot, _) in &rows.lots {
-            let k = pair(a.as_str(), &lot.id);
+        for k in &logged.lots {
             if self
                 .lots
-                .get(&k)
+                .get(k)
                 .is_some_and(|v| ours(v.position) && !(v.row.1 && is_warm(warm, &k.0, Load::ActiveLots)))
             {
-                self.lots.remove(&k);
+                self.lots.remove(k);
             }
         }
-        for (a, h) in &rows.holds {
-            let k = pair(a.as_str(), &h.id);
-            if self.holds.get(&k).is_some_and(|v| {
+        for k in &logged.holds {
+            if self.holds.get(k).is_some_and(|v| {
                 ours(v.position)
                     && !(v.row.status == HoldStatus::Held && is_warm(warm, &k.0, Load::HeldHolds))
             }) {
-                self.holds.remove(&k);
+                self.holds.remove(k);
             }
         }
-        for (a, d) in &rows.debits {
-            let k = pair(a.as_str(), &d.id);
-            if self.debits.get(&k).is_some_and(|v| ours(v.position)) {
-                self.debits.remove(&k);
+        for k in &logged.debits {
+            if self.debits.get(k).is_some_and(|v| ours(v.position)) {
+                self.debits.remove(k);
             }
         }
-        for (a, x) in &rows.purchases {
-            let k = pair(a.as_str(), &x.id);
-            if self.purchases.get(&k).is_some_and(|v| {
+        for k in &logged.purchases {
+            if self.purchases.get(k).is_some_and(|v| {
                 ours(v.position) && !(unbilled(&v.row) && is_warm(warm, &k.0, Load::UnbilledPurchases))
             }) {
-                self.purchases.remove(&k);
+                self.purchases.remove(k);
             }
         }
-        for (a, r) in &rows.refunds {
-            let k = pair(a.as_str(), &r.id);
-            if self.refunds.get(&k).is_some_and(|v| {
+        for k in &logged.refunds {
+            if self.refunds.get(k).is_some_and(|v| {
                 ours(v.position) && !(pending(&v.row) && is_warm(warm, &k.0, Load::PendingRefunds))
             }) {
-                self.refunds.remove(&k);
+                self.refunds.remove(k);
             }
         }
-        for st in &rows.statements {
-            let k = pair(st.account_id.as_str(), &st.id);
-            if self.statements.get(&k).is_some_and(|v| {
+        for k in &logged.statements {
+            if self.statements.get(k).is_some_and(|v| {
                 ours(v.position)
                     && !(v.row.status == StatementStatus::Failed
                         && is_warm(warm, &k.0, Load::FailedStatements))
             }) {
-                self.statements.remove(&k);
+                self.statements.remove(k);
             }
         }
-        for k in &rows.keys {
-            let k = pair(k.account.as_str(), &k.key);
-            if self.keys.get(&k).is_some_and(|v| ours(v.position)) {
-                self.keys.remove(&k);
+        for k in &logged.keys {
+            if self.keys.get(k).is_some_and(|v| ours(v.position)) {
+                self.keys.remove(k);
             }
         }
     }
