@@ -507,3 +507,49 @@ impl Tail {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::account::AccountId;
+    use crate::ledger::batch::KeyRow;
+
+    fn key_row(key: &str, response: &str) -> KeyRow {
+        KeyRow {
+            account: AccountId::parse("a").expect("an id"),
+            key: key.into(),
+            answer: StoredAnswer { request: "r".into(), response: response.into() },
+            at: Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    /// What the tail lays over an empty load of the keys `k1` and `k2`.
+    fn keys_seen(tail: &Tail) -> Vec<(String, String)> {
+        let pairs = [pair("a", "k1"), pair("a", "k2")];
+        let mut fresh = Loaded::default();
+        tail.patch(&[(Load::Keys, Ask::Pairs(&pairs))], &mut fresh);
+        fresh.keys.into_iter().map(|((_, k), answer)| (k, answer.response)).collect()
+    }
+
+    /// A row is kept once, in its last version; a trim drops it only when
+    /// the position that wrote that version is materialized.
+    #[test]
+    fn a_trim_drops_a_row_only_once_its_last_version_is_materialized() {
+        let mut tail = Tail::keeping(4);
+        tail.absorb(Rows { keys: vec![key_row("k1", "first")], ..Rows::default() }, 1, 1);
+        let second = Rows { keys: vec![key_row("k1", "again"), key_row("k2", "other")], ..Rows::default() };
+        tail.absorb(second, 2, 2);
+        let both = vec![("k1".to_string(), "again".to_string()), ("k2".to_string(), "other".to_string())];
+        assert_eq!(keys_seen(&tail), both);
+        assert_eq!(tail.ops(), 3);
+
+        tail.trim(1);
+        assert_eq!(keys_seen(&tail), both, "k1's last version was logged at 2");
+        assert_eq!(tail.ops(), 2);
+
+        tail.trim(2);
+        assert_eq!(keys_seen(&tail), vec![], "both are in the tables now");
+        assert_eq!(tail.ops(), 0);
+        assert!(tail.is_empty());
+    }
+}
