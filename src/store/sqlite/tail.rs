@@ -268,21 +268,20 @@ impl Tail {
     pub fn absorb(&mut self, rows: Rows, ops: usize, position: i64) {
         self.ops += ops;
         let mut logged = Logged { position, ops, ..Logged::default() };
-        /// Into `map` under `key`, with the key noted in `keys`.
-        fn put<K: Clone + Ord, T>(
-            map: &mut BTreeMap<K, At<T>>,
+        /// Into `map` (a hash or B-tree map) under `key`, with the key
+        /// noted in `keys`.
+        fn put<K: Clone, T>(
+            map: &mut impl Extend<(K, At<T>)>,
             keys: &mut Vec<K>,
             key: K,
             row: T,
             position: i64,
         ) {
             keys.push(key.clone());
-            map.insert(key, At { row, position });
+            map.extend([(key, At { row, position })]);
         }
         for a in rows.accounts {
-            let id = a.id.as_str().to_string();
-            logged.accounts.push(id.clone());
-            self.accounts.insert(id, At { row: a, position });
+            put(&mut self.accounts, &mut logged.accounts, a.id.as_str().to_string(), a, position);
         }
         for (a, lot, active) in rows.lots {
             put(&mut self.lots, &mut logged.lots, pair(a.as_str(), &lot.id), (lot, active), position);
@@ -291,9 +290,7 @@ impl Tail {
             put(&mut self.holds, &mut logged.holds, pair(a.as_str(), &h.id), h, position);
         }
         for (a, d) in rows.debits {
-            let k = pair(a.as_str(), &d.id);
-            logged.debits.push(k.clone());
-            self.debits.insert(k, At { row: d, position });
+            put(&mut self.debits, &mut logged.debits, pair(a.as_str(), &d.id), d, position);
         }
         for (a, p) in rows.purchases {
             put(&mut self.purchases, &mut logged.purchases, pair(a.as_str(), &p.id), p, position);
@@ -306,9 +303,7 @@ impl Tail {
             put(&mut self.statements, &mut logged.statements, k, st, position);
         }
         for k in rows.keys {
-            let key = pair(k.account.as_str(), &k.key);
-            logged.keys.push(key.clone());
-            self.keys.insert(key, At { row: k.answer, position });
+            put(&mut self.keys, &mut logged.keys, pair(k.account.as_str(), &k.key), k.answer, position);
         }
         for e in &rows.entries {
             let a = e.account.as_str();
